@@ -1,0 +1,1 @@
+"""pug-codegen: the generator."""

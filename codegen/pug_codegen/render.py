@@ -1,0 +1,196 @@
+"""Render a checked catalog into Python modules and a Markdown reference (Jinja)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+
+from pug_codegen.catalog import INT_RANGES, Catalog, Event, Property, camel
+
+PY_TYPES = {
+    "string": "str",
+    "bool": "bool",
+    "int32": "int",
+    "int64": "int",
+    "double": "float",
+    "duration": "datetime.timedelta",
+    "timestamp": "datetime.datetime",
+}
+
+
+def templates_dir() -> Path:
+    """The templates: shipped inside the wheel, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("pug-codegen cannot find its templates folder")
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    env.filters["annotation"] = annotation
+    env.filters["rename"] = rename_argument
+    env.filters["pyrepr"] = pyrepr
+    env.filters["rules"] = rules_text
+    env.filters["mdcell"] = lambda s: str(s).replace("|", "\\|")
+    return env
+
+
+def pyrepr(value: object) -> str:
+    """A Python literal, strings in double quotes (the style of the rest of the code)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{pyrepr(k)}: {pyrepr(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _meta_args(p: Property) -> list[str]:
+    args: list[str] = []
+    if p.type == "string":
+        for key, meta in (("pattern", "pattern"), ("min_len", "min_length"),
+                          ("max_len", "max_length")):
+            value = getattr(p, key)
+            if value is not None:
+                args.append(f"{meta}={pyrepr(value)}")
+    elif p.type in INT_RANGES and p.allowed is None:
+        low, high = INT_RANGES[p.type]
+        if p.gte is not None:
+            low = max(low, int(p.gte))
+        if p.gt is not None:
+            low = max(low, int(p.gt) + 1)
+        if p.lte is not None:
+            high = min(high, int(p.lte))
+        if p.lt is not None:
+            high = min(high, int(p.lt) - 1)
+        args += [f"ge={low}", f"le={high}"]
+    elif p.type == "double":
+        for key, meta in (("gt", "gt"), ("gte", "ge"), ("lt", "lt"), ("lte", "le")):
+            value = getattr(p, key)
+            if value is not None:
+                args.append(f"{meta}={float(value)!r}")
+    extra: dict[str, object] = {}
+    if p.type == "duration":
+        seconds = {k: float(v) for k, v in p.constraints.items() if k in ("gt", "gte", "lt", "lte")}
+        if seconds:
+            extra["seconds"] = seconds
+    if p.pii:
+        extra["pii"] = True
+    if p.description:
+        args.append(f"description={pyrepr(p.description)}")
+    if extra:
+        args.append(f"extra={pyrepr(extra)}")
+    return args
+
+
+def annotation(p: Property) -> str:
+    """The field's annotation: type, `msgspec.Meta` constraints, `| UnsetType` if optional."""
+    if p.allowed is not None:
+        base = "Literal[" + ", ".join(pyrepr(v) for v in p.allowed) + "]"
+    else:
+        base = PY_TYPES[p.type]
+    args = _meta_args(p)
+    typed = f"Annotated[{base}, Meta({', '.join(args)})]" if args else base
+    return typed if p.required else f"{typed} | UnsetType"
+
+
+def rename_argument(e: Event) -> str:
+    """The class keyword that maps field names to wire names ('' when they are the same)."""
+    renamed = {p.attr: p.wire_name for p in e.properties if p.wire_name != p.attr}
+    if not renamed:
+        return ""
+    if all(p.wire_name == camel(p.attr) for p in e.properties):
+        return ', rename="camel"'
+    return f", rename={pyrepr(renamed)}"
+
+
+def rules_text(p: Property) -> str:
+    """The property's rules in a few words, for docs."""
+    parts = []
+    for key, value in p.constraints.items():
+        if key == "pattern":
+            parts.append(f"matches `{value}`")
+        elif key == "in":
+            parts.append("one of " + ", ".join(f"`{v}`" for v in value))  # type: ignore[attr-defined]
+        else:
+            unit = "s" if p.type == "duration" else ""
+            symbol = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤",
+                      "min_len": "length ≥", "max_len": "length ≤"}[key]
+            shown = int(value) if isinstance(value, float) and value.is_integer() else value
+            parts.append(f"{symbol} {shown}{unit}")
+    return ", ".join(parts)
+
+
+def _imports(events: list[Event]) -> dict[str, object]:
+    """What a module of these events must import, and nothing more."""
+    annotations = [annotation(p) for e in events for p in e.properties]
+    typing = ["Annotated", "ClassVar", "Literal"]
+    used_typing = [
+        name for name in typing if name == "ClassVar" or any(name + "[" in a for a in annotations)
+    ]
+    optional = any(not p.required for e in events for p in e.properties)
+    used_msgspec = [
+        name
+        for name, used in (
+            ("UNSET", optional),
+            ("Meta", any("Meta(" in a for a in annotations)),
+            ("UnsetType", optional),
+        )
+        if used
+    ]
+    return {
+        "datetime": any("datetime." in a for a in annotations),
+        "typing": used_typing,
+        "msgspec": used_msgspec,
+    }
+
+
+def render(template: str, **context: object) -> str:
+    """Render one template with the generator's filters."""
+    return _env().get_template(template).render(**context)
+
+
+def events_module(events: list[Event], *, title: str, header: list[str], registry: bool) -> str:
+    """A module of event Structs: a domain of Pug's catalog, or a user's whole catalog
+    (then with its own `EVENTS` registry)."""
+    return render(
+        "events_module.py.j2",
+        events=events,
+        title=title,
+        header=header,
+        registry=registry,
+        imports=_imports(events),
+    )
+
+
+def events_package(catalog: Catalog, *, others: list[Event], header: list[str]) -> dict[str, str]:
+    """Pug's well-known events: `events/<domain>.py`, `events/__init__.py` and the
+    Markdown reference, as relative path → text."""
+    domains = catalog.domains()
+    files = {
+        f"events/{domain}.py": events_module(
+            events, title=f"Pug's well-known {domain} events.", header=header, registry=False
+        )
+        for domain, events in domains.items()
+    }
+    files["events/__init__.py"] = render(
+        "events_init.py.j2", domains=domains, all_events=catalog.events, header=header
+    )
+    files["events/README.md"] = render(
+        "events_reference.md.j2",
+        domains=domains,
+        all_events=catalog.events,
+        other_events=others,
+        header=header,
+    )
+    return files
