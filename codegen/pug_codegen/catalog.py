@@ -281,7 +281,8 @@ def _load_file(path: Path) -> list[Event]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise CatalogError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, line=line)
+        problem = getattr(exc, "problem", None) or exc
+        raise CatalogError(f"not valid YAML: {problem}", file=path, line=line) from None
     if not isinstance(data, dict):
         raise CatalogError("a catalog file is a mapping with an 'events' key", file=path, line=1)
 
@@ -295,8 +296,15 @@ def _load_file(path: Path) -> list[Event]:
         raise CatalogError("duplicate kind in this file", file=path, line=dup[1], event=dup[0])
     domain_default = raw_file.domain or re.sub(r"\W", "_", path.stem)
     return [
-        _event(path, kind, raw, events_node.child(kind), events_node.key_line(kind), raw_file,
-               domain_default)
+        _event(
+            path,
+            kind,
+            raw,
+            events_node.child(kind),
+            events_node.key_line(kind),
+            raw_file,
+            domain_default,
+        )
         for kind, raw in raw_file.events.items()
     ]
 

@@ -1,7 +1,7 @@
 """`pug-codegen`: turn catalogs into code.
 
-    pug-codegen events --catalog plan.yaml --out myapp/analytics_events.py [--check]
-    pug-codegen sdk [--root .] [--check]     # the SDK's own generated/pug (just generate)
+pug-codegen events --catalog plan.yaml --out myapp/analytics_events.py [--check]
+pug-codegen sdk [--root .] [--check]     # the SDK's own generated/pug (just generate)
 """
 
 from __future__ import annotations
@@ -24,12 +24,17 @@ SDK_HEADER = [
 
 def generate_sdk(root: Path) -> dict[str, str]:
     """Every file of generated/pug/, relative path → text."""
-    files = {f"proto/{k}": v for k, v in compile_protos(root / "catalog" / "proto", SDK_HEADER).items()}
+    files = {
+        f"proto/{k}": v for k, v in compile_protos(root / "catalog" / "proto", SDK_HEADER).items()
+    }
     paths = [p.relative_to(root) for p in (root / "catalog" / "events").glob("*.yaml")]
     full = catalog_mod.load(root / p for p in paths)
     server = full.filtered("server")
     others = [e for e in full.events if not e.for_platform("server")]
     files.update(events_package(server, others=others, header=SDK_HEADER))
+    # Marks the generated half of `pug` as typed for mypy in editable installs; the wheel
+    # takes runtime/pug's copy instead.
+    files["py.typed"] = ""
     return files
 
 

@@ -58,8 +58,11 @@ def pyrepr(value: object) -> str:
 def _meta_args(p: Property) -> list[str]:
     args: list[str] = []
     if p.type == "string":
-        for key, meta in (("pattern", "pattern"), ("min_len", "min_length"),
-                          ("max_len", "max_length")):
+        for key, meta in (
+            ("pattern", "pattern"),
+            ("min_len", "min_length"),
+            ("max_len", "max_length"),
+        ):
             value = getattr(p, key)
             if value is not None:
                 args.append(f"{meta}={pyrepr(value)}")
@@ -81,7 +84,9 @@ def _meta_args(p: Property) -> list[str]:
                 args.append(f"{meta}={float(value)!r}")
     extra: dict[str, object] = {}
     if p.type == "duration":
-        seconds = {k: float(v) for k, v in p.constraints.items() if k in ("gt", "gte", "lt", "lte")}
+        seconds = {
+            k: float(getattr(p, k)) for k in ("gt", "gte", "lt", "lte") if getattr(p, k) is not None
+        }
         if seconds:
             extra["seconds"] = seconds
     if p.pii:
@@ -124,8 +129,14 @@ def rules_text(p: Property) -> str:
             parts.append("one of " + ", ".join(f"`{v}`" for v in value))  # type: ignore[attr-defined]
         else:
             unit = "s" if p.type == "duration" else ""
-            symbol = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤",
-                      "min_len": "length ≥", "max_len": "length ≤"}[key]
+            symbol = {
+                "gt": ">",
+                "gte": "≥",
+                "lt": "<",
+                "lte": "≤",
+                "min_len": "length ≥",
+                "max_len": "length ≤",
+            }[key]
             shown = int(value) if isinstance(value, float) and value.is_integer() else value
             parts.append(f"{symbol} {shown}{unit}")
     return ", ".join(parts)

@@ -9,6 +9,6 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from pug._version import __version__  # noqa: E402
+from pug._version import __version__
 
 __all__ = ["__version__"]

@@ -1,0 +1,35 @@
+# Tasks for developing pug-sdk. `just --list` shows them.
+# Every recipe runs inside .venv, which `just setup` (or the README's test command) makes.
+
+python := ".venv/bin/python"
+
+# Create .venv and install the SDK editable with every extra.
+setup:
+    test -x {{python}} || python3 -m venv .venv
+    {{python}} -m pip install -q -e ".[dev]"
+
+# Regenerate generated/pug from catalog/ (protos, events, the events reference).
+generate:
+    {{python}} -m pug_codegen sdk
+
+# Fail with a readable diff if generated/pug is not what the generator makes now.
+check-generated:
+    {{python}} -m pug_codegen sdk --check
+
+# Lint and type-check the hand-written code.
+lint:
+    {{python}} -m ruff check .
+    {{python}} -m ruff format --check .
+    {{python}} -m mypy runtime/pug codegen/pug_codegen
+
+# Everything CI runs: lint, types, generated drift, the test suite.
+test: lint check-generated
+    {{python}} -m pytest
+
+# The main job: build a batch with the generated stubs and print it decoded.
+demo:
+    {{python}} -m pug.demo
+
+# Benchmarks (not tests): they print figures and write bench/results/.
+bench:
+    {{python}} bench/bench_events.py

@@ -1,0 +1,26 @@
+"""Shared fixtures: catalog/proto compiled once per session with protoc (grpc_tools).
+
+pytest's default ("prepend") import mode puts this directory on sys.path, so the
+helper module next to this file is importable by the conftest and the tests alike.
+"""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import descriptor_pb2
+from protoc_helpers import GoogleMessages, build_pool, compile_descriptor_set
+
+
+@pytest.fixture(scope="session")
+def proto_descriptor_set(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> descriptor_pb2.FileDescriptorSet:
+    """Every catalog/proto file plus its imports (google/protobuf/*), as protoc sees them."""
+    out_file = tmp_path_factory.mktemp("protoc") / "catalog.binpb"
+    return compile_descriptor_set(out_file)
+
+
+@pytest.fixture(scope="session")
+def google_pb2(proto_descriptor_set: descriptor_pb2.FileDescriptorSet) -> GoogleMessages:
+    """Google's message classes for our protos, built in a private descriptor pool."""
+    return GoogleMessages(build_pool(proto_descriptor_set))
