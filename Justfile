@@ -20,7 +20,7 @@ check-generated:
 lint:
     {{python}} -m ruff check .
     {{python}} -m ruff format --check .
-    {{python}} -m mypy runtime/pug codegen/pug_codegen
+    {{python}} -m mypy runtime/pug codegen/pug_codegen examples
 
 # Everything CI runs: lint, types, generated drift, the test suite.
 test: lint check-generated
@@ -28,7 +28,7 @@ test: lint check-generated
 
 # The main job: build a batch with the generated stubs and print it decoded.
 demo:
-    {{python}} -m pug.demo
+    {{python}} examples/demo.py
 
 # Benchmarks (not tests): they print figures and write bench/results/.
 bench:

@@ -76,28 +76,32 @@ def registered_events() -> dict[str, type[PugEvent]]:
 
 class _Field(msgspec.Struct, frozen=True):
     attr: str
-    wire: str
     variant: Variant
+    # How the builtin value from `msgspec.to_builtins` becomes the wire value.
+    convert: int  # _AS_IS, _FLOAT, _DURATION or _DATETIME
     # Bounds of a duration in seconds (msgspec.Meta cannot constrain a timedelta).
     seconds_bounds: dict[str, float] | None = None
 
 
-_VARIANTS: dict[type[mi.Type], Variant] = {
-    mi.StrType: Variant.STRING,
-    mi.IntType: Variant.INT,
-    mi.FloatType: Variant.DOUBLE,
-    mi.BoolType: Variant.BOOL,
-    mi.TimeDeltaType: Variant.DOUBLE,
-    mi.DateTimeType: Variant.TIMESTAMP,
+_AS_IS, _FLOAT, _DURATION, _DATETIME = range(4)
+_KINDS: dict[type[mi.Type], tuple[Variant, int]] = {
+    mi.StrType: (Variant.STRING, _AS_IS),
+    mi.IntType: (Variant.INT, _AS_IS),
+    mi.BoolType: (Variant.BOOL, _AS_IS),
+    mi.FloatType: (Variant.DOUBLE, _FLOAT),
+    mi.TimeDeltaType: (Variant.DOUBLE, _DURATION),
+    mi.DateTimeType: (Variant.TIMESTAMP, _DATETIME),
 }
+_Plan: TypeAlias = dict[str, _Field]  # wire name → field
+_PLANS: dict[type[PugEvent], _Plan] = {}
 
 
-def _plan(cls: type[PugEvent]) -> tuple[tuple[_Field, ...], dict[str, str]]:
-    """The fields of `cls` in wire form, and wire name → attribute name (for messages)."""
-    cached = _PLANS.get(cls)
-    if cached is not None:
-        return cached
-    fields = []
+def _plan(cls: type[PugEvent]) -> _Plan:
+    """How each field of `cls` goes on the wire, by wire name (built once per class)."""
+    plan = _PLANS.get(cls)
+    if plan is not None:
+        return plan
+    plan = {}
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     for f in info.fields:
@@ -107,17 +111,15 @@ def _plan(cls: type[PugEvent]) -> tuple[tuple[_Field, ...], dict[str, str]]:
             extra = t.extra
             t = t.type
         if isinstance(t, mi.LiteralType):
-            variant = Variant.STRING if isinstance(t.values[0], str) else Variant.INT
+            kind = (Variant.STRING if isinstance(t.values[0], str) else Variant.INT, _AS_IS)
         else:
-            variant = _VARIANTS[type(t)]
-        bounds = (extra or {}).get("seconds") if isinstance(t, mi.TimeDeltaType) else None
-        fields.append(_Field(f.name, f.encode_name, variant, bounds))
-    plan = (tuple(fields), {f.wire: f.attr for f in fields})
+            kind = _KINDS[type(t)]
+        bounds = (extra or {}).get("seconds") if kind[1] == _DURATION else None
+        plan[f.encode_name] = _Field(f.name, kind[0], kind[1], bounds)
     _PLANS[cls] = plan
     return plan
 
 
-_PLANS: dict[type[PugEvent], tuple[tuple[_Field, ...], dict[str, str]]] = {}
 _AT = re.compile(r"^(.*) - at `\$\.([^`\[]+)")
 _MISSING = re.compile(r"^Object missing required field `(.+)`")
 _OPS = {
@@ -140,32 +142,33 @@ def coerce(cls: type[PugEvent], data: object) -> PugEvent:
     try:
         return msgspec.convert(data, cls)
     except msgspec.ValidationError as exc:
-        wire_to_attr = _plan(cls)[1]
+        plan = _plan(cls)
         message = str(exc)
         missing = _MISSING.match(message)
         if missing:
-            attr = wire_to_attr.get(missing.group(1), missing.group(1))
+            wire = missing.group(1)
+            attr = plan[wire].attr if wire in plan else wire
             raise _invalid(cls, attr, "is required but missing") from None
         at = _AT.match(message)
         if at:
-            attr = wire_to_attr.get(at.group(2), at.group(2))
-            problem = at.group(1)
+            wire, problem = at.group(2), at.group(1)
+            attr = plan[wire].attr if wire in plan else wire
             raise _invalid(cls, attr, f"is invalid: {problem[:1].lower()}{problem[1:]}") from None
         raise _invalid(cls, None, message) from None
 
 
-def _checked(event: PugEvent) -> PugEvent:
-    cls = type(event)
+def _to_builtins(event: PugEvent) -> dict[str, Any]:
     try:
-        builtins = msgspec.to_builtins(event)
+        builtins: dict[str, Any] = msgspec.to_builtins(event)
+        return builtins
     except (TypeError, ValueError, OverflowError):
-        for f in _plan(cls)[0]:
+        for f in _plan(type(event)).values():
             try:
                 msgspec.to_builtins(getattr(event, f.attr))
             except (TypeError, ValueError, OverflowError) as exc:
-                raise _invalid(cls, f.attr, f"has a value that cannot be sent: {exc}") from None
+                problem = f"has a value that cannot be sent: {exc}"
+                raise _invalid(type(event), f.attr, problem) from None
         raise
-    return coerce(cls, builtins)
 
 
 def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
@@ -176,20 +179,24 @@ def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
     set zero values are kept. Raises `PugValidationError` naming the field and rule.
     """
     cls = type(event)
-    checked = _checked(event)
+    plan = _PLANS.get(cls) or _plan(cls)
+    # to_builtins drops unset fields; convert checks types and every Meta rule (~1 µs).
+    builtins = _to_builtins(event)
+    checked = coerce(cls, builtins)
     props: WireProperties = {}
-    for f in _plan(cls)[0]:
-        value = getattr(checked, f.attr)
-        if value is msgspec.UNSET:
-            continue
-        if f.variant is Variant.DOUBLE:
-            if isinstance(value, datetime.timedelta):
-                value = value.total_seconds()
-                if f.seconds_bounds:
-                    _check_bounds(cls, f.attr, value, f.seconds_bounds)
+    for wire, value in builtins.items():
+        f = plan[wire]
+        if f.convert == _FLOAT:
+            value = float(value)
             if not math.isfinite(value):
                 raise _invalid(cls, f.attr, "must be a finite number")
-        props[f.wire] = (f.variant, value)
+        elif f.convert == _DURATION:
+            value = getattr(checked, f.attr).total_seconds()
+            if f.seconds_bounds:
+                _check_bounds(cls, f.attr, value, f.seconds_bounds)
+        elif f.convert == _DATETIME:
+            value = getattr(checked, f.attr)
+        props[wire] = (f.variant, value)
     return cls.KIND, props
 
 

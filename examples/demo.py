@@ -1,6 +1,6 @@
 """The SDK's main job in miniature: typed events → a BatchCreateRequest → bytes → decoded.
 
-Run it with `python -m pug.demo`. It builds the request Pug's ingestion endpoint
+Run it with `python examples/demo.py`. It builds the request Pug's ingestion endpoint
 receives, from well-known typed events and a custom one, serializes it with the
 generated stubs, parses the bytes back and prints what a server would decode.
 """
