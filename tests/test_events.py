@@ -301,3 +301,42 @@ def test_structs_are_keyword_only_and_typed() -> None:
     assert msgspec.json.encode(Purchase(product_id="p", amount=1.5)) == (
         b'{"productId":"p","amount":1.5}'
     )
+
+
+CATALOG_TYPES = {
+    "string": "string",
+    "bool": "bool",
+    "int32": "int32",
+    "int64": "int64",
+    "double": "double",
+    "google.protobuf.Duration": "duration",
+}
+
+
+def test_catalog_yaml_matches_contract_for_all_127_events() -> None:
+    """The YAML catalog itself (server and client events alike) says what the contract says."""
+    from pug_codegen import catalog
+
+    root = Path(__file__).resolve().parents[1] / "catalog" / "events"
+    loaded = {e.kind: e for e in catalog.load(root.glob("*.yaml")).events}
+    events = contract_events()
+    assert set(loaded) == set(events)
+    for kind, message in events.items():
+        event = loaded[kind]
+        assert event.class_name + "Properties" == message["name"]
+        platforms = [p.removeprefix("PLATFORM_").lower() for p in message["platforms"]]
+        assert list(event.platforms) == platforms, kind
+        assert [p.name for p in event.properties] == [f["name"] for f in message["fields"]]
+        for prop, spec in zip(event.properties, message["fields"], strict=True):
+            where = f"{kind}.{prop.name}"
+            assert prop.type == CATALOG_TYPES[spec["type"]], where
+            assert prop.wire_name == spec["json_name"], where
+            assert prop.pii == spec.get("pii", False), where
+            rules = dict(spec.get("rules", {}))
+            assert prop.required == rules.pop("required", False), where
+            typed_rules = {
+                k: float(str(v).removesuffix("s")) if k != "pattern" else v
+                for group in rules.values()
+                for k, v in group.items()
+            }
+            assert prop.constraints == typed_rules, where
