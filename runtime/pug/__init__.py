@@ -1,5 +1,11 @@
 """Pug's Python server-side SDK.
 
+    from pug import Pug
+    from pug.events import Purchase
+
+    pug = Pug(api_key="prv_…")
+    pug.track("user_42", Purchase(product_id="p1", amount=49.0, currency="USD"))
+
 The package is assembled from two folders: the hand-written runtime (this folder)
 and the generated code (`generated/pug/`: `pug.proto` stubs, `pug.events` typed events).
 A wheel merges them; in a source checkout or editable install `extend_path` joins them.
@@ -9,8 +15,25 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
+from pug._core import Stats, TrackedEvent
 from pug._version import __version__
+from pug.client import AsyncPug, BoundPug, Pug
+from pug.config import BatchConfig, RetryPolicy
 from pug.errors import PugError, PugValidationError
 from pug.event import PugEvent
+from pug.transport import Transport
 
-__all__ = ["PugError", "PugEvent", "PugValidationError", "__version__"]
+__all__ = [
+    "AsyncPug",
+    "BatchConfig",
+    "BoundPug",
+    "Pug",
+    "PugError",
+    "PugEvent",
+    "PugValidationError",
+    "RetryPolicy",
+    "Stats",
+    "TrackedEvent",
+    "Transport",
+    "__version__",
+]

@@ -1,0 +1,677 @@
+"""The ingestion core shared by `Pug` and `AsyncPug`.
+
+The caller's thread validates, maps and encodes an event and appends the bytes to a
+bounded queue (never raising, never blocking on I/O). One background thread per client
+runs an asyncio loop that batches the queue, sends through the transport, retries
+transient failures with backoff and hands permanent ones to `on_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import datetime
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pug import ids, properties, wire
+from pug._version import __version__
+from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, BatchConfig, RetryPolicy
+from pug.errors import PugError, PugValidationError
+from pug.event import PugEvent, WireProperties
+from pug.transport import BATCH_CREATE, IDENTIFY, Transport
+
+logger = logging.getLogger("pug")
+
+AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": __version__, "$platform": "server"}
+_KIND = re.compile(r"^[a-zA-Z0-9_.-]+$")
+_ANONYMOUS_ID = re.compile(r"^$|^anon-")
+# A request carries the events plus a few bytes of framing each.
+_MAX_EVENT_BYTES = MAX_REQUEST_BYTES - 16
+
+OnError = Callable[[PugError, list[Any]], None]
+
+
+@dataclass
+class TrackedEvent:
+    """What `before_send` sees and may change: the event as it will be sent.
+
+    `properties` holds the custom properties by wire name with plain values (str, int,
+    float, bool, datetime). Return the event (changed or not) to send it, None to drop it.
+    """
+
+    event_id: str
+    kind: str
+    distinct_id: str
+    session_id: str
+    occur_time: datetime.datetime
+    properties: dict[str, Any]
+
+
+@dataclass
+class Stats:
+    """Counters of one client since it started (or since a fork, in the child)."""
+
+    enqueued: int = 0
+    sent: int = 0
+    failed: int = 0
+    dropped_queue_full: int = 0
+    dropped_invalid: int = 0
+    dropped_by_server: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    identifies_sent: int = 0
+    queue_length: int = 0
+
+
+class _Identify:
+    """A queued identify: its encoded request and the future `AsyncPug` awaits."""
+
+    __slots__ = ("body", "done")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+
+_Item = bytes | _Identify
+
+
+def _size(item: _Item) -> int:
+    return len(item) if type(item) is bytes else len(item.body)  # type: ignore[union-attr]
+
+
+class Core:
+    """State and behaviour shared by the sync and async clients."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        batch: BatchConfig,
+        retry: RetryPolicy,
+        timeout: float,
+        on_error: OnError | None,
+        before_send: Callable[[TrackedEvent], TrackedEvent | None] | None,
+        strict: bool,
+    ) -> None:
+        self.transport = transport
+        self.batch = batch
+        self.retry = retry
+        self.timeout = timeout
+        self.on_error = on_error
+        self.before_send = before_send
+        self.strict = strict
+        self.session_id = ids.uuid7(time.time_ns() // 1_000_000)
+        self._auto = wire.auto_properties(AUTO_PROPERTIES)
+        self._kinds: set[str] = set()
+        self._reset_state()
+        _LIVE.add(self)
+
+    def _reset_state(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[_Item] = deque()
+        self._queue_bytes = 0
+        self._first_at: float | None = None
+        self._dead: list[tuple[PugError, list[_Item]]] = []
+        self._stats = Stats()
+        self._accepted_items = 0  # items ever enqueued (events and identifies)
+        self._finished_items = 0  # items sent, failed or dropped
+        self._flush_waiters: list[tuple[int, concurrent.futures.Future[bool]]] = []
+        self._flush_requested = False
+        self._closed = False
+        self._worker: _Worker | None = None
+
+    # ---- the caller's side -------------------------------------------------------------
+
+    def track(
+        self,
+        distinct_id: str,
+        event: PugEvent | str,
+        props: Mapping[Any, Any] | None,
+        timestamp: datetime.datetime | None,
+        session_id: str | None,
+    ) -> None:
+        try:
+            body = self._encode_event(distinct_id, event, props, timestamp, session_id)
+        except PugValidationError as exc:
+            self._reject(exc)
+            return
+        except Exception:
+            logger.exception("track() failed unexpectedly; the event was dropped")
+            self._count_invalid()
+            return
+        if body is not None:
+            self._enqueue(body)
+
+    def _encode_event(
+        self,
+        distinct_id: str,
+        event: PugEvent | str,
+        props: Mapping[Any, Any] | None,
+        timestamp: datetime.datetime | None,
+        session_id: str | None,
+    ) -> bytes | None:
+        if self._closed:
+            logger.warning("track() after close(); the event was dropped")
+            self._count_invalid()
+            return None
+        check_distinct_id(distinct_id, "distinct_id")
+        kind, custom = properties.event_wire(event, props)
+        if kind not in self._kinds:
+            if not _KIND.match(kind):
+                raise PugValidationError(f"kind {kind!r} must match ^[a-zA-Z0-9_.-]+$")
+            if len(self._kinds) < 4096:
+                self._kinds.add(kind)
+        if session_id is None:
+            session_id = self.session_id
+        elif not ids.is_uuid(session_id):
+            raise PugValidationError("session_id must be a UUID string", field="session_id")
+        if timestamp is None:
+            ns = time.time_ns()
+            seconds, nanos = divmod(ns, 1_000_000_000)
+        elif isinstance(timestamp, datetime.datetime):
+            seconds, nanos = wire.datetime_parts(timestamp)
+        else:
+            raise PugValidationError(
+                f"timestamp must be a datetime, not {type(timestamp).__name__}",
+                field="timestamp",
+            )
+        event_id = ids.uuid7(seconds * 1000 + nanos // 1_000_000)
+        if self.before_send is not None:
+            hooked = self._before_send(
+                event_id, kind, distinct_id, session_id, seconds, nanos, custom
+            )
+            if hooked is None:
+                return None
+            kind, distinct_id, session_id, custom = hooked
+        body = wire.event(
+            event_id=event_id,
+            distinct_id=distinct_id,
+            kind=kind,
+            seconds=seconds,
+            nanos=nanos,
+            session_id=session_id,
+            custom=custom,
+            auto=self._auto,
+        )
+        if len(body) > _MAX_EVENT_BYTES:
+            raise PugValidationError(
+                f"event {kind!r} encodes to {len(body)} bytes, over the "
+                f"{_MAX_EVENT_BYTES}-byte limit of one request"
+            )
+        return body
+
+    def _before_send(
+        self,
+        event_id: str,
+        kind: str,
+        distinct_id: str,
+        session_id: str,
+        seconds: int,
+        nanos: int,
+        custom: WireProperties,
+    ) -> tuple[str, str, str, WireProperties] | None:
+        occur = wire.datetime_from_parts(seconds, nanos)
+        tracked = TrackedEvent(
+            event_id, kind, distinct_id, session_id, occur, {k: v[1] for k, v in custom.items()}
+        )
+        assert self.before_send is not None
+        try:
+            result = self.before_send(tracked)
+        except Exception:
+            logger.exception("before_send raised; the event was dropped")
+            self._count_invalid()
+            return None
+        if result is None:
+            return None
+        check_distinct_id(result.distinct_id, "distinct_id")
+        if not _KIND.match(result.kind):
+            raise PugValidationError(f"kind {result.kind!r} must match ^[a-zA-Z0-9_.-]+$")
+        # Keep the declared variant of values the hook left alone (a double stays a double).
+        out: WireProperties = {}
+        for key, value in result.properties.items():
+            before = custom.get(key)
+            if before is not None and before[1] is value:
+                out[key] = before
+            else:
+                out.update(properties.custom_properties({key: value}))
+        return result.kind, result.distinct_id, session_id, out
+
+    def identify(
+        self,
+        external_id: str,
+        traits: Mapping[Any, Any] | None,
+        anonymous_id: str | None,
+        device_id: str | None,
+    ) -> concurrent.futures.Future[bool]:
+        """Queue an identify; the future says whether it was delivered (never raises)."""
+        failed: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        try:
+            if self._closed:
+                logger.warning("identify() after close(); it was dropped")
+                failed.set_result(False)
+                return failed
+            check_distinct_id(external_id, "external_id")
+            if anonymous_id is not None and (
+                not isinstance(anonymous_id, str)
+                or not _ANONYMOUS_ID.match(anonymous_id)
+                or len(anonymous_id) > 255
+            ):
+                raise PugValidationError(
+                    "anonymous_id must start with 'anon-' and be at most 255 characters",
+                    field="anonymous_id",
+                )
+            if device_id is not None and (not isinstance(device_id, str) or len(device_id) > 36):
+                raise PugValidationError(
+                    "device_id must be a string of at most 36 characters", field="device_id"
+                )
+            if traits is not None and not isinstance(traits, Mapping):
+                raise PugValidationError("traits must be a mapping", field="traits")
+            body = wire.identify(
+                external_id=external_id,
+                traits=properties.traits(traits) if traits is not None else None,
+                anonymous_id=anonymous_id,
+                device_id=device_id,
+            )
+        except PugValidationError as exc:
+            self._reject(exc, what="identify")
+            failed.set_result(False)
+            return failed
+        except Exception:
+            logger.exception("identify() failed unexpectedly; it was dropped")
+            failed.set_result(False)
+            return failed
+        item = _Identify(body)
+        self._enqueue(item)
+        return item.done
+
+    def _reject(self, exc: PugValidationError, what: str = "event") -> None:
+        self._count_invalid()
+        if self.strict:
+            raise exc
+        logger.warning("invalid %s dropped: %s", what, exc)
+
+    def _count_invalid(self) -> None:
+        with self._lock:
+            self._stats.dropped_invalid += 1
+
+    def _enqueue(self, item: _Item) -> None:
+        size = _size(item)
+        batch = self.batch
+        overflow: list[_Item] = []
+        with self._lock:
+            queue = self._queue
+            if not queue:
+                self._first_at = time.monotonic()
+            queue.append(item)
+            self._queue_bytes += size
+            self._accepted_items += 1
+            self._stats.enqueued += 1
+            while len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes:
+                old = queue.popleft()
+                self._queue_bytes -= _size(old)
+                overflow.append(old)
+            if overflow:
+                self._stats.dropped_queue_full += len(overflow)
+                self._dead.append((PugError("resource_exhausted", "queue full"), overflow))
+            worker = self._worker
+            wake = len(queue) == batch.max_size or bool(overflow)
+        if worker is None:
+            worker = self._start_worker()
+            wake = True
+        if wake:
+            worker.wake()
+
+    def _start_worker(self) -> _Worker:
+        with self._lock:
+            if self._worker is None:
+                self._worker = _Worker(self)
+            return self._worker
+
+    # ---- flush, close, stats --------------------------------------------------------
+
+    def flush_future(self) -> concurrent.futures.Future[bool]:
+        """Resolves True once everything queued before the call is sent or failed."""
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        with self._lock:
+            target = self._accepted_items
+            if self._finished_items >= target:
+                done.set_result(True)
+                return done
+            self._flush_waiters.append((target, done))
+            self._flush_requested = True
+            worker = self._worker
+        if worker is not None:
+            worker.wake()
+        return done
+
+    def flush(self, timeout: float | None) -> bool:
+        try:
+            return self.flush_future().result(timeout)
+        except concurrent.futures.TimeoutError:
+            logger.warning("flush() timed out after %ss with events still queued", timeout)
+            return False
+
+    def close(self, timeout: float | None) -> None:
+        """Send what is queued (one attempt, within `timeout`), dead-letter the rest."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            worker = self._worker
+        if worker is not None:
+            worker.stop(timeout)
+        _LIVE.discard(self)
+
+    def stats(self) -> Stats:
+        with self._lock:
+            s = self._stats
+            return Stats(
+                enqueued=s.enqueued,
+                sent=s.sent,
+                failed=s.failed,
+                dropped_queue_full=s.dropped_queue_full,
+                dropped_invalid=s.dropped_invalid,
+                dropped_by_server=dict(s.dropped_by_server),
+                retries=s.retries,
+                identifies_sent=s.identifies_sent,
+                queue_length=len(self._queue),
+            )
+
+    def after_fork_in_child(self) -> None:
+        """The child starts empty: the parent's queue is the parent's to send."""
+        self._reset_state()
+        self.session_id = ids.uuid7(time.time_ns() // 1_000_000)
+        self.transport.reset_after_fork()
+
+    # ---- the worker's side ----------------------------------------------------------
+
+    def _due(self, now: float) -> bool:
+        """Whether the worker should send now (called under the lock)."""
+        if not self._queue:
+            return False
+        return (
+            self._flush_requested
+            or len(self._queue) >= self.batch.max_size
+            or (self._first_at is not None and now - self._first_at >= self.batch.max_wait)
+        )
+
+    def _next_wake(self, now: float) -> float:
+        with self._lock:
+            if self._first_at is not None and self._queue:
+                return max(0.0, self._first_at + self.batch.max_wait - now)
+        return self.batch.max_wait
+
+    def _take(self, force: bool) -> tuple[str, list[_Item]] | None:
+        """Pop the next request's items: a run of events, or one identify."""
+        with self._lock:
+            queue = self._queue
+            if not queue or not (force or self._due(time.monotonic())):
+                if not queue:
+                    self._flush_requested = False
+                return None
+            if type(queue[0]) is _Identify:
+                item = queue.popleft()
+                self._queue_bytes -= _size(item)
+                taken: list[_Item] = [item]
+                method = IDENTIFY
+            else:
+                taken = []
+                size = 0
+                while queue and type(queue[0]) is bytes and len(taken) < MAX_REQUEST_EVENTS:
+                    n = len(queue[0]) + 6  # tag + length varint
+                    if taken and size + n > MAX_REQUEST_BYTES:
+                        break
+                    taken.append(queue.popleft())
+                    size += n
+                self._queue_bytes -= size - 6 * len(taken)
+                method = BATCH_CREATE
+            self._first_at = time.monotonic() if queue else None
+            return method, taken
+
+    def _finish(
+        self,
+        items: list[_Item],
+        *,
+        sent: bool,
+        error: PugError | None = None,
+        overflow: bool = False,
+    ) -> None:
+        """Account for items that are done; resolve identifies and flush waiters."""
+        events = sum(1 for i in items if type(i) is bytes)
+        with self._lock:
+            if sent:
+                self._stats.sent += events
+                self._stats.identifies_sent += len(items) - events
+            elif not overflow:  # overflow drops are counted when they happen
+                self._stats.failed += len(items)
+            self._finished_items += len(items)
+            ready = [f for t, f in self._flush_waiters if t <= self._finished_items]
+            self._flush_waiters = [
+                (t, f) for t, f in self._flush_waiters if t > self._finished_items
+            ]
+        for item in items:
+            if type(item) is _Identify and not item.done.done():
+                item.done.set_result(sent)
+        for f in ready:
+            if not f.done():
+                f.set_result(True)
+        if error is not None and not sent:
+            self._dead_letter(error, items)
+
+    def _dead_letter(self, error: PugError, items: list[_Item]) -> None:
+        logger.error("%d item(s) not delivered: %s", len(items), error)
+        if self.on_error is None:
+            return
+        try:
+            self.on_error(error, decode_items(items))
+        except Exception:
+            logger.exception("on_error raised")
+
+    def _drain_overflow(self) -> None:
+        with self._lock:
+            dead, self._dead = self._dead, []
+        for error, items in dead:
+            logger.warning("queue full, %d oldest item(s) dropped", len(items))
+            self._finish(items, sent=False, error=error, overflow=True)
+
+    def _on_response(self, method: str, items: list[_Item], response: bytes) -> None:
+        if method == BATCH_CREATE:
+            _, dropped, reasons = wire.parse_batch_response(response)
+            if dropped:
+                logger.warning(
+                    "the server dropped %d of %d events: %s", dropped, len(items), reasons
+                )
+                with self._lock:
+                    for reason, n in reasons.items():
+                        by = self._stats.dropped_by_server
+                        by[reason] = by.get(reason, 0) + n
+        self._finish(items, sent=True)
+
+    def _count_retry(self) -> None:
+        with self._lock:
+            self._stats.retries += 1
+
+
+class _Worker:
+    """One daemon thread with its own asyncio loop; owns the transport's connections."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.loop = asyncio.new_event_loop()
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._close_deadline: float | None = None
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="pug-worker", daemon=True)
+        self.thread.start()
+        self._started.wait()
+
+    def wake(self) -> None:
+        # A closed loop raises RuntimeError: the client was closed meanwhile.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._set_wake)
+
+    def _set_wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def stop(self, timeout: float | None) -> None:
+        def begin() -> None:
+            self._stopping = True
+            if timeout is not None:
+                self._close_deadline = self.loop.time() + timeout
+            self._set_wake()
+
+        try:
+            self.loop.call_soon_threadsafe(begin)
+        except RuntimeError:
+            return
+        if threading.current_thread() is not self.thread:
+            self.thread.join(None if timeout is None else timeout + 1.0)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self._wake = asyncio.Event()
+        self._started.set()
+        core = self.core
+        try:
+            while not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), core._next_wake(time.monotonic()))
+                self._wake.clear()
+                core._drain_overflow()
+                await self._send(force=False)
+            core._drain_overflow()
+            await self._send(force=True)
+        finally:
+            try:
+                await core.transport.aclose()
+            except Exception:
+                logger.exception("closing the transport failed")
+
+    def _time_left(self) -> float | None:
+        if self._close_deadline is None:
+            return None
+        return self._close_deadline - self.loop.time()
+
+    async def _send(self, *, force: bool) -> None:
+        while True:
+            taken = self.core._take(force)
+            if taken is None:
+                return
+            await self._deliver(*taken)
+
+    async def _deliver(self, method: str, items: list[_Item]) -> None:
+        core = self.core
+        body = (
+            wire.batch(items)  # type: ignore[arg-type]
+            if method == BATCH_CREATE
+            else items[0].body  # type: ignore[union-attr]
+        )
+        attempt = 0
+        while True:
+            left = self._time_left()
+            if left is not None and left <= 0:
+                error = PugError("deadline_exceeded", "close() timed out before delivery")
+                core._finish(items, sent=False, error=error)
+                return
+            timeout = core.timeout if left is None else min(core.timeout, left)
+            try:
+                response = await core.transport.unary(method, body, timeout=timeout)
+            except PugError as exc:
+                error = exc
+            except Exception as exc:  # a transport bug must not kill the worker
+                logger.exception("the transport raised a non-PugError")
+                error = PugError("unknown", f"{type(exc).__name__}: {exc}")
+            else:
+                try:
+                    core._on_response(method, items, response)
+                except Exception:
+                    logger.exception("could not read the server's response")
+                    core._finish(items, sent=True)
+                return
+            if core.retry.is_permanent(error.code) or self._stopping:
+                core._finish(items, sent=False, error=error)
+                return
+            delay = core.retry.delay(attempt)
+            attempt += 1
+            core._count_retry()
+            logger.warning(
+                "sending %d item(s) failed (%s); retry %d in %.2fs",
+                len(items), error, attempt, delay,
+            )  # fmt: skip
+            await self._backoff(delay)
+            core._drain_overflow()
+
+    async def _backoff(self, delay: float) -> None:
+        """Sleep `delay`, or less if close() is called (it makes one last attempt)."""
+        assert self._wake is not None
+        deadline = self.loop.time() + delay
+        while not self._stopping:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                return
+
+
+def check_distinct_id(value: object, name: str) -> None:
+    """The identity rules of the contract: a non-empty string, no `cookieless-` prefix."""
+    if type(value) is not str or not value:
+        raise PugValidationError(f"{name} must be a non-empty string", field=name)
+    if value.startswith("cookieless-"):
+        raise PugValidationError(
+            f"{name} must not start with the reserved 'cookieless-' prefix", field=name
+        )
+
+
+def decode_items(items: list[_Item]) -> list[Any]:
+    """Queued items as protobuf messages, for `on_error` (decoding happens only here)."""
+    from pug.proto.sdk.events.v1 import Event
+    from pug.proto.sdk.profiles.v1 import IdentifyRequest
+
+    return [
+        Event.parse(i) if type(i) is bytes else IdentifyRequest.parse(i.body)  # type: ignore[union-attr]
+        for i in items
+    ]
+
+
+# Every open client, for fork and exit handling; weak so clients can be collected.
+_LIVE: weakref.WeakSet[Core] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for core in list(_LIVE):
+        core.after_fork_in_child()
+
+
+def _at_exit() -> None:
+    for core in list(_LIVE):
+        try:
+            core.close(core.batch.exit_timeout)
+        except Exception:
+            logger.exception("flushing at exit failed")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

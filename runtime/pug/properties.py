@@ -1,0 +1,220 @@
+"""Turning what callers pass into wire values (WIRE.md's property value table).
+
+- `custom_properties`: a caller's property dict → `WireProperties` (PropertyValue variants).
+- `typed_from_dict`: a kind that names a typed event, given as a dict → that event's
+  properties, checked by its catalog rules, plus the rest as custom properties.
+- `traits`: identify traits → a JSON-like dict for google.protobuf.Struct.
+
+Values that cannot be sent are left out with a warning naming the key, so one odd value
+never costs the whole event. A key starting with `$` fails the event (the server would
+reject the whole batch for it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from pug.errors import PugValidationError
+from pug.event import PugEvent, Variant, WireProperties, coerce, event_class, event_properties
+
+logger = logging.getLogger("pug")
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_encode_json = msgspec.json.Encoder(decimal_format="number").encode
+
+
+def _omit(key: object, why: str) -> None:
+    logger.warning("property %r left out: %s", key, why)
+
+
+def _check_key(key: object) -> str | None:
+    """The key if it can be sent; raises for `$` keys, returns None (with a warning) else."""
+    if not isinstance(key, str):
+        _omit(key, f"keys must be strings, not {type(key).__name__}")
+        return None
+    if key.startswith("$"):
+        raise PugValidationError(
+            f"property key {key!r} starts with '$', which is reserved for auto-properties",
+            field=key,
+        )
+    return key
+
+
+def wire_value(key: str, value: object) -> tuple[Variant, Any] | None:
+    """One custom property value on the wire, or None when it is left out."""
+    # Exact-type checks first: they are the common case and the cheapest.
+    t = type(value)
+    if t is str:
+        return (Variant.STRING, value)
+    if t is bool:
+        return (Variant.BOOL, value)
+    if t is int:
+        if INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+            return (Variant.INT, value)
+        return _big_int(key, value)  # type: ignore[arg-type]
+    if t is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return (Variant.DOUBLE, value)
+        _omit(key, f"{value} is not a finite number")
+        return None
+    if value is None:
+        return None
+    return _other(key, value)
+
+
+def _big_int(key: str, value: int) -> tuple[Variant, Any] | None:
+    as_float = float(value) if abs(value) < 2**1024 else math.inf
+    if not math.isfinite(as_float):
+        _omit(key, "the integer is too large even for a double")
+        return None
+    logger.warning("property %r: integer outside int64 sent as a double", key)
+    return (Variant.DOUBLE, as_float)
+
+
+def _other(key: str, value: object) -> tuple[Variant, Any] | None:
+    """Subclasses of the simple types, dates, containers and the rest."""
+    if isinstance(value, bool):
+        return (Variant.BOOL, bool(value))
+    if isinstance(value, int):
+        return wire_value(key, int(value))
+    if isinstance(value, float):
+        return wire_value(key, float(value))
+    if isinstance(value, str):
+        return (Variant.STRING, str(value))
+    if isinstance(value, datetime.datetime):
+        return (Variant.TIMESTAMP, value)
+    if isinstance(value, datetime.date):
+        midnight = datetime.datetime.combine(value, datetime.time(), datetime.UTC)
+        return (Variant.TIMESTAMP, midnight)
+    if isinstance(value, decimal.Decimal):
+        if value.is_finite():
+            return wire_value(key, float(value))
+        _omit(key, f"{value} is not a finite number")
+        return None
+    if isinstance(value, uuid.UUID):
+        return (Variant.STRING, str(value))
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        try:
+            return (Variant.STRING, _encode_json(value).decode())
+        except (TypeError, ValueError, OverflowError) as exc:
+            _omit(key, f"cannot be written as JSON: {exc}")
+            return None
+    _omit(key, f"values of type {type(value).__name__} cannot be sent")
+    return None
+
+
+def custom_properties(props: Mapping[Any, Any] | None) -> WireProperties:
+    """A caller's property dict on the wire; raises PugValidationError for a `$` key."""
+    out: WireProperties = {}
+    if not props:
+        return out
+    for key, value in props.items():
+        k = key if type(key) is str and key[:1] != "$" else _check_key(key)
+        if k is None:
+            continue
+        mapped = wire_value(k, value)
+        if mapped is not None:
+            out[k] = mapped
+    return out
+
+
+def typed_from_dict(cls: type[PugEvent], props: Mapping[Any, Any] | None) -> WireProperties:
+    """A typed event given as kind + dict: fields (by Python or wire name) are checked by
+    the event's rules and mapped by declared type; the other keys are custom properties."""
+    fields: dict[str, Any] = {}
+    extra: dict[Any, Any] = {}
+    names = _field_names(cls)
+    for key, value in (props or {}).items():
+        wire = names.get(key) if isinstance(key, str) else None
+        if wire is None:
+            extra[key] = value
+        elif value is not None:
+            fields[wire] = value
+    _, typed = event_properties(coerce(cls, fields))
+    out = custom_properties(extra)
+    out.update(typed)
+    return out
+
+
+_NAMES: dict[type[PugEvent], dict[str, str]] = {}
+
+
+def _field_names(cls: type[PugEvent]) -> dict[str, str]:
+    """Python name and wire name → wire name, for each field of `cls`."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = {}
+        for attr, wire in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True):
+            names[attr] = wire
+            names[wire] = wire
+        _NAMES[cls] = names
+    return names
+
+
+def event_wire(
+    event: PugEvent | str, props: Mapping[Any, Any] | None
+) -> tuple[str, WireProperties]:
+    """(kind, properties) of what `track()` was given: a typed event, or a kind string
+    (typed too when it names a registered event) with a dict. Raises PugValidationError."""
+    if isinstance(event, PugEvent):
+        kind, typed = event_properties(event)
+        if not props:
+            return kind, typed
+        out = custom_properties(props)
+        out.update(typed)
+        return kind, out
+    if type(event) is not str:
+        raise PugValidationError(
+            f"event must be a PugEvent or a kind string, not {type(event).__name__}"
+        )
+    cls = event_class(event)
+    if cls is not None:
+        return event, typed_from_dict(cls, props)
+    return event, custom_properties(props)
+
+
+# Identify traits: a google.protobuf.Struct (numbers are doubles, nesting is kept).
+def traits(values: Mapping[Any, Any], path: str = "") -> dict[str, object]:
+    """Traits as JSON-like values for a Struct; unsendable ones left out with a warning."""
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            _omit(f"{path}{key!r}", "trait keys must be strings")
+            continue
+        cleaned = _trait(f"{path}{key}", value)
+        if cleaned is not _DROP:
+            out[key] = cleaned
+    return out
+
+
+_DROP = object()
+
+
+def _trait(path: str, value: object) -> object:
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int | float | decimal.Decimal):
+        number = float(value) if not isinstance(value, int) or abs(value) < 2**1024 else math.inf
+        if math.isfinite(number):
+            return number
+        _omit(path, f"{value} is not a finite number")
+        return _DROP
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        return traits(value, f"{path}.")
+    if isinstance(value, list | tuple):
+        items = [_trait(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        return [v for v in items if v is not _DROP]
+    _omit(path, f"values of type {type(value).__name__} cannot be sent")
+    return _DROP

@@ -1,0 +1,111 @@
+"""Test helpers for users' suites and ours: an in-memory transport that records every
+request and can be told to fail.
+
+    transport = InMemoryTransport()
+    pug = Pug(api_key="prv_test", transport=transport)
+    pug.track("u1", Purchase(product_id="p1", amount=9.5))
+    pug.flush()
+    assert transport.events()[0].kind == "purchase"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pug import wire
+from pug.errors import PugError
+from pug.transport import BATCH_CREATE, IDENTIFY
+
+Handler = Callable[[str, bytes], bytes]
+
+
+@dataclass
+class _Failure:
+    code: str
+    message: str
+    remaining: int | None  # None: until recover()
+
+
+class InMemoryTransport:
+    """A `Transport` that keeps what it receives in memory.
+
+    - `requests`: (method, body) of every request that succeeded, in order;
+      `attempts`: every request, failed ones included.
+    - `fail(code, count=n)`: the next n requests raise `PugError(code)`; `count=None`
+      fails until `recover()`. `latency` seconds are waited per request (a request
+      whose timeout is shorter fails with `deadline_exceeded`).
+    - `handler(method, body) -> response bytes` answers requests; the default accepts
+      every event of a batch.
+    """
+
+    def __init__(self, handler: Handler | None = None, *, latency: float = 0.0) -> None:
+        self.handler = handler
+        self.latency = latency
+        self.requests: list[tuple[str, bytes]] = []
+        self.attempts: list[tuple[str, bytes]] = []
+        self._failures: list[_Failure] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def fail(self, code: str, *, count: int | None = 1, message: str = "injected failure") -> None:
+        with self._lock:
+            self._failures.append(_Failure(code, message, count))
+
+    def recover(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+    async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        if self.latency:
+            await asyncio.sleep(min(self.latency, timeout))
+            if self.latency > timeout:
+                with self._lock:
+                    self.attempts.append((method, request))
+                raise PugError("deadline_exceeded", "the in-memory transport's latency")
+        with self._lock:
+            self.attempts.append((method, request))
+            if self._failures:
+                failure = self._failures[0]
+                if failure.remaining is not None:
+                    failure.remaining -= 1
+                    if failure.remaining <= 0:
+                        self._failures.pop(0)
+                raise PugError(failure.code, failure.message)
+            self.requests.append((method, request))
+        if self.handler is not None:
+            return self.handler(method, request)
+        if method == BATCH_CREATE:
+            accepted = sum(1 for number, _ in wire._fields(request) if number == 1)
+            return b"\x08" + wire.varint(accepted)
+        return b""
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    # Decoded views, through the generated stubs.
+    def batches(self) -> list[list[Any]]:
+        """The events of each BatchCreate request that succeeded, as protobuf Events."""
+        from pug.proto.sdk.events.v1 import BatchCreateRequest
+
+        with self._lock:
+            bodies = [body for method, body in self.requests if method == BATCH_CREATE]
+        return [BatchCreateRequest.parse(body).events for body in bodies]
+
+    def events(self) -> list[Any]:
+        """Every event delivered, in order, as `pug.proto.sdk.events.v1.Event`."""
+        return [event for batch in self.batches() for event in batch]
+
+    def identifies(self) -> list[Any]:
+        """Every identify delivered, as `pug.proto.sdk.profiles.v1.IdentifyRequest`."""
+        from pug.proto.sdk.profiles.v1 import IdentifyRequest
+
+        with self._lock:
+            bodies = [body for method, body in self.requests if method == IDENTIFY]
+        return [IdentifyRequest.parse(body) for body in bodies]

@@ -1,0 +1,31 @@
+"""The transport interface: how the client's worker reaches a Pug server.
+
+A transport sends one serialized request to a method (`sdk.events.v1.EventsService/
+BatchCreate`) and returns the serialized response, or raises `PugError` with the
+Connect code name. Network transports live in `pug.transports`; the in-memory one in
+`pug.testing`. All methods run on the client's worker loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+BATCH_CREATE = "sdk.events.v1.EventsService/BatchCreate"
+IDENTIFY = "sdk.profiles.v1.ProfilesSDKService/Identify"
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Send requests to Pug. Implementations raise `PugError` for every failure."""
+
+    async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        """One request, one response; `timeout` in seconds."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called on the worker loop when the client closes."""
+        ...
+
+    def reset_after_fork(self) -> None:
+        """Forget connections inherited from the parent process (never close them)."""
+        ...

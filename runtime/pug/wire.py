@@ -1,0 +1,238 @@
+"""Protobuf encoding of the ingestion messages, written for the hot path.
+
+betterproto2 takes ~300 µs to serialize one 8-property Event; this module writes the
+same bytes directly (Event, PropertyValue, BatchCreateRequest, IdentifyRequest with its
+Struct traits). Field numbers come from catalog/proto/sdk/events/v1/events.proto and
+common/v1/property_value.proto; tests decode the output with Google's protobuf and
+compare with betterproto2.
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from collections.abc import Iterable, Mapping
+
+from pug.event import Variant, WireProperties
+
+MAX_STRING_BYTES = 1024
+_UTC = datetime.UTC
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
+_SMALL = [bytes([i]) for i in range(128)]
+_pack_double = struct.Struct("<d").pack
+
+# Tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited).
+_EVENT_ID, _AUTO, _CUSTOM, _DISTINCT_ID, _KIND, _OCCUR_TIME, _SESSION_ID = (
+    b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x2a", b"\x32", b"\x3a"
+)  # fmt: skip
+_PV_STRING, _PV_INT, _PV_DOUBLE, _PV_BOOL, _PV_TIMESTAMP = (
+    b"\x0a",
+    b"\x10",
+    b"\x19",
+    b"\x20",
+    b"\x2a",
+)
+_BOOL = {True: b"\x20\x01", False: b"\x20\x00"}
+
+
+def varint(n: int) -> bytes:
+    """Base-128 varint of a non-negative int (negative int64s are passed as n & 2**64-1)."""
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def utf8(text: str, limit: int | None = None) -> bytes:
+    """UTF-8 bytes of `text`, lone surrogates replaced, cut to `limit` bytes at a
+    character boundary (so the result is always valid UTF-8, as protobuf strings must be)."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "replace")
+    if limit is not None and len(data) > limit:
+        data = data[:limit].decode("utf-8", "ignore").encode()
+    return data
+
+
+def field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag + varint(len(payload)) + payload
+
+
+def timestamp(seconds: int, nanos: int) -> bytes:
+    """A google.protobuf.Timestamp body (zero fields left out, as protobuf writers do)."""
+    out = b""
+    if seconds:
+        out += b"\x08" + varint(seconds & 0xFFFFFFFFFFFFFFFF)
+    if nanos:
+        out += b"\x10" + varint(nanos)
+    return out
+
+
+def datetime_parts(value: datetime.datetime) -> tuple[int, int]:
+    """(seconds, nanos) since the epoch; a naive datetime is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_UTC)
+    delta = value - _EPOCH
+    seconds = delta.days * 86400 + delta.seconds
+    return seconds, delta.microseconds * 1000
+
+
+def datetime_from_parts(seconds: int, nanos: int) -> datetime.datetime:
+    """The UTC datetime of (seconds, nanos), to the microsecond."""
+    return _EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+
+def property_value(variant: Variant, value: object) -> bytes:
+    """A common.v1.PropertyValue body: exactly one oneof member, set zero values kept."""
+    if variant is Variant.STRING:
+        return field(_PV_STRING, utf8(value, MAX_STRING_BYTES))  # type: ignore[arg-type]
+    if variant is Variant.INT:
+        return _PV_INT + varint(value & 0xFFFFFFFFFFFFFFFF)  # type: ignore[operator]
+    if variant is Variant.DOUBLE:
+        return _PV_DOUBLE + _pack_double(value)
+    if variant is Variant.BOOL:
+        return _BOOL[value]  # type: ignore[index]
+    return field(_PV_TIMESTAMP, timestamp(*datetime_parts(value)))  # type: ignore[arg-type]
+
+
+def map_entry(tag: bytes, key: bytes, value: bytes) -> bytes:
+    """One entry of a map<string, Message> field."""
+    return field(tag, field(b"\x0a", key) + field(b"\x12", value))
+
+
+def properties_map(tag: bytes, props: WireProperties) -> bytes:
+    """A whole map<string, PropertyValue> field."""
+    return b"".join([map_entry(tag, utf8(k), property_value(v[0], v[1])) for k, v in props.items()])
+
+
+def event(
+    *,
+    event_id: str,
+    distinct_id: str,
+    kind: str,
+    seconds: int,
+    nanos: int,
+    session_id: str,
+    custom: WireProperties,
+    auto: bytes,
+) -> bytes:
+    """An sdk.events.v1.Event body. `auto` is the pre-encoded auto_properties field."""
+    return b"".join(
+        [
+            field(_EVENT_ID, event_id.encode()),
+            auto,
+            properties_map(_CUSTOM, custom),
+            field(_DISTINCT_ID, utf8(distinct_id)),
+            field(_KIND, kind.encode()),
+            field(_OCCUR_TIME, timestamp(seconds, nanos)),
+            field(_SESSION_ID, session_id.encode()),
+        ]
+    )
+
+
+def auto_properties(values: Mapping[str, str]) -> bytes:
+    """The auto_properties field for string values; encoded once per client."""
+    return properties_map(_AUTO, {k: (Variant.STRING, v) for k, v in values.items()})
+
+
+def batch(events: Iterable[bytes]) -> bytes:
+    """A BatchCreateRequest body from encoded Event bodies."""
+    return b"".join([field(b"\x0a", e) for e in events])
+
+
+# google.protobuf.Struct for identify traits.
+def struct_value(value: object) -> bytes:
+    """A google.protobuf.Value body for a JSON-like value already cleaned by the caller."""
+    if value is None:
+        return b"\x08\x00"  # null_value: NULL_VALUE (0), set member of the oneof
+    if value is True or value is False:
+        return b"\x20" + (b"\x01" if value else b"\x00")
+    if isinstance(value, int | float):
+        return b"\x11" + _pack_double(float(value))
+    if isinstance(value, str):
+        return field(b"\x1a", utf8(value))
+    if isinstance(value, Mapping):
+        return field(b"\x2a", struct_body(value))
+    return field(b"\x32", b"".join([field(b"\x0a", struct_value(v)) for v in value]))  # type: ignore[attr-defined]
+
+
+def struct_body(values: Mapping[str, object]) -> bytes:
+    """A google.protobuf.Struct body."""
+    return b"".join([map_entry(b"\x0a", utf8(k), struct_value(v)) for k, v in values.items()])
+
+
+def identify(
+    *,
+    external_id: str,
+    traits: Mapping[str, object] | None,
+    anonymous_id: str | None,
+    device_id: str | None,
+) -> bytes:
+    """An sdk.profiles.v1.IdentifyRequest body."""
+    out = [field(b"\x0a", utf8(external_id))]
+    if traits is not None:
+        out.append(field(b"\x12", struct_body(traits)))
+    if anonymous_id is not None:
+        out.append(field(b"\x1a", utf8(anonymous_id)))
+    if device_id is not None:
+        out.append(field(b"\x22", utf8(device_id)))
+    return b"".join(out)
+
+
+# Reading the one response the hot loop needs: sdk.events.v1.BatchCreateResponse.
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(data: bytes) -> Iterable[tuple[int, int | bytes]]:
+    """(field number, value) pairs: ints for varints, bytes for length-delimited fields."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            value, pos = _read_varint(data, pos)
+            yield number, value
+        elif kind == 2:
+            length, pos = _read_varint(data, pos)
+            if pos + length > len(data):
+                raise ValueError("truncated field")
+            yield number, data[pos : pos + length]
+            pos += length
+        elif kind in (1, 5):
+            pos += 8 if kind == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {kind}")
+
+
+def parse_batch_response(data: bytes) -> tuple[int, int, dict[str, int]]:
+    """(accepted, dropped, dropped_by_reason) of a BatchCreateResponse."""
+    accepted = dropped = 0
+    reasons: dict[str, int] = {}
+    for number, value in _fields(data):
+        if number == 1 and isinstance(value, int):
+            accepted = value
+        elif number == 2 and isinstance(value, int):
+            dropped = value
+        elif number == 3 and isinstance(value, bytes):
+            entry = dict(_fields(value))
+            key = entry.get(1, b"")
+            count = entry.get(2, 0)
+            if isinstance(key, bytes) and isinstance(count, int):
+                reasons[key.decode("utf-8", "replace")] = count
+    return accepted, dropped, reasons
