@@ -460,14 +460,15 @@ class Core:
             self._flush_waiters = [
                 (t, f) for t, f in self._flush_waiters if t > self._finished_items
             ]
+        # on_error runs before anyone waiting on flush() or identify() is released.
+        if error is not None and not sent:
+            self._dead_letter(error, items)
         for item in items:
             if type(item) is _Identify and not item.done.done():
                 item.done.set_result(sent)
         for f in ready:
             if not f.done():
                 f.set_result(True)
-        if error is not None and not sent:
-            self._dead_letter(error, items)
 
     def _dead_letter(self, error: PugError, items: list[_Item]) -> None:
         logger.error("%d item(s) not delivered: %s", len(items), error)

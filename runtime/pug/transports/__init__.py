@@ -2,7 +2,52 @@
 
 from __future__ import annotations
 
+import urllib.parse
+from dataclasses import dataclass
+
+from pug._version import __version__
 from pug.transport import Transport
+
+USER_AGENT = f"pug-python/{__version__}"
+
+
+@dataclass(frozen=True)
+class BaseURL:
+    """A checked `base_url`: scheme, host, port and an optional path prefix."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # "" or "/something", no trailing slash
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def origin(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_base_url(base_url: str) -> BaseURL:
+    """Check `base_url` (`https://host[:port][/prefix]` or `http://…`); ValueError if bad."""
+    if not isinstance(base_url, str) or not base_url:
+        raise ValueError("base_url must be a non-empty string like https://api.example.com")
+    parts = urllib.parse.urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+    if not parts.hostname:
+        raise ValueError(f"base_url has no host: {base_url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url must not have a query or fragment: {base_url!r}")
+    if parts.username or parts.password:
+        raise ValueError("base_url must not carry credentials; pass api_key instead")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"base_url has an invalid port: {base_url!r}") from None
+    return BaseURL(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
 def make_transport(name: str, base_url: str, api_key: str) -> Transport:

@@ -1,0 +1,190 @@
+"""The Connect protocol over HTTP/1.1, on httpx: what a Pug server serves on any port.
+
+Unary calls: POST {base_url}/{package.Service}/{Method} with a binary protobuf body;
+HTTP 200 carries the response, anything else a Connect error JSON (or, from a proxy,
+a plain HTTP error mapped by status). Server streaming uses enveloped messages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import ssl
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from pug.errors import PugError
+from pug.transports import USER_AGENT, parse_base_url
+
+# WIRE.md: how a non-Connect HTTP error maps to a code.
+_STATUS_CODES = {401: "unauthenticated", 403: "permission_denied", 404: "unimplemented"}
+_END_STREAM = 0x02
+_COMPRESSED = 0x01
+
+
+def code_for_status(status: int) -> str:
+    """The Connect code of an HTTP status that came without a Connect error body."""
+    if status in _STATUS_CODES:
+        return _STATUS_CODES[status]
+    if status in (408, 429) or status >= 500:
+        return "unavailable"
+    return "invalid_argument"
+
+
+def error_from_json(body: bytes, status: int) -> PugError:
+    """A PugError from a Connect error body, or from the status when there is none."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("code"), str):
+        details = data.get("details")
+        return PugError(
+            data["code"],
+            str(data.get("message", "")),
+            details=details if isinstance(details, list) else None,
+        )
+    snippet = body[:200].decode("utf-8", "replace").strip()
+    return PugError(code_for_status(status), f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+
+
+class ConnectTransport:
+    """Connect + binary protobuf over HTTP/1.1 with persistent connections.
+
+    - `ca_bundle`: a PEM file of CAs to trust instead of the default ones.
+    - `compress_above`: gzip request bodies larger than this many bytes (None: never).
+    - `HTTPS_PROXY` / `NO_PROXY` are honoured as httpx does (`trust_env`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        ca_bundle: str | None = None,
+        compress_above: int | None = 16 * 1024,
+        max_connections: int = 10,
+    ) -> None:
+        self.base_url = parse_base_url(base_url)
+        self._url = self.base_url.origin + self.base_url.prefix + "/"
+        self._headers = {
+            "x-api-key": api_key,
+            "connect-protocol-version": "1",
+            "user-agent": USER_AGENT,
+        }
+        self._ca_bundle = ca_bundle
+        self._compress_above = compress_above
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"ConnectTransport({self.base_url.origin + self.base_url.prefix!r})"
+
+    def _http(self) -> httpx.AsyncClient:
+        # Made on first use, on the loop that uses it (the client's worker loop).
+        if self._client is None:
+            verify: ssl.SSLContext | bool = True
+            if self._ca_bundle is not None:
+                verify = ssl.create_default_context(cafile=self._ca_bundle)
+            self._client = httpx.AsyncClient(
+                verify=verify, limits=self._limits, trust_env=True, http2=False
+            )
+        return self._client
+
+    def _request_headers(self, timeout: float, content_type: str) -> dict[str, str]:
+        headers = dict(self._headers)
+        headers["content-type"] = content_type
+        headers["connect-timeout-ms"] = str(max(1, int(timeout * 1000)))
+        return headers
+
+    async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        headers = self._request_headers(timeout, "application/proto")
+        if self._compress_above is not None and len(request) > self._compress_above:
+            request = gzip.compress(request, compresslevel=1)
+            headers["content-encoding"] = "gzip"
+        response = await self._send(method, request, headers, timeout)
+        try:
+            body = await response.aread()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        finally:
+            await response.aclose()
+        if response.status_code != 200:
+            raise error_from_json(body, response.status_code)
+        return body
+
+    async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
+        """A server-streaming call: yields each response message; errors raise PugError."""
+        headers = self._request_headers(timeout, "application/connect+proto")
+        envelope = struct.pack(">BI", 0, len(request)) + request
+        response = await self._send(method, envelope, headers, timeout)
+        try:
+            if response.status_code != 200:
+                raise error_from_json(await response.aread(), response.status_code)
+            buffer = b""
+            async for chunk in response.aiter_bytes():
+                buffer += chunk
+                while len(buffer) >= 5:
+                    flags, length = struct.unpack(">BI", buffer[:5])
+                    if len(buffer) < 5 + length:
+                        break
+                    payload, buffer = buffer[5 : 5 + length], buffer[5 + length :]
+                    if flags & _COMPRESSED:
+                        payload = gzip.decompress(payload)
+                    if flags & _END_STREAM:
+                        _raise_end_of_stream(payload)
+                        return
+                    yield payload
+            raise PugError("unavailable", "the stream ended without an end-of-stream message")
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        finally:
+            await response.aclose()
+
+    async def _send(
+        self, method: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> httpx.Response:
+        client = self._http()
+        request = client.build_request(
+            "POST", self._url + method, content=body, headers=headers, timeout=timeout
+        )
+        try:
+            return await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def reset_after_fork(self) -> None:
+        # The parent's sockets are the parent's: drop the pool without closing them.
+        self._client = None
+
+
+def _raise_end_of_stream(payload: bytes) -> None:
+    try:
+        data: Any = json.loads(payload or b"{}")
+    except ValueError:
+        raise PugError("internal", "unreadable end-of-stream message") from None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        details = error.get("details")
+        raise PugError(
+            str(error.get("code", "unknown")),
+            str(error.get("message", "")),
+            details=details if isinstance(details, list) else None,
+        )
+
+
+def _transport_error(exc: httpx.HTTPError) -> PugError:
+    """Connection failures and timeouts are transient (the retry policy decides)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return PugError("deadline_exceeded", f"timed out: {type(exc).__name__}")
+    return PugError("unavailable", f"connection failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,132 @@
+"""gRPC over HTTP/2 with grpclib: TLS with ALPN h2 for https://, h2c for http://.
+
+A real Pug server speaks gRPC only where HTTP/2 is served (behind TLS, or an h2
+proxy); on a plain port use the Connect transport.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpclib.const
+import grpclib.exceptions
+from grpclib.client import Channel
+from grpclib.encoding.base import CodecBase
+
+from pug.errors import PugError
+from pug.transports import USER_AGENT, parse_base_url
+
+
+class _BytesCodec(CodecBase):
+    """Messages are already serialized by the SDK: pass the bytes through."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return bytes(data)
+
+
+def _code_name(status: grpclib.const.Status) -> str:
+    # grpclib's Status names are the gRPC names; Connect uses them lowercased.
+    return status.name.lower()
+
+
+class GrpcTransport:
+    """gRPC unary and server-streaming calls with `x-api-key` metadata.
+
+    - `ca_bundle`: a PEM file of CAs to trust (default: the system's, via certifi
+      when it is installed, as grpclib does).
+    """
+
+    def __init__(self, base_url: str, api_key: str, *, ca_bundle: str | None = None) -> None:
+        self.base_url = parse_base_url(base_url)
+        self._metadata = {"x-api-key": api_key, "user-agent": USER_AGENT}
+        self._ca_bundle = ca_bundle
+        self._channel: Channel | None = None
+
+    def __repr__(self) -> str:
+        return f"GrpcTransport({self.base_url.origin + self.base_url.prefix!r})"
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.base_url.tls:
+            return None
+        context = ssl.create_default_context(cafile=self._ca_bundle)
+        context.set_alpn_protocols(["h2"])
+        return context
+
+    def _get_channel(self) -> Channel:
+        if self._channel is None:
+            self._channel = Channel(
+                self.base_url.host,
+                self.base_url.port,
+                ssl=self._ssl_context(),
+                codec=_BytesCodec(),
+            )
+        return self._channel
+
+    def _path(self, method: str) -> str:
+        return f"{self.base_url.prefix}/{method}"
+
+    async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        channel = self._get_channel()
+        try:
+            async with channel.request(
+                self._path(method),
+                grpclib.const.Cardinality.UNARY_UNARY,
+                bytes,
+                bytes,
+                timeout=timeout,
+                metadata=self._metadata,
+            ) as stream:
+                await stream.send_message(request, end=True)
+                reply = await stream.recv_message()
+                await stream.recv_trailing_metadata()
+        except BaseException as exc:
+            raise _error(exc) from None
+        if reply is None:
+            raise PugError("internal", "the server sent no response message")
+        return bytes(reply)
+
+    async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
+        """A server-streaming call: yields each response message; errors raise PugError."""
+        channel = self._get_channel()
+        try:
+            async with channel.request(
+                self._path(method),
+                grpclib.const.Cardinality.UNARY_STREAM,
+                bytes,
+                bytes,
+                timeout=timeout,
+                metadata=self._metadata,
+            ) as stream:
+                await stream.send_message(request, end=True)
+                async for message in stream:
+                    yield bytes(message)
+        except BaseException as exc:
+            raise _error(exc) from None
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            channel.close()
+
+    def reset_after_fork(self) -> None:
+        self._channel = None
+
+
+def _error(exc: BaseException) -> BaseException:
+    """gRPC statuses keep their code; connection failures and timeouts are transient."""
+    if isinstance(exc, grpclib.exceptions.GRPCError):
+        return PugError(_code_name(exc.status), exc.message or "", details=exc.details)
+    if isinstance(exc, TimeoutError):
+        return PugError("deadline_exceeded", "timed out")
+    if isinstance(exc, grpclib.exceptions.StreamTerminatedError | OSError | ConnectionError):
+        return PugError("unavailable", f"connection failed: {type(exc).__name__}: {exc}")
+    if isinstance(exc, Exception):
+        return PugError("unavailable", f"{type(exc).__name__}: {exc}")
+    return exc  # CancelledError, KeyboardInterrupt: not ours to translate
