@@ -34,8 +34,8 @@ from pug.transport import BATCH_CREATE, IDENTIFY, Transport
 logger = logging.getLogger("pug")
 
 AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": __version__, "$platform": "server"}
-_KIND = re.compile(r"^[a-zA-Z0-9_.-]+$")
-_ANONYMOUS_ID = re.compile(r"^$|^anon-")
+# fullmatch, not match: `$` would also accept a trailing newline, which the server does not.
+_KIND = re.compile(r"[a-zA-Z0-9_.-]+")
 # A request carries the events plus a few bytes of framing each.
 _MAX_EVENT_BYTES = MAX_REQUEST_BYTES - 16
 
@@ -122,6 +122,7 @@ class Core:
         self._queue: deque[_Item] = deque()
         self._queue_bytes = 0
         self._first_at: float | None = None
+        self._identifies_queued = 0  # an identify is sent at once, never left to the timer
         self._dead: list[tuple[PugError, list[_Item]]] = []
         self._stats = Stats()
         self._accepted_items = 0  # items ever enqueued (events and identifies)
@@ -168,7 +169,7 @@ class Core:
         check_distinct_id(distinct_id, "distinct_id")
         kind, custom = properties.event_wire(event, props)
         if kind not in self._kinds:
-            if not _KIND.match(kind):
+            if not _KIND.fullmatch(kind):
                 raise PugValidationError(f"kind {kind!r} must match ^[a-zA-Z0-9_.-]+$")
             if len(self._kinds) < 4096:
                 self._kinds.add(kind)
@@ -235,7 +236,7 @@ class Core:
         if result is None:
             return None
         check_distinct_id(result.distinct_id, "distinct_id")
-        if not _KIND.match(result.kind):
+        if not _KIND.fullmatch(result.kind):
             raise PugValidationError(f"kind {result.kind!r} must match ^[a-zA-Z0-9_.-]+$")
         # Keep the declared variant of values the hook left alone (a double stays a double).
         out: WireProperties = {}
@@ -264,7 +265,7 @@ class Core:
             check_distinct_id(external_id, "external_id")
             if anonymous_id is not None and (
                 not isinstance(anonymous_id, str)
-                or not _ANONYMOUS_ID.match(anonymous_id)
+                or not (anonymous_id == "" or anonymous_id.startswith("anon-"))
                 or len(anonymous_id) > 255
             ):
                 raise PugValidationError(
@@ -315,17 +316,20 @@ class Core:
                 self._first_at = time.monotonic()
             queue.append(item)
             self._queue_bytes += size
+            is_identify = type(item) is _Identify
+            self._identifies_queued += is_identify
             self._accepted_items += 1
             self._stats.enqueued += 1
             while len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes:
                 old = queue.popleft()
                 self._queue_bytes -= _size(old)
+                self._identifies_queued -= type(old) is _Identify
                 overflow.append(old)
             if overflow:
                 self._stats.dropped_queue_full += len(overflow)
                 self._dead.append((PugError("resource_exhausted", "queue full"), overflow))
             worker = self._worker
-            wake = len(queue) == batch.max_size or bool(overflow)
+            wake = len(queue) == batch.max_size or bool(overflow) or is_identify
         if worker is None:
             worker = self._start_worker()
             wake = True
@@ -402,6 +406,7 @@ class Core:
             return False
         return (
             self._flush_requested
+            or self._identifies_queued > 0
             or len(self._queue) >= self.batch.max_size
             or (self._first_at is not None and now - self._first_at >= self.batch.max_wait)
         )
@@ -423,6 +428,7 @@ class Core:
             if type(queue[0]) is _Identify:
                 item = queue.popleft()
                 self._queue_bytes -= _size(item)
+                self._identifies_queued -= 1
                 taken: list[_Item] = [item]
                 method = IDENTIFY
             else:

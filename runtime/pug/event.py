@@ -8,7 +8,9 @@ the catalog can never disagree.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import importlib
 import math
 import re
 from enum import IntEnum
@@ -65,8 +67,27 @@ class PugEvent(msgspec.Struct, kw_only=True, omit_defaults=True, repr_omit_defau
 
 
 def event_class(kind: str) -> type[PugEvent] | None:
-    """The typed event class registered for `kind`, if a loaded module defines one."""
-    return _REGISTRY.get(kind)
+    """The typed event class registered for `kind`: Pug's well-known events, and those of
+    any catalog module that has been imported."""
+    cls = _REGISTRY.get(kind)
+    if cls is None and not _well_known_loaded:
+        _load_well_known()
+        cls = _REGISTRY.get(kind)
+    return cls
+
+
+_well_known_loaded = False
+
+
+def _load_well_known() -> None:
+    """Import `pug.events` once, so a well-known kind given as a string is checked by its
+    rules even when the application never imported the typed classes. A function-level
+    import: `pug.events` builds on this module, so this module cannot import it on load."""
+    global _well_known_loaded
+    _well_known_loaded = True
+    # A broken install raises ImportError: custom events still work then.
+    with contextlib.suppress(ImportError):
+        importlib.import_module("pug.events")
 
 
 def registered_events() -> dict[str, type[PugEvent]]:
