@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from pug import BatchConfig, Pug
+from pug import Pug
 from pug.events import Purchase
 from pug.testing import InMemoryTransport
 
@@ -104,7 +104,7 @@ def main() -> None:
             ),
         }
         samples: dict[str, list[int]] = {name: [] for name in callers}
-        for name, (call, flush) in callers.items():  # warm up
+        for call, flush in callers.values():  # warm up
             per_call_ns(call, 200)
             flush()
         for _ in range(args.rounds):
