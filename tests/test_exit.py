@@ -9,13 +9,14 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    bodies: list[bytes] = []
+    bodies: ClassVar[list[bytes]] = []
     delay = 0.0
 
     def do_POST(self) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 try:
     from pug_codegen import catalog as catalog_mod
+    from pug_codegen import services
     from pug_codegen.catalog import CatalogError
     from pug_codegen.output import sync
     from pug_codegen.protos import compile_protos
-    from pug_codegen.render import events_module, events_package
+    from pug_codegen.render import events_module, events_package, resources_module
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a bare venv
     raise SystemExit(
         f"pug-codegen needs the `codegen` extra (missing: {exc.name}): "
@@ -38,6 +39,10 @@ def generate_sdk(root: Path) -> dict[str, str]:
     server = full.filtered("server")
     others = [e for e in full.events if not e.for_platform("server")]
     files.update(events_package(server, others=others, header=SDK_HEADER))
+    resources, imports = services.load(
+        root / "catalog" / "proto", root / "catalog" / "read_api.yaml"
+    )
+    files["resources.py"] = resources_module(resources, imports, header=SDK_HEADER)
     # Marks the generated half of `pug` as typed for mypy in editable installs; the wheel
     # takes runtime/pug's copy instead.
     files["py.typed"] = ""

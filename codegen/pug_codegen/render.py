@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -205,3 +206,21 @@ def events_package(catalog: Catalog, *, others: list[Event], header: list[str]) 
         header=header,
     )
     return files
+
+
+def resources_module(
+    resources: list[Any], imports: list[tuple[str, str, str]], *, header: list[str]
+) -> str:
+    """The read API facade: a sync and an async class per resource."""
+    uses_datetime = any(
+        "datetime." in (p.annotation or "") for r in resources for m in r.methods for p in m.params
+    ) or any(
+        "datetime." in (m.unwrap_type or m.item_type or "") for r in resources for m in r.methods
+    )
+    return render(
+        "resources.py.j2",
+        resources=resources,
+        imports=imports,
+        header=header,
+        uses_datetime=uses_datetime,
+    )

@@ -19,14 +19,28 @@ from pug._core import Stats, TrackedEvent
 from pug._version import __version__
 from pug.client import AsyncPug, BoundPug, Pug
 from pug.config import BatchConfig, RetryPolicy
-from pug.errors import PugError, PugValidationError
+from pug.errors import (
+    AuthenticationError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    PugError,
+    PugValidationError,
+    UnavailableError,
+)
 from pug.event import PugEvent
 from pug.transport import Transport
 
 __all__ = [
     "AsyncPug",
+    "AuthenticationError",
     "BatchConfig",
     "BoundPug",
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
     "Pug",
     "PugError",
     "PugEvent",
@@ -35,5 +49,6 @@ __all__ = [
     "Stats",
     "TrackedEvent",
     "Transport",
+    "UnavailableError",
     "__version__",
 ]

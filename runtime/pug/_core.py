@@ -336,6 +336,12 @@ class Core:
         if wake:
             worker.wake()
 
+    def worker_for_reads(self) -> _Worker:
+        """The worker whose loop runs reads (started if needed); raises once closed."""
+        if self._closed:
+            raise PugError("failed_precondition", "the client is closed")
+        return self._worker or self._start_worker()
+
     def _start_worker(self) -> _Worker:
         with self._lock:
             if self._worker is None:

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pug._core import Core, OnError, Stats, TrackedEvent
 from pug.config import BatchConfig, RetryPolicy
 from pug.event import PugEvent
+from pug.reads import AsyncReads, SyncReads
 from pug.transport import Transport
 
+if TYPE_CHECKING:
+    import pug.resources as resources
+
 DEFAULT_BASE_URL = "https://api.pugs.dev"
+
+
+
 TransportChoice = Transport | Literal["connect", "grpc"] | None
 
 
@@ -101,9 +109,35 @@ class _Client:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
 
+# The read facade (pug.resources) is generated on top of pug.reads: the properties below
+# import it on first use, so this module never imports generated code at load time.
+
+
 class Pug(_Client):
     """The synchronous client: `track`, `identify`, `flush` and `close` never block on the
-    network except `flush` and `close`, which wait for delivery up to their timeout."""
+    network except `flush` and `close`, which wait for delivery up to their timeout.
+    Reads (`profiles`, `activity`, `insights`) wait for the server's answer."""
+
+    @functools.cached_property
+    def profiles(self) -> resources.Profiles:
+        """People: get, list, delete, data-subject deletion."""
+        from pug.resources import Profiles
+
+        return Profiles(SyncReads(self._core))
+
+    @functools.cached_property
+    def activity(self) -> resources.Activity:
+        """Event feeds, the event explorer, heatmaps, per-profile stats."""
+        from pug.resources import Activity
+
+        return Activity(SyncReads(self._core))
+
+    @functools.cached_property
+    def insights(self) -> resources.Insights:
+        """Trends, funnels, retention, segments."""
+        from pug.resources import Insights
+
+        return Insights(SyncReads(self._core))
 
     def identify(
         self,
@@ -136,8 +170,29 @@ class Pug(_Client):
 
 
 class AsyncPug(_Client):
-    """The asyncio client: `track` is the same non-blocking call; `identify`, `flush` and
-    `close` are coroutines that wait without blocking the caller's event loop."""
+    """The asyncio client: `track` is the same non-blocking call; `identify`, `flush`,
+    `close` and the reads are coroutines that wait without blocking the caller's loop."""
+
+    @functools.cached_property
+    def profiles(self) -> resources.AsyncProfiles:
+        """People: get, list, delete, data-subject deletion."""
+        from pug.resources import AsyncProfiles
+
+        return AsyncProfiles(AsyncReads(self._core))
+
+    @functools.cached_property
+    def activity(self) -> resources.AsyncActivity:
+        """Event feeds, the event explorer, heatmaps, per-profile stats."""
+        from pug.resources import AsyncActivity
+
+        return AsyncActivity(AsyncReads(self._core))
+
+    @functools.cached_property
+    def insights(self) -> resources.AsyncInsights:
+        """Trends, funnels, retention, segments."""
+        from pug.resources import AsyncInsights
+
+        return AsyncInsights(AsyncReads(self._core))
 
     async def identify(
         self,

@@ -1,10 +1,12 @@
-"""The SDK's exceptions: one base class, `PugError`, that carries a Connect code."""
+"""The SDK's exceptions: `PugError` carries a Connect code; subclasses for the codes
+callers branch on."""
 
 from __future__ import annotations
 
 
 class PugError(Exception):
-    """A call to Pug failed. `code` is the Connect code name (`unavailable`, `not_found`, ...)."""
+    """A call to Pug failed. `code` is the Connect code name (`unavailable`, `not_found`, ...),
+    `message` the server's message, `details` the Connect error details (if any)."""
 
     def __init__(self, code: str, message: str, *, details: list[object] | None = None) -> None:
         super().__init__(f"{code}: {message}" if message else code)
@@ -13,7 +15,31 @@ class PugError(Exception):
         self.details = details or []
 
 
-class PugValidationError(PugError, ValueError):
+class NotFoundError(PugError):
+    """`not_found`: no profile (or deletion request, ...) has that id."""
+
+
+class AuthenticationError(PugError):
+    """`unauthenticated`: the API key is missing, unknown, or public where private is needed."""
+
+
+class PermissionDeniedError(PugError):
+    """`permission_denied`: the key may not do this."""
+
+
+class InvalidArgumentError(PugError):
+    """`invalid_argument`: the request breaks a rule; `details` says which."""
+
+
+class UnavailableError(PugError):
+    """`unavailable`: the server could not be reached or is overloaded (transient)."""
+
+
+class DeadlineExceededError(PugError):
+    """`deadline_exceeded`: no answer within the timeout (transient)."""
+
+
+class PugValidationError(InvalidArgumentError, ValueError):
     """An event, property or id breaks a rule; the message names the event, field and rule."""
 
     def __init__(self, message: str, *, kind: str | None = None, field: str | None = None) -> None:
@@ -23,3 +49,18 @@ class PugValidationError(PugError, ValueError):
 
     def __str__(self) -> str:
         return self.message
+
+
+_BY_CODE: dict[str, type[PugError]] = {
+    "not_found": NotFoundError,
+    "unauthenticated": AuthenticationError,
+    "permission_denied": PermissionDeniedError,
+    "invalid_argument": InvalidArgumentError,
+    "unavailable": UnavailableError,
+    "deadline_exceeded": DeadlineExceededError,
+}
+
+
+def error_for(code: str, message: str, *, details: list[object] | None = None) -> PugError:
+    """The PugError (subclass, where there is one) for a Connect code."""
+    return _BY_CODE.get(code, PugError)(code, message, details=details)

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pug import wire
-from pug.errors import PugError
+from pug.errors import PugError, error_for
 from pug.transport import BATCH_CREATE, IDENTIFY
 
 Handler = Callable[[str, bytes], bytes]
+StreamHandler = Callable[[str, bytes], list[bytes]]
 
 
 @dataclass
@@ -42,8 +43,15 @@ class InMemoryTransport:
       every event of a batch.
     """
 
-    def __init__(self, handler: Handler | None = None, *, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        *,
+        stream_handler: StreamHandler | None = None,
+        latency: float = 0.0,
+    ) -> None:
         self.handler = handler
+        self.stream_handler = stream_handler
         self.latency = latency
         self.requests: list[tuple[str, bytes]] = []
         self.attempts: list[tuple[str, bytes]] = []
@@ -60,6 +68,23 @@ class InMemoryTransport:
             self._failures.clear()
 
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        await self._attempt(method, request, timeout)
+        if self.handler is not None:
+            return self.handler(method, request)
+        if method == BATCH_CREATE:
+            accepted = sum(1 for number, _ in wire._fields(request) if number == 1)
+            return b"\x08" + wire.varint(accepted)
+        return b""
+
+    async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
+        await self._attempt(method, request, timeout)
+        if self.stream_handler is None:
+            raise PugError("unimplemented", f"no stream handler for {method}")
+        for message in self.stream_handler(method, request):
+            yield message
+
+    async def _attempt(self, method: str, request: bytes, timeout: float) -> None:
+        """Record the attempt; wait the latency; raise an injected failure."""
         if self.latency:
             await asyncio.sleep(min(self.latency, timeout))
             if self.latency > timeout:
@@ -74,14 +99,8 @@ class InMemoryTransport:
                     failure.remaining -= 1
                     if failure.remaining <= 0:
                         self._failures.pop(0)
-                raise PugError(failure.code, failure.message)
+                raise error_for(failure.code, failure.message)
             self.requests.append((method, request))
-        if self.handler is not None:
-            return self.handler(method, request)
-        if method == BATCH_CREATE:
-            accepted = sum(1 for number, _ in wire._fields(request) if number == 1)
-            return b"\x08" + wire.varint(accepted)
-        return b""
 
     async def aclose(self) -> None:
         self.closed = True

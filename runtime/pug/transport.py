@@ -8,6 +8,7 @@ Connect code name. Network transports live in `pug.transports`; the in-memory on
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 BATCH_CREATE = "sdk.events.v1.EventsService/BatchCreate"
@@ -20,6 +21,10 @@ class Transport(Protocol):
 
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
         """One request, one response; `timeout` in seconds."""
+        ...
+
+    def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
+        """A server-streaming call: each response message, in order."""
         ...
 
     async def aclose(self) -> None:

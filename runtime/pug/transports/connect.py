@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from pug.errors import PugError
+from pug.errors import PugError, error_for
 from pug.transports import USER_AGENT, parse_base_url
 
 # WIRE.md: how a non-Connect HTTP error maps to a code.
@@ -42,13 +42,15 @@ def error_from_json(body: bytes, status: int) -> PugError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("code"), str):
         details = data.get("details")
-        return PugError(
+        return error_for(
             data["code"],
             str(data.get("message", "")),
             details=details if isinstance(details, list) else None,
         )
     snippet = body[:200].decode("utf-8", "replace").strip()
-    return PugError(code_for_status(status), f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+    return error_for(
+        code_for_status(status), f"HTTP {status}" + (f": {snippet}" if snippet else "")
+    )
 
 
 class ConnectTransport:
@@ -140,7 +142,7 @@ class ConnectTransport:
                         _raise_end_of_stream(payload)
                         return
                     yield payload
-            raise PugError("unavailable", "the stream ended without an end-of-stream message")
+            raise error_for("unavailable", "the stream ended without an end-of-stream message")
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None
         finally:
@@ -172,11 +174,11 @@ def _raise_end_of_stream(payload: bytes) -> None:
     try:
         data: Any = json.loads(payload or b"{}")
     except ValueError:
-        raise PugError("internal", "unreadable end-of-stream message") from None
+        raise error_for("internal", "unreadable end-of-stream message") from None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         details = error.get("details")
-        raise PugError(
+        raise error_for(
             str(error.get("code", "unknown")),
             str(error.get("message", "")),
             details=details if isinstance(details, list) else None,
@@ -186,5 +188,5 @@ def _raise_end_of_stream(payload: bytes) -> None:
 def _transport_error(exc: httpx.HTTPError) -> PugError:
     """Connection failures and timeouts are transient (the retry policy decides)."""
     if isinstance(exc, httpx.TimeoutException):
-        return PugError("deadline_exceeded", f"timed out: {type(exc).__name__}")
-    return PugError("unavailable", f"connection failed: {type(exc).__name__}: {exc}")
+        return error_for("deadline_exceeded", f"timed out: {type(exc).__name__}")
+    return error_for("unavailable", f"connection failed: {type(exc).__name__}: {exc}")

@@ -15,7 +15,7 @@ import grpclib.exceptions
 from grpclib.client import Channel
 from grpclib.encoding.base import CodecBase
 
-from pug.errors import PugError
+from pug.errors import error_for
 from pug.transports import USER_AGENT, parse_base_url
 
 
@@ -89,7 +89,7 @@ class GrpcTransport:
         except BaseException as exc:
             raise _error(exc) from None
         if reply is None:
-            raise PugError("internal", "the server sent no response message")
+            raise error_for("internal", "the server sent no response message")
         return bytes(reply)
 
     async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
@@ -122,11 +122,11 @@ class GrpcTransport:
 def _error(exc: BaseException) -> BaseException:
     """gRPC statuses keep their code; connection failures and timeouts are transient."""
     if isinstance(exc, grpclib.exceptions.GRPCError):
-        return PugError(_code_name(exc.status), exc.message or "", details=exc.details)
+        return error_for(_code_name(exc.status), exc.message or "", details=exc.details)
     if isinstance(exc, TimeoutError):
-        return PugError("deadline_exceeded", "timed out")
+        return error_for("deadline_exceeded", "timed out")
     if isinstance(exc, grpclib.exceptions.StreamTerminatedError | OSError | ConnectionError):
-        return PugError("unavailable", f"connection failed: {type(exc).__name__}: {exc}")
+        return error_for("unavailable", f"connection failed: {type(exc).__name__}: {exc}")
     if isinstance(exc, Exception):
-        return PugError("unavailable", f"{type(exc).__name__}: {exc}")
+        return error_for("unavailable", f"{type(exc).__name__}: {exc}")
     return exc  # CancelledError, KeyboardInterrupt: not ours to translate
