@@ -38,6 +38,8 @@ AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": __version__, "$platform"
 _KIND = re.compile(r"[a-zA-Z0-9_.-]+")
 # A request carries the events plus a few bytes of framing each.
 _MAX_EVENT_BYTES = MAX_REQUEST_BYTES - 16
+# At most this many items dropped for a full queue wait for on_error at once (~2 MB).
+_OVERFLOW_HELD = 10_000
 
 OnError = Callable[[PugError, list[Any]], None]
 
@@ -123,7 +125,8 @@ class Core:
         self._queue_bytes = 0
         self._first_at: float | None = None
         self._identifies_queued = 0  # an identify is sent at once, never left to the timer
-        self._dead: list[tuple[PugError, list[_Item]]] = []
+        self._overflow: list[_Item] = []  # dropped for a full queue, for on_error
+        self._overflow_lost = 0  # dropped past _OVERFLOW_HELD: counted, not held
         self._stats = Stats()
         self._accepted_items = 0  # items ever enqueued (events and identifies)
         self._finished_items = 0  # items sent, failed or dropped
@@ -309,42 +312,70 @@ class Core:
     def _enqueue(self, item: _Item) -> None:
         size = _size(item)
         batch = self.batch
-        overflow: list[_Item] = []
+        lost: list[_Item] = []
         with self._lock:
-            queue = self._queue
-            if not queue:
-                self._first_at = time.monotonic()
-            queue.append(item)
-            self._queue_bytes += size
-            is_identify = type(item) is _Identify
-            self._identifies_queued += is_identify
-            self._accepted_items += 1
-            self._stats.enqueued += 1
-            while len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes:
-                old = queue.popleft()
-                self._queue_bytes -= _size(old)
-                self._identifies_queued -= type(old) is _Identify
-                overflow.append(old)
-            if overflow:
-                self._stats.dropped_queue_full += len(overflow)
-                self._dead.append((PugError("resource_exhausted", "queue full"), overflow))
-            worker = self._worker
-            wake = len(queue) == batch.max_size or bool(overflow) or is_identify
+            if self._closed:  # close() won the race since the caller checked
+                closed = True
+            else:
+                closed = False
+                queue = self._queue
+                if not queue:
+                    self._first_at = time.monotonic()
+                queue.append(item)
+                self._queue_bytes += size
+                is_identify = type(item) is _Identify
+                self._identifies_queued += is_identify
+                self._accepted_items += 1
+                self._stats.enqueued += 1
+                had_overflow = bool(self._overflow)
+                while (
+                    len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes
+                ):
+                    old = queue.popleft()
+                    self._queue_bytes -= _size(old)
+                    self._identifies_queued -= type(old) is _Identify
+                    self._stats.dropped_queue_full += 1
+                    # Hold dropped items for on_error up to a cap, so memory stays bounded
+                    # however long an outage lasts; past it they are only counted.
+                    if len(self._overflow) < _OVERFLOW_HELD:
+                        self._overflow.append(old)
+                    else:
+                        self._overflow_lost += 1
+                        self._finished_items += 1
+                        lost.append(old)
+                worker = self._worker
+                wake = (
+                    len(queue) == batch.max_size
+                    or is_identify
+                    or (bool(self._overflow) and not had_overflow)
+                )
+        if closed:
+            logger.warning("track() after close(); the event was dropped")
+            self._count_invalid()
+            if type(item) is _Identify:
+                item.done.set_result(False)
+            return
+        for old in lost:
+            if type(old) is _Identify:
+                old.done.set_result(False)
         if worker is None:
             worker = self._start_worker()
             wake = True
-        if wake:
+        if wake and worker is not None:
             worker.wake()
 
     def worker_for_reads(self) -> _Worker:
         """The worker whose loop runs reads (started if needed); raises once closed."""
         if self._closed:
             raise PugError("failed_precondition", "the client is closed")
-        return self._worker or self._start_worker()
+        worker = self._worker or self._start_worker()
+        if worker is None:
+            raise PugError("failed_precondition", "the client is closed")
+        return worker
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self) -> _Worker | None:
         with self._lock:
-            if self._worker is None:
+            if self._worker is None and not self._closed:
                 self._worker = _Worker(self)
             return self._worker
 
@@ -483,6 +514,8 @@ class Core:
                 f.set_result(True)
 
     def _dead_letter(self, error: PugError, items: list[_Item]) -> None:
+        if not items:
+            return
         logger.error("%d item(s) not delivered: %s", len(items), error)
         if self.on_error is None:
             return
@@ -493,10 +526,15 @@ class Core:
 
     def _drain_overflow(self) -> None:
         with self._lock:
-            dead, self._dead = self._dead, []
-        for error, items in dead:
-            logger.warning("queue full, %d oldest item(s) dropped", len(items))
-            self._finish(items, sent=False, error=error, overflow=True)
+            items, self._overflow = self._overflow, []
+            lost, self._overflow_lost = self._overflow_lost, 0
+        if not items and not lost:
+            return
+        logger.warning("queue full: %d oldest item(s) dropped", len(items) + lost)
+        if lost:
+            logger.warning("%d of them were not handed to on_error (over its cap)", lost)
+        error = PugError("resource_exhausted", "queue full")
+        self._finish(items, sent=False, error=error, overflow=True)
 
     def _on_response(self, method: str, items: list[_Item], response: bytes) -> None:
         if method == BATCH_CREATE:
@@ -525,6 +563,7 @@ class _Worker:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._close_deadline: float | None = None
+        self._inflight: asyncio.Future[bytes] | None = None
         self._started = threading.Event()
         self.thread = threading.Thread(target=self._run, name="pug-worker", daemon=True)
         self.thread.start()
@@ -544,6 +583,8 @@ class _Worker:
             self._stopping = True
             if timeout is not None:
                 self._close_deadline = self.loop.time() + timeout
+                # A request already on the wire is cut off at the deadline too.
+                self.loop.call_at(self._close_deadline, self._cancel_inflight)
             self._set_wake()
 
         try:
@@ -552,6 +593,22 @@ class _Worker:
             return
         if threading.current_thread() is not self.thread:
             self.thread.join(None if timeout is None else timeout + 1.0)
+
+    def _cancel_inflight(self) -> None:
+        if self._inflight is not None and not self._inflight.done():
+            self._inflight.cancel()
+
+    async def _attempt(self, method: str, body: bytes, timeout: float) -> bytes:
+        task = asyncio.ensure_future(self.core.transport.unary(method, body, timeout=timeout))
+        self._inflight = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled() and self._stopping:
+                raise PugError("deadline_exceeded", "close() timed out during delivery") from None
+            raise
+        finally:
+            self._inflight = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -607,7 +664,7 @@ class _Worker:
                 return
             timeout = core.timeout if left is None else min(core.timeout, left)
             try:
-                response = await core.transport.unary(method, body, timeout=timeout)
+                response = await self._attempt(method, body, timeout)
             except PugError as exc:
                 error = exc
             except Exception as exc:  # a transport bug must not kill the worker
@@ -646,6 +703,7 @@ class _Worker:
                 await asyncio.wait_for(self._wake.wait(), left)
             except TimeoutError:
                 return
+            self.core._drain_overflow()
 
 
 def check_distinct_id(value: object, name: str) -> None:

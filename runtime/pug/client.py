@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.pugs.dev"
 
 
-
 TransportChoice = Transport | Literal["connect", "grpc"] | None
 
 
