@@ -28,7 +28,7 @@ from pug import ids, properties, wire
 from pug._version import __version__
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, BatchConfig, RetryPolicy
 from pug.errors import PugError, PugValidationError
-from pug.event import PugEvent, WireProperties
+from pug.event import PugEvent, WireProperties, event_class
 from pug.transport import BATCH_CREATE, IDENTIFY, Transport
 
 logger = logging.getLogger("pug")
@@ -170,7 +170,13 @@ class Core:
             self._count_invalid()
             return None
         check_distinct_id(distinct_id, "distinct_id")
-        kind, custom = properties.event_wire(event, props)
+        wired: WireProperties | None = None
+        if type(event) is str and self.before_send is None and event_class(event) is None:
+            # The common case, a custom event: map and encode in one pass.
+            kind, custom = event, properties.encode_custom(props)
+        else:
+            kind, wired = properties.event_wire(event, props)
+            custom = b""
         if kind not in self._kinds:
             if not _KIND.fullmatch(kind):
                 raise PugValidationError(f"kind {kind!r} must match ^[a-zA-Z0-9_.-]+$")
@@ -192,12 +198,15 @@ class Core:
             )
         event_id = ids.uuid7(seconds * 1000 + nanos // 1_000_000)
         if self.before_send is not None:
+            assert wired is not None
             hooked = self._before_send(
-                event_id, kind, distinct_id, session_id, seconds, nanos, custom
+                event_id, kind, distinct_id, session_id, seconds, nanos, wired
             )
             if hooked is None:
                 return None
-            kind, distinct_id, session_id, custom = hooked
+            kind, distinct_id, session_id, wired = hooked
+        if wired is not None:
+            custom = wire.custom_field(wired)
         body = wire.event(
             event_id=event_id,
             distinct_id=distinct_id,
@@ -482,6 +491,17 @@ class Core:
             self._first_at = time.monotonic() if queue else None
             return method, taken
 
+    def _abandon(self) -> None:
+        """close() ran out of time: everything still queued goes to on_error at once."""
+        with self._lock:
+            items = list(self._queue)
+            self._queue.clear()
+            self._queue_bytes = 0
+            self._identifies_queued = 0
+            self._first_at = None
+        error = PugError("deadline_exceeded", "close() timed out before delivery")
+        self._finish(items, sent=False, error=error)
+
     def _finish(
         self,
         items: list[_Item],
@@ -643,6 +663,10 @@ class _Worker:
 
     async def _send(self, *, force: bool) -> None:
         while True:
+            left = self._time_left()
+            if left is not None and left <= 0:
+                self.core._abandon()
+                return
             taken = self.core._take(force)
             if taken is None:
                 return

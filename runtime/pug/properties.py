@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from pug import wire
 from pug.errors import PugValidationError
 from pug.event import PugEvent, Variant, WireProperties, coerce, event_class, event_properties
 
@@ -140,6 +141,30 @@ def custom_properties(props: Mapping[Any, Any] | None) -> WireProperties:
         if mapped is not None:
             out[k] = mapped
     return out
+
+
+def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
+    """`wire.custom_field(custom_properties(props))` in one pass: the hot path of a custom
+    event. A (key, value) pair seen before is one dict lookup; raises for a `$` key."""
+    if not props:
+        return b""
+    parts: list[bytes] = []
+    cache = wire.ENTRY_CACHE
+    for key, value in props.items():
+        found = cache.get((key, value, type(value))) if type(value) in _CACHEABLE else None
+        if found is None:
+            k = key if type(key) is str and key[:1] != "$" else _check_key(key)
+            if k is None:
+                continue
+            mapped = wire_value(k, value)
+            if mapped is None:
+                continue
+            found = wire.custom_entry(k, mapped[0], mapped[1])
+        parts.append(found)
+    return b"".join(parts)
+
+
+_CACHEABLE = frozenset((str, int, float, bool))
 
 
 def typed_from_dict(cls: type[PugEvent], props: Mapping[Any, Any] | None) -> WireProperties:
