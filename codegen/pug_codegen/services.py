@@ -3,6 +3,7 @@ catalog/read_api.yaml, ready for the resources template."""
 
 from __future__ import annotations
 
+import keyword
 import subprocess
 import sys
 import tempfile
@@ -172,7 +173,12 @@ def _method(
     request = types.messages[rpc.input_type]
     response = types.messages[rpc.output_type]
     params = tuple(
-        Param(f.name, types.annotation(f), f.label == _FD.LABEL_REPEATED and not types.is_map(f))
+        # betterproto2 appends "_" to a keyword (TimeRange.from → from_): so do we.
+        Param(
+            f.name + "_" if keyword.iskeyword(f.name) else f.name,
+            types.annotation(f),
+            f.label == _FD.LABEL_REPEATED and not types.is_map(f),
+        )
         for f in request.field
     )
     unwrap = spec.get("unwrap")
@@ -187,7 +193,8 @@ def _method(
     repeated = [f for f in response.field if f.label == _FD.LABEL_REPEATED]
     items = repeated[0] if len(repeated) == 1 else None
     paginated = (
-        items is not None
+        not rpc.server_streaming  # a stream carries every page itself
+        and items is not None
         and any(f.name == "page_token" for f in request.field)
         and any(f.name == "next_page_token" for f in response.field)
     )

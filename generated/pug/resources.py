@@ -99,30 +99,6 @@ class Profiles:
         ):
             yield from message.profiles
 
-    def iter_list(
-        self,
-        *,
-        filter_groups: builtins.list[shared_profiles_v1.FilterGroup] | None = None,
-        filter_groups_operator: common_v1.LogicalOperator | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[shared_profiles_v1.Profile]:
-        """Every `Profile` of `list()`, following `next_page_token` page by page.
-
-        Raises InvalidArgumentError for a bad filter; a failure mid-stream raises PugError.
-        """
-        token: str | None = None
-        while True:
-            page = self.list(
-                filter_groups=filter_groups,
-                filter_groups_operator=filter_groups_operator,
-                page_token=token,
-                timeout=timeout,
-            )
-            yield from page.profiles
-            token = page.next_page_token
-            if not token:
-                return
-
     def delete(
         self,
         id: str,
@@ -246,31 +222,6 @@ class AsyncProfiles:
         ):
             for item in message.profiles:
                 yield item
-
-    async def iter_list(
-        self,
-        *,
-        filter_groups: builtins.list[shared_profiles_v1.FilterGroup] | None = None,
-        filter_groups_operator: common_v1.LogicalOperator | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[shared_profiles_v1.Profile]:
-        """Every `Profile` of `list()`, following `next_page_token` page by page.
-
-        Raises InvalidArgumentError for a bad filter; a failure mid-stream raises PugError.
-        """
-        token: str | None = None
-        while True:
-            page = await self.list(
-                filter_groups=filter_groups,
-                filter_groups_operator=filter_groups_operator,
-                page_token=token,
-                timeout=timeout,
-            )
-            for item in page.profiles:
-                yield item
-            token = page.next_page_token
-            if not token:
-                return
 
     async def delete(
         self,
