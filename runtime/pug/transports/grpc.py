@@ -6,10 +6,12 @@ proxy); on a plain port use the Connect transport.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpclib.client
 import grpclib.const
 import grpclib.exceptions
 from grpclib.client import Channel
@@ -17,6 +19,12 @@ from grpclib.encoding.base import CodecBase
 
 from pug.errors import error_for
 from pug.transports import USER_AGENT, parse_base_url
+
+# grpclib reserves the user-agent header and has no option for it: name the SDK ahead of
+# grpclib's own agent, as gRPC's "primary user agent" convention does. This applies to
+# every grpclib channel of the process, once the gRPC transport is imported.
+if not grpclib.client.USER_AGENT.startswith(USER_AGENT):
+    grpclib.client.USER_AGENT = f"{USER_AGENT} {grpclib.client.USER_AGENT}"
 
 
 class _BytesCodec(CodecBase):
@@ -45,7 +53,7 @@ class GrpcTransport:
 
     def __init__(self, base_url: str, api_key: str, *, ca_bundle: str | None = None) -> None:
         self.base_url = parse_base_url(base_url)
-        self._metadata = {"x-api-key": api_key, "user-agent": USER_AGENT}
+        self._metadata = {"x-api-key": api_key}
         self._ca_bundle = ca_bundle
         self._channel: Channel | None = None
 
@@ -111,9 +119,18 @@ class GrpcTransport:
             raise _error(exc) from None
 
     async def aclose(self) -> None:
-        if self._channel is not None:
-            channel, self._channel = self._channel, None
-            channel.close()
+        if self._channel is None:
+            return
+        channel, self._channel = self._channel, None
+        # Over TLS, close() only starts a shutdown the peer may never answer; abort the
+        # socket so it is not left open once the worker's loop stops.
+        protocol = getattr(channel, "_protocol", None)
+        connection = getattr(protocol, "connection", None)
+        socket_transport = getattr(connection, "_transport", None)
+        channel.close()
+        if socket_transport is not None:
+            socket_transport.abort()
+            await asyncio.sleep(0)
 
     def reset_after_fork(self) -> None:
         self._channel = None

@@ -1,0 +1,447 @@
+"""Independent Pug servers for the end-to-end transport tests (tests/test_transports_e2e.py).
+
+Neither server shares code with the SDK: messages are Google protobuf classes compiled from
+catalog/proto (the `google_pb2` fixture), and the protocols are spoken by other people's
+implementations.
+
+- `ConnectServer`: the `connectrpc` package's ASGI application (Connect, HTTP/1.1) under
+  uvicorn in a background thread, with connectrpc's google.protobuf codec. A small ASGI
+  middleware in front of it can answer HTTP 503 with an HTML page, as a proxy would.
+- `GrpcServer`: Google's `grpcio` with generic handlers, on an h2c port and, given a
+  certificate, on a TLS port too.
+- `RecordingHTTPServer`: a bare HTTP/1.1 server that records paths; for URL layout tests.
+
+Both RPC servers delegate to a `FakePug`: it records every call (decoded request, headers,
+the client's timeout) and answers as the test scripted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import socket
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import uvicorn
+from connectrpc.code import Code
+from connectrpc.compat import google_protobuf_binary_codec
+from connectrpc.errors import ConnectError
+from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
+from connectrpc.request import RequestContext
+from connectrpc.server import ConnectASGIApplication, Endpoint
+from google.protobuf.message import Message
+from protoc_helpers import GoogleMessages
+from pug.transport import BATCH_CREATE, IDENTIFY
+
+LIST = "shared.profiles.v1.ProfilesService/List"
+METHODS = (BATCH_CREATE, IDENTIFY, LIST)
+
+# A stalled call waits for the client to give up; this only bounds a client that never does.
+STALL_LIMIT = 10.0
+HTML_503 = b"<html><body><h1>503 Service Unavailable</h1><p>upstream overloaded</p></body></html>"
+
+
+class Refusal(Exception):
+    """A scripted error answer: `code` is the Connect code name (`unavailable`, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+STALL = "stall"  # a script entry: keep the call waiting past the client's deadline
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call as the server saw it."""
+
+    method: str  # "sdk.events.v1.EventsService/BatchCreate"
+    request: Message | None  # None: refused before the body was read (HTTP 503)
+    headers: Mapping[str, str]  # lowercase names; gRPC: the invocation metadata
+    timeout: float | None  # seconds the client allowed, as the server computed it
+    outcome: str  # "ok", "stall", "http 503" or the code of a Refusal
+
+
+@dataclass(frozen=True)
+class RpcMethod:
+    """A method's message classes, looked up in the compiled protos (not hard-coded)."""
+
+    service: str
+    name: str
+    input: type[Message]
+    output: type[Message]
+    server_streaming: bool
+
+
+def rpc_method(messages: GoogleMessages, method: str) -> RpcMethod:
+    service, name = method.split("/")
+    descriptor = messages.pool.FindServiceByName(service).methods_by_name[name]
+    return RpcMethod(
+        service=service,
+        name=name,
+        input=messages[descriptor.input_type.full_name],
+        output=messages[descriptor.output_type.full_name],
+        server_streaming=descriptor.server_streaming,
+    )
+
+
+class FakePug:
+    """The behaviour shared by both RPC servers: record, check the key, follow the script.
+
+    Handlers run on server threads while tests read from theirs, hence the lock.
+    """
+
+    def __init__(self, messages: GoogleMessages) -> None:
+        self.messages = messages
+        self.methods = {method: rpc_method(messages, method) for method in METHODS}
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget calls and script: each test starts from a server that accepts everything."""
+        with self._lock:
+            self._calls: list[Call] = []
+            self._script: deque[Refusal | str] = deque()
+            self._http_503_left = 0
+            self.required_key: str | None = None
+            self.list_pages: list[Message] = []
+            self.list_error: tuple[int, Refusal] | None = None  # (after n pages, error)
+
+    # ---- scripting ---------------------------------------------------------------------
+
+    def fail_next(self, times: int, code: str, message: str = "scripted failure") -> None:
+        """The next `times` calls are answered with the Connect/gRPC error `code`."""
+        with self._lock:
+            self._script.extend(Refusal(code, message) for _ in range(times))
+
+    def stall_next(self, times: int) -> None:
+        """The next `times` calls get no answer until the client's deadline has passed."""
+        with self._lock:
+            self._script.extend(STALL for _ in range(times))
+
+    def answer_503_next(self, times: int) -> None:
+        """The next `times` HTTP requests get a proxy's 503 HTML page (Connect server only)."""
+        with self._lock:
+            self._http_503_left += times
+
+    # ---- what tests read ---------------------------------------------------------------
+
+    def calls(self, method: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def delivered_events(self) -> list[Message]:
+        """The events of every BatchCreate that was answered with success, in order."""
+        return [
+            event
+            for call in self.calls(BATCH_CREATE)
+            if call.outcome == "ok"
+            for event in call.request.events  # type: ignore[union-attr]
+        ]
+
+    # ---- what handlers call ------------------------------------------------------------
+
+    def take_http_503(self, method: str, headers: Mapping[str, str]) -> bool:
+        """Whether this HTTP request is to be refused with a 503 page (and record it)."""
+        with self._lock:
+            if self._http_503_left == 0:
+                return False
+            self._http_503_left -= 1
+            self._calls.append(Call(method, None, dict(headers), None, "http 503"))
+            return True
+
+    def receive(
+        self, method: str, request: Message, headers: Mapping[str, str], timeout: float | None
+    ) -> bool:
+        """Record a call; raise its scripted Refusal, or return True if it is to stall."""
+        with self._lock:
+            action: Refusal | str | None = None
+            if self.required_key is not None and headers.get("x-api-key") != self.required_key:
+                # What a Pug server answers for a missing or unknown key.
+                action = Refusal("unauthenticated", "invalid API key")
+            elif self._script:
+                action = self._script.popleft()
+            outcome = action.code if isinstance(action, Refusal) else (action or "ok")
+            self._calls.append(Call(method, request, dict(headers), timeout, outcome))
+        if isinstance(action, Refusal):
+            raise action
+        return action == STALL
+
+    def reply(self, method: str, request: Message) -> Message:
+        """The success answer of a unary method."""
+        output = self.methods[method].output
+        if method == BATCH_CREATE:
+            return output(accepted=len(request.events), dropped=0)  # type: ignore[attr-defined]
+        return output()
+
+    def stream_replies(self) -> Iterator[Message]:
+        """The List pages, raising the scripted mid-stream error after its page."""
+        with self._lock:
+            pages, error = list(self.list_pages), self.list_error
+        for index, page in enumerate(pages):
+            if error is not None and error[0] == index:
+                raise error[1]
+            yield page
+        if error is not None and error[0] >= len(pages):
+            raise error[1]
+
+
+# ---- Connect: connectrpc's ASGI application under uvicorn -------------------------------
+
+
+class _ConnectApp(ConnectASGIApplication[FakePug]):
+    @property
+    def path(self) -> str:
+        # Only used when mounted inside another ASGI app; the endpoints carry full paths.
+        return "/"
+
+
+@contextlib.contextmanager
+def _as_connect_error() -> Iterator[None]:
+    try:
+        yield
+    except Refusal as refusal:
+        raise ConnectError(Code(refusal.code), refusal.message) from None
+
+
+def _connect_call(ctx: RequestContext[Any, Any]) -> tuple[dict[str, str], float | None]:
+    headers = dict(ctx.request_headers.items())
+    timeout_ms = headers.get("connect-timeout-ms")
+    return headers, (int(timeout_ms) / 1000 if timeout_ms else None)
+
+
+def _connect_endpoint(fake: FakePug, method: str) -> Any:
+    rpc = fake.methods[method]
+    info = MethodInfo(
+        name=rpc.name,
+        service_name=rpc.service,
+        input=rpc.input,
+        output=rpc.output,
+        idempotency_level=IdempotencyLevel.UNKNOWN,
+        stream_type=StreamType.SERVER_STREAM if rpc.server_streaming else StreamType.UNARY,
+    )
+
+    async def stall_if_told(request: Message, ctx: RequestContext[Any, Any]) -> None:
+        headers, timeout = _connect_call(ctx)
+        if fake.receive(method, request, headers, timeout):
+            # connectrpc enforces connect-timeout-ms: it cancels this sleep at the deadline.
+            await asyncio.sleep(STALL_LIMIT)
+
+    async def unary(request: Message, ctx: RequestContext[Any, Any]) -> Message:
+        with _as_connect_error():
+            await stall_if_told(request, ctx)
+            return fake.reply(method, request)
+
+    async def server_stream(
+        request: Message, ctx: RequestContext[Any, Any]
+    ) -> AsyncIterator[Message]:
+        with _as_connect_error():
+            await stall_if_told(request, ctx)
+            for page in fake.stream_replies():
+                yield page
+
+    if rpc.server_streaming:
+        return Endpoint.server_stream(info, server_stream)
+    return Endpoint.unary(info, unary)
+
+
+class _Http503Middleware:
+    """Stands in for a proxy that is out of upstreams: 503 with an HTML page, no Connect."""
+
+    def __init__(self, app: Any, fake: FakePug) -> None:
+        self.app = app
+        self.fake = fake
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            if self.fake.take_http_503(scope["path"].lstrip("/"), headers):
+                # Read the body first so the connection stays reusable for the retry.
+                while (await receive()).get("more_body", False):
+                    pass
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 503,
+                        "headers": [(b"content-type", b"text/html; charset=utf-8")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": HTML_503})
+                return
+        await self.app(scope, receive, send)
+
+
+def _listening_socket() -> socket.socket:
+    """A socket already listening on a free port of 127.0.0.1.
+
+    Clients may connect at once: the kernel queues them until the server accepts, so
+    nobody has to wait for the server thread to report that it started.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+class ConnectServer:
+    """`connectrpc` serving the three methods on 127.0.0.1 (TLS when given a cert file)."""
+
+    def __init__(self, fake: FakePug, *, certfile: str | None = None) -> None:
+        self.fake = fake
+        app = _ConnectApp(
+            service=fake,
+            endpoints=lambda fake: {"/" + m: _connect_endpoint(fake, m) for m in METHODS},
+            codecs=[google_protobuf_binary_codec()],
+        )
+        self._socket = _listening_socket()
+        port = self._socket.getsockname()[1]
+        self.url = f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            _Http503Middleware(app, fake),
+            http="h11",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=certfile,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> ConnectServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True  # uvicorn checks it every 0.1 s
+        self._thread.join(10)
+        self._socket.close()
+
+
+# ---- gRPC: grpcio with generic handlers --------------------------------------------------
+
+
+def _grpc_status(code: str) -> grpc.StatusCode:
+    # Connect spells gRPC's CANCELLED with one L; every other name matches.
+    return grpc.StatusCode.CANCELLED if code == "canceled" else grpc.StatusCode[code.upper()]
+
+
+def _grpc_stall_if_told(
+    fake: FakePug, method: str, request: Message, context: grpc.ServicerContext
+) -> None:
+    headers = dict(context.invocation_metadata())  # type: ignore[arg-type]
+    if fake.receive(method, request, headers, context.time_remaining()):
+        # Wait until grpcio ends the RPC (the client's deadline passes, or it cancels).
+        ended = threading.Event()
+        if context.add_callback(ended.set):
+            ended.wait(STALL_LIMIT)
+
+
+def _grpc_handler(fake: FakePug, method: str) -> grpc.RpcMethodHandler:
+    rpc = fake.methods[method]
+
+    def unary(request: Message, context: grpc.ServicerContext) -> Message:
+        try:
+            _grpc_stall_if_told(fake, method, request, context)
+            return fake.reply(method, request)
+        except Refusal as refusal:
+            context.abort(_grpc_status(refusal.code), refusal.message)
+
+    def server_stream(request: Message, context: grpc.ServicerContext) -> Iterator[Message]:
+        try:
+            _grpc_stall_if_told(fake, method, request, context)
+            yield from fake.stream_replies()
+        except Refusal as refusal:
+            context.abort(_grpc_status(refusal.code), refusal.message)
+
+    make = (
+        grpc.unary_stream_rpc_method_handler
+        if rpc.server_streaming
+        else grpc.unary_unary_rpc_method_handler
+    )
+    return make(
+        server_stream if rpc.server_streaming else unary,  # type: ignore[arg-type]
+        request_deserializer=rpc.input.FromString,
+        response_serializer=rpc.output.SerializeToString,
+    )
+
+
+class GrpcServer:
+    """grpcio serving the three methods on an h2c port (`url`) and, given a key and
+    certificate chain (PEM), on a TLS port (`tls_url`)."""
+
+    def __init__(self, fake: FakePug, *, tls_key_and_chain: tuple[bytes, bytes] | None) -> None:
+        self.fake = fake
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for method in METHODS:
+            service, name = method.split("/")
+            by_service.setdefault(service, {})[name] = _grpc_handler(fake, method)
+        handlers = [grpc.method_handlers_generic_handler(s, h) for s, h in by_service.items()]
+        # Stalled calls hold a worker each: leave room for them and the calls after.
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=handlers)
+        self.url = f"http://127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self.tls_url: str | None = None
+        if tls_key_and_chain is not None:
+            credentials = grpc.ssl_server_credentials([tls_key_and_chain])
+            port = self._server.add_secure_port("127.0.0.1:0", credentials)
+            self.tls_url = f"https://127.0.0.1:{port}"
+
+    def __enter__(self) -> GrpcServer:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop(grace=None).wait(10)
+
+
+# ---- a bare HTTP server that records request paths --------------------------------------
+
+
+class RecordingHTTPServer:
+    """Answers every POST with 200 and an empty protobuf body (a valid empty response)
+    and records the path and headers; `paths` lists what was requested."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        recorded = self.paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a Connect server would
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                recorded.append(self.path)
+                self.send_response(200)
+                self.send_header("content-type", "application/proto")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep the test output quiet
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> RecordingHTTPServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
