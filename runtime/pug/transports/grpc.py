@@ -23,8 +23,9 @@ from pug.transports import USER_AGENT, parse_base_url
 # grpclib reserves the user-agent header and has no option for it: name the SDK ahead of
 # grpclib's own agent, as gRPC's "primary user agent" convention does. This applies to
 # every grpclib channel of the process, once the gRPC transport is imported.
-if not grpclib.client.USER_AGENT.startswith(USER_AGENT):
-    grpclib.client.USER_AGENT = f"{USER_AGENT} {grpclib.client.USER_AGENT}"
+_GRPCLIB_AGENT: str = getattr(grpclib.client, "USER_AGENT", "")
+if not _GRPCLIB_AGENT.startswith(USER_AGENT):
+    setattr(grpclib.client, "USER_AGENT", f"{USER_AGENT} {_GRPCLIB_AGENT}".strip())  # noqa: B010
 
 
 class _BytesCodec(CodecBase):
