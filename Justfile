@@ -32,4 +32,7 @@ demo:
 
 # Benchmarks (not tests): they print figures and write bench/results/.
 bench:
+    {{python}} -m pip install -q -e ".[bench]"
     {{python}} bench/bench_events.py
+    {{python}} bench/bench_track.py
+    {{python}} bench/bench_delivery.py

@@ -16,49 +16,18 @@ import argparse
 import logging
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
+
+from common import PROPS, sink, sink_count, versions, write
 
 from pug import Pug
 from pug.events import Purchase
 from pug.testing import InMemoryTransport
 
-PROPS = {
-    "amount": 49.99,
-    "currency": "USD",
-    "order_id": "ord_8f14e45f",
-    "items": 3,
-    "coupon": "SPRING",
-    "gift": True,
-    "source": "checkout_page",
-    "ratio": 0.25,
-}
-HERE = Path(__file__).parent
-
 
 def typed_event() -> Purchase:
     return Purchase(product_id="ord_8f14e45f", amount=49.99, currency="USD", quantity=3)
-
-
-def start_sink() -> tuple[subprocess.Popen[bytes], str]:
-    port_file = Path(tempfile.mkdtemp()) / "port"
-    proc = subprocess.Popen([sys.executable, str(HERE / "sink.py"), str(port_file)])
-    deadline = time.monotonic() + 10
-    while not (port_file.exists() and port_file.read_text()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the sink did not start")
-        time.sleep(0.01)
-    return proc, f"http://127.0.0.1:{port_file.read_text()}"
-
-
-def sink_count(url: str) -> int:
-    with urllib.request.urlopen(url + "/count") as r:
-        return int(r.read())
 
 
 def per_call_ns(call: Callable[[int], object], n: int) -> list[int]:
@@ -84,11 +53,12 @@ def main() -> None:
     logging.getLogger("posthog").setLevel(logging.CRITICAL)
     from posthog import Posthog
 
-    sink, sink_url = start_sink()
-    try:
+    with sink("http") as sink_url:
         transport = InMemoryTransport()
         pug = Pug(api_key="prv_bench", transport=transport)
-        ph = Posthog("phc_bench", host=sink_url, flush_interval=0.5)
+        ph = Posthog(
+            "phc_bench", host=sink_url, flush_interval=0.5, max_queue_size=args.deliver * 2
+        )
         callers: dict[str, tuple[Callable[[int], object], Callable[[], object]]] = {
             "pug track(), custom 8 properties": (
                 lambda i: pug.track("user_42", "order.completed", PROPS),
@@ -132,12 +102,10 @@ def main() -> None:
             assert sink_count(sink_url) > before
         pug.close()
         ph.shutdown()
-    finally:
-        sink.terminate()
 
     base = samples["posthog capture(), 8 properties"]
     lines = [
-        f"`track()` vs posthog-python {_version('posthog')} ({platform.python_implementation()} "
+        f"`track()` vs {versions('posthog')} ({platform.python_implementation()} "
         f"{platform.python_version()}, {platform.machine()}; {args.rounds} interleaved rounds "
         f"of {args.calls} calls; CPU over 3 × {args.deliver} delivered events).",
         "",
@@ -155,16 +123,7 @@ def main() -> None:
     for name, values in cpu.items():
         median = statistics.median(values)
         lines.append(f"| {name} | {median:.1f} | {median / ph_cpu:.3f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "track.md").write_text(table)
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import version
-
-    return version(dist)
+    write("track.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

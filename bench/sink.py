@@ -1,14 +1,21 @@
-"""A minimal local HTTP sink for benchmarks: answers every POST with 200 and `{}`.
+"""Minimal local sinks for benchmarks, each in its own process so its CPU is not counted
+against the SDK being measured.
 
-Runs in its own process (`python bench/sink.py PORT_FILE`) so its CPU is not counted
-against the SDK being measured. Counts requests; GET /count returns the number.
+    python bench/sink.py http PORT_FILE   # HTTP/1.1: any POST → 200 (empty body: a valid
+                                          # empty protobuf for Connect, `{}` for JSON APIs)
+    python bench/sink.py grpc PORT_FILE   # gRPC h2c (grpclib): any unary call → empty reply
+
+GET /count on the HTTP sink returns the number of requests received.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import sys
 import threading
+from pathlib import Path
+from typing import Any
 
 _count = 0
 _lock = threading.Lock()
@@ -22,14 +29,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         with _lock:
             _count += 1
-        self._reply(b"{}")
+        connect = self.headers.get("content-type", "").startswith("application/proto")
+        self._reply(b"" if connect else b"{}")
 
     def do_GET(self) -> None:
         self._reply(str(_count).encode())
 
     def _reply(self, body: bytes) -> None:
         self.send_response(200)
-        self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -38,12 +45,51 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def main() -> None:
+def serve_http(port_file: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    with open(sys.argv[1], "w") as f:
-        f.write(str(server.server_port))
+    port_file.write_text(str(server.server_port))
     server.serve_forever()
 
 
+def serve_grpc(port_file: Path) -> None:
+    import grpclib.const
+    from grpclib.encoding.base import CodecBase
+    from grpclib.server import Server, Stream
+
+    class Raw(CodecBase):
+        __content_subtype__ = "proto"
+
+        def encode(self, message: Any, message_type: Any) -> bytes:
+            return bytes(message)
+
+        def decode(self, data: bytes, message_type: Any) -> Any:
+            return data
+
+    class Sink:
+        async def unary(self, stream: Stream[bytes, bytes]) -> None:
+            await stream.recv_message()
+            await stream.send_message(b"")
+
+        def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+            methods = ["/sdk.events.v1.EventsService/BatchCreate",
+                       "/sdk.profiles.v1.ProfilesSDKService/Identify"]  # fmt: skip
+            return {
+                m: grpclib.const.Handler(
+                    self.unary, grpclib.const.Cardinality.UNARY_UNARY, bytes, bytes
+                )
+                for m in methods
+            }
+
+    async def main() -> None:
+        server = Server([Sink()], codec=Raw())
+        await server.start("127.0.0.1", 0)
+        port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port_file.write_text(str(port))
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
 if __name__ == "__main__":
-    main()
+    kind, port_file = sys.argv[1], Path(sys.argv[2])
+    serve_grpc(port_file) if kind == "grpc" else serve_http(port_file)

@@ -1,0 +1,69 @@
+"""What the benchmarks share: the event, sinks in their own processes, medians."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+
+# The same 8-property event for every SDK.
+PROPS = {
+    "amount": 49.99,
+    "currency": "USD",
+    "order_id": "ord_8f14e45f",
+    "items": 3,
+    "coupon": "SPRING",
+    "gift": True,
+    "source": "checkout_page",
+    "ratio": 0.25,
+}
+
+
+@contextmanager
+def sink(kind: str = "http") -> Iterator[str]:
+    """A local sink in another process; yields its base URL."""
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    proc = subprocess.Popen([sys.executable, str(HERE / "sink.py"), kind, str(port_file)])
+    try:
+        deadline = time.monotonic() + 15
+        while not (port_file.exists() and port_file.read_text()):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"the {kind} sink did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port_file.read_text()}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def sink_count(url: str) -> int:
+    with urllib.request.urlopen(url + "/count") as r:
+        return int(r.read())
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float], fmt: str = ".1f") -> str:
+    return f"{min(values):{fmt}}–{max(values):{fmt}}"
+
+
+def versions(*dists: str) -> str:
+    return ", ".join(f"{d} {version(d)}" for d in dists)
+
+
+def write(name: str, text: str) -> None:
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text(text)
