@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 
 from common import PROPS, median, sink, spread, versions, write
-
 from pug import BatchConfig, Pug
 
 

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 
 from common import PROPS, sink, sink_count, versions, write
-
 from pug import Pug
 from pug.events import Purchase
 from pug.testing import InMemoryTransport
