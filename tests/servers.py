@@ -12,7 +12,9 @@ implementations.
 - `RecordingHTTPServer`: a bare HTTP/1.1 server that records paths; for URL layout tests.
 
 Both RPC servers delegate to a `FakePug`: it records every call (decoded request, headers,
-the client's timeout) and answers as the test scripted it.
+the client's timeout) and answers as the test scripted it. Besides the SDK's write methods
+they serve the read methods of tests/test_reads_e2e.py (`READ_METHODS`), answering with the
+responses a test queued (`answer_next`) and failing with error details where told.
 """
 
 from __future__ import annotations
@@ -26,22 +28,30 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import uvicorn
 from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
-from connectrpc.errors import ConnectError
+from connectrpc.errors import ConnectError, ErrorDetail
 from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
 from connectrpc.request import RequestContext
 from connectrpc.server import ConnectASGIApplication, Endpoint
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
+from protobuf.wkt import Any as ConnectAny
 from protoc_helpers import GoogleMessages
 from pug.transport import BATCH_CREATE, IDENTIFY
 
 LIST = "shared.profiles.v1.ProfilesService/List"
-METHODS = (BATCH_CREATE, IDENTIFY, LIST)
+GET = "shared.profiles.v1.ProfilesService/Get"
+GET_BY_EXTERNAL_ID = "shared.profiles.v1.ProfilesService/GetByExternalId"
+DELETE_DATA_SUBJECT = "shared.profiles.v1.ProfilesService/DeleteDataSubject"
+ACTIVITY_FEED = "shared.activity.v1.ActivityService/GetActivityFeed"
+INSIGHTS_QUERY = "shared.insights.v1.InsightsService/Query"
+READ_METHODS = (GET, GET_BY_EXTERNAL_ID, DELETE_DATA_SUBJECT, ACTIVITY_FEED, INSIGHTS_QUERY)
+METHODS = (BATCH_CREATE, IDENTIFY, LIST, *READ_METHODS)
 
 # A stalled call waits for the client to give up; this only bounds a client that never does.
 STALL_LIMIT = 10.0
@@ -49,15 +59,85 @@ HTML_503 = b"<html><body><h1>503 Service Unavailable</h1><p>upstream overloaded<
 
 
 class Refusal(Exception):
-    """A scripted error answer: `code` is the Connect code name (`unavailable`, ...)."""
+    """A scripted error answer: `code` is the Connect code name (`unavailable`, ...);
+    `details` are messages sent as error details (Connect JSON, gRPC status details)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: tuple[Message, ...] = ()) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.details = details
 
 
 STALL = "stall"  # a script entry: keep the call waiting past the client's deadline
+
+
+@dataclass(frozen=True)
+class Delay:
+    """A script entry: answer after `seconds` (unless the client's deadline comes first)."""
+
+    seconds: float
+
+
+# ---- google.rpc messages, without googleapis-common-protos -------------------------------
+
+
+def _google_rpc_pool() -> descriptor_pool.DescriptorPool:
+    """google.rpc.Status and google.rpc.BadRequest, declared as googleapis declares them
+    (google/rpc/status.proto, error_details.proto): the gRPC error-details envelope and
+    the detail a server attaches to invalid_argument. googleapis-common-protos is not
+    installed, and these few fields are all the tests need."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
+    field = descriptor_pb2.FieldDescriptorProto
+    optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
+
+    status = descriptor_pb2.FileDescriptorProto(
+        name="google/rpc/status.proto",
+        package="google.rpc",
+        dependency=["google/protobuf/any.proto"],
+        syntax="proto3",
+    )
+    message = status.message_type.add(name="Status")
+    message.field.add(name="code", number=1, type=field.TYPE_INT32, label=optional)
+    message.field.add(name="message", number=2, type=field.TYPE_STRING, label=optional)
+    message.field.add(
+        name="details",
+        number=3,
+        type=field.TYPE_MESSAGE,
+        label=repeated,
+        type_name=".google.protobuf.Any",
+    )
+    pool.Add(status)
+
+    details = descriptor_pb2.FileDescriptorProto(
+        name="google/rpc/error_details.proto", package="google.rpc", syntax="proto3"
+    )
+    bad_request = details.message_type.add(name="BadRequest")
+    violation = bad_request.nested_type.add(name="FieldViolation")
+    violation.field.add(name="field", number=1, type=field.TYPE_STRING, label=optional)
+    violation.field.add(name="description", number=2, type=field.TYPE_STRING, label=optional)
+    bad_request.field.add(
+        name="field_violations",
+        number=1,
+        type=field.TYPE_MESSAGE,
+        label=repeated,
+        type_name=".google.rpc.BadRequest.FieldViolation",
+    )
+    pool.Add(details)
+    return pool
+
+
+_GOOGLE_RPC = _google_rpc_pool()
+RpcStatus = message_factory.GetMessageClass(_GOOGLE_RPC.FindMessageTypeByName("google.rpc.Status"))
+BadRequest = message_factory.GetMessageClass(
+    _GOOGLE_RPC.FindMessageTypeByName("google.rpc.BadRequest")
+)
+
+
+def type_url(message: Message) -> str:
+    """How an Any names the type of `message`, as both protocols send it."""
+    return "type.googleapis.com/" + message.DESCRIPTOR.full_name
 
 
 @dataclass(frozen=True)
@@ -115,13 +195,33 @@ class FakePug:
             self.required_key: str | None = None
             self.list_pages: list[Message] = []
             self.list_error: tuple[int, Refusal] | None = None  # (after n pages, error)
+            self._answers: dict[str, deque[Message]] = {}
 
     # ---- scripting ---------------------------------------------------------------------
 
-    def fail_next(self, times: int, code: str, message: str = "scripted failure") -> None:
-        """The next `times` calls are answered with the Connect/gRPC error `code`."""
+    def fail_next(
+        self,
+        times: int,
+        code: str,
+        message: str = "scripted failure",
+        *,
+        details: tuple[Message, ...] = (),
+    ) -> None:
+        """The next `times` calls are answered with the Connect/gRPC error `code` (and the
+        error `details`, if given)."""
         with self._lock:
-            self._script.extend(Refusal(code, message) for _ in range(times))
+            self._script.extend(Refusal(code, message, details) for _ in range(times))
+
+    def delay_next(self, times: int, seconds: float) -> None:
+        """The next `times` calls are answered after `seconds`: a slow server."""
+        with self._lock:
+            self._script.extend(Delay(seconds) for _ in range(times))
+
+    def answer_next(self, method: str, *responses: Message) -> None:
+        """Successful calls of the unary `method` get these responses, one per call, in
+        order; once they are used up, an empty response."""
+        with self._lock:
+            self._answers.setdefault(method, deque()).extend(responses)
 
     def stall_next(self, times: int) -> None:
         """The next `times` calls get no answer until the client's deadline has passed."""
@@ -161,23 +261,35 @@ class FakePug:
 
     def receive(
         self, method: str, request: Message, headers: Mapping[str, str], timeout: float | None
-    ) -> bool:
-        """Record a call; raise its scripted Refusal, or return True if it is to stall."""
+    ) -> float:
+        """Record a call; raise its scripted Refusal, or return how many seconds to hold
+        it before answering: 0.0 (false) at once, STALL_LIMIT for a stall."""
         with self._lock:
-            action: Refusal | str | None = None
+            action: Refusal | Delay | str | None = None
             if self.required_key is not None and headers.get("x-api-key") != self.required_key:
                 # What a Pug server answers for a missing or unknown key.
                 action = Refusal("unauthenticated", "invalid API key")
             elif self._script:
                 action = self._script.popleft()
-            outcome = action.code if isinstance(action, Refusal) else (action or "ok")
+            if isinstance(action, Refusal):
+                outcome = action.code
+            elif action == STALL:
+                outcome = "stall"
+            else:
+                outcome = "ok"  # at once, or after a Delay: answered either way
             self._calls.append(Call(method, request, dict(headers), timeout, outcome))
         if isinstance(action, Refusal):
             raise action
-        return action == STALL
+        if isinstance(action, Delay):
+            return action.seconds
+        return STALL_LIMIT if action == STALL else 0.0
 
     def reply(self, method: str, request: Message) -> Message:
-        """The success answer of a unary method."""
+        """The success answer of a unary method: the next queued one, or a default."""
+        with self._lock:
+            queued = self._answers.get(method)
+            if queued:
+                return queued.popleft()
         output = self.methods[method].output
         if method == BATCH_CREATE:
             return output(accepted=len(request.events), dropped=0)  # type: ignore[attr-defined]
@@ -210,7 +322,13 @@ def _as_connect_error() -> Iterator[None]:
     try:
         yield
     except Refusal as refusal:
-        raise ConnectError(Code(refusal.code), refusal.message) from None
+        # connectrpc packs details from its own protobuf runtime's Any; given one already
+        # packed, it sends type and bytes as they are ({"type": ..., "value": base64}).
+        details = [
+            ErrorDetail(ConnectAny(type_url=type_url(d), value=d.SerializeToString()))
+            for d in refusal.details
+        ]
+        raise ConnectError(Code(refusal.code), refusal.message, details) from None
 
 
 def _connect_call(ctx: RequestContext[Any, Any]) -> tuple[dict[str, str], float | None]:
@@ -232,9 +350,10 @@ def _connect_endpoint(fake: FakePug, method: str) -> Any:
 
     async def stall_if_told(request: Message, ctx: RequestContext[Any, Any]) -> None:
         headers, timeout = _connect_call(ctx)
-        if fake.receive(method, request, headers, timeout):
+        hold = fake.receive(method, request, headers, timeout)
+        if hold:
             # connectrpc enforces connect-timeout-ms: it cancels this sleep at the deadline.
-            await asyncio.sleep(STALL_LIMIT)
+            await asyncio.sleep(hold)
 
     async def unary(request: Message, ctx: RequestContext[Any, Any]) -> Message:
         with _as_connect_error():
@@ -293,7 +412,7 @@ def _listening_socket() -> socket.socket:
 
 
 class ConnectServer:
-    """`connectrpc` serving the three methods on 127.0.0.1 (TLS when given a cert file)."""
+    """`connectrpc` serving `METHODS` on 127.0.0.1 (TLS when given a cert file)."""
 
     def __init__(self, fake: FakePug, *, certfile: str | None = None) -> None:
         self.fake = fake
@@ -341,11 +460,25 @@ def _grpc_stall_if_told(
     fake: FakePug, method: str, request: Message, context: grpc.ServicerContext
 ) -> None:
     headers = dict(context.invocation_metadata())  # type: ignore[arg-type]
-    if fake.receive(method, request, headers, context.time_remaining()):
-        # Wait until grpcio ends the RPC (the client's deadline passes, or it cancels).
+    hold = fake.receive(method, request, headers, context.time_remaining())
+    if hold:
+        # Wait `hold` seconds, or less if grpcio ends the RPC first (the client's deadline
+        # passes, or it cancels).
         ended = threading.Event()
         if context.add_callback(ended.set):
-            ended.wait(STALL_LIMIT)
+            ended.wait(hold)
+
+
+def _grpc_abort(context: grpc.ServicerContext, refusal: Refusal) -> NoReturn:
+    """End the call with the refusal's status; details go in `grpc-status-details-bin`,
+    a google.rpc.Status, as grpcio-status's `abort_with_status` would send them."""
+    status = _grpc_status(refusal.code)
+    if refusal.details:
+        envelope = RpcStatus(code=status.value[0], message=refusal.message)
+        for detail in refusal.details:
+            envelope.details.add(type_url=type_url(detail), value=detail.SerializeToString())
+        context.set_trailing_metadata((("grpc-status-details-bin", envelope.SerializeToString()),))
+    context.abort(status, refusal.message)
 
 
 def _grpc_handler(fake: FakePug, method: str) -> grpc.RpcMethodHandler:
@@ -354,16 +487,20 @@ def _grpc_handler(fake: FakePug, method: str) -> grpc.RpcMethodHandler:
     def unary(request: Message, context: grpc.ServicerContext) -> Message:
         try:
             _grpc_stall_if_told(fake, method, request, context)
+            if not context.is_active():
+                # The client gave up while the call was held: grpcio discards whatever is
+                # returned, so leave the scripted answer to the next call.
+                return rpc.output()
             return fake.reply(method, request)
         except Refusal as refusal:
-            context.abort(_grpc_status(refusal.code), refusal.message)
+            _grpc_abort(context, refusal)
 
     def server_stream(request: Message, context: grpc.ServicerContext) -> Iterator[Message]:
         try:
             _grpc_stall_if_told(fake, method, request, context)
             yield from fake.stream_replies()
         except Refusal as refusal:
-            context.abort(_grpc_status(refusal.code), refusal.message)
+            _grpc_abort(context, refusal)
 
     make = (
         grpc.unary_stream_rpc_method_handler
@@ -378,8 +515,8 @@ def _grpc_handler(fake: FakePug, method: str) -> grpc.RpcMethodHandler:
 
 
 class GrpcServer:
-    """grpcio serving the three methods on an h2c port (`url`) and, given a key and
-    certificate chain (PEM), on a TLS port (`tls_url`)."""
+    """grpcio serving `METHODS` on an h2c port (`url`) and, given a key and certificate
+    chain (PEM), on a TLS port (`tls_url`)."""
 
     def __init__(self, fake: FakePug, *, tls_key_and_chain: tuple[bytes, bytes] | None) -> None:
         self.fake = fake

@@ -82,7 +82,11 @@ class _Reads:
         self._core = core
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        worker = self._core.worker_for_reads()
+        try:
+            worker = self._core.worker_for_reads()
+        except PugError:
+            coro.close()  # never awaited: close it so Python does not warn
+            raise
         if threading.current_thread() is worker.thread:
             coro.close()
             raise PugError(

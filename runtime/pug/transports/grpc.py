@@ -7,6 +7,7 @@ proxy); on a plain port use the Connect transport.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,8 +16,9 @@ import grpclib.client
 import grpclib.const
 import grpclib.exceptions
 from grpclib.client import Channel
-from grpclib.encoding.base import CodecBase
+from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 
+from pug import wire
 from pug.errors import error_for
 from pug.transports import USER_AGENT, parse_base_url
 
@@ -38,6 +40,27 @@ class _BytesCodec(CodecBase):
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         return bytes(data)
+
+
+class _StatusDetails(StatusDetailsCodecBase):
+    """Reads `grpc-status-details-bin` (a google.rpc.Status) into the shape the Connect
+    transport gives: `[{"type": "google.rpc.BadRequest", "value": <unpadded base64>}]`."""
+
+    def encode(self, status: Any, message: str | None, details: Any) -> bytes:
+        raise NotImplementedError("the SDK only reads status details")
+
+    def decode(self, status: Any, message: str | None, data: bytes) -> Any:
+        details = []
+        for number, value in wire._fields(data):
+            if number != 3 or not isinstance(value, bytes):  # Status.details: repeated Any
+                continue
+            parts = dict(wire._fields(value))
+            type_url, payload = parts.get(1, b""), parts.get(2, b"")
+            if isinstance(type_url, bytes) and isinstance(payload, bytes):
+                name = type_url.decode("utf-8", "replace").rpartition("/")[2]
+                encoded = base64.b64encode(payload).decode().rstrip("=")
+                details.append({"type": name, "value": encoded})
+        return details
 
 
 def _code_name(status: grpclib.const.Status) -> str:
@@ -75,6 +98,7 @@ class GrpcTransport:
                 self.base_url.port,
                 ssl=self._ssl_context(),
                 codec=_BytesCodec(),
+                status_details_codec=_StatusDetails(),
             )
         return self._channel
 
