@@ -128,7 +128,6 @@ class Core:
         self._overflow: list[_Item] = []  # dropped for a full queue, for on_error
         self._overflow_lost = 0  # dropped past _OVERFLOW_HELD: counted, not held
         self._stats = Stats()
-        self._accepted_items = 0  # items ever enqueued (events and identifies)
         self._finished_items = 0  # items sent, failed or dropped
         self._flush_waiters: list[tuple[int, concurrent.futures.Future[bool]]] = []
         self._flush_requested = False
@@ -334,7 +333,6 @@ class Core:
                 self._queue_bytes += size
                 is_identify = type(item) is _Identify
                 self._identifies_queued += is_identify
-                self._accepted_items += 1
                 self._stats.enqueued += 1
                 had_overflow = bool(self._overflow)
                 while (
@@ -394,7 +392,7 @@ class Core:
         """Resolves True once everything queued before the call is sent or failed."""
         done: concurrent.futures.Future[bool] = concurrent.futures.Future()
         with self._lock:
-            target = self._accepted_items
+            target = self._stats.enqueued  # items ever enqueued, events and identifies
             if self._finished_items >= target:
                 done.set_result(True)
                 return done

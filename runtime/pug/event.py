@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib
-import math
 import re
 from enum import IntEnum
 from typing import Any, ClassVar, TypeAlias
@@ -200,25 +199,39 @@ def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
     set zero values are kept. Raises `PugValidationError` naming the field and rule.
     """
     cls = type(event)
-    plan = _PLANS.get(cls) or _plan(cls)
+    plan = _FAST.get(cls) or _fast_plan(cls)
     # to_builtins drops unset fields; convert checks types and every Meta rule (~1 µs).
-    builtins = _to_builtins(event)
-    checked = coerce(cls, builtins)
+    try:
+        builtins: dict[str, Any] = msgspec.to_builtins(event)
+        checked = msgspec.convert(builtins, cls)
+    except Exception:
+        checked = coerce(cls, _to_builtins(event))  # raises the readable error
+        builtins = msgspec.to_builtins(event)
     props: WireProperties = {}
     for wire, value in builtins.items():
-        f = plan[wire]
-        if f.convert == _FLOAT:
+        variant, mode, attr, bounds = plan[wire]
+        if mode is _FLOAT:
             value = float(value)
-            if not math.isfinite(value):
-                raise _invalid(cls, f.attr, "must be a finite number")
-        elif f.convert == _DURATION:
-            value = getattr(checked, f.attr).total_seconds()
-            if f.seconds_bounds:
-                _check_bounds(cls, f.attr, value, f.seconds_bounds)
-        elif f.convert == _DATETIME:
-            value = getattr(checked, f.attr)
-        props[wire] = (f.variant, value)
+            if value - value != 0.0:  # inf - inf and nan - nan are nan
+                raise _invalid(cls, attr, "must be a finite number")
+        elif mode is _DURATION:
+            value = getattr(checked, attr).total_seconds()
+            if bounds:
+                _check_bounds(cls, attr, value, bounds)
+        elif mode is _DATETIME:
+            value = getattr(checked, attr)
+        props[wire] = (variant, value)
     return cls.KIND, props
+
+
+# The plan as plain tuples for the loop above: (variant, mode, attribute, seconds bounds).
+_FAST: dict[type[PugEvent], dict[str, tuple[Variant, int, str, dict[str, float] | None]]] = {}
+
+
+def _fast_plan(cls: type[PugEvent]) -> dict[str, tuple[Variant, int, str, dict[str, float] | None]]:
+    fast = {w: (f.variant, f.convert, f.attr, f.seconds_bounds) for w, f in _plan(cls).items()}
+    _FAST[cls] = fast
+    return fast
 
 
 def _check_bounds(cls: type[PugEvent], attr: str, seconds: float, bounds: dict[str, float]) -> None:

@@ -160,11 +160,32 @@ def custom_entry(key: str, variant: Variant, value: object) -> bytes:
 
 def custom_field(props: WireProperties) -> bytes:
     """The custom_properties field of mapped properties."""
-    return b"".join([custom_entry(k, v[0], v[1]) for k, v in props.items()])
+    cache = ENTRY_CACHE
+    parts = []
+    for key, (variant, value) in props.items():
+        found = cache.get((key, value, type(value))) if type(value) in _CACHED_TYPES else None
+        parts.append(found if found is not None else custom_entry(key, variant, value))
+    return b"".join(parts)
 
 
 _U64 = 0xFFFFFFFFFFFFFFFF
 _UUID_LEN = b"\x24"  # event and session ids are 36-character UUID strings
+
+
+# Kinds and distinct ids repeat from event to event: their encoded fields are kept.
+_KIND_FIELDS: dict[str, bytes] = {}
+_ID_FIELDS: dict[str, bytes] = {}
+_FIELD_CACHE_LIMIT = 4096
+
+
+def _cached_field(cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
+    found = cache.get(text)
+    if found is None:
+        found = field(tag, utf8(text))
+        if len(cache) >= _FIELD_CACHE_LIMIT:
+            cache.clear()
+        cache[text] = found
+    return found
 
 
 def event(
@@ -180,14 +201,15 @@ def event(
 ) -> bytes:
     """An sdk.events.v1.Event body from its pre-encoded custom_properties and
     auto_properties fields."""
+    occur = timestamp(seconds, nanos)
     return b"".join(
         [
             _EVENT_ID + _UUID_LEN + event_id.encode(),
             auto,
             custom,
-            field(_DISTINCT_ID, utf8(distinct_id)),
-            field(_KIND, kind.encode()),
-            field(_OCCUR_TIME, timestamp(seconds, nanos)),
+            _ID_FIELDS.get(distinct_id) or _cached_field(_ID_FIELDS, _DISTINCT_ID, distinct_id),
+            _KIND_FIELDS.get(kind) or _cached_field(_KIND_FIELDS, _KIND, kind),
+            _OCCUR_TIME + _SMALL[len(occur)] + occur,
             _SESSION_ID + _UUID_LEN + session_id.encode(),
         ]
     )
