@@ -475,6 +475,17 @@ class Core:
                 self._identifies_queued -= 1
                 taken: list[_Item] = [item]
                 method = IDENTIFY
+            elif (
+                not self._identifies_queued
+                and len(queue) <= MAX_REQUEST_EVENTS
+                and self._queue_bytes + 6 * len(queue) <= MAX_REQUEST_BYTES
+            ):
+                # Everything queued fits one request: take it in one step, so the lock
+                # the callers of track() wait on is held for microseconds.
+                taken = list(queue)
+                queue.clear()
+                self._queue_bytes = 0
+                method = BATCH_CREATE
             else:
                 taken = []
                 size = 0
@@ -509,11 +520,12 @@ class Core:
         overflow: bool = False,
     ) -> None:
         """Account for items that are done; resolve identifies and flush waiters."""
-        events = sum(1 for i in items if type(i) is bytes)
+        identifies = [i for i in items if type(i) is _Identify]
+        events = len(items) - len(identifies)
         with self._lock:
             if sent:
                 self._stats.sent += events
-                self._stats.identifies_sent += len(items) - events
+                self._stats.identifies_sent += len(identifies)
             elif not overflow:  # overflow drops are counted when they happen
                 self._stats.failed += len(items)
             self._finished_items += len(items)
@@ -524,8 +536,8 @@ class Core:
         # on_error runs before anyone waiting on flush() or identify() is released.
         if error is not None and not sent:
             self._dead_letter(error, items)
-        for item in items:
-            if type(item) is _Identify and not item.done.done():
+        for item in identifies:
+            if not item.done.done():
                 item.done.set_result(sent)
         for f in ready:
             if not f.done():

@@ -10,20 +10,25 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _bits = random.getrandbits
 
 
+# The first 15 characters ("tttttttt-tttt-7") are the same for every id of one millisecond.
+_prefix: tuple[int, str] = (-1, "")
+
+
 def uuid7(unix_ms: int) -> str:
     """A lowercase UUIDv7 whose timestamp is `unix_ms` (RFC 9562: 48-bit ms, version 7,
     variant 0b10, 74 random bits)."""
-    rand = _bits(74)
+    global _prefix
     unix_ms = max(unix_ms, 0)  # UUIDv7 cannot carry a time before 1970
-    n = (
-        (unix_ms & 0xFFFFFFFFFFFF) << 80
-        | 0x7 << 76
-        | (rand >> 62) << 64
-        | 0b10 << 62
-        | (rand & 0x3FFFFFFFFFFFFFFF)
+    cached = _prefix  # one read: another thread may replace it meanwhile
+    if cached[0] != unix_ms:
+        h = "%012x" % (unix_ms & 0xFFFFFFFFFFFF)
+        cached = _prefix = (unix_ms, f"{h[:8]}-{h[8:]}-7")
+    rand = _bits(74)  # 12 bits of rand_a, 62 of rand_b (the top two are the variant's)
+    return cached[1] + "%03x-%04x-%012x" % (  # noqa: UP031
+        rand >> 62,
+        0x8000 | (rand >> 48) & 0x3FFF,
+        rand & 0xFFFFFFFFFFFF,
     )
-    h = "%032x" % n  # noqa: UP031 - the fastest way to pad a 128-bit int to hex
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def is_uuid(value: object) -> bool:

@@ -76,8 +76,7 @@ class InMemoryTransport:
         if self.handler is not None:
             return self.handler(method, request)
         if method == BATCH_CREATE:
-            accepted = sum(1 for number, _ in wire._fields(request) if number == 1)
-            return b"\x08" + wire.varint(accepted)
+            return b"\x08" + wire.varint(wire.count_events(request))
         return b""
 
     async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:

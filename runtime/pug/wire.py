@@ -188,6 +188,10 @@ def _cached_field(cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
     return found
 
 
+# The occur_time seconds repeat for every event of one second.
+_seconds: tuple[int, bytes] = (-1, b"")
+
+
 def event(
     *,
     event_id: str,
@@ -201,18 +205,30 @@ def event(
 ) -> bytes:
     """An sdk.events.v1.Event body from its pre-encoded custom_properties and
     auto_properties fields."""
-    occur = timestamp(seconds, nanos)
+    global _seconds
+    cached = _seconds
+    if cached[0] != seconds:
+        cached = _seconds = (seconds, b"\x08" + varint(seconds & _U64) if seconds else b"")
+    occur = cached[1] + (b"\x10" + varint(nanos) if nanos else b"")
     return b"".join(
-        [
-            _EVENT_ID + _UUID_LEN + event_id.encode(),
+        (
+            _EVENT_ID_PREFIX,
+            event_id.encode(),
             auto,
             custom,
             _ID_FIELDS.get(distinct_id) or _cached_field(_ID_FIELDS, _DISTINCT_ID, distinct_id),
             _KIND_FIELDS.get(kind) or _cached_field(_KIND_FIELDS, _KIND, kind),
-            _OCCUR_TIME + _SMALL[len(occur)] + occur,
-            _SESSION_ID + _UUID_LEN + session_id.encode(),
-        ]
+            _OCCUR_TIME,
+            _SMALL[len(occur)],
+            occur,
+            _SESSION_FIELDS.get(session_id)
+            or _cached_field(_SESSION_FIELDS, _SESSION_ID, session_id),
+        )
     )
+
+
+_EVENT_ID_PREFIX = _EVENT_ID + _UUID_LEN  # event ids are 36-character UUID strings
+_SESSION_FIELDS: dict[str, bytes] = {}
 
 
 def auto_properties(values: Mapping[str, str]) -> bytes:
@@ -221,8 +237,24 @@ def auto_properties(values: Mapping[str, str]) -> bytes:
 
 
 def batch(events: Iterable[bytes]) -> bytes:
-    """A BatchCreateRequest body from encoded Event bodies."""
-    return b"".join([field(b"\x0a", e) for e in events])
+    """A BatchCreateRequest body from encoded Event bodies (each copied once)."""
+    parts: list[bytes] = []
+    append = parts.append
+    for e in events:
+        n = len(e)
+        append(b"\x0a" + (_SMALL[n] if n < 128 else varint(n)))
+        append(e)
+    return b"".join(parts)
+
+
+def count_events(body: bytes) -> int:
+    """How many events a BatchCreateRequest body holds, without decoding them."""
+    count = pos = 0
+    while pos < len(body):
+        length, pos = _read_varint(body, pos + 1)  # skip the tag byte (field 1)
+        pos += length
+        count += 1
+    return count
 
 
 # google.protobuf.Struct for identify traits.
