@@ -150,8 +150,12 @@ def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
         return b""
     parts: list[bytes] = []
     cache = wire.ENTRY_CACHE
+    cacheable = wire.CACHED_TYPES
     for key, value in props.items():
-        found = cache.get((key, value, type(value))) if type(value) in _CACHEABLE else None
+        t = type(value)
+        by_value = cache.get(key) if t in cacheable else None
+        hit = by_value.get(value) if by_value is not None else None
+        found = hit[1] if hit is not None and hit[0] is t else None
         if found is None:
             k = key if type(key) is str and key[:1] != "$" else _check_key(key)
             if k is None:
@@ -162,9 +166,6 @@ def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
             found = wire.custom_entry(k, mapped[0], mapped[1])
         parts.append(found)
     return b"".join(parts)
-
-
-_CACHEABLE = frozenset((str, int, float, bool))
 
 
 def typed_from_dict(cls: type[PugEvent], props: Mapping[Any, Any] | None) -> WireProperties:

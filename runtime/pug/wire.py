@@ -135,26 +135,27 @@ def properties_map(tag: bytes, props: WireProperties) -> bytes:
 
 
 # Custom property entries, encoded once and reused: most (key, value) pairs repeat from
-# event to event (plans, sources, flags, small counts). Keyed by the value's type too, so
-# 1, 1.0 and True never share an entry. Cleared when full, so it stays bounded.
-ENTRY_CACHE: dict[tuple[str, object, type], bytes] = {}
+# event to event (plans, sources, flags, small counts). Two plain dict lookups, key then
+# value; the value's type is checked on a hit so 1, 1.0 and True never share an entry.
+# Cleared when full, so it stays bounded.
+ENTRY_CACHE: dict[str, dict[object, tuple[type, bytes]]] = {}
+CACHED_TYPES = frozenset((str, int, float, bool))
 _ENTRY_CACHE_LIMIT = 4096
-_CACHED_TYPES = frozenset((str, int, float, bool))
+_entries = 0
 
 
 def custom_entry(key: str, variant: Variant, value: object) -> bytes:
-    """The custom_properties entry for (key, value), from the cache when it is there."""
-    t = type(value)
-    cache_key = (key, value, t)
-    found = ENTRY_CACHE.get(cache_key) if t in _CACHED_TYPES else None
-    if found is not None:
-        return found
+    """The custom_properties entry for (key, value), encoded and remembered."""
+    global _entries
     encoded = entry(_CUSTOM, key, variant, value)
-    # Not cached: long strings (memory) and float zeros (0.0 == -0.0, encoded differently).
-    if t in _CACHED_TYPES and not (t is str and len(value) > 64) and not (t is float and not value):  # type: ignore[arg-type]
-        if len(ENTRY_CACHE) >= _ENTRY_CACHE_LIMIT:
+    t = type(value)
+    # Not kept: long strings (memory) and float zeros (0.0 == -0.0, encoded differently).
+    if t in CACHED_TYPES and not (t is str and len(value) > 64) and not (t is float and not value):  # type: ignore[arg-type]
+        if _entries >= _ENTRY_CACHE_LIMIT:
             ENTRY_CACHE.clear()
-        ENTRY_CACHE[cache_key] = encoded
+            _entries = 0
+        ENTRY_CACHE.setdefault(key, {})[value] = (t, encoded)
+        _entries += 1
     return encoded
 
 
@@ -163,8 +164,12 @@ def custom_field(props: WireProperties) -> bytes:
     cache = ENTRY_CACHE
     parts = []
     for key, (variant, value) in props.items():
-        found = cache.get((key, value, type(value))) if type(value) in _CACHED_TYPES else None
-        parts.append(found if found is not None else custom_entry(key, variant, value))
+        t = type(value)
+        by_value = cache.get(key) if t in CACHED_TYPES else None
+        hit = by_value.get(value) if by_value is not None else None
+        parts.append(
+            hit[1] if hit is not None and hit[0] is t else custom_entry(key, variant, value)
+        )
     return b"".join(parts)
 
 
