@@ -164,10 +164,7 @@ class Core:
         timestamp: datetime.datetime | None,
         session_id: str | None,
     ) -> bytes | None:
-        if self._closed:
-            logger.warning("track() after close(); the event was dropped")
-            self._count_invalid()
-            return None
+        # A closed client is checked when enqueueing, under the lock (close() may race).
         check_distinct_id(distinct_id, "distinct_id")
         wired: WireProperties | None = None
         if type(event) is str and self.before_send is None and event_class(event) is None:

@@ -102,19 +102,20 @@ class GrpcTransport:
             )
         return self._channel
 
-    def _path(self, method: str) -> str:
-        return f"{self.base_url.prefix}/{method}"
+    def _request(self, method: str, cardinality: grpclib.const.Cardinality, timeout: float) -> Any:
+        return self._get_channel().request(
+            f"{self.base_url.prefix}/{method}",
+            cardinality,
+            bytes,
+            bytes,
+            timeout=timeout,
+            metadata=self._metadata,
+        )
 
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
-        channel = self._get_channel()
         try:
-            async with channel.request(
-                self._path(method),
-                grpclib.const.Cardinality.UNARY_UNARY,
-                bytes,
-                bytes,
-                timeout=timeout,
-                metadata=self._metadata,
+            async with self._request(
+                method, grpclib.const.Cardinality.UNARY_UNARY, timeout
             ) as stream:
                 await stream.send_message(request, end=True)
                 reply = await stream.recv_message()
@@ -127,15 +128,9 @@ class GrpcTransport:
 
     async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
         """A server-streaming call: yields each response message; errors raise PugError."""
-        channel = self._get_channel()
         try:
-            async with channel.request(
-                self._path(method),
-                grpclib.const.Cardinality.UNARY_STREAM,
-                bytes,
-                bytes,
-                timeout=timeout,
-                metadata=self._metadata,
+            async with self._request(
+                method, grpclib.const.Cardinality.UNARY_STREAM, timeout
             ) as stream:
                 await stream.send_message(request, end=True)
                 async for message in stream:
