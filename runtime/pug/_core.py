@@ -167,9 +167,14 @@ class Core:
         # A closed client is checked when enqueueing, under the lock (close() may race).
         check_distinct_id(distinct_id, "distinct_id")
         wired: WireProperties | None = None
-        if type(event) is str and self.before_send is None and event_class(event) is None:
-            # The common case, a custom event: map and encode in one pass.
+        if self.before_send is not None:
+            kind, wired = properties.event_wire(event, props)
+            custom = b""
+        elif type(event) is str and event_class(event) is None:
+            # The common cases, a custom event or a typed one: check, map and encode in one pass.
             kind, custom = event, properties.encode_custom(props)
+        elif isinstance(event, PugEvent) and not props:
+            kind, custom = properties.encode_typed(event)
         else:
             kind, wired = properties.event_wire(event, props)
             custom = b""
@@ -204,14 +209,7 @@ class Core:
         if wired is not None:
             custom = wire.custom_field(wired)
         body = wire.event(
-            event_id=event_id,
-            distinct_id=distinct_id,
-            kind=kind,
-            seconds=seconds,
-            nanos=nanos,
-            session_id=session_id,
-            custom=custom,
-            auto=self._auto,
+            event_id, distinct_id, kind, seconds, nanos, session_id, custom, self._auto
         )
         if len(body) > _MAX_EVENT_BYTES:
             raise PugValidationError(
@@ -315,49 +313,30 @@ class Core:
             self._stats.dropped_invalid += 1
 
     def _enqueue(self, item: _Item) -> None:
-        size = _size(item)
+        is_identify = type(item) is _Identify
         batch = self.batch
         lost: list[_Item] = []
         with self._lock:
             if self._closed:  # close() won the race since the caller checked
-                closed = True
+                worker, wake, closed = None, False, True
             else:
-                closed = False
                 queue = self._queue
                 if not queue:
                     self._first_at = time.monotonic()
                 queue.append(item)
-                self._queue_bytes += size
-                is_identify = type(item) is _Identify
+                self._queue_bytes += _size(item)
                 self._identifies_queued += is_identify
                 self._stats.enqueued += 1
-                had_overflow = bool(self._overflow)
-                while (
-                    len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes
-                ):
-                    old = queue.popleft()
-                    self._queue_bytes -= _size(old)
-                    self._identifies_queued -= type(old) is _Identify
-                    self._stats.dropped_queue_full += 1
-                    # Hold dropped items for on_error up to a cap, so memory stays bounded
-                    # however long an outage lasts; past it they are only counted.
-                    if len(self._overflow) < _OVERFLOW_HELD:
-                        self._overflow.append(old)
-                    else:
-                        self._overflow_lost += 1
-                        self._finished_items += 1
-                        lost.append(old)
+                closed, overflowed = False, False
+                if len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes:
+                    overflowed, lost = self._drop_oldest()
                 worker = self._worker
-                wake = (
-                    len(queue) == batch.max_size
-                    or is_identify
-                    or (bool(self._overflow) and not had_overflow)
-                )
+                wake = len(queue) == batch.max_size or is_identify or overflowed
         if closed:
             logger.warning("track() after close(); the event was dropped")
             self._count_invalid()
-            if type(item) is _Identify:
-                item.done.set_result(False)
+            if is_identify:
+                item.done.set_result(False)  # type: ignore[union-attr]
             return
         for old in lost:
             if type(old) is _Identify:
@@ -367,6 +346,28 @@ class Core:
             wake = True
         if wake and worker is not None:
             worker.wake()
+
+    def _drop_oldest(self) -> tuple[bool, list[_Item]]:
+        """Bring the queue back within its bound (under the lock). Returns whether the
+        worker must be woken (the first overflow since it last looked) and the items
+        dropped past the on_error cap, which only get counted."""
+        queue, batch = self._queue, self.batch
+        had_overflow = bool(self._overflow)
+        lost: list[_Item] = []
+        while len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes:
+            old = queue.popleft()
+            self._queue_bytes -= _size(old)
+            self._identifies_queued -= type(old) is _Identify
+            self._stats.dropped_queue_full += 1
+            # Hold dropped items for on_error up to a cap, so memory stays bounded however
+            # long an outage lasts; past it they are only counted.
+            if len(self._overflow) < _OVERFLOW_HELD:
+                self._overflow.append(old)
+            else:
+                self._overflow_lost += 1
+                self._finished_items += 1
+                lost.append(old)
+        return bool(self._overflow) and not had_overflow, lost
 
     def worker_for_reads(self) -> _Worker:
         """The worker whose loop runs reads (started if needed); raises once closed."""

@@ -191,13 +191,10 @@ def _to_builtins(event: PugEvent) -> dict[str, Any]:
         raise
 
 
-def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
-    """Check `event` against its rules and return (kind, properties keyed by wire name).
-
-    Values follow the field's declared type, not the value given: a `double` field
-    given `50` is sent as 50.0, a duration as float seconds. Unset fields are left out;
-    set zero values are kept. Raises `PugValidationError` naming the field and rule.
-    """
+def validated(event: PugEvent) -> tuple[type[PugEvent], dict[str, Any], PugEvent, FastPlan]:
+    """Check `event` against its type and every catalog rule; return its class, its set
+    fields as builtins by wire name, the checked copy, and the class's wire plan.
+    Raises `PugValidationError` naming the field and rule."""
     cls = type(event)
     plan = _FAST.get(cls) or _fast_plan(cls)
     # to_builtins drops unset fields; convert checks types and every Meta rule (~1 µs).
@@ -207,28 +204,51 @@ def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
     except Exception:
         checked = coerce(cls, _to_builtins(event))  # raises the readable error
         builtins = msgspec.to_builtins(event)
+    return cls, builtins, checked, plan
+
+
+def converted(cls: type[PugEvent], checked: PugEvent, step: FastStep, value: Any) -> Any:
+    """A builtin value as its declared wire type (for fields whose mode is not as-is)."""
+    _, mode, attr, bounds = step
+    if mode == _FLOAT:
+        value = float(value)
+        if value - value != 0.0:  # inf - inf and nan - nan are nan
+            raise _invalid(cls, attr, "must be a finite number")
+        return value
+    if mode == _DURATION:
+        seconds: float = getattr(checked, attr).total_seconds()
+        if bounds:
+            _check_bounds(cls, attr, seconds, bounds)
+        return seconds
+    return getattr(checked, attr)  # a datetime
+
+
+def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
+    """Check `event` against its rules and return (kind, properties keyed by wire name).
+
+    Values follow the field's declared type, not the value given: a `double` field
+    given `50` is sent as 50.0, a duration as float seconds. Unset fields are left out;
+    set zero values are kept. Raises `PugValidationError` naming the field and rule.
+    """
+    cls, builtins, checked, plan = validated(event)
     props: WireProperties = {}
     for wire, value in builtins.items():
-        variant, mode, attr, bounds = plan[wire]
-        if mode is _FLOAT:
-            value = float(value)
-            if value - value != 0.0:  # inf - inf and nan - nan are nan
-                raise _invalid(cls, attr, "must be a finite number")
-        elif mode is _DURATION:
-            value = getattr(checked, attr).total_seconds()
-            if bounds:
-                _check_bounds(cls, attr, value, bounds)
-        elif mode is _DATETIME:
-            value = getattr(checked, attr)
-        props[wire] = (variant, value)
+        step = plan[wire]
+        props[wire] = (
+            step[0],
+            value if step[1] == _AS_IS else converted(cls, checked, step, value),
+        )
     return cls.KIND, props
 
 
-# The plan as plain tuples for the loop above: (variant, mode, attribute, seconds bounds).
-_FAST: dict[type[PugEvent], dict[str, tuple[Variant, int, str, dict[str, float] | None]]] = {}
+# The plan as plain tuples for the hot loops: (variant, mode, attribute, seconds bounds).
+FastStep: TypeAlias = tuple[Variant, int, str, dict[str, float] | None]
+FastPlan: TypeAlias = dict[str, FastStep]
+_FAST: dict[type[PugEvent], FastPlan] = {}
+AS_IS = _AS_IS
 
 
-def _fast_plan(cls: type[PugEvent]) -> dict[str, tuple[Variant, int, str, dict[str, float] | None]]:
+def _fast_plan(cls: type[PugEvent]) -> FastPlan:
     fast = {w: (f.variant, f.convert, f.attr, f.seconds_bounds) for w, f in _plan(cls).items()}
     _FAST[cls] = fast
     return fast

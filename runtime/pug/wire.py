@@ -31,6 +31,7 @@ _STRING, _INT, _DOUBLE, _BOOL, _TIMESTAMP = (
 _EVENT_ID, _AUTO, _CUSTOM, _DISTINCT_ID, _KIND, _OCCUR_TIME, _SESSION_ID = (
     b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x2a", b"\x32", b"\x3a"
 )  # fmt: skip
+CUSTOM = _CUSTOM  # the custom_properties field's tag
 _PV_STRING, _PV_INT, _PV_DOUBLE, _PV_BOOL, _PV_TIMESTAMP = (
     b"\x0a",
     b"\x10",
@@ -198,7 +199,6 @@ _seconds: tuple[int, bytes] = (-1, b"")
 
 
 def event(
-    *,
     event_id: str,
     distinct_id: str,
     kind: str,
