@@ -34,8 +34,10 @@ from protoc_helpers import GoogleMessages
 from pug import AsyncPug, BatchConfig, Pug, PugValidationError
 from pug.event import registered_events
 from pug.events import FeatureUsed
+from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
 from pug.transport import BATCH_CREATE, IDENTIFY
+from test_wire_encoding import betterproto_view, google_view
 
 KIND_RULE = re.compile(r"[a-zA-Z0-9_.-]+")
 UUID_RULE = re.compile(
@@ -139,6 +141,9 @@ def delivered_events(transport: InMemoryTransport, google_pb2: GoogleMessages) -
         # FromString also fails on invalid UTF-8 anywhere in the request.
         batch = request_class.FromString(body).events
         assert 1 <= len(batch) <= MAX_EVENTS_PER_REQUEST
+        # The SDK's own encoder, checked against both decoders: they must read it alike.
+        decoded = BatchCreateRequest.parse(body).events
+        assert [betterproto_view(e) for e in decoded] == [google_view(e) for e in batch]
         for event in batch:
             assert_event_follows_the_contract(event)
         events.extend(batch)
