@@ -12,11 +12,16 @@ from pathlib import Path
 
 try:
     from pug_codegen import catalog as catalog_mod
-    from pug_codegen import services
+    from pug_codegen import services, wire_tags
     from pug_codegen.catalog import CatalogError
     from pug_codegen.output import sync
-    from pug_codegen.protos import compile_protos
-    from pug_codegen.render import events_module, events_package, resources_module
+    from pug_codegen.protos import compile_protos, descriptor_set
+    from pug_codegen.render import (
+        events_module,
+        events_package,
+        resources_module,
+        wire_tags_module,
+    )
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a bare venv
     raise SystemExit(
         f"pug-codegen needs the `codegen` extra (missing: {exc.name}): "
@@ -31,18 +36,17 @@ SDK_HEADER = [
 
 def generate_sdk(root: Path) -> dict[str, str]:
     """Every file of generated/pug/, relative path → text."""
-    files = {
-        f"proto/{k}": v for k, v in compile_protos(root / "catalog" / "proto", SDK_HEADER).items()
-    }
-    paths = [p.relative_to(root) for p in (root / "catalog" / "events").glob("*.yaml")]
-    full = catalog_mod.load(root / p for p in paths)
+    catalog_dir = root / "catalog"
+    proto = catalog_dir / "proto"
+    files = {f"proto/{k}": v for k, v in compile_protos(proto, SDK_HEADER).items()}
+    full = catalog_mod.load(p.relative_to(root) for p in (catalog_dir / "events").glob("*.yaml"))
     server = full.filtered("server")
     others = [e for e in full.events if not e.for_platform("server")]
     files.update(events_package(server, others=others, header=SDK_HEADER))
-    resources, imports = services.load(
-        root / "catalog" / "proto", root / "catalog" / "read_api.yaml"
-    )
+    resources, imports = services.load(proto, catalog_dir / "read_api.yaml")
     files["resources.py"] = resources_module(resources, imports, header=SDK_HEADER)
+    tags = wire_tags.tags(descriptor_set(proto))
+    files["wire_tags.py"] = wire_tags_module(tags, header=SDK_HEADER)
     # Marks the generated half of `pug` as typed for mypy in editable installs; the wheel
     # takes runtime/pug's copy instead.
     files["py.typed"] = ""

@@ -9,6 +9,8 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+from google.protobuf import descriptor_pb2
+
 
 def _scripts_dir() -> str:
     return sysconfig.get_path("scripts")
@@ -56,3 +58,17 @@ def compile_protos(proto_root: Path, header: list[str]) -> dict[str, str]:
                 text = "".join(f"# {line}\n" for line in header) + text
             files[rel] = text
         return files
+
+
+def descriptor_set(proto_root: Path) -> descriptor_pb2.FileDescriptorSet:
+    """Every file under `proto_root` (and its imports) compiled by protoc."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "set.pb"
+        result = subprocess.run(
+            [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--include_imports",
+             f"--descriptor_set_out={out}", *[str(p) for p in proto_files(proto_root)]],
+            cwd=proto_root, capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"protoc failed:\n{result.stderr}")
+        return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())

@@ -49,6 +49,8 @@ def _env() -> jinja2.Environment:
 
 def pyrepr(value: object) -> str:
     """A Python literal, strings in double quotes (the style of the rest of the code)."""
+    if isinstance(value, bytes):
+        return 'b"' + "".join(f"\\x{b:02x}" for b in value) + '"'
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, dict):
@@ -224,3 +226,8 @@ def resources_module(
         header=header,
         uses_datetime=uses_datetime,
     )
+
+
+def wire_tags_module(tags: list[Any], *, header: list[str]) -> str:
+    """The field tags of the hand-written encoder's messages."""
+    return render("wire_tags.py.j2", tags=tags, header=header)

@@ -4,9 +4,6 @@ catalog/read_api.yaml, ready for the resources template."""
 from __future__ import annotations
 
 import keyword
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 
 from pug_codegen.catalog import CatalogError
-from pug_codegen.protos import proto_files
+from pug_codegen.protos import descriptor_set
 
 _FD = descriptor_pb2.FieldDescriptorProto
 _SCALARS = {
@@ -73,20 +70,6 @@ class Resource:
 def module_alias(package: str) -> str:
     """`shared.profiles.v1` → `shared_profiles_v1`, the name the facade imports it as."""
     return package.replace(".", "_")
-
-
-def descriptor_set(proto_root: Path) -> descriptor_pb2.FileDescriptorSet:
-    """Every file under `proto_root` (and its imports) compiled by protoc."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "set.pb"
-        result = subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--include_imports",
-             f"--descriptor_set_out={out}", *[str(p) for p in proto_files(proto_root)]],
-            cwd=proto_root, capture_output=True, text=True,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"protoc failed:\n{result.stderr}")
-        return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
 
 
 class _Types:

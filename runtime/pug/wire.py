@@ -13,6 +13,7 @@ import datetime
 import struct
 from collections.abc import Iterable, Mapping
 
+import pug.wire_tags as T
 from pug.event import Variant, WireProperties
 
 MAX_STRING_BYTES = 1024
@@ -27,19 +28,20 @@ _STRING, _INT, _DOUBLE, _BOOL, _TIMESTAMP = (
 )  # fmt: skip
 
 
-# Tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited).
+# Field tags come from the schema (generated from catalog/proto into pug.wire_tags).
 _EVENT_ID, _AUTO, _CUSTOM, _DISTINCT_ID, _KIND, _OCCUR_TIME, _SESSION_ID = (
-    b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x2a", b"\x32", b"\x3a"
+    T.EVENT_EVENT_ID, T.EVENT_AUTO_PROPERTIES, T.EVENT_CUSTOM_PROPERTIES, T.EVENT_DISTINCT_ID,
+    T.EVENT_KIND, T.EVENT_OCCUR_TIME, T.EVENT_SESSION_ID,
 )  # fmt: skip
 CUSTOM = _CUSTOM  # the custom_properties field's tag
 _PV_STRING, _PV_INT, _PV_DOUBLE, _PV_BOOL, _PV_TIMESTAMP = (
-    b"\x0a",
-    b"\x10",
-    b"\x19",
-    b"\x20",
-    b"\x2a",
-)
-_PV_BOOLS = {True: b"\x20\x01", False: b"\x20\x00"}
+    T.PROPERTY_VALUE_STRING_VALUE, T.PROPERTY_VALUE_INT_VALUE, T.PROPERTY_VALUE_DOUBLE_VALUE,
+    T.PROPERTY_VALUE_BOOL_VALUE, T.PROPERTY_VALUE_TIMESTAMP_VALUE,
+)  # fmt: skip
+_SECONDS, _NANOS = T.TIMESTAMP_SECONDS, T.TIMESTAMP_NANOS
+_MAP_KEY, _MAP_VALUE = T.MAP_ENTRY_KEY, T.MAP_ENTRY_VALUE
+_EVENTS = T.BATCH_CREATE_REQUEST_EVENTS
+_PV_BOOLS = {True: _PV_BOOL + b"\x01", False: _PV_BOOL + b"\x00"}
 
 
 def varint(n: int) -> bytes:
@@ -87,9 +89,9 @@ def timestamp(seconds: int, nanos: int) -> bytes:
     """A google.protobuf.Timestamp body (zero fields left out, as protobuf writers do)."""
     out = b""
     if seconds:
-        out += b"\x08" + varint(seconds & 0xFFFFFFFFFFFFFFFF)
+        out += _SECONDS + varint(seconds & 0xFFFFFFFFFFFFFFFF)
     if nanos:
-        out += b"\x10" + varint(nanos)
+        out += _NANOS + varint(nanos)
     return out
 
 
@@ -122,7 +124,7 @@ def property_value(variant: Variant, value: object) -> bytes:
 
 def map_entry(tag: bytes, key: bytes, value: bytes) -> bytes:
     """One entry of a map<string, Message> field."""
-    return field(tag, field(b"\x0a", key) + field(b"\x12", value))
+    return field(tag, field(_MAP_KEY, key) + field(_MAP_VALUE, value))
 
 
 def entry(tag: bytes, key: str, variant: Variant, value: object) -> bytes:
@@ -213,8 +215,8 @@ def event(
     global _seconds
     cached = _seconds
     if cached[0] != seconds:
-        cached = _seconds = (seconds, b"\x08" + varint(seconds & _U64) if seconds else b"")
-    occur = cached[1] + (b"\x10" + varint(nanos) if nanos else b"")
+        cached = _seconds = (seconds, _SECONDS + varint(seconds & _U64) if seconds else b"")
+    occur = cached[1] + (_NANOS + varint(nanos) if nanos else b"")
     return b"".join(
         (
             _EVENT_ID_PREFIX,
@@ -247,7 +249,7 @@ def batch(events: Iterable[bytes]) -> bytes:
     append = parts.append
     for e in events:
         n = len(e)
-        append(b"\x0a" + (_SMALL[n] if n < 128 else varint(n)))
+        append(_EVENTS + (_SMALL[n] if n < 128 else varint(n)))
         append(e)
     return b"".join(parts)
 
@@ -266,21 +268,23 @@ def count_events(body: bytes) -> int:
 def struct_value(value: object) -> bytes:
     """A google.protobuf.Value body for a JSON-like value already cleaned by the caller."""
     if value is None:
-        return b"\x08\x00"  # null_value: NULL_VALUE (0), set member of the oneof
+        return T.VALUE_NULL_VALUE + b"\x00"  # NULL_VALUE (0): a set member of the oneof
     if value is True or value is False:
-        return b"\x20" + (b"\x01" if value else b"\x00")
+        return T.VALUE_BOOL_VALUE + (b"\x01" if value else b"\x00")
     if isinstance(value, int | float):
-        return b"\x11" + _pack_double(float(value))
+        return T.VALUE_NUMBER_VALUE + _pack_double(float(value))
     if isinstance(value, str):
-        return field(b"\x1a", utf8(value))
+        return field(T.VALUE_STRING_VALUE, utf8(value))
     if isinstance(value, Mapping):
-        return field(b"\x2a", struct_body(value))
-    return field(b"\x32", b"".join([field(b"\x0a", struct_value(v)) for v in value]))  # type: ignore[attr-defined]
+        return field(T.VALUE_STRUCT_VALUE, struct_body(value))
+    items = b"".join([field(T.LIST_VALUE_VALUES, struct_value(v)) for v in value])  # type: ignore[attr-defined]
+    return field(T.VALUE_LIST_VALUE, items)
 
 
 def struct_body(values: Mapping[str, object]) -> bytes:
     """A google.protobuf.Struct body."""
-    return b"".join([map_entry(b"\x0a", utf8(k), struct_value(v)) for k, v in values.items()])
+    entries = [map_entry(T.STRUCT_FIELDS, utf8(k), struct_value(v)) for k, v in values.items()]
+    return b"".join(entries)
 
 
 def identify(
@@ -291,13 +295,13 @@ def identify(
     device_id: str | None,
 ) -> bytes:
     """An sdk.profiles.v1.IdentifyRequest body."""
-    out = [field(b"\x0a", utf8(external_id))]
+    out = [field(T.IDENTIFY_REQUEST_EXTERNAL_ID, utf8(external_id))]
     if traits is not None:
-        out.append(field(b"\x12", struct_body(traits)))
+        out.append(field(T.IDENTIFY_REQUEST_TRAITS, struct_body(traits)))
     if anonymous_id is not None:
-        out.append(field(b"\x1a", utf8(anonymous_id)))
+        out.append(field(T.IDENTIFY_REQUEST_ANONYMOUS_ID, utf8(anonymous_id)))
     if device_id is not None:
-        out.append(field(b"\x22", utf8(device_id)))
+        out.append(field(T.IDENTIFY_REQUEST_DEVICE_ID, utf8(device_id)))
     return b"".join(out)
 
 
@@ -336,16 +340,26 @@ def _fields(data: bytes) -> Iterable[tuple[int, int | bytes]]:
             raise ValueError(f"unsupported wire type {kind}")
 
 
+_ACCEPTED, _DROPPED, _BY_REASON = (
+    tag[0] >> 3
+    for tag in (
+        T.BATCH_CREATE_RESPONSE_ACCEPTED,
+        T.BATCH_CREATE_RESPONSE_DROPPED,
+        T.BATCH_CREATE_RESPONSE_DROPPED_BY_REASON,
+    )
+)
+
+
 def parse_batch_response(data: bytes) -> tuple[int, int, dict[str, int]]:
     """(accepted, dropped, dropped_by_reason) of a BatchCreateResponse."""
     accepted = dropped = 0
     reasons: dict[str, int] = {}
     for number, value in _fields(data):
-        if number == 1 and isinstance(value, int):
+        if number == _ACCEPTED and isinstance(value, int):
             accepted = value
-        elif number == 2 and isinstance(value, int):
+        elif number == _DROPPED and isinstance(value, int):
             dropped = value
-        elif number == 3 and isinstance(value, bytes):
+        elif number == _BY_REASON and isinstance(value, bytes):
             entry = dict(_fields(value))
             key = entry.get(1, b"")
             count = entry.get(2, 0)
