@@ -36,3 +36,4 @@ bench:
     {{python}} bench/bench_events.py
     {{python}} bench/bench_track.py
     {{python}} bench/bench_delivery.py
+    {{python}} bench/bench_compare.py

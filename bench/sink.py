@@ -5,19 +5,24 @@ against the SDK being measured.
                                           # empty protobuf for Connect, `{}` for JSON APIs)
     python bench/sink.py grpc PORT_FILE   # gRPC h2c (grpclib): any unary call → empty reply
 
-GET /count on the HTTP sink returns the number of requests received.
+GET /count on the HTTP sink returns the number of requests received; GET /events the number
+of events in the JSON batch bodies received (`{"batch": [...]}`, as posthog-python and Segment
+post them, gzip or not; Connect bodies are not decoded and count 0).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.server
+import json
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 _count = 0
+_events = 0
 _lock = threading.Lock()
 
 
@@ -25,15 +30,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
-        global _count
-        self.rfile.read(int(self.headers.get("content-length") or 0))
+        global _count, _events
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        connect = self.headers.get("content-type", "").startswith("application/proto")
+        events = 0 if connect else _json_events(body, self.headers.get("content-encoding"))
         with _lock:
             _count += 1
-        connect = self.headers.get("content-type", "").startswith("application/proto")
+            _events += events
         self._reply(b"" if connect else b"{}")
 
     def do_GET(self) -> None:
-        self._reply(str(_count).encode())
+        self._reply(str(_events if self.path == "/events" else _count).encode())
 
     def _reply(self, body: bytes) -> None:
         self.send_response(200)
@@ -43,6 +50,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def _json_events(body: bytes, encoding: str | None) -> int:
+    """The number of events in a JSON `{"batch": [...]}` body; 0 for anything else."""
+    try:
+        data = json.loads(gzip.decompress(body) if encoding == "gzip" else body)
+    except (ValueError, OSError):  # not JSON, or not gzip after all
+        return 0
+    batch = data.get("batch") if isinstance(data, dict) else None
+    return len(batch) if isinstance(batch, list) else 0
 
 
 def serve_http(port_file: Path) -> None:
