@@ -290,19 +290,12 @@ class DevServer:
 
     def _serve_grpc(self) -> None:
         import grpclib.server
-        from grpclib.encoding.base import CodecBase
 
-        class Raw(CodecBase):
-            __content_subtype__ = "proto"
-
-            def encode(self, message: Any, message_type: Any) -> bytes:
-                return bytes(message)
-
-            def decode(self, data: bytes, message_type: Any) -> Any:
-                return bytes(data)
+        from pug.transports.grpc import BytesCodec
 
         async def main() -> None:
-            self._grpc_server = grpclib.server.Server([_grpc_handlers(self._dispatch)], codec=Raw())
+            handlers = [_grpc_handlers(self._dispatch)]
+            self._grpc_server = grpclib.server.Server(handlers, codec=BytesCodec())
             await self._grpc_server.start(self.host, self._grpc_port)
             self._grpc_port = self._grpc_server._server.sockets[0].getsockname()[1]
             self._grpc_ready.set()

@@ -30,7 +30,7 @@ if not _GRPCLIB_AGENT.startswith(USER_AGENT):
     setattr(grpclib.client, "USER_AGENT", f"{USER_AGENT} {_GRPCLIB_AGENT}".strip())  # noqa: B010
 
 
-class _BytesCodec(CodecBase):
+class BytesCodec(CodecBase):
     """Messages are already serialized by the SDK: pass the bytes through."""
 
     __content_subtype__ = "proto"
@@ -97,7 +97,7 @@ class GrpcTransport:
                 self.base_url.host,
                 self.base_url.port,
                 ssl=self._ssl_context(),
-                codec=_BytesCodec(),
+                codec=BytesCodec(),
                 status_details_codec=_StatusDetails(),
             )
         return self._channel
