@@ -6,9 +6,13 @@ helper module next to this file is importable by the conftest and the tests alik
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from google.protobuf import descriptor_pb2
 from protoc_helpers import GoogleMessages, build_pool, compile_descriptor_set
+from pug import Pug
+from pug.testing import InMemoryTransport
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,16 @@ def proto_descriptor_set(
 def google_pb2(proto_descriptor_set: descriptor_pb2.FileDescriptorSet) -> GoogleMessages:
     """Google's message classes for our protos, built in a private descriptor pool."""
     return GoogleMessages(build_pool(proto_descriptor_set))
+
+
+# The client most tests drive: a Pug sending to an in-memory transport they can inspect.
+@pytest.fixture
+def transport() -> InMemoryTransport:
+    return InMemoryTransport()
+
+
+@pytest.fixture
+def client(transport: InMemoryTransport) -> Iterator[Pug]:
+    pug_client = Pug(api_key="prv_test", transport=transport)
+    yield pug_client
+    pug_client.close()

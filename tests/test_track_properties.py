@@ -383,18 +383,6 @@ def test_a_request_never_carries_more_than_1000_events(google_pb2: GoogleMessage
 
 
 @pytest.fixture
-def transport() -> InMemoryTransport:
-    return InMemoryTransport()
-
-
-@pytest.fixture
-def client(transport: InMemoryTransport) -> Iterator[Pug]:
-    pug_client = Pug(api_key="prv_test", transport=transport)
-    yield pug_client
-    pug_client.close()
-
-
-@pytest.fixture
 def strict_client(transport: InMemoryTransport) -> Iterator[Pug]:
     pug_client = Pug(api_key="prv_test", transport=transport, strict=True)
     yield pug_client

@@ -42,18 +42,6 @@ AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": pug.__version__, "$platf
 
 
 @pytest.fixture
-def transport() -> InMemoryTransport:
-    return InMemoryTransport()
-
-
-@pytest.fixture
-def client(transport: InMemoryTransport) -> Iterator[Pug]:
-    pug_client = Pug(api_key="prv_test", transport=transport)
-    yield pug_client
-    pug_client.close()
-
-
-@pytest.fixture
 def pug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Every record of the `pug` logger, DEBUG and up (so "silently" can be checked)."""
     with caplog.at_level(logging.DEBUG, logger="pug"):

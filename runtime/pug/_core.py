@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -422,16 +423,9 @@ class Core:
     def stats(self) -> Stats:
         with self._lock:
             s = self._stats
-            return Stats(
-                enqueued=s.enqueued,
-                sent=s.sent,
-                failed=s.failed,
-                dropped_queue_full=s.dropped_queue_full,
-                dropped_invalid=s.dropped_invalid,
-                dropped_by_server=dict(s.dropped_by_server),
-                retries=s.retries,
-                identifies_sent=s.identifies_sent,
-                queue_length=len(self._queue),
+            by_reason = dict(s.dropped_by_server)
+            return dataclasses.replace(
+                s, dropped_by_server=by_reason, queue_length=len(self._queue)
             )
 
     def after_fork_in_child(self) -> None:
