@@ -44,6 +44,7 @@ def _env() -> jinja2.Environment:
     env.filters["pyrepr"] = pyrepr
     env.filters["rules"] = rules_text
     env.filters["mdcell"] = lambda s: str(s).replace("|", "\\|")
+    env.filters["encoder_fields"] = encoder_fields
     return env
 
 
@@ -70,15 +71,7 @@ def _meta_args(p: Property) -> list[str]:
             if value is not None:
                 args.append(f"{meta}={pyrepr(value)}")
     elif p.type in INT_RANGES and p.allowed is None:
-        low, high = INT_RANGES[p.type]
-        if p.gte is not None:
-            low = max(low, int(p.gte))
-        if p.gt is not None:
-            low = max(low, int(p.gt) + 1)
-        if p.lte is not None:
-            high = min(high, int(p.lte))
-        if p.lt is not None:
-            high = min(high, int(p.lt) - 1)
+        low, high = int_bounds(p)
         args += [f"ge={low}", f"le={high}"]
     elif p.type == "double":
         for key, meta in (("gt", "gt"), ("gte", "ge"), ("lt", "lt"), ("lte", "le")):
@@ -101,6 +94,20 @@ def _meta_args(p: Property) -> list[str]:
     return args
 
 
+def int_bounds(p: Property) -> tuple[int, int]:
+    """The inclusive range an int property accepts: its type's, narrowed by its rules."""
+    low, high = INT_RANGES[p.type]
+    if p.gte is not None:
+        low = max(low, int(p.gte))
+    if p.gt is not None:
+        low = max(low, int(p.gt) + 1)
+    if p.lte is not None:
+        high = min(high, int(p.lte))
+    if p.lt is not None:
+        high = min(high, int(p.lt) - 1)
+    return low, high
+
+
 def annotation(p: Property) -> str:
     """The field's annotation: type, `msgspec.Meta` constraints, `| UnsetType` if optional."""
     if p.allowed is not None:
@@ -120,6 +127,67 @@ def rename_argument(e: Event) -> str:
     if all(p.wire_name == camel(p.attr) for p in e.properties):
         return ', rename="camel"'
     return f", rename={pyrepr(renamed)}"
+
+
+_COMPARE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def encoder_fields(e: Event) -> list[dict[str, object]]:
+    """What the generated encoder of `e` needs per property: its kind on the wire, the
+    module constant(s) it uses, and its catalog rules as one Python expression (over `v`,
+    or `s` for a duration's seconds) that is true when the value may be sent."""
+    fields: list[dict[str, object]] = []
+    for p in e.properties:
+        const = f"_{e.class_name}_{p.attr}"
+        rules: list[str] = []
+        consts: list[str] = []
+        if p.type == "string":
+            kind = "string"
+            consts.append(f"{const}: dict[str, bytes] = {{}}")
+            if p.allowed is not None:
+                rules.append(f"v in ({''.join(pyrepr(a) + ', ' for a in p.allowed)})")
+            if p.min_len is not None:
+                rules.append(f"len(v) >= {p.min_len}")
+            if p.max_len is not None:
+                rules.append(f"len(v) <= {p.max_len}")
+            if p.pattern is not None:
+                consts.append(f"{const}_re = re.compile({pyrepr(p.pattern)})")
+                rules.append(f"{const}_re.search(v)")
+        elif p.type in INT_RANGES:
+            kind = "int"
+            consts.append(f"{const}: dict[int, bytes] = {{}}")
+            if p.allowed is not None:
+                rules.append(f"v in ({''.join(pyrepr(a) + ', ' for a in p.allowed)})")
+            else:
+                low, high = int_bounds(p)
+                rules.append(f"{low} <= v <= {high}")
+        elif p.type in ("double", "duration"):
+            kind = p.type
+            consts.append(f"{const} = _encoders.double_prefix({pyrepr(p.wire_name)})")
+            var = "v" if p.type == "double" else "s"
+            if p.type == "double":
+                rules.append("v - v == 0.0")  # finite: inf - inf and nan - nan are nan
+            for key, op in _COMPARE.items():
+                limit = getattr(p, key)
+                if limit is not None:
+                    rules.append(f"{var} {op} {float(limit)!r}")
+        elif p.type == "bool":
+            kind = "bool"
+            consts.append(f"{const} = _encoders.bool_entries({pyrepr(p.wire_name)})")
+        else:
+            kind = "timestamp"
+        fields.append(
+            {
+                "attr": p.attr,
+                "wire": p.wire_name,
+                "kind": kind,
+                "const": const,
+                "consts": consts,
+                "rule": " and ".join(rules),
+                "optional": not p.required,
+            }
+        )
+    return fields
 
 
 def rules_text(p: Property) -> str:
@@ -148,9 +216,11 @@ def rules_text(p: Property) -> str:
 def _imports(events: list[Event]) -> dict[str, object]:
     """What a module of these events must import, and nothing more."""
     annotations = [annotation(p) for e in events for p in e.properties]
-    typing = ["Annotated", "ClassVar", "Literal"]
+    typing = ["Annotated", "Any", "ClassVar", "Literal"]
     used_typing = [
-        name for name in typing if name == "ClassVar" or any(name + "[" in a for a in annotations)
+        name
+        for name in typing
+        if name in ("Any", "ClassVar") or any(name + "[" in a for a in annotations)
     ]
     optional = any(not p.required for e in events for p in e.properties)
     used_msgspec = [
@@ -164,6 +234,7 @@ def _imports(events: list[Event]) -> dict[str, object]:
     ]
     return {
         "datetime": any("datetime." in a for a in annotations),
+        "re": any(p.pattern is not None for e in events for p in e.properties),
         "typing": used_typing,
         "msgspec": used_msgspec,
     }

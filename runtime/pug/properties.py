@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from pug import wire
+from pug.encoders import ENCODERS
 from pug.errors import PugValidationError
 from pug.event import (
     AS_IS,
@@ -184,8 +185,20 @@ _TYPED_ENTRIES: dict[type[PugEvent], dict[str, dict[object, tuple[type, bytes]]]
 
 
 def encode_typed(event: PugEvent) -> tuple[str, bytes]:
-    """(kind, encoded custom_properties) of a typed event: `event_properties` and
-    `wire.custom_field` in one pass, reusing the entries of values seen before."""
+    """(kind, encoded custom_properties) of a typed event: by its generated encoder when
+    it has one and is sure of every value, else by the checked path."""
+    cls = type(event)
+    fast = ENCODERS.get(cls)
+    if fast is not None:
+        encoded = fast(event)
+        if encoded is not None:
+            return cls.KIND, encoded
+    return encode_typed_checked(event)
+
+
+def encode_typed_checked(event: PugEvent) -> tuple[str, bytes]:
+    """`encode_typed` for any PugEvent: `event_properties` and `wire.custom_field` in one
+    pass, reusing the entries of values seen before. Raises the error naming the rule."""
     cls, builtins, checked, plan = validated(event)
     cache = _TYPED_ENTRIES.get(cls)
     if cache is None:

@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known api events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -36,3 +37,86 @@ class ApiKeyRevoked(PugEvent, kw_only=True, rename="camel"):
     api_key_id: str | UnsetType = UNSET
     name: str | UnsetType = UNSET
     reason: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_ApiKeyCreated_api_key_id: dict[str, bytes] = {}
+_ApiKeyCreated_name: dict[str, bytes] = {}
+_ApiKeyCreated_scope: dict[str, bytes] = {}
+
+
+def _encode_ApiKeyCreated(e: ApiKeyCreated) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.api_key_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ApiKeyCreated_api_key_id.get(v)
+        if b is None:
+            b = _encoders.string(_ApiKeyCreated_api_key_id, "apiKeyId", v)
+        out.append(b)
+    v = e.name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ApiKeyCreated_name.get(v)
+        if b is None:
+            b = _encoders.string(_ApiKeyCreated_name, "name", v)
+        out.append(b)
+    v = e.scope
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ApiKeyCreated_scope.get(v)
+        if b is None:
+            b = _encoders.string(_ApiKeyCreated_scope, "scope", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ApiKeyRevoked_api_key_id: dict[str, bytes] = {}
+_ApiKeyRevoked_name: dict[str, bytes] = {}
+_ApiKeyRevoked_reason: dict[str, bytes] = {}
+
+
+def _encode_ApiKeyRevoked(e: ApiKeyRevoked) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.api_key_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ApiKeyRevoked_api_key_id.get(v)
+        if b is None:
+            b = _encoders.string(_ApiKeyRevoked_api_key_id, "apiKeyId", v)
+        out.append(b)
+    v = e.name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ApiKeyRevoked_name.get(v)
+        if b is None:
+            b = _encoders.string(_ApiKeyRevoked_name, "name", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ApiKeyRevoked_reason.get(v)
+        if b is None:
+            b = _encoders.string(_ApiKeyRevoked_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        ApiKeyCreated: _encode_ApiKeyCreated,
+        ApiKeyRevoked: _encode_ApiKeyRevoked,
+    }
+)

@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known app events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -22,3 +23,40 @@ class FeatureUsed(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "feature_used"
     feature_id: str
     feature_name: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_FeatureUsed_feature_id: dict[str, bytes] = {}
+_FeatureUsed_feature_name: dict[str, bytes] = {}
+
+
+def _encode_FeatureUsed(e: FeatureUsed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.feature_id
+    if type(v) is not str:
+        return None
+    b = _FeatureUsed_feature_id.get(v)
+    if b is None:
+        b = _encoders.string(_FeatureUsed_feature_id, "featureId", v)
+    out.append(b)
+    v = e.feature_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FeatureUsed_feature_name.get(v)
+        if b is None:
+            b = _encoders.string(_FeatureUsed_feature_name, "featureName", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        FeatureUsed: _encode_FeatureUsed,
+    }
+)

@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known auth events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -92,3 +93,104 @@ class Signup(PugEvent, kw_only=True):
     """
 
     KIND: ClassVar[str] = "signup"
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+
+
+def _encode_EmailVerified(e: EmailVerified) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    return b"".join(out)
+
+
+_MfaDisabled_method: dict[str, bytes] = {}
+
+
+def _encode_MfaDisabled(e: MfaDisabled) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.method
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _MfaDisabled_method.get(v)
+        if b is None:
+            b = _encoders.string(_MfaDisabled_method, "method", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_MfaEnabled_method: dict[str, bytes] = {}
+
+
+def _encode_MfaEnabled(e: MfaEnabled) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.method
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _MfaEnabled_method.get(v)
+        if b is None:
+            b = _encoders.string(_MfaEnabled_method, "method", v)
+        out.append(b)
+    return b"".join(out)
+
+
+
+
+def _encode_PasswordResetCompleted(e: PasswordResetCompleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    return b"".join(out)
+
+
+
+
+def _encode_PasswordResetRequested(e: PasswordResetRequested) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    return b"".join(out)
+
+
+
+
+def _encode_Signin(e: Signin) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    return b"".join(out)
+
+
+
+
+def _encode_Signout(e: Signout) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    return b"".join(out)
+
+
+
+
+def _encode_Signup(e: Signup) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        EmailVerified: _encode_EmailVerified,
+        MfaDisabled: _encode_MfaDisabled,
+        MfaEnabled: _encode_MfaEnabled,
+        PasswordResetCompleted: _encode_PasswordResetCompleted,
+        PasswordResetRequested: _encode_PasswordResetRequested,
+        Signin: _encode_Signin,
+        Signout: _encode_Signout,
+        Signup: _encode_Signup,
+    }
+)

@@ -2,10 +2,12 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known billing events."""
 
-from typing import Annotated, ClassVar
+import re
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -227,3 +229,675 @@ class TrialStarted(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "trial_started"
     trial_id: str | UnsetType = UNSET
     plan_id: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_InvoiceFailed_invoice_id: dict[str, bytes] = {}
+_InvoiceFailed_subscription_id: dict[str, bytes] = {}
+_InvoiceFailed_amount = _encoders.double_prefix("amount")
+_InvoiceFailed_currency: dict[str, bytes] = {}
+_InvoiceFailed_currency_re = re.compile("^[A-Z]{3}$")
+_InvoiceFailed_reason: dict[str, bytes] = {}
+
+
+def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.invoice_id
+    if type(v) is not str:
+        return None
+    b = _InvoiceFailed_invoice_id.get(v)
+    if b is None:
+        b = _encoders.string(_InvoiceFailed_invoice_id, "invoiceId", v)
+    out.append(b)
+    v = e.subscription_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InvoiceFailed_subscription_id.get(v)
+        if b is None:
+            b = _encoders.string(_InvoiceFailed_subscription_id, "subscriptionId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_InvoiceFailed_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InvoiceFailed_currency.get(v)
+        if b is None:
+            if not (_InvoiceFailed_currency_re.search(v)):
+                return None
+            b = _encoders.string(_InvoiceFailed_currency, "currency", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InvoiceFailed_reason.get(v)
+        if b is None:
+            b = _encoders.string(_InvoiceFailed_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_InvoicePaid_invoice_id: dict[str, bytes] = {}
+_InvoicePaid_subscription_id: dict[str, bytes] = {}
+_InvoicePaid_amount = _encoders.double_prefix("amount")
+_InvoicePaid_currency: dict[str, bytes] = {}
+_InvoicePaid_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.invoice_id
+    if type(v) is not str:
+        return None
+    b = _InvoicePaid_invoice_id.get(v)
+    if b is None:
+        b = _encoders.string(_InvoicePaid_invoice_id, "invoiceId", v)
+    out.append(b)
+    v = e.subscription_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InvoicePaid_subscription_id.get(v)
+        if b is None:
+            b = _encoders.string(_InvoicePaid_subscription_id, "subscriptionId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_InvoicePaid_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InvoicePaid_currency.get(v)
+        if b is None:
+            if not (_InvoicePaid_currency_re.search(v)):
+                return None
+            b = _encoders.string(_InvoicePaid_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_PaymentFailed_payment_id: dict[str, bytes] = {}
+_PaymentFailed_invoice_id: dict[str, bytes] = {}
+_PaymentFailed_subscription_id: dict[str, bytes] = {}
+_PaymentFailed_amount = _encoders.double_prefix("amount")
+_PaymentFailed_currency: dict[str, bytes] = {}
+_PaymentFailed_currency_re = re.compile("^[A-Z]{3}$")
+_PaymentFailed_reason: dict[str, bytes] = {}
+
+
+def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.payment_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentFailed_payment_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentFailed_payment_id, "paymentId", v)
+        out.append(b)
+    v = e.invoice_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentFailed_invoice_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentFailed_invoice_id, "invoiceId", v)
+        out.append(b)
+    v = e.subscription_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentFailed_subscription_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentFailed_subscription_id, "subscriptionId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_PaymentFailed_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentFailed_currency.get(v)
+        if b is None:
+            if not (_PaymentFailed_currency_re.search(v)):
+                return None
+            b = _encoders.string(_PaymentFailed_currency, "currency", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentFailed_reason.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentFailed_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_PaymentMethodAdded_payment_method_id: dict[str, bytes] = {}
+_PaymentMethodAdded_payment_method_type: dict[str, bytes] = {}
+
+
+def _encode_PaymentMethodAdded(e: PaymentMethodAdded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.payment_method_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentMethodAdded_payment_method_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentMethodAdded_payment_method_id, "paymentMethodId", v)
+        out.append(b)
+    v = e.payment_method_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentMethodAdded_payment_method_type.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentMethodAdded_payment_method_type, "paymentMethodType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_PaymentMethodRemoved_payment_method_id: dict[str, bytes] = {}
+_PaymentMethodRemoved_payment_method_type: dict[str, bytes] = {}
+
+
+def _encode_PaymentMethodRemoved(e: PaymentMethodRemoved) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.payment_method_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentMethodRemoved_payment_method_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentMethodRemoved_payment_method_id, "paymentMethodId", v)
+        out.append(b)
+    v = e.payment_method_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentMethodRemoved_payment_method_type.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentMethodRemoved_payment_method_type, "paymentMethodType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_PaymentSucceeded_payment_id: dict[str, bytes] = {}
+_PaymentSucceeded_invoice_id: dict[str, bytes] = {}
+_PaymentSucceeded_subscription_id: dict[str, bytes] = {}
+_PaymentSucceeded_amount = _encoders.double_prefix("amount")
+_PaymentSucceeded_currency: dict[str, bytes] = {}
+_PaymentSucceeded_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.payment_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentSucceeded_payment_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentSucceeded_payment_id, "paymentId", v)
+        out.append(b)
+    v = e.invoice_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentSucceeded_invoice_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentSucceeded_invoice_id, "invoiceId", v)
+        out.append(b)
+    v = e.subscription_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentSucceeded_subscription_id.get(v)
+        if b is None:
+            b = _encoders.string(_PaymentSucceeded_subscription_id, "subscriptionId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_PaymentSucceeded_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _PaymentSucceeded_currency.get(v)
+        if b is None:
+            if not (_PaymentSucceeded_currency_re.search(v)):
+                return None
+            b = _encoders.string(_PaymentSucceeded_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_RefundFailed_order_id: dict[str, bytes] = {}
+_RefundFailed_refund_id: dict[str, bytes] = {}
+_RefundFailed_amount = _encoders.double_prefix("amount")
+_RefundFailed_currency: dict[str, bytes] = {}
+_RefundFailed_currency_re = re.compile("^[A-Z]{3}$")
+_RefundFailed_reason: dict[str, bytes] = {}
+
+
+def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.order_id
+    if type(v) is not str:
+        return None
+    b = _RefundFailed_order_id.get(v)
+    if b is None:
+        b = _encoders.string(_RefundFailed_order_id, "orderId", v)
+    out.append(b)
+    v = e.refund_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RefundFailed_refund_id.get(v)
+        if b is None:
+            b = _encoders.string(_RefundFailed_refund_id, "refundId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_RefundFailed_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RefundFailed_currency.get(v)
+        if b is None:
+            if not (_RefundFailed_currency_re.search(v)):
+                return None
+            b = _encoders.string(_RefundFailed_currency, "currency", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RefundFailed_reason.get(v)
+        if b is None:
+            b = _encoders.string(_RefundFailed_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SubscriptionCanceled_subscription_id: dict[str, bytes] = {}
+_SubscriptionCanceled_plan_id: dict[str, bytes] = {}
+_SubscriptionCanceled_reason: dict[str, bytes] = {}
+
+
+def _encode_SubscriptionCanceled(e: SubscriptionCanceled) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.subscription_id
+    if type(v) is not str:
+        return None
+    b = _SubscriptionCanceled_subscription_id.get(v)
+    if b is None:
+        b = _encoders.string(_SubscriptionCanceled_subscription_id, "subscriptionId", v)
+    out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionCanceled_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionCanceled_plan_id, "planId", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionCanceled_reason.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionCanceled_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SubscriptionChanged_subscription_id: dict[str, bytes] = {}
+_SubscriptionChanged_previous_plan_id: dict[str, bytes] = {}
+_SubscriptionChanged_new_plan_id: dict[str, bytes] = {}
+
+
+def _encode_SubscriptionChanged(e: SubscriptionChanged) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.subscription_id
+    if type(v) is not str:
+        return None
+    b = _SubscriptionChanged_subscription_id.get(v)
+    if b is None:
+        b = _encoders.string(_SubscriptionChanged_subscription_id, "subscriptionId", v)
+    out.append(b)
+    v = e.previous_plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionChanged_previous_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionChanged_previous_plan_id, "previousPlanId", v)
+        out.append(b)
+    v = e.new_plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionChanged_new_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionChanged_new_plan_id, "newPlanId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SubscriptionPaused_subscription_id: dict[str, bytes] = {}
+_SubscriptionPaused_plan_id: dict[str, bytes] = {}
+_SubscriptionPaused_reason: dict[str, bytes] = {}
+
+
+def _encode_SubscriptionPaused(e: SubscriptionPaused) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.subscription_id
+    if type(v) is not str:
+        return None
+    b = _SubscriptionPaused_subscription_id.get(v)
+    if b is None:
+        b = _encoders.string(_SubscriptionPaused_subscription_id, "subscriptionId", v)
+    out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionPaused_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionPaused_plan_id, "planId", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionPaused_reason.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionPaused_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SubscriptionRenewed_subscription_id: dict[str, bytes] = {}
+_SubscriptionRenewed_plan_id: dict[str, bytes] = {}
+_SubscriptionRenewed_amount = _encoders.double_prefix("amount")
+_SubscriptionRenewed_currency: dict[str, bytes] = {}
+_SubscriptionRenewed_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.subscription_id
+    if type(v) is not str:
+        return None
+    b = _SubscriptionRenewed_subscription_id.get(v)
+    if b is None:
+        b = _encoders.string(_SubscriptionRenewed_subscription_id, "subscriptionId", v)
+    out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionRenewed_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionRenewed_plan_id, "planId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_SubscriptionRenewed_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionRenewed_currency.get(v)
+        if b is None:
+            if not (_SubscriptionRenewed_currency_re.search(v)):
+                return None
+            b = _encoders.string(_SubscriptionRenewed_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SubscriptionResumed_subscription_id: dict[str, bytes] = {}
+_SubscriptionResumed_plan_id: dict[str, bytes] = {}
+_SubscriptionResumed_reason: dict[str, bytes] = {}
+
+
+def _encode_SubscriptionResumed(e: SubscriptionResumed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.subscription_id
+    if type(v) is not str:
+        return None
+    b = _SubscriptionResumed_subscription_id.get(v)
+    if b is None:
+        b = _encoders.string(_SubscriptionResumed_subscription_id, "subscriptionId", v)
+    out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionResumed_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionResumed_plan_id, "planId", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionResumed_reason.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionResumed_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SubscriptionStarted_subscription_id: dict[str, bytes] = {}
+_SubscriptionStarted_plan_id: dict[str, bytes] = {}
+_SubscriptionStarted_amount = _encoders.double_prefix("amount")
+_SubscriptionStarted_currency: dict[str, bytes] = {}
+_SubscriptionStarted_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.subscription_id
+    if type(v) is not str:
+        return None
+    b = _SubscriptionStarted_subscription_id.get(v)
+    if b is None:
+        b = _encoders.string(_SubscriptionStarted_subscription_id, "subscriptionId", v)
+    out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionStarted_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionStarted_plan_id, "planId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_SubscriptionStarted_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionStarted_currency.get(v)
+        if b is None:
+            if not (_SubscriptionStarted_currency_re.search(v)):
+                return None
+            b = _encoders.string(_SubscriptionStarted_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SubscriptionTrialWillEnd_subscription_id: dict[str, bytes] = {}
+_SubscriptionTrialWillEnd_plan_id: dict[str, bytes] = {}
+_SubscriptionTrialWillEnd_trial_id: dict[str, bytes] = {}
+
+
+def _encode_SubscriptionTrialWillEnd(e: SubscriptionTrialWillEnd) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.subscription_id
+    if type(v) is not str:
+        return None
+    b = _SubscriptionTrialWillEnd_subscription_id.get(v)
+    if b is None:
+        b = _encoders.string(_SubscriptionTrialWillEnd_subscription_id, "subscriptionId", v)
+    out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionTrialWillEnd_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionTrialWillEnd_plan_id, "planId", v)
+        out.append(b)
+    v = e.trial_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SubscriptionTrialWillEnd_trial_id.get(v)
+        if b is None:
+            b = _encoders.string(_SubscriptionTrialWillEnd_trial_id, "trialId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_TrialConverted_trial_id: dict[str, bytes] = {}
+_TrialConverted_subscription_id: dict[str, bytes] = {}
+_TrialConverted_plan_id: dict[str, bytes] = {}
+
+
+def _encode_TrialConverted(e: TrialConverted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.trial_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _TrialConverted_trial_id.get(v)
+        if b is None:
+            b = _encoders.string(_TrialConverted_trial_id, "trialId", v)
+        out.append(b)
+    v = e.subscription_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _TrialConverted_subscription_id.get(v)
+        if b is None:
+            b = _encoders.string(_TrialConverted_subscription_id, "subscriptionId", v)
+        out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _TrialConverted_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_TrialConverted_plan_id, "planId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_TrialStarted_trial_id: dict[str, bytes] = {}
+_TrialStarted_plan_id: dict[str, bytes] = {}
+
+
+def _encode_TrialStarted(e: TrialStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.trial_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _TrialStarted_trial_id.get(v)
+        if b is None:
+            b = _encoders.string(_TrialStarted_trial_id, "trialId", v)
+        out.append(b)
+    v = e.plan_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _TrialStarted_plan_id.get(v)
+        if b is None:
+            b = _encoders.string(_TrialStarted_plan_id, "planId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        InvoiceFailed: _encode_InvoiceFailed,
+        InvoicePaid: _encode_InvoicePaid,
+        PaymentFailed: _encode_PaymentFailed,
+        PaymentMethodAdded: _encode_PaymentMethodAdded,
+        PaymentMethodRemoved: _encode_PaymentMethodRemoved,
+        PaymentSucceeded: _encode_PaymentSucceeded,
+        RefundFailed: _encode_RefundFailed,
+        SubscriptionCanceled: _encode_SubscriptionCanceled,
+        SubscriptionChanged: _encode_SubscriptionChanged,
+        SubscriptionPaused: _encode_SubscriptionPaused,
+        SubscriptionRenewed: _encode_SubscriptionRenewed,
+        SubscriptionResumed: _encode_SubscriptionResumed,
+        SubscriptionStarted: _encode_SubscriptionStarted,
+        SubscriptionTrialWillEnd: _encode_SubscriptionTrialWillEnd,
+        TrialConverted: _encode_TrialConverted,
+        TrialStarted: _encode_TrialStarted,
+    }
+)

@@ -3,10 +3,11 @@
 """Pug's well-known chat events."""
 
 import datetime
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -420,3 +421,1234 @@ class ChatUserBlocked(PugEvent, kw_only=True, rename="camel"):
 
     KIND: ClassVar[str] = "chat_user_blocked"
     user_id: str
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_ChatArchived_conversation_id: dict[str, bytes] = {}
+_ChatArchived_conversation_type: dict[str, bytes] = {}
+
+
+def _encode_ChatArchived(e: ChatArchived) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatArchived_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatArchived_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatArchived_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatArchived_conversation_type, "conversationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatAttachmentDownloaded_conversation_id: dict[str, bytes] = {}
+_ChatAttachmentDownloaded_message_id: dict[str, bytes] = {}
+_ChatAttachmentDownloaded_attachment_id: dict[str, bytes] = {}
+_ChatAttachmentDownloaded_attachment_type: dict[str, bytes] = {}
+_ChatAttachmentDownloaded_size_bytes: dict[int, bytes] = {}
+_ChatAttachmentDownloaded_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatAttachmentDownloaded_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatAttachmentDownloaded_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatAttachmentDownloaded_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatAttachmentDownloaded_message_id, "messageId", v)
+        out.append(b)
+    v = e.attachment_id
+    if type(v) is not str:
+        return None
+    b = _ChatAttachmentDownloaded_attachment_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatAttachmentDownloaded_attachment_id, "attachmentId", v)
+    out.append(b)
+    v = e.attachment_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatAttachmentDownloaded_attachment_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatAttachmentDownloaded_attachment_type, "attachmentType", v)
+        out.append(b)
+    v = e.size_bytes
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ChatAttachmentDownloaded_size_bytes.get(v)
+        if b is None:
+            if not (0 <= v <= 9223372036854775807):
+                return None
+            b = _encoders.integer(_ChatAttachmentDownloaded_size_bytes, "sizeBytes", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatAttachmentDownloaded_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatAttachmentDownloaded_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatAttachmentUploaded_conversation_id: dict[str, bytes] = {}
+_ChatAttachmentUploaded_message_id: dict[str, bytes] = {}
+_ChatAttachmentUploaded_attachment_id: dict[str, bytes] = {}
+_ChatAttachmentUploaded_attachment_type: dict[str, bytes] = {}
+_ChatAttachmentUploaded_size_bytes: dict[int, bytes] = {}
+_ChatAttachmentUploaded_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatAttachmentUploaded_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatAttachmentUploaded_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatAttachmentUploaded_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatAttachmentUploaded_message_id, "messageId", v)
+        out.append(b)
+    v = e.attachment_id
+    if type(v) is not str:
+        return None
+    b = _ChatAttachmentUploaded_attachment_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatAttachmentUploaded_attachment_id, "attachmentId", v)
+    out.append(b)
+    v = e.attachment_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatAttachmentUploaded_attachment_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatAttachmentUploaded_attachment_type, "attachmentType", v)
+        out.append(b)
+    v = e.size_bytes
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ChatAttachmentUploaded_size_bytes.get(v)
+        if b is None:
+            if not (0 <= v <= 9223372036854775807):
+                return None
+            b = _encoders.integer(_ChatAttachmentUploaded_size_bytes, "sizeBytes", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatAttachmentUploaded_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatAttachmentUploaded_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatCallJoined_conversation_id: dict[str, bytes] = {}
+_ChatCallJoined_call_id: dict[str, bytes] = {}
+_ChatCallJoined_call_type: dict[str, bytes] = {}
+
+
+def _encode_ChatCallJoined(e: ChatCallJoined) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallJoined_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallJoined_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.call_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallJoined_call_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallJoined_call_id, "callId", v)
+    out.append(b)
+    v = e.call_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatCallJoined_call_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatCallJoined_call_type, "callType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatCallLeft_conversation_id: dict[str, bytes] = {}
+_ChatCallLeft_call_id: dict[str, bytes] = {}
+_ChatCallLeft_call_type: dict[str, bytes] = {}
+_ChatCallLeft_duration = _encoders.double_prefix("duration")
+
+
+def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallLeft_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallLeft_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.call_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallLeft_call_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallLeft_call_id, "callId", v)
+    out.append(b)
+    v = e.call_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatCallLeft_call_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatCallLeft_call_type, "callType", v)
+        out.append(b)
+    v = e.duration
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_ChatCallLeft_duration + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_ChatCallRecordingStarted_conversation_id: dict[str, bytes] = {}
+_ChatCallRecordingStarted_call_id: dict[str, bytes] = {}
+
+
+def _encode_ChatCallRecordingStarted(e: ChatCallRecordingStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallRecordingStarted_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallRecordingStarted_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.call_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallRecordingStarted_call_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallRecordingStarted_call_id, "callId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_ChatCallScreenShared_conversation_id: dict[str, bytes] = {}
+_ChatCallScreenShared_call_id: dict[str, bytes] = {}
+
+
+def _encode_ChatCallScreenShared(e: ChatCallScreenShared) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallScreenShared_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallScreenShared_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.call_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallScreenShared_call_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallScreenShared_call_id, "callId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_ChatCallStarted_conversation_id: dict[str, bytes] = {}
+_ChatCallStarted_call_id: dict[str, bytes] = {}
+_ChatCallStarted_call_type: dict[str, bytes] = {}
+
+
+def _encode_ChatCallStarted(e: ChatCallStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallStarted_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallStarted_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.call_id
+    if type(v) is not str:
+        return None
+    b = _ChatCallStarted_call_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCallStarted_call_id, "callId", v)
+    out.append(b)
+    v = e.call_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatCallStarted_call_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatCallStarted_call_type, "callType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatCreated_conversation_id: dict[str, bytes] = {}
+_ChatCreated_conversation_type: dict[str, bytes] = {}
+_ChatCreated_participant_count: dict[int, bytes] = {}
+
+
+def _encode_ChatCreated(e: ChatCreated) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatCreated_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatCreated_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatCreated_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatCreated_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.participant_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ChatCreated_participant_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_ChatCreated_participant_count, "participantCount", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatDeleted_conversation_id: dict[str, bytes] = {}
+_ChatDeleted_conversation_type: dict[str, bytes] = {}
+_ChatDeleted_reason: dict[str, bytes] = {}
+
+
+def _encode_ChatDeleted(e: ChatDeleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatDeleted_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatDeleted_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatDeleted_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatDeleted_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatDeleted_reason.get(v)
+        if b is None:
+            b = _encoders.string(_ChatDeleted_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatJoined_conversation_id: dict[str, bytes] = {}
+_ChatJoined_conversation_type: dict[str, bytes] = {}
+
+
+def _encode_ChatJoined(e: ChatJoined) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatJoined_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatJoined_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatJoined_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatJoined_conversation_type, "conversationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatLeft_conversation_id: dict[str, bytes] = {}
+_ChatLeft_conversation_type: dict[str, bytes] = {}
+_ChatLeft_reason: dict[str, bytes] = {}
+
+
+def _encode_ChatLeft(e: ChatLeft) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatLeft_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatLeft_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatLeft_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatLeft_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatLeft_reason.get(v)
+        if b is None:
+            b = _encoders.string(_ChatLeft_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMemberAdded_conversation_id: dict[str, bytes] = {}
+_ChatMemberAdded_member_id: dict[str, bytes] = {}
+_ChatMemberAdded_role: dict[str, bytes] = {}
+
+
+def _encode_ChatMemberAdded(e: ChatMemberAdded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberAdded_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberAdded_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.member_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberAdded_member_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberAdded_member_id, "memberId", v)
+    out.append(b)
+    v = e.role
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMemberAdded_role.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMemberAdded_role, "role", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMemberMuted_conversation_id: dict[str, bytes] = {}
+_ChatMemberMuted_member_id: dict[str, bytes] = {}
+_ChatMemberMuted_mute_duration = _encoders.double_prefix("muteDuration")
+
+
+def _encode_ChatMemberMuted(e: ChatMemberMuted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberMuted_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberMuted_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.member_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberMuted_member_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberMuted_member_id, "memberId", v)
+    out.append(b)
+    v = e.mute_duration
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_ChatMemberMuted_mute_duration + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_ChatMemberRemoved_conversation_id: dict[str, bytes] = {}
+_ChatMemberRemoved_member_id: dict[str, bytes] = {}
+_ChatMemberRemoved_reason: dict[str, bytes] = {}
+
+
+def _encode_ChatMemberRemoved(e: ChatMemberRemoved) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberRemoved_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberRemoved_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.member_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberRemoved_member_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberRemoved_member_id, "memberId", v)
+    out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMemberRemoved_reason.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMemberRemoved_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMemberRoleChanged_conversation_id: dict[str, bytes] = {}
+_ChatMemberRoleChanged_member_id: dict[str, bytes] = {}
+_ChatMemberRoleChanged_previous_role: dict[str, bytes] = {}
+_ChatMemberRoleChanged_new_role: dict[str, bytes] = {}
+
+
+def _encode_ChatMemberRoleChanged(e: ChatMemberRoleChanged) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberRoleChanged_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberRoleChanged_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.member_id
+    if type(v) is not str:
+        return None
+    b = _ChatMemberRoleChanged_member_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberRoleChanged_member_id, "memberId", v)
+    out.append(b)
+    v = e.previous_role
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMemberRoleChanged_previous_role.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMemberRoleChanged_previous_role, "previousRole", v)
+        out.append(b)
+    v = e.new_role
+    if type(v) is not str:
+        return None
+    b = _ChatMemberRoleChanged_new_role.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMemberRoleChanged_new_role, "newRole", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_ChatMessageDeleted_conversation_id: dict[str, bytes] = {}
+_ChatMessageDeleted_message_id: dict[str, bytes] = {}
+_ChatMessageDeleted_conversation_type: dict[str, bytes] = {}
+_ChatMessageDeleted_reason: dict[str, bytes] = {}
+_ChatMessageDeleted_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessageDeleted_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageDeleted_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageDeleted_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageDeleted_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageDeleted_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageDeleted_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageDeleted_reason.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageDeleted_reason, "reason", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageDeleted_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageDeleted_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMessageEdited_conversation_id: dict[str, bytes] = {}
+_ChatMessageEdited_message_id: dict[str, bytes] = {}
+_ChatMessageEdited_conversation_type: dict[str, bytes] = {}
+_ChatMessageEdited_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessageEdited(e: ChatMessageEdited) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessageEdited_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageEdited_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageEdited_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageEdited_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageEdited_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageEdited_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageEdited_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageEdited_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMessageFailed_conversation_id: dict[str, bytes] = {}
+_ChatMessageFailed_message_id: dict[str, bytes] = {}
+_ChatMessageFailed_conversation_type: dict[str, bytes] = {}
+_ChatMessageFailed_reason: dict[str, bytes] = {}
+_ChatMessageFailed_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessageFailed(e: ChatMessageFailed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessageFailed_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageFailed_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageFailed_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageFailed_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageFailed_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageFailed_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.reason
+    if type(v) is not str:
+        return None
+    b = _ChatMessageFailed_reason.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageFailed_reason, "reason", v)
+    out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageFailed_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageFailed_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMessagePinned_conversation_id: dict[str, bytes] = {}
+_ChatMessagePinned_message_id: dict[str, bytes] = {}
+_ChatMessagePinned_conversation_type: dict[str, bytes] = {}
+_ChatMessagePinned_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessagePinned(e: ChatMessagePinned) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessagePinned_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessagePinned_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessagePinned_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessagePinned_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessagePinned_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessagePinned_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessagePinned_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessagePinned_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMessageRead_conversation_id: dict[str, bytes] = {}
+_ChatMessageRead_message_id: dict[str, bytes] = {}
+_ChatMessageRead_conversation_type: dict[str, bytes] = {}
+_ChatMessageRead_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessageRead(e: ChatMessageRead) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessageRead_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageRead_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageRead_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageRead_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageRead_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageRead_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageRead_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageRead_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMessageReceived_conversation_id: dict[str, bytes] = {}
+_ChatMessageReceived_message_id: dict[str, bytes] = {}
+_ChatMessageReceived_conversation_type: dict[str, bytes] = {}
+_ChatMessageReceived_message_type: dict[str, bytes] = {}
+_ChatMessageReceived_character_count: dict[int, bytes] = {}
+_ChatMessageReceived_attachment_count: dict[int, bytes] = {}
+_ChatMessageReceived_thread_id: dict[str, bytes] = {}
+_ChatMessageReceived_parent_message_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessageReceived_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageReceived_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageReceived_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageReceived_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageReceived_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageReceived_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.message_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageReceived_message_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageReceived_message_type, "messageType", v)
+        out.append(b)
+    v = e.character_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ChatMessageReceived_character_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_ChatMessageReceived_character_count, "characterCount", v)
+        out.append(b)
+    v = e.attachment_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ChatMessageReceived_attachment_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_ChatMessageReceived_attachment_count, "attachmentCount", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageReceived_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageReceived_thread_id, "threadId", v)
+        out.append(b)
+    v = e.parent_message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageReceived_parent_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageReceived_parent_message_id, "parentMessageId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMessageSent_conversation_id: dict[str, bytes] = {}
+_ChatMessageSent_message_id: dict[str, bytes] = {}
+_ChatMessageSent_conversation_type: dict[str, bytes] = {}
+_ChatMessageSent_message_type: dict[str, bytes] = {}
+_ChatMessageSent_character_count: dict[int, bytes] = {}
+_ChatMessageSent_attachment_count: dict[int, bytes] = {}
+_ChatMessageSent_thread_id: dict[str, bytes] = {}
+_ChatMessageSent_parent_message_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessageSent_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageSent_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageSent_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageSent_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageSent_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageSent_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.message_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageSent_message_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageSent_message_type, "messageType", v)
+        out.append(b)
+    v = e.character_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ChatMessageSent_character_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_ChatMessageSent_character_count, "characterCount", v)
+        out.append(b)
+    v = e.attachment_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ChatMessageSent_attachment_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_ChatMessageSent_attachment_count, "attachmentCount", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageSent_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageSent_thread_id, "threadId", v)
+        out.append(b)
+    v = e.parent_message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageSent_parent_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageSent_parent_message_id, "parentMessageId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatMessageUnpinned_conversation_id: dict[str, bytes] = {}
+_ChatMessageUnpinned_message_id: dict[str, bytes] = {}
+_ChatMessageUnpinned_conversation_type: dict[str, bytes] = {}
+_ChatMessageUnpinned_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatMessageUnpinned_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatMessageUnpinned_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageUnpinned_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageUnpinned_message_id, "messageId", v)
+        out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageUnpinned_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageUnpinned_conversation_type, "conversationType", v)
+        out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatMessageUnpinned_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatMessageUnpinned_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatReactionAdded_conversation_id: dict[str, bytes] = {}
+_ChatReactionAdded_message_id: dict[str, bytes] = {}
+_ChatReactionAdded_reaction: dict[str, bytes] = {}
+_ChatReactionAdded_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatReactionAdded(e: ChatReactionAdded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatReactionAdded_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatReactionAdded_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatReactionAdded_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatReactionAdded_message_id, "messageId", v)
+        out.append(b)
+    v = e.reaction
+    if type(v) is not str:
+        return None
+    b = _ChatReactionAdded_reaction.get(v)
+    if b is None:
+        b = _encoders.string(_ChatReactionAdded_reaction, "reaction", v)
+    out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatReactionAdded_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatReactionAdded_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatReactionRemoved_conversation_id: dict[str, bytes] = {}
+_ChatReactionRemoved_message_id: dict[str, bytes] = {}
+_ChatReactionRemoved_reaction: dict[str, bytes] = {}
+_ChatReactionRemoved_thread_id: dict[str, bytes] = {}
+
+
+def _encode_ChatReactionRemoved(e: ChatReactionRemoved) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatReactionRemoved_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatReactionRemoved_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.message_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatReactionRemoved_message_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatReactionRemoved_message_id, "messageId", v)
+        out.append(b)
+    v = e.reaction
+    if type(v) is not str:
+        return None
+    b = _ChatReactionRemoved_reaction.get(v)
+    if b is None:
+        b = _encoders.string(_ChatReactionRemoved_reaction, "reaction", v)
+    out.append(b)
+    v = e.thread_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatReactionRemoved_thread_id.get(v)
+        if b is None:
+            b = _encoders.string(_ChatReactionRemoved_thread_id, "threadId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatTypingStarted_conversation_id: dict[str, bytes] = {}
+_ChatTypingStarted_conversation_type: dict[str, bytes] = {}
+
+
+def _encode_ChatTypingStarted(e: ChatTypingStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatTypingStarted_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatTypingStarted_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatTypingStarted_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatTypingStarted_conversation_type, "conversationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatTypingStopped_conversation_id: dict[str, bytes] = {}
+_ChatTypingStopped_conversation_type: dict[str, bytes] = {}
+
+
+def _encode_ChatTypingStopped(e: ChatTypingStopped) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatTypingStopped_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatTypingStopped_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatTypingStopped_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatTypingStopped_conversation_type, "conversationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatUnarchived_conversation_id: dict[str, bytes] = {}
+_ChatUnarchived_conversation_type: dict[str, bytes] = {}
+
+
+def _encode_ChatUnarchived(e: ChatUnarchived) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _ChatUnarchived_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatUnarchived_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.conversation_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ChatUnarchived_conversation_type.get(v)
+        if b is None:
+            b = _encoders.string(_ChatUnarchived_conversation_type, "conversationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ChatUserBlocked_user_id: dict[str, bytes] = {}
+
+
+def _encode_ChatUserBlocked(e: ChatUserBlocked) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.user_id
+    if type(v) is not str:
+        return None
+    b = _ChatUserBlocked_user_id.get(v)
+    if b is None:
+        b = _encoders.string(_ChatUserBlocked_user_id, "userId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        ChatArchived: _encode_ChatArchived,
+        ChatAttachmentDownloaded: _encode_ChatAttachmentDownloaded,
+        ChatAttachmentUploaded: _encode_ChatAttachmentUploaded,
+        ChatCallJoined: _encode_ChatCallJoined,
+        ChatCallLeft: _encode_ChatCallLeft,
+        ChatCallRecordingStarted: _encode_ChatCallRecordingStarted,
+        ChatCallScreenShared: _encode_ChatCallScreenShared,
+        ChatCallStarted: _encode_ChatCallStarted,
+        ChatCreated: _encode_ChatCreated,
+        ChatDeleted: _encode_ChatDeleted,
+        ChatJoined: _encode_ChatJoined,
+        ChatLeft: _encode_ChatLeft,
+        ChatMemberAdded: _encode_ChatMemberAdded,
+        ChatMemberMuted: _encode_ChatMemberMuted,
+        ChatMemberRemoved: _encode_ChatMemberRemoved,
+        ChatMemberRoleChanged: _encode_ChatMemberRoleChanged,
+        ChatMessageDeleted: _encode_ChatMessageDeleted,
+        ChatMessageEdited: _encode_ChatMessageEdited,
+        ChatMessageFailed: _encode_ChatMessageFailed,
+        ChatMessagePinned: _encode_ChatMessagePinned,
+        ChatMessageRead: _encode_ChatMessageRead,
+        ChatMessageReceived: _encode_ChatMessageReceived,
+        ChatMessageSent: _encode_ChatMessageSent,
+        ChatMessageUnpinned: _encode_ChatMessageUnpinned,
+        ChatReactionAdded: _encode_ChatReactionAdded,
+        ChatReactionRemoved: _encode_ChatReactionRemoved,
+        ChatTypingStarted: _encode_ChatTypingStarted,
+        ChatTypingStopped: _encode_ChatTypingStopped,
+        ChatUnarchived: _encode_ChatUnarchived,
+        ChatUserBlocked: _encode_ChatUserBlocked,
+    }
+)

@@ -2,10 +2,12 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known commerce events."""
 
-from typing import Annotated, ClassVar
+import re
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -207,3 +209,755 @@ class WishlistRemoved(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "wishlist_removed"
     product_id: str
     wishlist_id: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_AddToCart_product_id: dict[str, bytes] = {}
+_AddToCart_price = _encoders.double_prefix("price")
+_AddToCart_currency: dict[str, bytes] = {}
+_AddToCart_currency_re = re.compile("^[A-Z]{3}$")
+_AddToCart_cart_id: dict[str, bytes] = {}
+_AddToCart_quantity: dict[int, bytes] = {}
+_AddToCart_category: dict[str, bytes] = {}
+_AddToCart_brand: dict[str, bytes] = {}
+_AddToCart_sku: dict[str, bytes] = {}
+
+
+def _encode_AddToCart(e: AddToCart) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.product_id
+    if type(v) is not str:
+        return None
+    b = _AddToCart_product_id.get(v)
+    if b is None:
+        b = _encoders.string(_AddToCart_product_id, "productId", v)
+    out.append(b)
+    v = e.price
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_AddToCart_price + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _AddToCart_currency.get(v)
+        if b is None:
+            if not (_AddToCart_currency_re.search(v)):
+                return None
+            b = _encoders.string(_AddToCart_currency, "currency", v)
+        out.append(b)
+    v = e.cart_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _AddToCart_cart_id.get(v)
+        if b is None:
+            b = _encoders.string(_AddToCart_cart_id, "cartId", v)
+        out.append(b)
+    v = e.quantity
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _AddToCart_quantity.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_AddToCart_quantity, "quantity", v)
+        out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _AddToCart_category.get(v)
+        if b is None:
+            b = _encoders.string(_AddToCart_category, "category", v)
+        out.append(b)
+    v = e.brand
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _AddToCart_brand.get(v)
+        if b is None:
+            b = _encoders.string(_AddToCart_brand, "brand", v)
+        out.append(b)
+    v = e.sku
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _AddToCart_sku.get(v)
+        if b is None:
+            b = _encoders.string(_AddToCart_sku, "sku", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_CartViewed_cart_id: dict[str, bytes] = {}
+_CartViewed_item_count: dict[int, bytes] = {}
+_CartViewed_amount = _encoders.double_prefix("amount")
+_CartViewed_currency: dict[str, bytes] = {}
+_CartViewed_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_CartViewed(e: CartViewed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.cart_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CartViewed_cart_id.get(v)
+        if b is None:
+            b = _encoders.string(_CartViewed_cart_id, "cartId", v)
+        out.append(b)
+    v = e.item_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _CartViewed_item_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_CartViewed_item_count, "itemCount", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_CartViewed_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CartViewed_currency.get(v)
+        if b is None:
+            if not (_CartViewed_currency_re.search(v)):
+                return None
+            b = _encoders.string(_CartViewed_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_CheckoutStarted_product_id: dict[str, bytes] = {}
+_CheckoutStarted_amount = _encoders.double_prefix("amount")
+_CheckoutStarted_currency: dict[str, bytes] = {}
+_CheckoutStarted_currency_re = re.compile("^[A-Z]{3}$")
+_CheckoutStarted_cart_id: dict[str, bytes] = {}
+_CheckoutStarted_checkout_id: dict[str, bytes] = {}
+_CheckoutStarted_item_count: dict[int, bytes] = {}
+
+
+def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.product_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CheckoutStarted_product_id.get(v)
+        if b is None:
+            b = _encoders.string(_CheckoutStarted_product_id, "productId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_CheckoutStarted_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CheckoutStarted_currency.get(v)
+        if b is None:
+            if not (_CheckoutStarted_currency_re.search(v)):
+                return None
+            b = _encoders.string(_CheckoutStarted_currency, "currency", v)
+        out.append(b)
+    v = e.cart_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CheckoutStarted_cart_id.get(v)
+        if b is None:
+            b = _encoders.string(_CheckoutStarted_cart_id, "cartId", v)
+        out.append(b)
+    v = e.checkout_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CheckoutStarted_checkout_id.get(v)
+        if b is None:
+            b = _encoders.string(_CheckoutStarted_checkout_id, "checkoutId", v)
+        out.append(b)
+    v = e.item_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _CheckoutStarted_item_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_CheckoutStarted_item_count, "itemCount", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_CheckoutStepCompleted_checkout_id: dict[str, bytes] = {}
+_CheckoutStepCompleted_step: dict[str, bytes] = {}
+_CheckoutStepCompleted_step_index: dict[int, bytes] = {}
+
+
+def _encode_CheckoutStepCompleted(e: CheckoutStepCompleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.checkout_id
+    if type(v) is not str:
+        return None
+    b = _CheckoutStepCompleted_checkout_id.get(v)
+    if b is None:
+        b = _encoders.string(_CheckoutStepCompleted_checkout_id, "checkoutId", v)
+    out.append(b)
+    v = e.step
+    if type(v) is not str:
+        return None
+    b = _CheckoutStepCompleted_step.get(v)
+    if b is None:
+        b = _encoders.string(_CheckoutStepCompleted_step, "step", v)
+    out.append(b)
+    v = e.step_index
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _CheckoutStepCompleted_step_index.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_CheckoutStepCompleted_step_index, "stepIndex", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_CouponApplied_coupon_id: dict[str, bytes] = {}
+_CouponApplied_coupon_code: dict[str, bytes] = {}
+_CouponApplied_cart_id: dict[str, bytes] = {}
+_CouponApplied_discount_amount = _encoders.double_prefix("discountAmount")
+_CouponApplied_currency: dict[str, bytes] = {}
+_CouponApplied_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.coupon_id
+    if type(v) is not str:
+        return None
+    b = _CouponApplied_coupon_id.get(v)
+    if b is None:
+        b = _encoders.string(_CouponApplied_coupon_id, "couponId", v)
+    out.append(b)
+    v = e.coupon_code
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CouponApplied_coupon_code.get(v)
+        if b is None:
+            b = _encoders.string(_CouponApplied_coupon_code, "couponCode", v)
+        out.append(b)
+    v = e.cart_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CouponApplied_cart_id.get(v)
+        if b is None:
+            b = _encoders.string(_CouponApplied_cart_id, "cartId", v)
+        out.append(b)
+    v = e.discount_amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_CouponApplied_discount_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CouponApplied_currency.get(v)
+        if b is None:
+            if not (_CouponApplied_currency_re.search(v)):
+                return None
+            b = _encoders.string(_CouponApplied_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_CouponRemoved_coupon_id: dict[str, bytes] = {}
+_CouponRemoved_coupon_code: dict[str, bytes] = {}
+_CouponRemoved_cart_id: dict[str, bytes] = {}
+_CouponRemoved_reason: dict[str, bytes] = {}
+
+
+def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.coupon_id
+    if type(v) is not str:
+        return None
+    b = _CouponRemoved_coupon_id.get(v)
+    if b is None:
+        b = _encoders.string(_CouponRemoved_coupon_id, "couponId", v)
+    out.append(b)
+    v = e.coupon_code
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CouponRemoved_coupon_code.get(v)
+        if b is None:
+            b = _encoders.string(_CouponRemoved_coupon_code, "couponCode", v)
+        out.append(b)
+    v = e.cart_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CouponRemoved_cart_id.get(v)
+        if b is None:
+            b = _encoders.string(_CouponRemoved_cart_id, "cartId", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _CouponRemoved_reason.get(v)
+        if b is None:
+            b = _encoders.string(_CouponRemoved_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_OrderRefunded_order_id: dict[str, bytes] = {}
+_OrderRefunded_amount = _encoders.double_prefix("amount")
+_OrderRefunded_currency: dict[str, bytes] = {}
+_OrderRefunded_currency_re = re.compile("^[A-Z]{3}$")
+_OrderRefunded_reason: dict[str, bytes] = {}
+
+
+def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.order_id
+    if type(v) is not str:
+        return None
+    b = _OrderRefunded_order_id.get(v)
+    if b is None:
+        b = _encoders.string(_OrderRefunded_order_id, "orderId", v)
+    out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_OrderRefunded_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _OrderRefunded_currency.get(v)
+        if b is None:
+            if not (_OrderRefunded_currency_re.search(v)):
+                return None
+            b = _encoders.string(_OrderRefunded_currency, "currency", v)
+        out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _OrderRefunded_reason.get(v)
+        if b is None:
+            b = _encoders.string(_OrderRefunded_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ProductListViewed_list_id: dict[str, bytes] = {}
+_ProductListViewed_list_name: dict[str, bytes] = {}
+_ProductListViewed_category: dict[str, bytes] = {}
+_ProductListViewed_item_count: dict[int, bytes] = {}
+
+
+def _encode_ProductListViewed(e: ProductListViewed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.list_id
+    if type(v) is not str:
+        return None
+    b = _ProductListViewed_list_id.get(v)
+    if b is None:
+        b = _encoders.string(_ProductListViewed_list_id, "listId", v)
+    out.append(b)
+    v = e.list_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ProductListViewed_list_name.get(v)
+        if b is None:
+            b = _encoders.string(_ProductListViewed_list_name, "listName", v)
+        out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ProductListViewed_category.get(v)
+        if b is None:
+            b = _encoders.string(_ProductListViewed_category, "category", v)
+        out.append(b)
+    v = e.item_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ProductListViewed_item_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_ProductListViewed_item_count, "itemCount", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ProductViewed_product_id: dict[str, bytes] = {}
+_ProductViewed_product_name: dict[str, bytes] = {}
+_ProductViewed_category: dict[str, bytes] = {}
+_ProductViewed_brand: dict[str, bytes] = {}
+_ProductViewed_sku: dict[str, bytes] = {}
+_ProductViewed_price = _encoders.double_prefix("price")
+_ProductViewed_currency: dict[str, bytes] = {}
+_ProductViewed_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.product_id
+    if type(v) is not str:
+        return None
+    b = _ProductViewed_product_id.get(v)
+    if b is None:
+        b = _encoders.string(_ProductViewed_product_id, "productId", v)
+    out.append(b)
+    v = e.product_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ProductViewed_product_name.get(v)
+        if b is None:
+            b = _encoders.string(_ProductViewed_product_name, "productName", v)
+        out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ProductViewed_category.get(v)
+        if b is None:
+            b = _encoders.string(_ProductViewed_category, "category", v)
+        out.append(b)
+    v = e.brand
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ProductViewed_brand.get(v)
+        if b is None:
+            b = _encoders.string(_ProductViewed_brand, "brand", v)
+        out.append(b)
+    v = e.sku
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ProductViewed_sku.get(v)
+        if b is None:
+            b = _encoders.string(_ProductViewed_sku, "sku", v)
+        out.append(b)
+    v = e.price
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_ProductViewed_price + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ProductViewed_currency.get(v)
+        if b is None:
+            if not (_ProductViewed_currency_re.search(v)):
+                return None
+            b = _encoders.string(_ProductViewed_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_Purchase_product_id: dict[str, bytes] = {}
+_Purchase_amount = _encoders.double_prefix("amount")
+_Purchase_currency: dict[str, bytes] = {}
+_Purchase_currency_re = re.compile("^[A-Z]{3}$")
+_Purchase_order_id: dict[str, bytes] = {}
+_Purchase_quantity: dict[int, bytes] = {}
+_Purchase_category: dict[str, bytes] = {}
+_Purchase_brand: dict[str, bytes] = {}
+_Purchase_sku: dict[str, bytes] = {}
+
+
+def _encode_Purchase(e: Purchase) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.product_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _Purchase_product_id.get(v)
+        if b is None:
+            b = _encoders.string(_Purchase_product_id, "productId", v)
+        out.append(b)
+    v = e.amount
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_Purchase_amount + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _Purchase_currency.get(v)
+        if b is None:
+            if not (_Purchase_currency_re.search(v)):
+                return None
+            b = _encoders.string(_Purchase_currency, "currency", v)
+        out.append(b)
+    v = e.order_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _Purchase_order_id.get(v)
+        if b is None:
+            b = _encoders.string(_Purchase_order_id, "orderId", v)
+        out.append(b)
+    v = e.quantity
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _Purchase_quantity.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_Purchase_quantity, "quantity", v)
+        out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _Purchase_category.get(v)
+        if b is None:
+            b = _encoders.string(_Purchase_category, "category", v)
+        out.append(b)
+    v = e.brand
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _Purchase_brand.get(v)
+        if b is None:
+            b = _encoders.string(_Purchase_brand, "brand", v)
+        out.append(b)
+    v = e.sku
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _Purchase_sku.get(v)
+        if b is None:
+            b = _encoders.string(_Purchase_sku, "sku", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_RemoveFromCart_product_id: dict[str, bytes] = {}
+_RemoveFromCart_price = _encoders.double_prefix("price")
+_RemoveFromCart_currency: dict[str, bytes] = {}
+_RemoveFromCart_currency_re = re.compile("^[A-Z]{3}$")
+_RemoveFromCart_cart_id: dict[str, bytes] = {}
+_RemoveFromCart_quantity: dict[int, bytes] = {}
+_RemoveFromCart_category: dict[str, bytes] = {}
+_RemoveFromCart_brand: dict[str, bytes] = {}
+_RemoveFromCart_sku: dict[str, bytes] = {}
+
+
+def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.product_id
+    if type(v) is not str:
+        return None
+    b = _RemoveFromCart_product_id.get(v)
+    if b is None:
+        b = _encoders.string(_RemoveFromCart_product_id, "productId", v)
+    out.append(b)
+    v = e.price
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_RemoveFromCart_price + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RemoveFromCart_currency.get(v)
+        if b is None:
+            if not (_RemoveFromCart_currency_re.search(v)):
+                return None
+            b = _encoders.string(_RemoveFromCart_currency, "currency", v)
+        out.append(b)
+    v = e.cart_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RemoveFromCart_cart_id.get(v)
+        if b is None:
+            b = _encoders.string(_RemoveFromCart_cart_id, "cartId", v)
+        out.append(b)
+    v = e.quantity
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _RemoveFromCart_quantity.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_RemoveFromCart_quantity, "quantity", v)
+        out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RemoveFromCart_category.get(v)
+        if b is None:
+            b = _encoders.string(_RemoveFromCart_category, "category", v)
+        out.append(b)
+    v = e.brand
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RemoveFromCart_brand.get(v)
+        if b is None:
+            b = _encoders.string(_RemoveFromCart_brand, "brand", v)
+        out.append(b)
+    v = e.sku
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RemoveFromCart_sku.get(v)
+        if b is None:
+            b = _encoders.string(_RemoveFromCart_sku, "sku", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_WishlistAdded_product_id: dict[str, bytes] = {}
+_WishlistAdded_wishlist_id: dict[str, bytes] = {}
+_WishlistAdded_price = _encoders.double_prefix("price")
+_WishlistAdded_currency: dict[str, bytes] = {}
+_WishlistAdded_currency_re = re.compile("^[A-Z]{3}$")
+
+
+def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.product_id
+    if type(v) is not str:
+        return None
+    b = _WishlistAdded_product_id.get(v)
+    if b is None:
+        b = _encoders.string(_WishlistAdded_product_id, "productId", v)
+    out.append(b)
+    v = e.wishlist_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _WishlistAdded_wishlist_id.get(v)
+        if b is None:
+            b = _encoders.string(_WishlistAdded_wishlist_id, "wishlistId", v)
+        out.append(b)
+    v = e.price
+    if v is not UNSET:
+        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+            return None
+        if not (v - v == 0.0 and v > 0.0):
+            return None
+        out.append(_WishlistAdded_price + _encoders.pack_double(v))
+    v = e.currency
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _WishlistAdded_currency.get(v)
+        if b is None:
+            if not (_WishlistAdded_currency_re.search(v)):
+                return None
+            b = _encoders.string(_WishlistAdded_currency, "currency", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_WishlistRemoved_product_id: dict[str, bytes] = {}
+_WishlistRemoved_wishlist_id: dict[str, bytes] = {}
+
+
+def _encode_WishlistRemoved(e: WishlistRemoved) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.product_id
+    if type(v) is not str:
+        return None
+    b = _WishlistRemoved_product_id.get(v)
+    if b is None:
+        b = _encoders.string(_WishlistRemoved_product_id, "productId", v)
+    out.append(b)
+    v = e.wishlist_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _WishlistRemoved_wishlist_id.get(v)
+        if b is None:
+            b = _encoders.string(_WishlistRemoved_wishlist_id, "wishlistId", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        AddToCart: _encode_AddToCart,
+        CartViewed: _encode_CartViewed,
+        CheckoutStarted: _encode_CheckoutStarted,
+        CheckoutStepCompleted: _encode_CheckoutStepCompleted,
+        CouponApplied: _encode_CouponApplied,
+        CouponRemoved: _encode_CouponRemoved,
+        OrderRefunded: _encode_OrderRefunded,
+        ProductListViewed: _encode_ProductListViewed,
+        ProductViewed: _encode_ProductViewed,
+        Purchase: _encode_Purchase,
+        RemoveFromCart: _encode_RemoveFromCart,
+        WishlistAdded: _encode_WishlistAdded,
+        WishlistRemoved: _encode_WishlistRemoved,
+    }
+)

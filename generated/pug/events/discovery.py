@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known discovery events."""
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -86,3 +87,210 @@ class SortChanged(PugEvent, kw_only=True):
     KIND: ClassVar[str] = "sort_changed"
     key: str
     direction: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_FilterApplied_key: dict[str, bytes] = {}
+_FilterApplied_value: dict[str, bytes] = {}
+
+
+def _encode_FilterApplied(e: FilterApplied) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.key
+    if type(v) is not str:
+        return None
+    b = _FilterApplied_key.get(v)
+    if b is None:
+        b = _encoders.string(_FilterApplied_key, "key", v)
+    out.append(b)
+    v = e.value
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FilterApplied_value.get(v)
+        if b is None:
+            b = _encoders.string(_FilterApplied_value, "value", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_RecommendationClicked_recommendation_id: dict[str, bytes] = {}
+_RecommendationClicked_item_id: dict[str, bytes] = {}
+_RecommendationClicked_source: dict[str, bytes] = {}
+_RecommendationClicked_index: dict[int, bytes] = {}
+
+
+def _encode_RecommendationClicked(e: RecommendationClicked) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.recommendation_id
+    if type(v) is not str:
+        return None
+    b = _RecommendationClicked_recommendation_id.get(v)
+    if b is None:
+        b = _encoders.string(_RecommendationClicked_recommendation_id, "recommendationId", v)
+    out.append(b)
+    v = e.item_id
+    if type(v) is not str:
+        return None
+    b = _RecommendationClicked_item_id.get(v)
+    if b is None:
+        b = _encoders.string(_RecommendationClicked_item_id, "itemId", v)
+    out.append(b)
+    v = e.source
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RecommendationClicked_source.get(v)
+        if b is None:
+            b = _encoders.string(_RecommendationClicked_source, "source", v)
+        out.append(b)
+    v = e.index
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _RecommendationClicked_index.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_RecommendationClicked_index, "index", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_RecommendationViewed_recommendation_id: dict[str, bytes] = {}
+_RecommendationViewed_item_id: dict[str, bytes] = {}
+_RecommendationViewed_source: dict[str, bytes] = {}
+_RecommendationViewed_index: dict[int, bytes] = {}
+
+
+def _encode_RecommendationViewed(e: RecommendationViewed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.recommendation_id
+    if type(v) is not str:
+        return None
+    b = _RecommendationViewed_recommendation_id.get(v)
+    if b is None:
+        b = _encoders.string(_RecommendationViewed_recommendation_id, "recommendationId", v)
+    out.append(b)
+    v = e.item_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RecommendationViewed_item_id.get(v)
+        if b is None:
+            b = _encoders.string(_RecommendationViewed_item_id, "itemId", v)
+        out.append(b)
+    v = e.source
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _RecommendationViewed_source.get(v)
+        if b is None:
+            b = _encoders.string(_RecommendationViewed_source, "source", v)
+        out.append(b)
+    v = e.index
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _RecommendationViewed_index.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_RecommendationViewed_index, "index", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_Search_query: dict[str, bytes] = {}
+
+
+def _encode_Search(e: Search) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.query
+    if type(v) is not str:
+        return None
+    b = _Search_query.get(v)
+    if b is None:
+        b = _encoders.string(_Search_query, "query", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_SearchResultClicked_query: dict[str, bytes] = {}
+_SearchResultClicked_result_id: dict[str, bytes] = {}
+_SearchResultClicked_index: dict[int, bytes] = {}
+
+
+def _encode_SearchResultClicked(e: SearchResultClicked) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.query
+    if type(v) is not str:
+        return None
+    b = _SearchResultClicked_query.get(v)
+    if b is None:
+        b = _encoders.string(_SearchResultClicked_query, "query", v)
+    out.append(b)
+    v = e.result_id
+    if type(v) is not str:
+        return None
+    b = _SearchResultClicked_result_id.get(v)
+    if b is None:
+        b = _encoders.string(_SearchResultClicked_result_id, "resultId", v)
+    out.append(b)
+    v = e.index
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _SearchResultClicked_index.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_SearchResultClicked_index, "index", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SortChanged_key: dict[str, bytes] = {}
+_SortChanged_direction: dict[str, bytes] = {}
+
+
+def _encode_SortChanged(e: SortChanged) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.key
+    if type(v) is not str:
+        return None
+    b = _SortChanged_key.get(v)
+    if b is None:
+        b = _encoders.string(_SortChanged_key, "key", v)
+    out.append(b)
+    v = e.direction
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SortChanged_direction.get(v)
+        if b is None:
+            b = _encoders.string(_SortChanged_direction, "direction", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        FilterApplied: _encode_FilterApplied,
+        RecommendationClicked: _encode_RecommendationClicked,
+        RecommendationViewed: _encode_RecommendationViewed,
+        Search: _encode_Search,
+        SearchResultClicked: _encode_SearchResultClicked,
+        SortChanged: _encode_SortChanged,
+    }
+)

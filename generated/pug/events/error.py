@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known error events."""
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -25,3 +26,64 @@ class ErrorOccurred(PugEvent, kw_only=True, rename="camel"):
     severity: str | UnsetType = UNSET
     unhandled: bool | UnsetType = UNSET
     stack: Annotated[str, Meta(extra={"pii": True})] | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_ErrorOccurred_error_code: dict[str, bytes] = {}
+_ErrorOccurred_message: dict[str, bytes] = {}
+_ErrorOccurred_severity: dict[str, bytes] = {}
+_ErrorOccurred_unhandled = _encoders.bool_entries("unhandled")
+_ErrorOccurred_stack: dict[str, bytes] = {}
+
+
+def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.error_code
+    if type(v) is not str:
+        return None
+    b = _ErrorOccurred_error_code.get(v)
+    if b is None:
+        b = _encoders.string(_ErrorOccurred_error_code, "errorCode", v)
+    out.append(b)
+    v = e.message
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ErrorOccurred_message.get(v)
+        if b is None:
+            b = _encoders.string(_ErrorOccurred_message, "message", v)
+        out.append(b)
+    v = e.severity
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ErrorOccurred_severity.get(v)
+        if b is None:
+            b = _encoders.string(_ErrorOccurred_severity, "severity", v)
+        out.append(b)
+    v = e.unhandled
+    if v is not UNSET:
+        if type(v) is not bool:
+            return None
+        out.append(_ErrorOccurred_unhandled[v])
+    v = e.stack
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ErrorOccurred_stack.get(v)
+        if b is None:
+            b = _encoders.string(_ErrorOccurred_stack, "stack", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        ErrorOccurred: _encode_ErrorOccurred,
+    }
+)

@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known file events."""
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -63,3 +64,169 @@ class FileUploaded(PugEvent, kw_only=True, rename="camel"):
     file_name: Annotated[str, Meta(extra={"pii": True})] | UnsetType = UNSET
     file_type: str | UnsetType = UNSET
     size_bytes: Annotated[int, Meta(ge=0, le=9223372036854775807)] | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_ExportCompleted_export_id: dict[str, bytes] = {}
+_ExportCompleted_export_type: dict[str, bytes] = {}
+_ExportCompleted_size_bytes: dict[int, bytes] = {}
+
+
+def _encode_ExportCompleted(e: ExportCompleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.export_id
+    if type(v) is not str:
+        return None
+    b = _ExportCompleted_export_id.get(v)
+    if b is None:
+        b = _encoders.string(_ExportCompleted_export_id, "exportId", v)
+    out.append(b)
+    v = e.export_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ExportCompleted_export_type.get(v)
+        if b is None:
+            b = _encoders.string(_ExportCompleted_export_type, "exportType", v)
+        out.append(b)
+    v = e.size_bytes
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _ExportCompleted_size_bytes.get(v)
+        if b is None:
+            if not (0 <= v <= 9223372036854775807):
+                return None
+            b = _encoders.integer(_ExportCompleted_size_bytes, "sizeBytes", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_ExportStarted_export_id: dict[str, bytes] = {}
+_ExportStarted_export_type: dict[str, bytes] = {}
+
+
+def _encode_ExportStarted(e: ExportStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.export_id
+    if type(v) is not str:
+        return None
+    b = _ExportStarted_export_id.get(v)
+    if b is None:
+        b = _encoders.string(_ExportStarted_export_id, "exportId", v)
+    out.append(b)
+    v = e.export_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _ExportStarted_export_type.get(v)
+        if b is None:
+            b = _encoders.string(_ExportStarted_export_type, "exportType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_FileDownloaded_file_id: dict[str, bytes] = {}
+_FileDownloaded_file_name: dict[str, bytes] = {}
+_FileDownloaded_file_type: dict[str, bytes] = {}
+_FileDownloaded_size_bytes: dict[int, bytes] = {}
+
+
+def _encode_FileDownloaded(e: FileDownloaded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.file_id
+    if type(v) is not str:
+        return None
+    b = _FileDownloaded_file_id.get(v)
+    if b is None:
+        b = _encoders.string(_FileDownloaded_file_id, "fileId", v)
+    out.append(b)
+    v = e.file_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FileDownloaded_file_name.get(v)
+        if b is None:
+            b = _encoders.string(_FileDownloaded_file_name, "fileName", v)
+        out.append(b)
+    v = e.file_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FileDownloaded_file_type.get(v)
+        if b is None:
+            b = _encoders.string(_FileDownloaded_file_type, "fileType", v)
+        out.append(b)
+    v = e.size_bytes
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _FileDownloaded_size_bytes.get(v)
+        if b is None:
+            if not (0 <= v <= 9223372036854775807):
+                return None
+            b = _encoders.integer(_FileDownloaded_size_bytes, "sizeBytes", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_FileUploaded_file_id: dict[str, bytes] = {}
+_FileUploaded_file_name: dict[str, bytes] = {}
+_FileUploaded_file_type: dict[str, bytes] = {}
+_FileUploaded_size_bytes: dict[int, bytes] = {}
+
+
+def _encode_FileUploaded(e: FileUploaded) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.file_id
+    if type(v) is not str:
+        return None
+    b = _FileUploaded_file_id.get(v)
+    if b is None:
+        b = _encoders.string(_FileUploaded_file_id, "fileId", v)
+    out.append(b)
+    v = e.file_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FileUploaded_file_name.get(v)
+        if b is None:
+            b = _encoders.string(_FileUploaded_file_name, "fileName", v)
+        out.append(b)
+    v = e.file_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FileUploaded_file_type.get(v)
+        if b is None:
+            b = _encoders.string(_FileUploaded_file_type, "fileType", v)
+        out.append(b)
+    v = e.size_bytes
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _FileUploaded_size_bytes.get(v)
+        if b is None:
+            if not (0 <= v <= 9223372036854775807):
+                return None
+            b = _encoders.integer(_FileUploaded_size_bytes, "sizeBytes", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        ExportCompleted: _encode_ExportCompleted,
+        ExportStarted: _encode_ExportStarted,
+        FileDownloaded: _encode_FileDownloaded,
+        FileUploaded: _encode_FileUploaded,
+    }
+)

@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known form events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -35,3 +36,75 @@ class FormSubmit(PugEvent, kw_only=True, rename="camel"):
     form_id: str
     form_name: str | UnsetType = UNSET
     action: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_FormStart_form_id: dict[str, bytes] = {}
+_FormStart_form_name: dict[str, bytes] = {}
+
+
+def _encode_FormStart(e: FormStart) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.form_id
+    if type(v) is not str:
+        return None
+    b = _FormStart_form_id.get(v)
+    if b is None:
+        b = _encoders.string(_FormStart_form_id, "formId", v)
+    out.append(b)
+    v = e.form_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FormStart_form_name.get(v)
+        if b is None:
+            b = _encoders.string(_FormStart_form_name, "formName", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_FormSubmit_form_id: dict[str, bytes] = {}
+_FormSubmit_form_name: dict[str, bytes] = {}
+_FormSubmit_action: dict[str, bytes] = {}
+
+
+def _encode_FormSubmit(e: FormSubmit) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.form_id
+    if type(v) is not str:
+        return None
+    b = _FormSubmit_form_id.get(v)
+    if b is None:
+        b = _encoders.string(_FormSubmit_form_id, "formId", v)
+    out.append(b)
+    v = e.form_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FormSubmit_form_name.get(v)
+        if b is None:
+            b = _encoders.string(_FormSubmit_form_name, "formName", v)
+        out.append(b)
+    v = e.action
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FormSubmit_action.get(v)
+        if b is None:
+            b = _encoders.string(_FormSubmit_action, "action", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        FormStart: _encode_FormStart,
+        FormSubmit: _encode_FormSubmit,
+    }
+)

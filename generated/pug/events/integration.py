@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known integration events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -35,3 +36,75 @@ class IntegrationDisconnected(PugEvent, kw_only=True, rename="camel"):
     integration_id: str | UnsetType = UNSET
     integration_type: str
     reason: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_IntegrationConnected_integration_id: dict[str, bytes] = {}
+_IntegrationConnected_integration_type: dict[str, bytes] = {}
+
+
+def _encode_IntegrationConnected(e: IntegrationConnected) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.integration_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _IntegrationConnected_integration_id.get(v)
+        if b is None:
+            b = _encoders.string(_IntegrationConnected_integration_id, "integrationId", v)
+        out.append(b)
+    v = e.integration_type
+    if type(v) is not str:
+        return None
+    b = _IntegrationConnected_integration_type.get(v)
+    if b is None:
+        b = _encoders.string(_IntegrationConnected_integration_type, "integrationType", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_IntegrationDisconnected_integration_id: dict[str, bytes] = {}
+_IntegrationDisconnected_integration_type: dict[str, bytes] = {}
+_IntegrationDisconnected_reason: dict[str, bytes] = {}
+
+
+def _encode_IntegrationDisconnected(e: IntegrationDisconnected) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.integration_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _IntegrationDisconnected_integration_id.get(v)
+        if b is None:
+            b = _encoders.string(_IntegrationDisconnected_integration_id, "integrationId", v)
+        out.append(b)
+    v = e.integration_type
+    if type(v) is not str:
+        return None
+    b = _IntegrationDisconnected_integration_type.get(v)
+    if b is None:
+        b = _encoders.string(_IntegrationDisconnected_integration_type, "integrationType", v)
+    out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _IntegrationDisconnected_reason.get(v)
+        if b is None:
+            b = _encoders.string(_IntegrationDisconnected_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        IntegrationConnected: _encode_IntegrationConnected,
+        IntegrationDisconnected: _encode_IntegrationDisconnected,
+    }
+)

@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known invitation events."""
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -42,3 +43,140 @@ class InviteSent(PugEvent, kw_only=True, rename="camel"):
     invitee_id: str | UnsetType = UNSET
     invitee_email: Annotated[str, Meta(extra={"pii": True})] | UnsetType = UNSET
     role: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_InviteAccepted_invite_id: dict[str, bytes] = {}
+_InviteAccepted_workspace_id: dict[str, bytes] = {}
+_InviteAccepted_inviter_id: dict[str, bytes] = {}
+_InviteAccepted_invitee_id: dict[str, bytes] = {}
+_InviteAccepted_invitee_email: dict[str, bytes] = {}
+_InviteAccepted_role: dict[str, bytes] = {}
+
+
+def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.invite_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteAccepted_invite_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteAccepted_invite_id, "inviteId", v)
+        out.append(b)
+    v = e.workspace_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteAccepted_workspace_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteAccepted_workspace_id, "workspaceId", v)
+        out.append(b)
+    v = e.inviter_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteAccepted_inviter_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteAccepted_inviter_id, "inviterId", v)
+        out.append(b)
+    v = e.invitee_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteAccepted_invitee_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteAccepted_invitee_id, "inviteeId", v)
+        out.append(b)
+    v = e.invitee_email
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteAccepted_invitee_email.get(v)
+        if b is None:
+            b = _encoders.string(_InviteAccepted_invitee_email, "inviteeEmail", v)
+        out.append(b)
+    v = e.role
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteAccepted_role.get(v)
+        if b is None:
+            b = _encoders.string(_InviteAccepted_role, "role", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_InviteSent_invite_id: dict[str, bytes] = {}
+_InviteSent_workspace_id: dict[str, bytes] = {}
+_InviteSent_inviter_id: dict[str, bytes] = {}
+_InviteSent_invitee_id: dict[str, bytes] = {}
+_InviteSent_invitee_email: dict[str, bytes] = {}
+_InviteSent_role: dict[str, bytes] = {}
+
+
+def _encode_InviteSent(e: InviteSent) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.invite_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteSent_invite_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteSent_invite_id, "inviteId", v)
+        out.append(b)
+    v = e.workspace_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteSent_workspace_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteSent_workspace_id, "workspaceId", v)
+        out.append(b)
+    v = e.inviter_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteSent_inviter_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteSent_inviter_id, "inviterId", v)
+        out.append(b)
+    v = e.invitee_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteSent_invitee_id.get(v)
+        if b is None:
+            b = _encoders.string(_InviteSent_invitee_id, "inviteeId", v)
+        out.append(b)
+    v = e.invitee_email
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteSent_invitee_email.get(v)
+        if b is None:
+            b = _encoders.string(_InviteSent_invitee_email, "inviteeEmail", v)
+        out.append(b)
+    v = e.role
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _InviteSent_role.get(v)
+        if b is None:
+            b = _encoders.string(_InviteSent_role, "role", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        InviteAccepted: _encode_InviteAccepted,
+        InviteSent: _encode_InviteSent,
+    }
+)

@@ -3,10 +3,11 @@
 """Pug's well-known media events."""
 
 import datetime
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -129,3 +130,256 @@ class VideoStarted(PugEvent, kw_only=True, rename="camel"):
 
     KIND: ClassVar[str] = "video_started"
     video_id: str
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_AudioCompleted_audio_id: dict[str, bytes] = {}
+
+
+def _encode_AudioCompleted(e: AudioCompleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.audio_id
+    if type(v) is not str:
+        return None
+    b = _AudioCompleted_audio_id.get(v)
+    if b is None:
+        b = _encoders.string(_AudioCompleted_audio_id, "audioId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_AudioPause_audio_id: dict[str, bytes] = {}
+_AudioPause_position = _encoders.double_prefix("position")
+
+
+def _encode_AudioPause(e: AudioPause) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.audio_id
+    if type(v) is not str:
+        return None
+    b = _AudioPause_audio_id.get(v)
+    if b is None:
+        b = _encoders.string(_AudioPause_audio_id, "audioId", v)
+    out.append(b)
+    v = e.position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_AudioPause_position + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_AudioPlay_audio_id: dict[str, bytes] = {}
+_AudioPlay_position = _encoders.double_prefix("position")
+
+
+def _encode_AudioPlay(e: AudioPlay) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.audio_id
+    if type(v) is not str:
+        return None
+    b = _AudioPlay_audio_id.get(v)
+    if b is None:
+        b = _encoders.string(_AudioPlay_audio_id, "audioId", v)
+    out.append(b)
+    v = e.position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_AudioPlay_position + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_AudioSeeked_audio_id: dict[str, bytes] = {}
+_AudioSeeked_from_position = _encoders.double_prefix("fromPosition")
+_AudioSeeked_to_position = _encoders.double_prefix("toPosition")
+
+
+def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.audio_id
+    if type(v) is not str:
+        return None
+    b = _AudioSeeked_audio_id.get(v)
+    if b is None:
+        b = _encoders.string(_AudioSeeked_audio_id, "audioId", v)
+    out.append(b)
+    v = e.from_position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_AudioSeeked_from_position + _encoders.pack_double(s))
+    v = e.to_position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_AudioSeeked_to_position + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_AudioStarted_audio_id: dict[str, bytes] = {}
+
+
+def _encode_AudioStarted(e: AudioStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.audio_id
+    if type(v) is not str:
+        return None
+    b = _AudioStarted_audio_id.get(v)
+    if b is None:
+        b = _encoders.string(_AudioStarted_audio_id, "audioId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_VideoCompleted_video_id: dict[str, bytes] = {}
+
+
+def _encode_VideoCompleted(e: VideoCompleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.video_id
+    if type(v) is not str:
+        return None
+    b = _VideoCompleted_video_id.get(v)
+    if b is None:
+        b = _encoders.string(_VideoCompleted_video_id, "videoId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_VideoPause_video_id: dict[str, bytes] = {}
+_VideoPause_position = _encoders.double_prefix("position")
+
+
+def _encode_VideoPause(e: VideoPause) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.video_id
+    if type(v) is not str:
+        return None
+    b = _VideoPause_video_id.get(v)
+    if b is None:
+        b = _encoders.string(_VideoPause_video_id, "videoId", v)
+    out.append(b)
+    v = e.position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_VideoPause_position + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_VideoPlay_video_id: dict[str, bytes] = {}
+_VideoPlay_position = _encoders.double_prefix("position")
+
+
+def _encode_VideoPlay(e: VideoPlay) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.video_id
+    if type(v) is not str:
+        return None
+    b = _VideoPlay_video_id.get(v)
+    if b is None:
+        b = _encoders.string(_VideoPlay_video_id, "videoId", v)
+    out.append(b)
+    v = e.position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_VideoPlay_position + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_VideoSeeked_video_id: dict[str, bytes] = {}
+_VideoSeeked_from_position = _encoders.double_prefix("fromPosition")
+_VideoSeeked_to_position = _encoders.double_prefix("toPosition")
+
+
+def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.video_id
+    if type(v) is not str:
+        return None
+    b = _VideoSeeked_video_id.get(v)
+    if b is None:
+        b = _encoders.string(_VideoSeeked_video_id, "videoId", v)
+    out.append(b)
+    v = e.from_position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_VideoSeeked_from_position + _encoders.pack_double(s))
+    v = e.to_position
+    if v is not UNSET:
+        if type(v) is not datetime.timedelta:
+            return None
+        s = v.total_seconds()
+        if not (s >= 0.0):
+            return None
+        out.append(_VideoSeeked_to_position + _encoders.pack_double(s))
+    return b"".join(out)
+
+
+_VideoStarted_video_id: dict[str, bytes] = {}
+
+
+def _encode_VideoStarted(e: VideoStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.video_id
+    if type(v) is not str:
+        return None
+    b = _VideoStarted_video_id.get(v)
+    if b is None:
+        b = _encoders.string(_VideoStarted_video_id, "videoId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        AudioCompleted: _encode_AudioCompleted,
+        AudioPause: _encode_AudioPause,
+        AudioPlay: _encode_AudioPlay,
+        AudioSeeked: _encode_AudioSeeked,
+        AudioStarted: _encode_AudioStarted,
+        VideoCompleted: _encode_VideoCompleted,
+        VideoPause: _encode_VideoPause,
+        VideoPlay: _encode_VideoPlay,
+        VideoSeeked: _encode_VideoSeeked,
+        VideoStarted: _encode_VideoStarted,
+    }
+)

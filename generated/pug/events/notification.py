@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known notification events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -46,3 +47,92 @@ class NotificationReceived(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "notification_received"
     campaign_id: str
     notification_type: str | UnsetType = UNSET
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_NotificationClicked_campaign_id: dict[str, bytes] = {}
+_NotificationClicked_notification_type: dict[str, bytes] = {}
+
+
+def _encode_NotificationClicked(e: NotificationClicked) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.campaign_id
+    if type(v) is not str:
+        return None
+    b = _NotificationClicked_campaign_id.get(v)
+    if b is None:
+        b = _encoders.string(_NotificationClicked_campaign_id, "campaignId", v)
+    out.append(b)
+    v = e.notification_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _NotificationClicked_notification_type.get(v)
+        if b is None:
+            b = _encoders.string(_NotificationClicked_notification_type, "notificationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_NotificationDismissed_campaign_id: dict[str, bytes] = {}
+_NotificationDismissed_notification_type: dict[str, bytes] = {}
+
+
+def _encode_NotificationDismissed(e: NotificationDismissed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.campaign_id
+    if type(v) is not str:
+        return None
+    b = _NotificationDismissed_campaign_id.get(v)
+    if b is None:
+        b = _encoders.string(_NotificationDismissed_campaign_id, "campaignId", v)
+    out.append(b)
+    v = e.notification_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _NotificationDismissed_notification_type.get(v)
+        if b is None:
+            b = _encoders.string(_NotificationDismissed_notification_type, "notificationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_NotificationReceived_campaign_id: dict[str, bytes] = {}
+_NotificationReceived_notification_type: dict[str, bytes] = {}
+
+
+def _encode_NotificationReceived(e: NotificationReceived) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.campaign_id
+    if type(v) is not str:
+        return None
+    b = _NotificationReceived_campaign_id.get(v)
+    if b is None:
+        b = _encoders.string(_NotificationReceived_campaign_id, "campaignId", v)
+    out.append(b)
+    v = e.notification_type
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _NotificationReceived_notification_type.get(v)
+        if b is None:
+            b = _encoders.string(_NotificationReceived_notification_type, "notificationType", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        NotificationClicked: _encode_NotificationClicked,
+        NotificationDismissed: _encode_NotificationDismissed,
+        NotificationReceived: _encode_NotificationReceived,
+    }
+)

@@ -2,8 +2,9 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known social events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -18,3 +19,23 @@ class Share(PugEvent, kw_only=True):
     """
 
     KIND: ClassVar[str] = "share"
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+
+
+def _encode_Share(e: Share) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        Share: _encode_Share,
+    }
+)

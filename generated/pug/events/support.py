@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known support events."""
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -108,3 +109,246 @@ class SurveyStarted(PugEvent, kw_only=True, rename="camel"):
 
     KIND: ClassVar[str] = "survey_started"
     survey_id: str
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_FeedbackSubmitted_feedback_id: dict[str, bytes] = {}
+_FeedbackSubmitted_category: dict[str, bytes] = {}
+_FeedbackSubmitted_comment: dict[str, bytes] = {}
+
+
+def _encode_FeedbackSubmitted(e: FeedbackSubmitted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.feedback_id
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FeedbackSubmitted_feedback_id.get(v)
+        if b is None:
+            b = _encoders.string(_FeedbackSubmitted_feedback_id, "feedbackId", v)
+        out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FeedbackSubmitted_category.get(v)
+        if b is None:
+            b = _encoders.string(_FeedbackSubmitted_category, "category", v)
+        out.append(b)
+    v = e.comment
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _FeedbackSubmitted_comment.get(v)
+        if b is None:
+            b = _encoders.string(_FeedbackSubmitted_comment, "comment", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_HelpArticleViewed_article_id: dict[str, bytes] = {}
+_HelpArticleViewed_article_title: dict[str, bytes] = {}
+_HelpArticleViewed_category: dict[str, bytes] = {}
+
+
+def _encode_HelpArticleViewed(e: HelpArticleViewed) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.article_id
+    if type(v) is not str:
+        return None
+    b = _HelpArticleViewed_article_id.get(v)
+    if b is None:
+        b = _encoders.string(_HelpArticleViewed_article_id, "articleId", v)
+    out.append(b)
+    v = e.article_title
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _HelpArticleViewed_article_title.get(v)
+        if b is None:
+            b = _encoders.string(_HelpArticleViewed_article_title, "articleTitle", v)
+        out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _HelpArticleViewed_category.get(v)
+        if b is None:
+            b = _encoders.string(_HelpArticleViewed_category, "category", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_NpsSubmitted_score: dict[int, bytes] = {}
+_NpsSubmitted_comment: dict[str, bytes] = {}
+
+
+def _encode_NpsSubmitted(e: NpsSubmitted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.score
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _NpsSubmitted_score.get(v)
+        if b is None:
+            if not (0 <= v <= 10):
+                return None
+            b = _encoders.integer(_NpsSubmitted_score, "score", v)
+        out.append(b)
+    v = e.comment
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _NpsSubmitted_comment.get(v)
+        if b is None:
+            b = _encoders.string(_NpsSubmitted_comment, "comment", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SupportChatStarted_conversation_id: dict[str, bytes] = {}
+_SupportChatStarted_topic: dict[str, bytes] = {}
+
+
+def _encode_SupportChatStarted(e: SupportChatStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.conversation_id
+    if type(v) is not str:
+        return None
+    b = _SupportChatStarted_conversation_id.get(v)
+    if b is None:
+        b = _encoders.string(_SupportChatStarted_conversation_id, "conversationId", v)
+    out.append(b)
+    v = e.topic
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SupportChatStarted_topic.get(v)
+        if b is None:
+            b = _encoders.string(_SupportChatStarted_topic, "topic", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SupportTicketCreated_ticket_id: dict[str, bytes] = {}
+_SupportTicketCreated_category: dict[str, bytes] = {}
+_SupportTicketCreated_priority: dict[str, bytes] = {}
+
+
+def _encode_SupportTicketCreated(e: SupportTicketCreated) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.ticket_id
+    if type(v) is not str:
+        return None
+    b = _SupportTicketCreated_ticket_id.get(v)
+    if b is None:
+        b = _encoders.string(_SupportTicketCreated_ticket_id, "ticketId", v)
+    out.append(b)
+    v = e.category
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SupportTicketCreated_category.get(v)
+        if b is None:
+            b = _encoders.string(_SupportTicketCreated_category, "category", v)
+        out.append(b)
+    v = e.priority
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SupportTicketCreated_priority.get(v)
+        if b is None:
+            b = _encoders.string(_SupportTicketCreated_priority, "priority", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SupportTicketResolved_ticket_id: dict[str, bytes] = {}
+_SupportTicketResolved_resolution: dict[str, bytes] = {}
+
+
+def _encode_SupportTicketResolved(e: SupportTicketResolved) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.ticket_id
+    if type(v) is not str:
+        return None
+    b = _SupportTicketResolved_ticket_id.get(v)
+    if b is None:
+        b = _encoders.string(_SupportTicketResolved_ticket_id, "ticketId", v)
+    out.append(b)
+    v = e.resolution
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _SupportTicketResolved_resolution.get(v)
+        if b is None:
+            b = _encoders.string(_SupportTicketResolved_resolution, "resolution", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SurveyCompleted_survey_id: dict[str, bytes] = {}
+_SurveyCompleted_question_count: dict[int, bytes] = {}
+
+
+def _encode_SurveyCompleted(e: SurveyCompleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.survey_id
+    if type(v) is not str:
+        return None
+    b = _SurveyCompleted_survey_id.get(v)
+    if b is None:
+        b = _encoders.string(_SurveyCompleted_survey_id, "surveyId", v)
+    out.append(b)
+    v = e.question_count
+    if v is not UNSET:
+        if type(v) is not int:
+            return None
+        b = _SurveyCompleted_question_count.get(v)
+        if b is None:
+            if not (0 <= v <= 2147483647):
+                return None
+            b = _encoders.integer(_SurveyCompleted_question_count, "questionCount", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_SurveyStarted_survey_id: dict[str, bytes] = {}
+
+
+def _encode_SurveyStarted(e: SurveyStarted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.survey_id
+    if type(v) is not str:
+        return None
+    b = _SurveyStarted_survey_id.get(v)
+    if b is None:
+        b = _encoders.string(_SurveyStarted_survey_id, "surveyId", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        FeedbackSubmitted: _encode_FeedbackSubmitted,
+        HelpArticleViewed: _encode_HelpArticleViewed,
+        NpsSubmitted: _encode_NpsSubmitted,
+        SupportChatStarted: _encode_SupportChatStarted,
+        SupportTicketCreated: _encode_SupportTicketCreated,
+        SupportTicketResolved: _encode_SupportTicketResolved,
+        SurveyCompleted: _encode_SurveyCompleted,
+        SurveyStarted: _encode_SurveyStarted,
+    }
+)

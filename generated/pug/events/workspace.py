@@ -2,10 +2,11 @@
 # Regenerate with `just generate` (python -m pug_codegen sdk).
 """Pug's well-known workspace events."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
+from pug import encoders as _encoders
 from pug.event import PugEvent
 
 __all__ = [
@@ -72,3 +73,159 @@ class WorkspaceSettingsUpdated(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "workspace_settings_updated"
     workspace_id: str
     setting: str
+
+
+# Wire encoders: each event's custom_properties, checked and written field by field, the
+# constant parts encoded once. None means "take the checked path", which names the rule
+# a value breaks; see pug.encoders.
+
+
+_WorkspaceCreated_workspace_id: dict[str, bytes] = {}
+_WorkspaceCreated_workspace_name: dict[str, bytes] = {}
+
+
+def _encode_WorkspaceCreated(e: WorkspaceCreated) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.workspace_id
+    if type(v) is not str:
+        return None
+    b = _WorkspaceCreated_workspace_id.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceCreated_workspace_id, "workspaceId", v)
+    out.append(b)
+    v = e.workspace_name
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _WorkspaceCreated_workspace_name.get(v)
+        if b is None:
+            b = _encoders.string(_WorkspaceCreated_workspace_name, "workspaceName", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_WorkspaceDeleted_workspace_id: dict[str, bytes] = {}
+_WorkspaceDeleted_reason: dict[str, bytes] = {}
+
+
+def _encode_WorkspaceDeleted(e: WorkspaceDeleted) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.workspace_id
+    if type(v) is not str:
+        return None
+    b = _WorkspaceDeleted_workspace_id.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceDeleted_workspace_id, "workspaceId", v)
+    out.append(b)
+    v = e.reason
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _WorkspaceDeleted_reason.get(v)
+        if b is None:
+            b = _encoders.string(_WorkspaceDeleted_reason, "reason", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_WorkspaceJoined_workspace_id: dict[str, bytes] = {}
+_WorkspaceJoined_role: dict[str, bytes] = {}
+
+
+def _encode_WorkspaceJoined(e: WorkspaceJoined) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.workspace_id
+    if type(v) is not str:
+        return None
+    b = _WorkspaceJoined_workspace_id.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceJoined_workspace_id, "workspaceId", v)
+    out.append(b)
+    v = e.role
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _WorkspaceJoined_role.get(v)
+        if b is None:
+            b = _encoders.string(_WorkspaceJoined_role, "role", v)
+        out.append(b)
+    return b"".join(out)
+
+
+_WorkspaceRoleChanged_workspace_id: dict[str, bytes] = {}
+_WorkspaceRoleChanged_member_id: dict[str, bytes] = {}
+_WorkspaceRoleChanged_previous_role: dict[str, bytes] = {}
+_WorkspaceRoleChanged_new_role: dict[str, bytes] = {}
+
+
+def _encode_WorkspaceRoleChanged(e: WorkspaceRoleChanged) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.workspace_id
+    if type(v) is not str:
+        return None
+    b = _WorkspaceRoleChanged_workspace_id.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceRoleChanged_workspace_id, "workspaceId", v)
+    out.append(b)
+    v = e.member_id
+    if type(v) is not str:
+        return None
+    b = _WorkspaceRoleChanged_member_id.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceRoleChanged_member_id, "memberId", v)
+    out.append(b)
+    v = e.previous_role
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        b = _WorkspaceRoleChanged_previous_role.get(v)
+        if b is None:
+            b = _encoders.string(_WorkspaceRoleChanged_previous_role, "previousRole", v)
+        out.append(b)
+    v = e.new_role
+    if type(v) is not str:
+        return None
+    b = _WorkspaceRoleChanged_new_role.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceRoleChanged_new_role, "newRole", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_WorkspaceSettingsUpdated_workspace_id: dict[str, bytes] = {}
+_WorkspaceSettingsUpdated_setting: dict[str, bytes] = {}
+
+
+def _encode_WorkspaceSettingsUpdated(e: WorkspaceSettingsUpdated) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.workspace_id
+    if type(v) is not str:
+        return None
+    b = _WorkspaceSettingsUpdated_workspace_id.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceSettingsUpdated_workspace_id, "workspaceId", v)
+    out.append(b)
+    v = e.setting
+    if type(v) is not str:
+        return None
+    b = _WorkspaceSettingsUpdated_setting.get(v)
+    if b is None:
+        b = _encoders.string(_WorkspaceSettingsUpdated_setting, "setting", v)
+    out.append(b)
+    return b"".join(out)
+
+
+_encoders.register(
+    {
+        WorkspaceCreated: _encode_WorkspaceCreated,
+        WorkspaceDeleted: _encode_WorkspaceDeleted,
+        WorkspaceJoined: _encode_WorkspaceJoined,
+        WorkspaceRoleChanged: _encode_WorkspaceRoleChanged,
+        WorkspaceSettingsUpdated: _encode_WorkspaceSettingsUpdated,
+    }
+)

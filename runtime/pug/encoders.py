@@ -1,0 +1,85 @@
+"""What the generated typed-event encoders build on, and where they are registered.
+
+`pug-codegen` writes, beside each event Struct, a function that checks every field of an
+instance against its catalog rules and writes its `custom_properties` entries directly,
+with the constant parts (key, tags, lengths) encoded once at import. It returns None for
+anything it is not certain about (a wrong type, a broken rule, a str subclass); the
+checked path in `pug.properties` then takes the event and names the broken rule. So the
+generated code only has to be right about what it accepts, and tests hold it to
+producing exactly the checked path's bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from pug import wire
+from pug.event import PugEvent, Variant
+
+__all__ = [
+    "ENCODERS",
+    "EXACT_INT",
+    "UTC",
+    "bool_entries",
+    "double_prefix",
+    "integer",
+    "pack_double",
+    "register",
+    "string",
+    "timestamp",
+]
+
+Encoder = Callable[[Any], "bytes | None"]
+ENCODERS: dict[type[PugEvent], Encoder] = {}
+
+UTC = datetime.UTC
+# Ints given for a double field are taken on the fast path while a double holds them exactly.
+EXACT_INT = 2**53
+pack_double = struct.Struct("<d").pack
+# Each field keeps the entries of at most this many distinct values (then starts again).
+_CACHE_LIMIT = 256
+_LONG = 64  # longer strings are not kept: they rarely repeat
+
+
+def register(encoders: dict[type[PugEvent], Encoder]) -> None:
+    """Make `encoders` the fast path of their classes (called by generated modules)."""
+    ENCODERS.update(encoders)
+
+
+def double_prefix(name: str) -> bytes:
+    """The entry of a double property `name`, all but its 8 value bytes."""
+    return wire.entry(wire.CUSTOM, name, Variant.DOUBLE, 0.0)[:-8]
+
+
+def bool_entries(name: str) -> tuple[bytes, bytes]:
+    """The entries of a bool property `name`: (False, True)."""
+    return (
+        wire.entry(wire.CUSTOM, name, Variant.BOOL, False),
+        wire.entry(wire.CUSTOM, name, Variant.BOOL, True),
+    )
+
+
+def _keep(cache: dict[Any, bytes], value: object, encoded: bytes) -> bytes:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[value] = encoded
+    return encoded
+
+
+def string(cache: dict[str, bytes], name: str, value: str) -> bytes:
+    """The entry of a checked string value, remembered in `cache` unless long."""
+    encoded = wire.entry(wire.CUSTOM, name, Variant.STRING, value)
+    return encoded if len(value) > _LONG else _keep(cache, value, encoded)
+
+
+def integer(cache: dict[int, bytes], name: str, value: int) -> bytes:
+    """The entry of a checked int value, remembered in `cache`."""
+    return _keep(cache, value, wire.entry(wire.CUSTOM, name, Variant.INT, value))
+
+
+def timestamp(name: str, value: datetime.datetime) -> bytes:
+    """The entry of a datetime value (naive is taken as UTC)."""
+    return wire.entry(wire.CUSTOM, name, Variant.TIMESTAMP, value)

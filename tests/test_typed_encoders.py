@@ -1,0 +1,210 @@
+"""The generated typed-event encoders against the checked path they shortcut.
+
+Each generated encoder must, for any instance, either give up (None) or write exactly
+the bytes of the checked path (msgspec validation, then the generic encoder); it must
+never accept what the checked path rejects. Hypothesis builds instances of every
+well-known event and of a user catalog's events, valid and invalid, field by field from
+the class's own types and rules.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+import pug.events  # noqa: F401  (registers the well-known events and their encoders)
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pug import properties
+from pug.encoders import ENCODERS
+from pug.errors import PugValidationError
+from pug.event import PugEvent, registered_events
+from pug_codegen.cli import main
+
+from tests.test_codegen import PLAN, load_module, write
+
+WELL_KNOWN = sorted(
+    (cls for cls in registered_events().values() if cls.__module__.startswith("pug.events.")),
+    key=lambda cls: cls.__name__,
+)
+
+
+class Text(str):
+    """A str subclass: valid for msgspec, left to the checked path by the fast one."""
+
+
+_ODD: list[object] = [None, True, False, 0, -1, 2**53 + 1, 2**63, -(2**70), 0.0, -0.0, 1.5,
+                      math.nan, math.inf, -math.inf, "", "x", Text("USD"), b"b", [1], {"a": 1},
+                      datetime.timedelta(seconds=-1), datetime.datetime(2026, 1, 1)]  # fmt: skip
+
+_NAIVE = st.datetimes(min_value=datetime.datetime(1971, 1, 1))
+_AWARE = st.datetimes(
+    min_value=datetime.datetime(1971, 1, 1),
+    timezones=st.sampled_from([datetime.UTC, datetime.timezone(datetime.timedelta(hours=2))]),
+)
+
+
+def _number(info: Any) -> st.SearchStrategy[Any]:
+    limits = [getattr(info, k) for k in ("gt", "ge", "lt", "le") if getattr(info, k) is not None]
+    near = [x + d for x in limits for d in (-1, 0, 1)]
+    return st.sampled_from(near or [0]) | st.integers(-(2**64), 2**64)
+
+
+def _values(t: Any) -> st.SearchStrategy[Any]:
+    """Values for a field of msgspec type `t`: mostly fitting, sometimes at or past a
+    rule's edge, sometimes of another type altogether."""
+    if isinstance(t, mi.Metadata):
+        t = t.type
+    if isinstance(t, mi.StrType):
+        fitting = st.text(max_size=80) | st.text(alphabet="ABCDEFGHXYZ", max_size=5)
+        if t.max_length is not None:
+            fitting |= st.text(min_size=t.max_length, max_size=t.max_length + 1)
+        fitting |= st.text(min_size=1000, max_size=1100)
+    elif isinstance(t, mi.LiteralType):
+        fitting = st.sampled_from(t.values)
+    elif isinstance(t, mi.IntType):
+        fitting = _number(t)
+    elif isinstance(t, mi.FloatType):
+        fitting = st.floats() | _number(t).map(float) | _number(t)
+    elif isinstance(t, mi.BoolType):
+        fitting = st.booleans()
+    elif isinstance(t, mi.DateTimeType):
+        fitting = _NAIVE | _AWARE
+    elif isinstance(t, mi.TimeDeltaType):
+        fitting = st.timedeltas(
+            min_value=datetime.timedelta(days=-1000), max_value=datetime.timedelta(days=1000)
+        ) | st.sampled_from([datetime.timedelta(0), datetime.timedelta(microseconds=1)])
+    else:  # a new kind of field: this test must learn it
+        raise AssertionError(f"no strategy for {t!r}")
+    return st.one_of(fitting, fitting, fitting, st.sampled_from(_ODD))
+
+
+def _instances(cls: type[PugEvent]) -> st.SearchStrategy[PugEvent]:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    fields = {}
+    for f in info.fields:
+        values = _values(f.type)
+        fields[f.name] = values if f.required else st.one_of(st.just(msgspec.UNSET), values)
+    # msgspec Structs do not check types at construction: any value can be set.
+    return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
+
+
+def _checked(event: PugEvent) -> bytes | None:
+    try:
+        return properties.encode_typed_checked(event)[1]
+    except PugValidationError:
+        return None
+
+
+def assert_agrees(event: PugEvent) -> bool:
+    """The generated encoder gives up or writes what the checked path writes; returns
+    whether it answered."""
+    fast = ENCODERS[type(event)](event)
+    if fast is not None:
+        assert _checked(event) == fast, repr(event)
+    return fast is not None
+
+
+def test_every_well_known_event_has_a_generated_encoder() -> None:
+    assert len(WELL_KNOWN) == 114
+    assert [c for c in WELL_KNOWN if c not in ENCODERS] == []
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(WELL_KNOWN).flatmap(_instances))
+def test_generated_encoders_agree_with_the_checked_path(event: PugEvent) -> None:
+    assert_agrees(event)
+
+
+@pytest.fixture(scope="module")
+def user_events(tmp_path_factory: pytest.TempPathFactory) -> list[type[PugEvent]]:
+    tmp = tmp_path_factory.mktemp("catalog")
+    out = tmp / "encoded_events.py"
+    assert main(["events", "--catalog", str(write(tmp, PLAN)), "--out", str(out)]) == 0
+    module = load_module(out, "encoded_events")
+    return list(module.EVENTS.values())
+
+
+def test_user_catalog_encoders_agree_with_the_checked_path(
+    user_events: list[type[PugEvent]],
+) -> None:
+    # Timestamps, durations with bounds and enums: kinds the well-known events barely use.
+    @settings(max_examples=1500, deadline=None)
+    @given(st.sampled_from(user_events).flatmap(_instances))
+    def check(event: PugEvent) -> None:
+        assert_agrees(event)
+
+    check()
+
+
+def test_user_catalog_classes_have_generated_encoders(user_events: list[type[PugEvent]]) -> None:
+    assert all(cls in ENCODERS for cls in user_events)
+
+
+def _purchase() -> PugEvent:
+    from pug.events import Purchase
+
+    return Purchase(product_id="p1", amount=49.0, currency="USD", quantity=3)
+
+
+@pytest.mark.parametrize(
+    ("change", "answered"),
+    [
+        (lambda e: e, True),
+        (lambda e: msgspec.structs.replace(e, amount=49), True),  # an int for a double
+        (lambda e: msgspec.structs.replace(e, amount=-1.0), False),  # gt 0
+        (lambda e: msgspec.structs.replace(e, amount=math.nan), False),
+        (lambda e: msgspec.structs.replace(e, currency="usd"), False),  # pattern
+        (lambda e: msgspec.structs.replace(e, currency=Text("USD")), False),  # a subclass
+        (lambda e: msgspec.structs.replace(e, quantity=True), False),  # bool is not an int
+        (lambda e: msgspec.structs.replace(e, quantity=2**31), False),  # le 2147483647
+        (lambda e: msgspec.structs.replace(e, product_id=None), False),
+    ],
+)
+def test_the_fast_path_answers_valid_events_and_leaves_the_rest(
+    change: Callable[[PugEvent], PugEvent], answered: bool
+) -> None:
+    event = change(_purchase())
+    assert assert_agrees(event) is answered
+    # Whatever the path, encode_typed gives the checked path's answer.
+    expected = _checked(event)
+    if expected is None:
+        with pytest.raises(PugValidationError):
+            properties.encode_typed(event)
+    else:
+        assert properties.encode_typed(event) == ("purchase", expected)
+
+
+def test_a_cached_value_is_not_taken_for_an_equal_one_of_another_type() -> None:
+    from pug.events import Purchase
+
+    ok = Purchase(quantity=1)
+    assert assert_agrees(ok)
+    # True == 1 and hashes alike: it must not hit the entry cached for 1.
+    assert ENCODERS[Purchase](Purchase(quantity=True)) is None
+
+
+def test_the_fast_path_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pug.events import commerce
+
+    for i in range(1000):
+        assert ENCODERS[commerce.Purchase](commerce.Purchase(order_id=f"o{i}")) is not None
+    assert 0 < len(commerce._Purchase_order_id) <= 256
+
+
+def test_generated_module_source_is_importable_alone(tmp_path: Path) -> None:
+    # The encoders need only pug.encoders and msgspec at import: no generator at run time.
+    out = tmp_path / "alone.py"
+    plan = write(tmp_path, "events:\n  solo.thing:\n    properties:\n      n: int32\n")
+    assert main(["events", "--catalog", str(plan), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "pug_codegen" not in text.split('"""', 2)[2]
+    module = load_module(out, "alone_events")
+    assert ENCODERS[module.SoloThing](module.SoloThing(n=5)) is not None
