@@ -570,9 +570,12 @@ def test_track_racing_close_never_strands_an_event(
 
 
 def child_report(pug: Pug, transport: InMemoryTransport) -> dict[str, Any]:
-    """Run in the forked child: track 5 events with the inherited client, flush, report."""
+    """Run in the forked child: track 6 events with the inherited client, flush, report."""
     for i in range(5):
         pug.track("child_user", f"rel.child.{i}")
+    # A pair the parent tracked before the fork: what the parent encoded for it (its
+    # session id) must not be reused.
+    pug.track("parent_user", "rel.parent.0")
     flushed = pug.flush(5)
     events = transport.events()
     return {
@@ -615,10 +618,10 @@ def test_forked_child_sends_only_its_own_events(make_pug: MakePug) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     child = json.loads(output)
 
-    # The child delivered its own 5 events, none of the parent's 10.
+    # The child delivered its own 6 events, none of the parent's 10.
     assert child["flushed"] is True
-    assert child["kinds"] == [f"rel.child.{i}" for i in range(5)]
-    assert len(set(child["ids"])) == 5
+    assert child["kinds"] == [f"rel.child.{i}" for i in range(5)] + ["rel.parent.0"]
+    assert len(set(child["ids"])) == 6
     assert child["sessions"] == [child["session_id"]]
     assert child["session_id"] != pug.session_id
 

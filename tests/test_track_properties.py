@@ -25,14 +25,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from protoc_helpers import GoogleMessages
 from pug import AsyncPug, BatchConfig, Pug, PugValidationError
-from pug.event import registered_events
+from pug.event import PugEvent, registered_events
 from pug.events import FeatureUsed
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
@@ -536,6 +536,28 @@ def test_feature_used_as_dict_is_typed(
         "featureName": ("string_value", "x"),
         "extra": ("int_value", 1),
     }
+
+
+def test_a_kind_sent_as_custom_is_checked_once_a_catalog_defines_it(
+    client: Pug, transport: InMemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.track("u", "late.defined", {"note": "x"})
+    assert client.flush(5)
+    assert len(transport.requests) == 1
+
+    class LateDefined(PugEvent, kw_only=True):
+        KIND: ClassVar[str] = "late.defined"
+        late_id: str
+
+    # The same call now takes the typed way: its missing field drops it.
+    with caplog.at_level(logging.WARNING, logger="pug"):
+        client.track("u", "late.defined", {"note": "x"})
+        assert client.flush(5)
+    assert warnings_of(caplog) == [
+        "invalid event dropped: LateDefined (kind 'late.defined'): "
+        "field 'late_id' is required but missing"
+    ]
+    assert len(transport.requests) == 1
 
 
 # Run in a fresh interpreter: nothing but `pug` imported, as in the README's quick start.

@@ -274,7 +274,9 @@ def test_tracked_events_and_identify_arrive_field_by_field(
     other_session = "0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01"
     signed_up_at = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
     occurred = datetime.datetime(2024, 5, 6, 7, 9, 0, 654321, tzinfo=UTC)
-    before = datetime.datetime.now(UTC)
+    # Events are stamped to the millisecond, like the official SDKs (WIRE.md).
+    now = datetime.datetime.now(UTC)
+    before = now.replace(microsecond=now.microsecond // 1000 * 1000)
 
     client.track("user_1", Purchase(product_id="p1", amount=49.0, currency="USD", quantity=2))
     client.track(

@@ -379,7 +379,9 @@ def test_event_fields(
     assert event.distinct_id == "user_1"
     assert event.kind == "kind.x"
     occur_ns = event.occur_time.seconds * 1_000_000_000 + event.occur_time.nanos
-    assert before <= occur_ns <= after
+    # "Now" is stamped to the millisecond, like the official SDKs (WIRE.md).
+    assert event.occur_time.nanos % 1_000_000 == 0
+    assert before // 1_000_000 * 1_000_000 <= occur_ns <= after
     assert event.session_id == client.session_id
     assert uuid.UUID(client.session_id).version == 7
     assert google_map(event.auto_properties) == {

@@ -25,11 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pug import ids, properties, wire
+from pug import ids, wire
+from pug import properties as prop_values
 from pug._version import __version__
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, BatchConfig, RetryPolicy
+from pug.encoders import ENCODERS
 from pug.errors import PugError, PugValidationError
-from pug.event import PugEvent, WireProperties, event_class
+from pug.event import REGISTRY, PugEvent, WireProperties, event_class
 from pug.transport import BATCH_CREATE, IDENTIFY, Transport
 
 logger = logging.getLogger("pug")
@@ -39,6 +41,8 @@ AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": __version__, "$platform"
 _KIND = re.compile(r"[a-zA-Z0-9_.-]+")
 # A request carries the events plus a few bytes of framing each.
 _MAX_EVENT_BYTES = MAX_REQUEST_BYTES - 16
+# Distinct ids whose encoded heads a client keeps (then it starts again).
+_HEADS_HELD = 4096
 # At most this many items dropped for a full queue wait for on_error at once (~2 MB).
 _OVERFLOW_HELD = 10_000
 
@@ -116,7 +120,6 @@ class Core:
         self.strict = strict
         self.session_id = ids.uuid7(time.time_ns() // 1_000_000)
         self._auto = wire.auto_properties(AUTO_PROPERTIES)
-        self._kinds: set[str] = set()
         self._reset_state()
         _LIVE.add(self)
 
@@ -134,6 +137,12 @@ class Core:
         self._flush_requested = False
         self._closed = False
         self._worker: _Worker | None = None
+        self._running = False  # a worker is running and the client is open
+        # Encoded heads by distinct id then kind (see _plain_event); the session id is in
+        # them, so a forked child starts again.
+        self._custom_heads: dict[str, dict[str, bytes]] = {}
+        self._typed_heads: dict[str, dict[str, bytes]] = {}
+        self._registry_size = -1
 
     # ---- the caller's side -------------------------------------------------------------
 
@@ -141,12 +150,16 @@ class Core:
         self,
         distinct_id: str,
         event: PugEvent | str,
-        props: Mapping[Any, Any] | None,
-        timestamp: datetime.datetime | None,
-        session_id: str | None,
+        properties: Mapping[Any, Any] | None = None,
+        *,
+        timestamp: datetime.datetime | None = None,
+        session_id: str | None = None,
     ) -> None:
         try:
-            body = self._encode_event(distinct_id, event, props, timestamp, session_id)
+            if timestamp is None and session_id is None and self.before_send is None:
+                body = self._plain_event(distinct_id, event, properties)
+            else:
+                body = self._encode_event(distinct_id, event, properties, timestamp, session_id)
         except PugValidationError as exc:
             self._reject(exc)
             return
@@ -155,7 +168,51 @@ class Core:
             self._count_invalid()
             return
         if body is not None:
-            self._enqueue(body)
+            self._enqueue_event(body)
+
+    def _plain_event(
+        self, distinct_id: str, event: PugEvent | str, properties: Mapping[Any, Any] | None
+    ) -> bytes | None:
+        """The common call, with no timestamp, session id or before_send: what repeats from
+        call to call (the distinct id and kind, checked, with the client's constant fields)
+        is looked up as one encoded head; anything unusual takes `_encode_event`."""
+        if type(event) is str:
+            heads = self._custom_heads
+            if len(REGISTRY) != self._registry_size:
+                # A catalog was imported: a kind sent as custom until now may be typed.
+                heads.clear()
+                self._registry_size = len(REGISTRY)
+            kind = event
+            custom = None
+        else:
+            fast = ENCODERS.get(type(event))  # type: ignore[arg-type]
+            custom = fast(event) if fast is not None and not properties else None
+            if custom is None:  # no generated encoder, extra properties, or a broken rule
+                return self._encode_event(distinct_id, event, properties, None, None)
+            heads = self._typed_heads
+            kind = event.KIND  # type: ignore[union-attr]
+        by_kind = heads.get(distinct_id) if type(distinct_id) is str else None
+        head = by_kind.get(kind) if by_kind is not None else None
+        if head is None:
+            if custom is None and event_class(kind) is not None:  # a typed kind, as a string
+                return self._encode_event(distinct_id, event, properties, None, None)
+            head = self._new_head(heads, distinct_id, kind)
+        if custom is None:
+            custom = prop_values.encode_custom(properties)
+        body = wire.event_now(head, custom)
+        if len(body) > _MAX_EVENT_BYTES:
+            raise _too_large(kind, body)
+        return body
+
+    def _new_head(self, heads: dict[str, dict[str, bytes]], distinct_id: str, kind: str) -> bytes:
+        """Check a (distinct id, kind) pair and remember its encoded head (bounded)."""
+        check_distinct_id(distinct_id, "distinct_id")
+        check_kind(kind)
+        head = wire.head(distinct_id, kind, self.session_id, self._auto)
+        if len(heads) >= _HEADS_HELD:
+            heads.clear()
+        heads.setdefault(distinct_id, {})[kind] = head
+        return head
 
     def _encode_event(
         self,
@@ -165,32 +222,18 @@ class Core:
         timestamp: datetime.datetime | None,
         session_id: str | None,
     ) -> bytes | None:
+        """Any track() call: typed events given with extra properties, kind strings that
+        name typed events, explicit timestamps and session ids, before_send."""
         # A closed client is checked when enqueueing, under the lock (close() may race).
         check_distinct_id(distinct_id, "distinct_id")
-        wired: WireProperties | None = None
-        if self.before_send is not None:
-            kind, wired = properties.event_wire(event, props)
-            custom = b""
-        elif type(event) is str and event_class(event) is None:
-            # The common cases, a custom event or a typed one: check, map and encode in one pass.
-            kind, custom = event, properties.encode_custom(props)
-        elif isinstance(event, PugEvent) and not props:
-            kind, custom = properties.encode_typed(event)
-        else:
-            kind, wired = properties.event_wire(event, props)
-            custom = b""
-        if kind not in self._kinds:
-            if not _KIND.fullmatch(kind):
-                raise PugValidationError(f"kind {kind!r} must match ^[a-zA-Z0-9_.-]+$")
-            if len(self._kinds) < 4096:
-                self._kinds.add(kind)
+        kind, wired = prop_values.event_wire(event, props)
+        check_kind(kind)
         if session_id is None:
             session_id = self.session_id
         elif not ids.is_uuid(session_id):
             raise PugValidationError("session_id must be a UUID string", field="session_id")
         if timestamp is None:
-            ns = time.time_ns()
-            seconds, nanos = divmod(ns, 1_000_000_000)
+            seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
         elif isinstance(timestamp, datetime.datetime):
             seconds, nanos = wire.datetime_parts(timestamp)
         else:
@@ -200,23 +243,16 @@ class Core:
             )
         event_id = ids.uuid7(seconds * 1000 + nanos // 1_000_000)
         if self.before_send is not None:
-            assert wired is not None
             hooked = self._before_send(
                 event_id, kind, distinct_id, session_id, seconds, nanos, wired
             )
             if hooked is None:
                 return None
             kind, distinct_id, session_id, wired = hooked
-        if wired is not None:
-            custom = wire.custom_field(wired)
-        body = wire.event(
-            event_id, distinct_id, kind, seconds, nanos, session_id, custom, self._auto
-        )
+        head = wire.head(distinct_id, kind, session_id, self._auto)
+        body = wire.event(event_id, seconds, nanos, head, wire.custom_field(wired))
         if len(body) > _MAX_EVENT_BYTES:
-            raise PugValidationError(
-                f"event {kind!r} encodes to {len(body)} bytes, over the "
-                f"{_MAX_EVENT_BYTES}-byte limit of one request"
-            )
+            raise _too_large(kind, body)
         return body
 
     def _before_send(
@@ -243,8 +279,7 @@ class Core:
         if result is None:
             return None
         check_distinct_id(result.distinct_id, "distinct_id")
-        if not _KIND.fullmatch(result.kind):
-            raise PugValidationError(f"kind {result.kind!r} must match ^[a-zA-Z0-9_.-]+$")
+        check_kind(result.kind)
         # Keep the declared variant of values the hook left alone (a double stays a double).
         out: WireProperties = {}
         for key, value in result.properties.items():
@@ -252,7 +287,7 @@ class Core:
             if before is not None and before[1] is value:
                 out[key] = before
             else:
-                out.update(properties.custom_properties({key: value}))
+                out.update(prop_values.custom_properties({key: value}))
         return result.kind, result.distinct_id, session_id, out
 
     def identify(
@@ -287,7 +322,7 @@ class Core:
                 raise PugValidationError("traits must be a mapping", field="traits")
             body = wire.identify(
                 external_id=external_id,
-                traits=properties.traits(traits) if traits is not None else None,
+                traits=prop_values.traits(traits) if traits is not None else None,
                 anonymous_id=anonymous_id,
                 device_id=device_id,
             )
@@ -312,6 +347,30 @@ class Core:
     def _count_invalid(self) -> None:
         with self._lock:
             self._stats.dropped_invalid += 1
+
+    def _enqueue_event(self, body: bytes) -> None:
+        """Queue an event: `_enqueue`'s common case (a running client with room left) in
+        few steps, and `_enqueue` for everything else."""
+        batch = self.batch
+        with self._lock:
+            queue = self._queue
+            common = (
+                self._running
+                and len(queue) < batch.max_queue_size
+                and self._queue_bytes + len(body) <= batch.max_queue_bytes
+            )
+            if common:
+                if not queue:
+                    self._first_at = time.monotonic()
+                queue.append(body)
+                self._queue_bytes += len(body)
+                self._stats.enqueued += 1
+                wake = len(queue) == batch.max_size
+                worker = self._worker
+        if not common:
+            self._enqueue(body)
+        elif wake:
+            worker.wake()  # type: ignore[union-attr]
 
     def _enqueue(self, item: _Item) -> None:
         is_identify = type(item) is _Identify
@@ -383,6 +442,7 @@ class Core:
         with self._lock:
             if self._worker is None and not self._closed:
                 self._worker = _Worker(self)
+                self._running = True
             return self._worker
 
     # ---- flush, close, stats --------------------------------------------------------
@@ -415,6 +475,7 @@ class Core:
             if self._closed:
                 return
             self._closed = True
+            self._running = False
             worker = self._worker
         if worker is not None:
             worker.stop(timeout)
@@ -730,6 +791,19 @@ class _Worker:
             except TimeoutError:
                 return
             self.core._drain_overflow()
+
+
+def check_kind(kind: str) -> None:
+    """The contract's rule for Event.kind."""
+    if not _KIND.fullmatch(kind):
+        raise PugValidationError(f"kind {kind!r} must match ^[a-zA-Z0-9_.-]+$")
+
+
+def _too_large(kind: str, body: bytes) -> PugValidationError:
+    return PugValidationError(
+        f"event {kind!r} encodes to {len(body)} bytes, over the "
+        f"{_MAX_EVENT_BYTES}-byte limit of one request"
+    )
 
 
 def check_distinct_id(value: object, name: str) -> None:

@@ -79,6 +79,8 @@ class _Client:
             before_send=before_send,
             strict=strict,
         )
+        # The hot path: calls go straight to the core (the method below is its documentation).
+        self.track = self._core.track  # type: ignore[method-assign]
 
     def track(
         self,
@@ -92,7 +94,7 @@ class _Client:
         """Queue one event; returns at once and never raises (unless `strict=True` and the
         event is invalid). `event` is a typed event or a kind string; `properties` are
         extra properties. Invalid input is logged on the `pug` logger and dropped alone."""
-        self._core.track(distinct_id, event, properties, timestamp, session_id)
+        self._core.track(distinct_id, event, properties, timestamp=timestamp, session_id=session_id)
 
     @property
     def session_id(self) -> str:

@@ -46,7 +46,8 @@ class Variant(IntEnum):
 WireValue: TypeAlias = tuple[Variant, str | int | float | bool | datetime.datetime]
 WireProperties: TypeAlias = dict[str, WireValue]
 
-_REGISTRY: dict[str, type[PugEvent]] = {}
+# Kind → class of every registered typed event (read-only outside this module).
+REGISTRY: dict[str, type[PugEvent]] = {}
 
 
 class PugEvent(msgspec.Struct, kw_only=True, omit_defaults=True, repr_omit_defaults=True):
@@ -62,16 +63,16 @@ class PugEvent(msgspec.Struct, kw_only=True, omit_defaults=True, repr_omit_defau
         super().__init_subclass__(**kwargs)
         kind = cls.__dict__.get("KIND")
         if isinstance(kind, str):
-            _REGISTRY[kind] = cls
+            REGISTRY[kind] = cls
 
 
 def event_class(kind: str) -> type[PugEvent] | None:
     """The typed event class registered for `kind`: Pug's well-known events, and those of
     any catalog module that has been imported."""
-    cls = _REGISTRY.get(kind)
+    cls = REGISTRY.get(kind)
     if cls is None and not _well_known_loaded:
         _load_well_known()
-        cls = _REGISTRY.get(kind)
+        cls = REGISTRY.get(kind)
     return cls
 
 
@@ -91,7 +92,7 @@ def _load_well_known() -> None:
 
 def registered_events() -> dict[str, type[PugEvent]]:
     """Every registered kind and its class (well-known events and imported catalogs)."""
-    return dict(_REGISTRY)
+    return dict(REGISTRY)
 
 
 class _Field(msgspec.Struct, frozen=True):

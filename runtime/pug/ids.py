@@ -8,27 +8,34 @@ import re
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # The random module reseeds itself in a forked child, so ids never repeat across a fork.
 _bits = random.getrandbits
+# The variant's hex digit (0b10xx) from any hex digit's low two bits.
+_VARIANT = {ord(d): b"89ab"[int(d, 16) & 3 : (int(d, 16) & 3) + 1] for d in "0123456789abcdef"}
 
 
-# The first 15 characters ("tttttttt-tttt-7") are the same for every id of one millisecond.
-_prefix: tuple[int, str] = (-1, "")
+def uuid7_prefix(unix_ms: int) -> bytes:
+    """The first 15 characters of every UUIDv7 of one millisecond: "tttttttt-tttt-7"
+    (RFC 9562: 48-bit ms, then the version)."""
+    h = b"%012x" % (max(unix_ms, 0) & 0xFFFFFFFFFFFF)  # UUIDv7 cannot carry a time before 1970
+    return h[:8] + b"-" + h[8:] + b"-7"
+
+
+def uuid7_tail() -> bytes:
+    """The other 21 characters, "rrr-Vrrr-rrrrrrrrrrrr": 74 random bits and the variant."""
+    r = b"%019x" % _bits(76)  # 12 bits of rand_a, 2 for the variant digit, 62 of rand_b
+    return b"".join((r[:3], b"-", _VARIANT[r[3]], r[4:7], b"-", r[7:]))
+
+
+# The prefix is the same for every id of one millisecond.
+_prefix: tuple[int, bytes] = (-1, b"")
 
 
 def uuid7(unix_ms: int) -> str:
-    """A lowercase UUIDv7 whose timestamp is `unix_ms` (RFC 9562: 48-bit ms, version 7,
-    variant 0b10, 74 random bits)."""
+    """A lowercase UUIDv7 whose timestamp is `unix_ms`."""
     global _prefix
-    unix_ms = max(unix_ms, 0)  # UUIDv7 cannot carry a time before 1970
     cached = _prefix  # one read: another thread may replace it meanwhile
     if cached[0] != unix_ms:
-        h = "%012x" % (unix_ms & 0xFFFFFFFFFFFF)
-        cached = _prefix = (unix_ms, f"{h[:8]}-{h[8:]}-7")
-    rand = _bits(74)  # 12 bits of rand_a, 62 of rand_b (the top two are the variant's)
-    return cached[1] + "%03x-%04x-%012x" % (  # noqa: UP031
-        rand >> 62,
-        0x8000 | (rand >> 48) & 0x3FFF,
-        rand & 0xFFFFFFFFFFFF,
-    )
+        cached = _prefix = (unix_ms, uuid7_prefix(unix_ms))
+    return (cached[1] + uuid7_tail()).decode()
 
 
 def is_uuid(value: object) -> bool:

@@ -156,26 +156,25 @@ def custom_properties(props: Mapping[Any, Any] | None) -> WireProperties:
 
 def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
     """`wire.custom_field(custom_properties(props))` in one pass: the hot path of a custom
-    event. A (key, value) pair seen before is one dict lookup; raises for a `$` key."""
+    event. A (key, value) pair seen before is three dict lookups; raises for a `$` key."""
     if not props:
         return b""
     parts: list[bytes] = []
     cache = wire.ENTRY_CACHE
-    cacheable = wire.CACHED_TYPES
+    append = parts.append
     for key, value in props.items():
-        t = type(value)
-        by_value = cache.get(key) if t in cacheable else None
-        hit = by_value.get(value) if by_value is not None else None
-        found = hit[1] if hit is not None and hit[0] is t else None
-        if found is None:
-            k = key if type(key) is str and key[:1] != "$" else _check_key(key)
-            if k is None:
-                continue
-            mapped = wire_value(k, value)
-            if mapped is None:
-                continue
-            found = wire.custom_entry(k, mapped[0], mapped[1])
-        parts.append(found)
+        # Subscripts, not .get(): a hit (the common case) costs no method call.
+        try:
+            append(cache[type(value)][key][value])
+            continue
+        except KeyError:  # not seen yet, or a type that is never cached
+            pass
+        k = key if type(key) is str and key[:1] != "$" else _check_key(key)
+        if k is None:
+            continue
+        mapped = wire_value(k, value)
+        if mapped is not None:
+            append(wire.custom_entry(k, mapped[0], mapped[1]))
     return b"".join(parts)
 
 
@@ -203,7 +202,7 @@ def encode_typed_checked(event: PugEvent) -> tuple[str, bytes]:
     cache = _TYPED_ENTRIES.get(cls)
     if cache is None:
         cache = _TYPED_ENTRIES[cls] = {}
-    cacheable = wire.CACHED_TYPES
+    cacheable = _CACHED_TYPES
     parts = []
     for wire_name, value in builtins.items():
         t = type(value)
@@ -224,6 +223,7 @@ def encode_typed_checked(event: PugEvent) -> tuple[str, bytes]:
     return cls.KIND, b"".join(parts)
 
 
+_CACHED_TYPES = frozenset((str, int, float, bool))
 _TYPED_LIMIT = 4096
 _typed_count = 0
 

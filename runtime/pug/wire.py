@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import datetime
 import struct
+import time
 from collections.abc import Iterable, Mapping
 
 import pug.wire_tags as T
 from pug.event import Variant, WireProperties
+from pug.ids import uuid7_prefix, uuid7_tail
 
 MAX_STRING_BYTES = 1024
 _UTC = datetime.UTC
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
 _SMALL = [bytes([i]) for i in range(128)]
 _pack_double = struct.Struct("<d").pack
+_time_ns = time.time_ns
 
 # Enum attribute lookups cost ~0.2 µs each; the hot paths use these module constants.
 _STRING, _INT, _DOUBLE, _BOOL, _TIMESTAMP = (
@@ -138,11 +141,10 @@ def properties_map(tag: bytes, props: WireProperties) -> bytes:
 
 
 # Custom property entries, encoded once and reused: most (key, value) pairs repeat from
-# event to event (plans, sources, flags, small counts). Two plain dict lookups, key then
-# value; the value's type is checked on a hit so 1, 1.0 and True never share an entry.
-# Cleared when full, so it stays bounded.
-ENTRY_CACHE: dict[str, dict[object, tuple[type, bytes]]] = {}
-CACHED_TYPES = frozenset((str, int, float, bool))
+# event to event (plans, sources, flags, small counts). Kept by the value's exact type
+# first, so 1, 1.0 and True never share an entry, then by key, then by value. Cleared
+# when full, so it stays bounded.
+ENTRY_CACHE: dict[type, dict[str, dict[object, bytes]]] = {str: {}, int: {}, float: {}, bool: {}}
 _ENTRY_CACHE_LIMIT = 4096
 _entries = 0
 
@@ -151,91 +153,80 @@ def custom_entry(key: str, variant: Variant, value: object) -> bytes:
     """The custom_properties entry for (key, value), encoded and remembered."""
     global _entries
     encoded = entry(_CUSTOM, key, variant, value)
-    t = type(value)
+    by_key = ENTRY_CACHE.get(type(value))
     # Not kept: long strings (memory) and float zeros (0.0 == -0.0, encoded differently).
-    if t in CACHED_TYPES and not (t is str and len(value) > 64) and not (t is float and not value):  # type: ignore[arg-type]
+    if by_key is not None and not (
+        (type(value) is str and len(value) > 64) or (type(value) is float and not value)
+    ):
         if _entries >= _ENTRY_CACHE_LIMIT:
-            ENTRY_CACHE.clear()
+            for kept in ENTRY_CACHE.values():
+                kept.clear()
             _entries = 0
-        ENTRY_CACHE.setdefault(key, {})[value] = (t, encoded)
+        by_key.setdefault(key, {})[value] = encoded
         _entries += 1
     return encoded
 
 
 def custom_field(props: WireProperties) -> bytes:
     """The custom_properties field of mapped properties."""
-    cache = ENTRY_CACHE
-    parts = []
-    for key, (variant, value) in props.items():
-        t = type(value)
-        by_value = cache.get(key) if t in CACHED_TYPES else None
-        hit = by_value.get(value) if by_value is not None else None
-        parts.append(
-            hit[1] if hit is not None and hit[0] is t else custom_entry(key, variant, value)
-        )
-    return b"".join(parts)
+    return b"".join([custom_entry(key, variant, value) for key, (variant, value) in props.items()])
 
 
 _U64 = 0xFFFFFFFFFFFFFFFF
 _UUID_LEN = b"\x24"  # event and session ids are 36-character UUID strings
 
 
-# Kinds and distinct ids repeat from event to event: their encoded fields are kept.
-_KIND_FIELDS: dict[str, bytes] = {}
-_ID_FIELDS: dict[str, bytes] = {}
-_FIELD_CACHE_LIMIT = 4096
-
-
-def _cached_field(cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
-    found = cache.get(text)
-    if found is None:
-        found = field(tag, utf8(text))
-        if len(cache) >= _FIELD_CACHE_LIMIT:
-            cache.clear()
-        cache[text] = found
-    return found
+def head(distinct_id: str, kind: str, session_id: str, auto: bytes) -> bytes:
+    """The fields of an Event that repeat for one client, distinct id and kind:
+    distinct_id, kind, session_id and auto_properties. Protobuf readers take fields in
+    any order, so they are written together once and reused."""
+    return b"".join(
+        (
+            field(_DISTINCT_ID, utf8(distinct_id)),
+            field(_KIND, utf8(kind)),
+            field(_SESSION_ID, utf8(session_id)),
+            auto,
+        )
+    )
 
 
 # The occur_time seconds repeat for every event of one second.
 _seconds: tuple[int, bytes] = (-1, b"")
+_EVENT_ID_PREFIX = _EVENT_ID + _UUID_LEN  # event ids are 36-character UUID strings
 
 
-def event(
-    event_id: str,
-    distinct_id: str,
-    kind: str,
-    seconds: int,
-    nanos: int,
-    session_id: str,
-    custom: bytes,
-    auto: bytes,
-) -> bytes:
-    """An sdk.events.v1.Event body from its pre-encoded custom_properties and
-    auto_properties fields."""
+# What every event of one millisecond shares: the event_id field up to its random part,
+# and the occur_time field.
+_stamp: tuple[int, bytes, bytes] = (-1, b"", b"")
+
+
+def event_now(head: bytes, custom: bytes) -> bytes:
+    """An Event happening now: a new UUIDv7 event id and occur_time to the millisecond
+    (the precision of the official SDKs; the id carries the same millisecond)."""
+    global _stamp
+    ms = _time_ns() // 1_000_000
+    stamp = _stamp  # one read: another thread may replace it meanwhile
+    if stamp[0] != ms:
+        seconds, millis = divmod(ms, 1000)
+        occur = timestamp(seconds, millis * 1_000_000)
+        stamp = _stamp = (
+            ms,
+            _EVENT_ID_PREFIX + uuid7_prefix(ms),
+            _OCCUR_TIME + _SMALL[len(occur)] + occur,
+        )
+    return b"".join((stamp[1], uuid7_tail(), stamp[2], head, custom))
+
+
+def event(event_id: str, seconds: int, nanos: int, head: bytes, custom: bytes) -> bytes:
+    """An sdk.events.v1.Event body from its `head` and encoded custom_properties."""
     global _seconds
     cached = _seconds
     if cached[0] != seconds:
         cached = _seconds = (seconds, _SECONDS + varint(seconds & _U64) if seconds else b"")
     occur = cached[1] + (_NANOS + varint(nanos) if nanos else b"")
     return b"".join(
-        (
-            _EVENT_ID_PREFIX,
-            event_id.encode(),
-            auto,
-            custom,
-            _ID_FIELDS.get(distinct_id) or _cached_field(_ID_FIELDS, _DISTINCT_ID, distinct_id),
-            _KIND_FIELDS.get(kind) or _cached_field(_KIND_FIELDS, _KIND, kind),
-            _OCCUR_TIME,
-            _SMALL[len(occur)],
-            occur,
-            _SESSION_FIELDS.get(session_id)
-            or _cached_field(_SESSION_FIELDS, _SESSION_ID, session_id),
-        )
+        (_EVENT_ID_PREFIX, event_id.encode(), _OCCUR_TIME, _SMALL[len(occur)], occur, head, custom)
     )
-
-
-_EVENT_ID_PREFIX = _EVENT_ID + _UUID_LEN  # event ids are 36-character UUID strings
-_SESSION_FIELDS: dict[str, bytes] = {}
 
 
 def auto_properties(values: Mapping[str, str]) -> bytes:
