@@ -6,7 +6,9 @@ Measures, interleaved round by round so machine noise hits every row alike:
   - baselines: building the 8-property dict by hand, `json.dumps` of it, and
     `msgspec.json.encode` of the typed event;
   - `validate(event)` and `event_properties(event)` for an 8-field AddToCart,
-    and `event_properties` for a 3-field Purchase.
+    and `event_properties` for a 3-field Purchase;
+  - what `track()` runs: the generated encoder (checks every rule and writes the
+    custom_properties bytes), against the checked path it falls back to.
 Prints a Markdown table (median µs per call, spread, ratio to `json.dumps`) and writes it
 to bench/results/events.md.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 import msgspec
 from pug.event import event_properties, validate
 from pug.events import AddToCart, Purchase
+from pug.properties import encode_typed, encode_typed_checked
 
 EIGHT = AddToCart(
     product_id="sku_42",
@@ -59,6 +62,8 @@ CASES: dict[str, Callable[[], object]] = {
     "validate(AddToCart), 8 fields": lambda: validate(EIGHT),
     "event_properties(AddToCart), 8 fields": lambda: event_properties(EIGHT),
     "event_properties(Purchase), 3 fields": lambda: event_properties(THREE),
+    "checked path to bytes (msgspec), AddToCart": lambda: encode_typed_checked(EIGHT),
+    "generated encoder to bytes, AddToCart": lambda: encode_typed(EIGHT),
 }
 REFERENCE = "baseline: json.dumps(8 properties)"
 

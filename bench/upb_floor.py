@@ -69,15 +69,25 @@ def set_value(value_msg: Any, value: object) -> None:
         value_msg.string_value = str(value)
 
 
-def event_message(props: dict[str, object]) -> message.Message:
+def event_class() -> type[message.Message]:
+    """Google's protobuf class of sdk.events.v1.Event, compiled from catalog/proto."""
+    return message_class(build_pool(compile_descriptor_set()), "sdk.events.v1.Event")
+
+
+def event_message(props: dict[str, object], cls: Any = None) -> message.Message:
     """An sdk.events.v1.Event with `props` as custom PropertyValues, ready to serialize."""
-    event_cls = message_class(build_pool(compile_descriptor_set()), "sdk.events.v1.Event")
-    msg: Any = event_cls(
+    msg: Any = (cls or event_class())(
         event_id="018bcfe5-6800-79ce-9cdc-25c39e3b8568",
         distinct_id="user_42",
         kind="order.completed",
+        session_id="018bcfe5-6800-79ce-9cdc-25c39e3b8569",
     )
     msg.occur_time.FromMilliseconds(int(time.time() * 1000))
+    for key, value in AUTO.items():
+        msg.auto_properties[key].string_value = value
     for key, value in props.items():
         set_value(msg.custom_properties[key], value)
     return msg
+
+
+AUTO = {"$lib": "pug-python", "$sdkVersion": "0.1.0", "$platform": "server"}

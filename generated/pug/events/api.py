@@ -40,8 +40,9 @@ class ApiKeyRevoked(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _ApiKeyCreated_api_key_id: dict[str, bytes] = {}
@@ -56,26 +57,26 @@ def _encode_ApiKeyCreated(e: ApiKeyCreated) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ApiKeyCreated_api_key_id.get(v)
-        if b is None:
-            b = _encoders.string(_ApiKeyCreated_api_key_id, "apiKeyId", v)
-        out.append(b)
+        try:
+            out.append(_ApiKeyCreated_api_key_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ApiKeyCreated_api_key_id, "apiKeyId", v))
     v = e.name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ApiKeyCreated_name.get(v)
-        if b is None:
-            b = _encoders.string(_ApiKeyCreated_name, "name", v)
-        out.append(b)
+        try:
+            out.append(_ApiKeyCreated_name[v])
+        except KeyError:
+            out.append(_encoders.string(_ApiKeyCreated_name, "name", v))
     v = e.scope
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ApiKeyCreated_scope.get(v)
-        if b is None:
-            b = _encoders.string(_ApiKeyCreated_scope, "scope", v)
-        out.append(b)
+        try:
+            out.append(_ApiKeyCreated_scope[v])
+        except KeyError:
+            out.append(_encoders.string(_ApiKeyCreated_scope, "scope", v))
     return b"".join(out)
 
 
@@ -91,26 +92,26 @@ def _encode_ApiKeyRevoked(e: ApiKeyRevoked) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ApiKeyRevoked_api_key_id.get(v)
-        if b is None:
-            b = _encoders.string(_ApiKeyRevoked_api_key_id, "apiKeyId", v)
-        out.append(b)
+        try:
+            out.append(_ApiKeyRevoked_api_key_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ApiKeyRevoked_api_key_id, "apiKeyId", v))
     v = e.name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ApiKeyRevoked_name.get(v)
-        if b is None:
-            b = _encoders.string(_ApiKeyRevoked_name, "name", v)
-        out.append(b)
+        try:
+            out.append(_ApiKeyRevoked_name[v])
+        except KeyError:
+            out.append(_encoders.string(_ApiKeyRevoked_name, "name", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ApiKeyRevoked_reason.get(v)
-        if b is None:
-            b = _encoders.string(_ApiKeyRevoked_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_ApiKeyRevoked_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_ApiKeyRevoked_reason, "reason", v))
     return b"".join(out)
 
 

@@ -26,8 +26,9 @@ class FeatureUsed(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _FeatureUsed_feature_id: dict[str, bytes] = {}
@@ -40,18 +41,18 @@ def _encode_FeatureUsed(e: FeatureUsed) -> bytes | None:
     v = e.feature_id
     if type(v) is not str:
         return None
-    b = _FeatureUsed_feature_id.get(v)
-    if b is None:
-        b = _encoders.string(_FeatureUsed_feature_id, "featureId", v)
-    out.append(b)
+    try:
+        out.append(_FeatureUsed_feature_id[v])
+    except KeyError:
+        out.append(_encoders.string(_FeatureUsed_feature_id, "featureId", v))
     v = e.feature_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FeatureUsed_feature_name.get(v)
-        if b is None:
-            b = _encoders.string(_FeatureUsed_feature_name, "featureName", v)
-        out.append(b)
+        try:
+            out.append(_FeatureUsed_feature_name[v])
+        except KeyError:
+            out.append(_encoders.string(_FeatureUsed_feature_name, "featureName", v))
     return b"".join(out)
 
 

@@ -96,8 +96,9 @@ class Signup(PugEvent, kw_only=True):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 
@@ -118,10 +119,10 @@ def _encode_MfaDisabled(e: MfaDisabled) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _MfaDisabled_method.get(v)
-        if b is None:
-            b = _encoders.string(_MfaDisabled_method, "method", v)
-        out.append(b)
+        try:
+            out.append(_MfaDisabled_method[v])
+        except KeyError:
+            out.append(_encoders.string(_MfaDisabled_method, "method", v))
     return b"".join(out)
 
 
@@ -135,10 +136,10 @@ def _encode_MfaEnabled(e: MfaEnabled) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _MfaEnabled_method.get(v)
-        if b is None:
-            b = _encoders.string(_MfaEnabled_method, "method", v)
-        out.append(b)
+        try:
+            out.append(_MfaEnabled_method[v])
+        except KeyError:
+            out.append(_encoders.string(_MfaEnabled_method, "method", v))
     return b"".join(out)
 
 

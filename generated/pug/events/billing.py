@@ -232,8 +232,9 @@ class TrialStarted(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _InvoiceFailed_invoice_id: dict[str, bytes] = {}
@@ -250,18 +251,18 @@ def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
     v = e.invoice_id
     if type(v) is not str:
         return None
-    b = _InvoiceFailed_invoice_id.get(v)
-    if b is None:
-        b = _encoders.string(_InvoiceFailed_invoice_id, "invoiceId", v)
-    out.append(b)
+    try:
+        out.append(_InvoiceFailed_invoice_id[v])
+    except KeyError:
+        out.append(_encoders.string(_InvoiceFailed_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InvoiceFailed_subscription_id.get(v)
-        if b is None:
-            b = _encoders.string(_InvoiceFailed_subscription_id, "subscriptionId", v)
-        out.append(b)
+        try:
+            out.append(_InvoiceFailed_subscription_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InvoiceFailed_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -273,20 +274,20 @@ def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InvoiceFailed_currency.get(v)
-        if b is None:
+        try:
+            out.append(_InvoiceFailed_currency[v])
+        except KeyError:
             if not (_InvoiceFailed_currency_re.search(v)):
                 return None
-            b = _encoders.string(_InvoiceFailed_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_InvoiceFailed_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InvoiceFailed_reason.get(v)
-        if b is None:
-            b = _encoders.string(_InvoiceFailed_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_InvoiceFailed_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_InvoiceFailed_reason, "reason", v))
     return b"".join(out)
 
 
@@ -303,18 +304,18 @@ def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
     v = e.invoice_id
     if type(v) is not str:
         return None
-    b = _InvoicePaid_invoice_id.get(v)
-    if b is None:
-        b = _encoders.string(_InvoicePaid_invoice_id, "invoiceId", v)
-    out.append(b)
+    try:
+        out.append(_InvoicePaid_invoice_id[v])
+    except KeyError:
+        out.append(_encoders.string(_InvoicePaid_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InvoicePaid_subscription_id.get(v)
-        if b is None:
-            b = _encoders.string(_InvoicePaid_subscription_id, "subscriptionId", v)
-        out.append(b)
+        try:
+            out.append(_InvoicePaid_subscription_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InvoicePaid_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -326,12 +327,12 @@ def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InvoicePaid_currency.get(v)
-        if b is None:
+        try:
+            out.append(_InvoicePaid_currency[v])
+        except KeyError:
             if not (_InvoicePaid_currency_re.search(v)):
                 return None
-            b = _encoders.string(_InvoicePaid_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_InvoicePaid_currency, "currency", v))
     return b"".join(out)
 
 
@@ -351,26 +352,26 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentFailed_payment_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentFailed_payment_id, "paymentId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentFailed_payment_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentFailed_payment_id, "paymentId", v))
     v = e.invoice_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentFailed_invoice_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentFailed_invoice_id, "invoiceId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentFailed_invoice_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentFailed_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentFailed_subscription_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentFailed_subscription_id, "subscriptionId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentFailed_subscription_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentFailed_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -382,20 +383,20 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentFailed_currency.get(v)
-        if b is None:
+        try:
+            out.append(_PaymentFailed_currency[v])
+        except KeyError:
             if not (_PaymentFailed_currency_re.search(v)):
                 return None
-            b = _encoders.string(_PaymentFailed_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_PaymentFailed_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentFailed_reason.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentFailed_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_PaymentFailed_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentFailed_reason, "reason", v))
     return b"".join(out)
 
 
@@ -410,18 +411,18 @@ def _encode_PaymentMethodAdded(e: PaymentMethodAdded) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentMethodAdded_payment_method_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentMethodAdded_payment_method_id, "paymentMethodId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentMethodAdded_payment_method_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentMethodAdded_payment_method_id, "paymentMethodId", v))
     v = e.payment_method_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentMethodAdded_payment_method_type.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentMethodAdded_payment_method_type, "paymentMethodType", v)
-        out.append(b)
+        try:
+            out.append(_PaymentMethodAdded_payment_method_type[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentMethodAdded_payment_method_type, "paymentMethodType", v))
     return b"".join(out)
 
 
@@ -436,18 +437,18 @@ def _encode_PaymentMethodRemoved(e: PaymentMethodRemoved) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentMethodRemoved_payment_method_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentMethodRemoved_payment_method_id, "paymentMethodId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentMethodRemoved_payment_method_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentMethodRemoved_payment_method_id, "paymentMethodId", v))
     v = e.payment_method_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentMethodRemoved_payment_method_type.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentMethodRemoved_payment_method_type, "paymentMethodType", v)
-        out.append(b)
+        try:
+            out.append(_PaymentMethodRemoved_payment_method_type[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentMethodRemoved_payment_method_type, "paymentMethodType", v))
     return b"".join(out)
 
 
@@ -466,26 +467,26 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentSucceeded_payment_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentSucceeded_payment_id, "paymentId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentSucceeded_payment_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentSucceeded_payment_id, "paymentId", v))
     v = e.invoice_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentSucceeded_invoice_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentSucceeded_invoice_id, "invoiceId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentSucceeded_invoice_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentSucceeded_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentSucceeded_subscription_id.get(v)
-        if b is None:
-            b = _encoders.string(_PaymentSucceeded_subscription_id, "subscriptionId", v)
-        out.append(b)
+        try:
+            out.append(_PaymentSucceeded_subscription_id[v])
+        except KeyError:
+            out.append(_encoders.string(_PaymentSucceeded_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -497,12 +498,12 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _PaymentSucceeded_currency.get(v)
-        if b is None:
+        try:
+            out.append(_PaymentSucceeded_currency[v])
+        except KeyError:
             if not (_PaymentSucceeded_currency_re.search(v)):
                 return None
-            b = _encoders.string(_PaymentSucceeded_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_PaymentSucceeded_currency, "currency", v))
     return b"".join(out)
 
 
@@ -520,18 +521,18 @@ def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
     v = e.order_id
     if type(v) is not str:
         return None
-    b = _RefundFailed_order_id.get(v)
-    if b is None:
-        b = _encoders.string(_RefundFailed_order_id, "orderId", v)
-    out.append(b)
+    try:
+        out.append(_RefundFailed_order_id[v])
+    except KeyError:
+        out.append(_encoders.string(_RefundFailed_order_id, "orderId", v))
     v = e.refund_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RefundFailed_refund_id.get(v)
-        if b is None:
-            b = _encoders.string(_RefundFailed_refund_id, "refundId", v)
-        out.append(b)
+        try:
+            out.append(_RefundFailed_refund_id[v])
+        except KeyError:
+            out.append(_encoders.string(_RefundFailed_refund_id, "refundId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -543,20 +544,20 @@ def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RefundFailed_currency.get(v)
-        if b is None:
+        try:
+            out.append(_RefundFailed_currency[v])
+        except KeyError:
             if not (_RefundFailed_currency_re.search(v)):
                 return None
-            b = _encoders.string(_RefundFailed_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_RefundFailed_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RefundFailed_reason.get(v)
-        if b is None:
-            b = _encoders.string(_RefundFailed_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_RefundFailed_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_RefundFailed_reason, "reason", v))
     return b"".join(out)
 
 
@@ -571,26 +572,26 @@ def _encode_SubscriptionCanceled(e: SubscriptionCanceled) -> bytes | None:
     v = e.subscription_id
     if type(v) is not str:
         return None
-    b = _SubscriptionCanceled_subscription_id.get(v)
-    if b is None:
-        b = _encoders.string(_SubscriptionCanceled_subscription_id, "subscriptionId", v)
-    out.append(b)
+    try:
+        out.append(_SubscriptionCanceled_subscription_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SubscriptionCanceled_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionCanceled_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionCanceled_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionCanceled_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionCanceled_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionCanceled_reason.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionCanceled_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionCanceled_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionCanceled_reason, "reason", v))
     return b"".join(out)
 
 
@@ -605,26 +606,26 @@ def _encode_SubscriptionChanged(e: SubscriptionChanged) -> bytes | None:
     v = e.subscription_id
     if type(v) is not str:
         return None
-    b = _SubscriptionChanged_subscription_id.get(v)
-    if b is None:
-        b = _encoders.string(_SubscriptionChanged_subscription_id, "subscriptionId", v)
-    out.append(b)
+    try:
+        out.append(_SubscriptionChanged_subscription_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SubscriptionChanged_subscription_id, "subscriptionId", v))
     v = e.previous_plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionChanged_previous_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionChanged_previous_plan_id, "previousPlanId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionChanged_previous_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionChanged_previous_plan_id, "previousPlanId", v))
     v = e.new_plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionChanged_new_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionChanged_new_plan_id, "newPlanId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionChanged_new_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionChanged_new_plan_id, "newPlanId", v))
     return b"".join(out)
 
 
@@ -639,26 +640,26 @@ def _encode_SubscriptionPaused(e: SubscriptionPaused) -> bytes | None:
     v = e.subscription_id
     if type(v) is not str:
         return None
-    b = _SubscriptionPaused_subscription_id.get(v)
-    if b is None:
-        b = _encoders.string(_SubscriptionPaused_subscription_id, "subscriptionId", v)
-    out.append(b)
+    try:
+        out.append(_SubscriptionPaused_subscription_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SubscriptionPaused_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionPaused_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionPaused_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionPaused_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionPaused_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionPaused_reason.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionPaused_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionPaused_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionPaused_reason, "reason", v))
     return b"".join(out)
 
 
@@ -675,18 +676,18 @@ def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
     v = e.subscription_id
     if type(v) is not str:
         return None
-    b = _SubscriptionRenewed_subscription_id.get(v)
-    if b is None:
-        b = _encoders.string(_SubscriptionRenewed_subscription_id, "subscriptionId", v)
-    out.append(b)
+    try:
+        out.append(_SubscriptionRenewed_subscription_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SubscriptionRenewed_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionRenewed_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionRenewed_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionRenewed_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionRenewed_plan_id, "planId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -698,12 +699,12 @@ def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionRenewed_currency.get(v)
-        if b is None:
+        try:
+            out.append(_SubscriptionRenewed_currency[v])
+        except KeyError:
             if not (_SubscriptionRenewed_currency_re.search(v)):
                 return None
-            b = _encoders.string(_SubscriptionRenewed_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_SubscriptionRenewed_currency, "currency", v))
     return b"".join(out)
 
 
@@ -718,26 +719,26 @@ def _encode_SubscriptionResumed(e: SubscriptionResumed) -> bytes | None:
     v = e.subscription_id
     if type(v) is not str:
         return None
-    b = _SubscriptionResumed_subscription_id.get(v)
-    if b is None:
-        b = _encoders.string(_SubscriptionResumed_subscription_id, "subscriptionId", v)
-    out.append(b)
+    try:
+        out.append(_SubscriptionResumed_subscription_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SubscriptionResumed_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionResumed_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionResumed_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionResumed_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionResumed_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionResumed_reason.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionResumed_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionResumed_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionResumed_reason, "reason", v))
     return b"".join(out)
 
 
@@ -754,18 +755,18 @@ def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
     v = e.subscription_id
     if type(v) is not str:
         return None
-    b = _SubscriptionStarted_subscription_id.get(v)
-    if b is None:
-        b = _encoders.string(_SubscriptionStarted_subscription_id, "subscriptionId", v)
-    out.append(b)
+    try:
+        out.append(_SubscriptionStarted_subscription_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SubscriptionStarted_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionStarted_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionStarted_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionStarted_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionStarted_plan_id, "planId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -777,12 +778,12 @@ def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionStarted_currency.get(v)
-        if b is None:
+        try:
+            out.append(_SubscriptionStarted_currency[v])
+        except KeyError:
             if not (_SubscriptionStarted_currency_re.search(v)):
                 return None
-            b = _encoders.string(_SubscriptionStarted_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_SubscriptionStarted_currency, "currency", v))
     return b"".join(out)
 
 
@@ -797,26 +798,26 @@ def _encode_SubscriptionTrialWillEnd(e: SubscriptionTrialWillEnd) -> bytes | Non
     v = e.subscription_id
     if type(v) is not str:
         return None
-    b = _SubscriptionTrialWillEnd_subscription_id.get(v)
-    if b is None:
-        b = _encoders.string(_SubscriptionTrialWillEnd_subscription_id, "subscriptionId", v)
-    out.append(b)
+    try:
+        out.append(_SubscriptionTrialWillEnd_subscription_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SubscriptionTrialWillEnd_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionTrialWillEnd_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionTrialWillEnd_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionTrialWillEnd_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionTrialWillEnd_plan_id, "planId", v))
     v = e.trial_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SubscriptionTrialWillEnd_trial_id.get(v)
-        if b is None:
-            b = _encoders.string(_SubscriptionTrialWillEnd_trial_id, "trialId", v)
-        out.append(b)
+        try:
+            out.append(_SubscriptionTrialWillEnd_trial_id[v])
+        except KeyError:
+            out.append(_encoders.string(_SubscriptionTrialWillEnd_trial_id, "trialId", v))
     return b"".join(out)
 
 
@@ -832,26 +833,26 @@ def _encode_TrialConverted(e: TrialConverted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _TrialConverted_trial_id.get(v)
-        if b is None:
-            b = _encoders.string(_TrialConverted_trial_id, "trialId", v)
-        out.append(b)
+        try:
+            out.append(_TrialConverted_trial_id[v])
+        except KeyError:
+            out.append(_encoders.string(_TrialConverted_trial_id, "trialId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _TrialConverted_subscription_id.get(v)
-        if b is None:
-            b = _encoders.string(_TrialConverted_subscription_id, "subscriptionId", v)
-        out.append(b)
+        try:
+            out.append(_TrialConverted_subscription_id[v])
+        except KeyError:
+            out.append(_encoders.string(_TrialConverted_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _TrialConverted_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_TrialConverted_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_TrialConverted_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_TrialConverted_plan_id, "planId", v))
     return b"".join(out)
 
 
@@ -866,18 +867,18 @@ def _encode_TrialStarted(e: TrialStarted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _TrialStarted_trial_id.get(v)
-        if b is None:
-            b = _encoders.string(_TrialStarted_trial_id, "trialId", v)
-        out.append(b)
+        try:
+            out.append(_TrialStarted_trial_id[v])
+        except KeyError:
+            out.append(_encoders.string(_TrialStarted_trial_id, "trialId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _TrialStarted_plan_id.get(v)
-        if b is None:
-            b = _encoders.string(_TrialStarted_plan_id, "planId", v)
-        out.append(b)
+        try:
+            out.append(_TrialStarted_plan_id[v])
+        except KeyError:
+            out.append(_encoders.string(_TrialStarted_plan_id, "planId", v))
     return b"".join(out)
 
 

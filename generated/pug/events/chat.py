@@ -424,8 +424,9 @@ class ChatUserBlocked(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _ChatArchived_conversation_id: dict[str, bytes] = {}
@@ -438,18 +439,18 @@ def _encode_ChatArchived(e: ChatArchived) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatArchived_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatArchived_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatArchived_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatArchived_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatArchived_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatArchived_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatArchived_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatArchived_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -467,51 +468,51 @@ def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | Non
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatAttachmentDownloaded_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatAttachmentDownloaded_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatAttachmentDownloaded_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatAttachmentDownloaded_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatAttachmentDownloaded_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatAttachmentDownloaded_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatAttachmentDownloaded_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatAttachmentDownloaded_message_id, "messageId", v))
     v = e.attachment_id
     if type(v) is not str:
         return None
-    b = _ChatAttachmentDownloaded_attachment_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatAttachmentDownloaded_attachment_id, "attachmentId", v)
-    out.append(b)
+    try:
+        out.append(_ChatAttachmentDownloaded_attachment_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatAttachmentDownloaded_attachment_id, "attachmentId", v))
     v = e.attachment_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatAttachmentDownloaded_attachment_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatAttachmentDownloaded_attachment_type, "attachmentType", v)
-        out.append(b)
+        try:
+            out.append(_ChatAttachmentDownloaded_attachment_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatAttachmentDownloaded_attachment_type, "attachmentType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ChatAttachmentDownloaded_size_bytes.get(v)
-        if b is None:
+        try:
+            out.append(_ChatAttachmentDownloaded_size_bytes[v])
+        except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            b = _encoders.integer(_ChatAttachmentDownloaded_size_bytes, "sizeBytes", v)
-        out.append(b)
+            out.append(_encoders.integer(_ChatAttachmentDownloaded_size_bytes, "sizeBytes", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatAttachmentDownloaded_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatAttachmentDownloaded_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatAttachmentDownloaded_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatAttachmentDownloaded_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -529,51 +530,51 @@ def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatAttachmentUploaded_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatAttachmentUploaded_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatAttachmentUploaded_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatAttachmentUploaded_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatAttachmentUploaded_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatAttachmentUploaded_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatAttachmentUploaded_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatAttachmentUploaded_message_id, "messageId", v))
     v = e.attachment_id
     if type(v) is not str:
         return None
-    b = _ChatAttachmentUploaded_attachment_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatAttachmentUploaded_attachment_id, "attachmentId", v)
-    out.append(b)
+    try:
+        out.append(_ChatAttachmentUploaded_attachment_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatAttachmentUploaded_attachment_id, "attachmentId", v))
     v = e.attachment_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatAttachmentUploaded_attachment_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatAttachmentUploaded_attachment_type, "attachmentType", v)
-        out.append(b)
+        try:
+            out.append(_ChatAttachmentUploaded_attachment_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatAttachmentUploaded_attachment_type, "attachmentType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ChatAttachmentUploaded_size_bytes.get(v)
-        if b is None:
+        try:
+            out.append(_ChatAttachmentUploaded_size_bytes[v])
+        except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            b = _encoders.integer(_ChatAttachmentUploaded_size_bytes, "sizeBytes", v)
-        out.append(b)
+            out.append(_encoders.integer(_ChatAttachmentUploaded_size_bytes, "sizeBytes", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatAttachmentUploaded_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatAttachmentUploaded_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatAttachmentUploaded_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatAttachmentUploaded_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -588,25 +589,25 @@ def _encode_ChatCallJoined(e: ChatCallJoined) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatCallJoined_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallJoined_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallJoined_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallJoined_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
-    b = _ChatCallJoined_call_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallJoined_call_id, "callId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallJoined_call_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallJoined_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatCallJoined_call_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatCallJoined_call_type, "callType", v)
-        out.append(b)
+        try:
+            out.append(_ChatCallJoined_call_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatCallJoined_call_type, "callType", v))
     return b"".join(out)
 
 
@@ -622,25 +623,25 @@ def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatCallLeft_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallLeft_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallLeft_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallLeft_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
-    b = _ChatCallLeft_call_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallLeft_call_id, "callId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallLeft_call_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallLeft_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatCallLeft_call_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatCallLeft_call_type, "callType", v)
-        out.append(b)
+        try:
+            out.append(_ChatCallLeft_call_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatCallLeft_call_type, "callType", v))
     v = e.duration
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -662,17 +663,17 @@ def _encode_ChatCallRecordingStarted(e: ChatCallRecordingStarted) -> bytes | Non
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatCallRecordingStarted_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallRecordingStarted_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallRecordingStarted_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallRecordingStarted_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
-    b = _ChatCallRecordingStarted_call_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallRecordingStarted_call_id, "callId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallRecordingStarted_call_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallRecordingStarted_call_id, "callId", v))
     return b"".join(out)
 
 
@@ -686,17 +687,17 @@ def _encode_ChatCallScreenShared(e: ChatCallScreenShared) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatCallScreenShared_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallScreenShared_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallScreenShared_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallScreenShared_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
-    b = _ChatCallScreenShared_call_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallScreenShared_call_id, "callId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallScreenShared_call_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallScreenShared_call_id, "callId", v))
     return b"".join(out)
 
 
@@ -711,25 +712,25 @@ def _encode_ChatCallStarted(e: ChatCallStarted) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatCallStarted_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallStarted_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallStarted_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallStarted_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
-    b = _ChatCallStarted_call_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCallStarted_call_id, "callId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCallStarted_call_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCallStarted_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatCallStarted_call_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatCallStarted_call_type, "callType", v)
-        out.append(b)
+        try:
+            out.append(_ChatCallStarted_call_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatCallStarted_call_type, "callType", v))
     return b"".join(out)
 
 
@@ -744,28 +745,28 @@ def _encode_ChatCreated(e: ChatCreated) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatCreated_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatCreated_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatCreated_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatCreated_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatCreated_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatCreated_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatCreated_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatCreated_conversation_type, "conversationType", v))
     v = e.participant_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ChatCreated_participant_count.get(v)
-        if b is None:
+        try:
+            out.append(_ChatCreated_participant_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_ChatCreated_participant_count, "participantCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_ChatCreated_participant_count, "participantCount", v))
     return b"".join(out)
 
 
@@ -780,26 +781,26 @@ def _encode_ChatDeleted(e: ChatDeleted) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatDeleted_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatDeleted_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatDeleted_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatDeleted_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatDeleted_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatDeleted_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatDeleted_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatDeleted_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatDeleted_reason.get(v)
-        if b is None:
-            b = _encoders.string(_ChatDeleted_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_ChatDeleted_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatDeleted_reason, "reason", v))
     return b"".join(out)
 
 
@@ -813,18 +814,18 @@ def _encode_ChatJoined(e: ChatJoined) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatJoined_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatJoined_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatJoined_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatJoined_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatJoined_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatJoined_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatJoined_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatJoined_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -839,26 +840,26 @@ def _encode_ChatLeft(e: ChatLeft) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatLeft_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatLeft_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatLeft_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatLeft_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatLeft_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatLeft_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatLeft_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatLeft_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatLeft_reason.get(v)
-        if b is None:
-            b = _encoders.string(_ChatLeft_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_ChatLeft_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatLeft_reason, "reason", v))
     return b"".join(out)
 
 
@@ -873,25 +874,25 @@ def _encode_ChatMemberAdded(e: ChatMemberAdded) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMemberAdded_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberAdded_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberAdded_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberAdded_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
-    b = _ChatMemberAdded_member_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberAdded_member_id, "memberId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberAdded_member_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberAdded_member_id, "memberId", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMemberAdded_role.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMemberAdded_role, "role", v)
-        out.append(b)
+        try:
+            out.append(_ChatMemberAdded_role[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMemberAdded_role, "role", v))
     return b"".join(out)
 
 
@@ -906,17 +907,17 @@ def _encode_ChatMemberMuted(e: ChatMemberMuted) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMemberMuted_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberMuted_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberMuted_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberMuted_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
-    b = _ChatMemberMuted_member_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberMuted_member_id, "memberId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberMuted_member_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberMuted_member_id, "memberId", v))
     v = e.mute_duration
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -939,25 +940,25 @@ def _encode_ChatMemberRemoved(e: ChatMemberRemoved) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMemberRemoved_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberRemoved_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberRemoved_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberRemoved_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
-    b = _ChatMemberRemoved_member_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberRemoved_member_id, "memberId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberRemoved_member_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberRemoved_member_id, "memberId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMemberRemoved_reason.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMemberRemoved_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_ChatMemberRemoved_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMemberRemoved_reason, "reason", v))
     return b"".join(out)
 
 
@@ -973,32 +974,32 @@ def _encode_ChatMemberRoleChanged(e: ChatMemberRoleChanged) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMemberRoleChanged_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberRoleChanged_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberRoleChanged_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberRoleChanged_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
-    b = _ChatMemberRoleChanged_member_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberRoleChanged_member_id, "memberId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberRoleChanged_member_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberRoleChanged_member_id, "memberId", v))
     v = e.previous_role
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMemberRoleChanged_previous_role.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMemberRoleChanged_previous_role, "previousRole", v)
-        out.append(b)
+        try:
+            out.append(_ChatMemberRoleChanged_previous_role[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMemberRoleChanged_previous_role, "previousRole", v))
     v = e.new_role
     if type(v) is not str:
         return None
-    b = _ChatMemberRoleChanged_new_role.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMemberRoleChanged_new_role, "newRole", v)
-    out.append(b)
+    try:
+        out.append(_ChatMemberRoleChanged_new_role[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMemberRoleChanged_new_role, "newRole", v))
     return b"".join(out)
 
 
@@ -1015,42 +1016,42 @@ def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessageDeleted_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageDeleted_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageDeleted_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageDeleted_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageDeleted_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageDeleted_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageDeleted_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageDeleted_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageDeleted_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageDeleted_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageDeleted_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageDeleted_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageDeleted_reason.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageDeleted_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageDeleted_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageDeleted_reason, "reason", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageDeleted_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageDeleted_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageDeleted_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageDeleted_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1066,34 +1067,34 @@ def _encode_ChatMessageEdited(e: ChatMessageEdited) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessageEdited_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageEdited_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageEdited_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageEdited_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageEdited_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageEdited_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageEdited_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageEdited_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageEdited_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageEdited_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageEdited_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageEdited_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageEdited_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageEdited_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageEdited_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageEdited_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1110,41 +1111,41 @@ def _encode_ChatMessageFailed(e: ChatMessageFailed) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessageFailed_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageFailed_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageFailed_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageFailed_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageFailed_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageFailed_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageFailed_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageFailed_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageFailed_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageFailed_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageFailed_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageFailed_conversation_type, "conversationType", v))
     v = e.reason
     if type(v) is not str:
         return None
-    b = _ChatMessageFailed_reason.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageFailed_reason, "reason", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageFailed_reason[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageFailed_reason, "reason", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageFailed_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageFailed_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageFailed_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageFailed_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1160,34 +1161,34 @@ def _encode_ChatMessagePinned(e: ChatMessagePinned) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessagePinned_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessagePinned_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessagePinned_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessagePinned_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessagePinned_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessagePinned_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessagePinned_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessagePinned_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessagePinned_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessagePinned_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessagePinned_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessagePinned_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessagePinned_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessagePinned_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessagePinned_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessagePinned_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1203,34 +1204,34 @@ def _encode_ChatMessageRead(e: ChatMessageRead) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessageRead_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageRead_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageRead_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageRead_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageRead_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageRead_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageRead_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageRead_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageRead_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageRead_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageRead_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageRead_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageRead_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageRead_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageRead_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageRead_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1250,70 +1251,70 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessageReceived_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageReceived_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageReceived_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageReceived_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageReceived_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageReceived_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageReceived_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageReceived_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageReceived_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageReceived_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageReceived_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageReceived_conversation_type, "conversationType", v))
     v = e.message_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageReceived_message_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageReceived_message_type, "messageType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageReceived_message_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageReceived_message_type, "messageType", v))
     v = e.character_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ChatMessageReceived_character_count.get(v)
-        if b is None:
+        try:
+            out.append(_ChatMessageReceived_character_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_ChatMessageReceived_character_count, "characterCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_ChatMessageReceived_character_count, "characterCount", v))
     v = e.attachment_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ChatMessageReceived_attachment_count.get(v)
-        if b is None:
+        try:
+            out.append(_ChatMessageReceived_attachment_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_ChatMessageReceived_attachment_count, "attachmentCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_ChatMessageReceived_attachment_count, "attachmentCount", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageReceived_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageReceived_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageReceived_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageReceived_thread_id, "threadId", v))
     v = e.parent_message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageReceived_parent_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageReceived_parent_message_id, "parentMessageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageReceived_parent_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageReceived_parent_message_id, "parentMessageId", v))
     return b"".join(out)
 
 
@@ -1333,70 +1334,70 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessageSent_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageSent_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageSent_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageSent_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageSent_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageSent_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageSent_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageSent_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageSent_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageSent_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageSent_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageSent_conversation_type, "conversationType", v))
     v = e.message_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageSent_message_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageSent_message_type, "messageType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageSent_message_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageSent_message_type, "messageType", v))
     v = e.character_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ChatMessageSent_character_count.get(v)
-        if b is None:
+        try:
+            out.append(_ChatMessageSent_character_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_ChatMessageSent_character_count, "characterCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_ChatMessageSent_character_count, "characterCount", v))
     v = e.attachment_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ChatMessageSent_attachment_count.get(v)
-        if b is None:
+        try:
+            out.append(_ChatMessageSent_attachment_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_ChatMessageSent_attachment_count, "attachmentCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_ChatMessageSent_attachment_count, "attachmentCount", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageSent_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageSent_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageSent_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageSent_thread_id, "threadId", v))
     v = e.parent_message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageSent_parent_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageSent_parent_message_id, "parentMessageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageSent_parent_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageSent_parent_message_id, "parentMessageId", v))
     return b"".join(out)
 
 
@@ -1412,34 +1413,34 @@ def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatMessageUnpinned_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatMessageUnpinned_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatMessageUnpinned_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatMessageUnpinned_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageUnpinned_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageUnpinned_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageUnpinned_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageUnpinned_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageUnpinned_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageUnpinned_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageUnpinned_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageUnpinned_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatMessageUnpinned_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatMessageUnpinned_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatMessageUnpinned_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatMessageUnpinned_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1455,33 +1456,33 @@ def _encode_ChatReactionAdded(e: ChatReactionAdded) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatReactionAdded_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatReactionAdded_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatReactionAdded_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatReactionAdded_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatReactionAdded_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatReactionAdded_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatReactionAdded_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatReactionAdded_message_id, "messageId", v))
     v = e.reaction
     if type(v) is not str:
         return None
-    b = _ChatReactionAdded_reaction.get(v)
-    if b is None:
-        b = _encoders.string(_ChatReactionAdded_reaction, "reaction", v)
-    out.append(b)
+    try:
+        out.append(_ChatReactionAdded_reaction[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatReactionAdded_reaction, "reaction", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatReactionAdded_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatReactionAdded_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatReactionAdded_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatReactionAdded_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1497,33 +1498,33 @@ def _encode_ChatReactionRemoved(e: ChatReactionRemoved) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatReactionRemoved_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatReactionRemoved_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatReactionRemoved_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatReactionRemoved_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatReactionRemoved_message_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatReactionRemoved_message_id, "messageId", v)
-        out.append(b)
+        try:
+            out.append(_ChatReactionRemoved_message_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatReactionRemoved_message_id, "messageId", v))
     v = e.reaction
     if type(v) is not str:
         return None
-    b = _ChatReactionRemoved_reaction.get(v)
-    if b is None:
-        b = _encoders.string(_ChatReactionRemoved_reaction, "reaction", v)
-    out.append(b)
+    try:
+        out.append(_ChatReactionRemoved_reaction[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatReactionRemoved_reaction, "reaction", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatReactionRemoved_thread_id.get(v)
-        if b is None:
-            b = _encoders.string(_ChatReactionRemoved_thread_id, "threadId", v)
-        out.append(b)
+        try:
+            out.append(_ChatReactionRemoved_thread_id[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatReactionRemoved_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1537,18 +1538,18 @@ def _encode_ChatTypingStarted(e: ChatTypingStarted) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatTypingStarted_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatTypingStarted_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatTypingStarted_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatTypingStarted_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatTypingStarted_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatTypingStarted_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatTypingStarted_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatTypingStarted_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -1562,18 +1563,18 @@ def _encode_ChatTypingStopped(e: ChatTypingStopped) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatTypingStopped_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatTypingStopped_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatTypingStopped_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatTypingStopped_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatTypingStopped_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatTypingStopped_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatTypingStopped_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatTypingStopped_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -1587,18 +1588,18 @@ def _encode_ChatUnarchived(e: ChatUnarchived) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _ChatUnarchived_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatUnarchived_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_ChatUnarchived_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatUnarchived_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ChatUnarchived_conversation_type.get(v)
-        if b is None:
-            b = _encoders.string(_ChatUnarchived_conversation_type, "conversationType", v)
-        out.append(b)
+        try:
+            out.append(_ChatUnarchived_conversation_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ChatUnarchived_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -1611,10 +1612,10 @@ def _encode_ChatUserBlocked(e: ChatUserBlocked) -> bytes | None:
     v = e.user_id
     if type(v) is not str:
         return None
-    b = _ChatUserBlocked_user_id.get(v)
-    if b is None:
-        b = _encoders.string(_ChatUserBlocked_user_id, "userId", v)
-    out.append(b)
+    try:
+        out.append(_ChatUserBlocked_user_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ChatUserBlocked_user_id, "userId", v))
     return b"".join(out)
 
 

@@ -212,8 +212,9 @@ class WishlistRemoved(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _AddToCart_product_id: dict[str, bytes] = {}
@@ -233,10 +234,10 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
     v = e.product_id
     if type(v) is not str:
         return None
-    b = _AddToCart_product_id.get(v)
-    if b is None:
-        b = _encoders.string(_AddToCart_product_id, "productId", v)
-    out.append(b)
+    try:
+        out.append(_AddToCart_product_id[v])
+    except KeyError:
+        out.append(_encoders.string(_AddToCart_product_id, "productId", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -248,54 +249,54 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _AddToCart_currency.get(v)
-        if b is None:
+        try:
+            out.append(_AddToCart_currency[v])
+        except KeyError:
             if not (_AddToCart_currency_re.search(v)):
                 return None
-            b = _encoders.string(_AddToCart_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_AddToCart_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _AddToCart_cart_id.get(v)
-        if b is None:
-            b = _encoders.string(_AddToCart_cart_id, "cartId", v)
-        out.append(b)
+        try:
+            out.append(_AddToCart_cart_id[v])
+        except KeyError:
+            out.append(_encoders.string(_AddToCart_cart_id, "cartId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _AddToCart_quantity.get(v)
-        if b is None:
+        try:
+            out.append(_AddToCart_quantity[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_AddToCart_quantity, "quantity", v)
-        out.append(b)
+            out.append(_encoders.integer(_AddToCart_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _AddToCart_category.get(v)
-        if b is None:
-            b = _encoders.string(_AddToCart_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_AddToCart_category[v])
+        except KeyError:
+            out.append(_encoders.string(_AddToCart_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _AddToCart_brand.get(v)
-        if b is None:
-            b = _encoders.string(_AddToCart_brand, "brand", v)
-        out.append(b)
+        try:
+            out.append(_AddToCart_brand[v])
+        except KeyError:
+            out.append(_encoders.string(_AddToCart_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _AddToCart_sku.get(v)
-        if b is None:
-            b = _encoders.string(_AddToCart_sku, "sku", v)
-        out.append(b)
+        try:
+            out.append(_AddToCart_sku[v])
+        except KeyError:
+            out.append(_encoders.string(_AddToCart_sku, "sku", v))
     return b"".join(out)
 
 
@@ -313,20 +314,20 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CartViewed_cart_id.get(v)
-        if b is None:
-            b = _encoders.string(_CartViewed_cart_id, "cartId", v)
-        out.append(b)
+        try:
+            out.append(_CartViewed_cart_id[v])
+        except KeyError:
+            out.append(_encoders.string(_CartViewed_cart_id, "cartId", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _CartViewed_item_count.get(v)
-        if b is None:
+        try:
+            out.append(_CartViewed_item_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_CartViewed_item_count, "itemCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_CartViewed_item_count, "itemCount", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -338,12 +339,12 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CartViewed_currency.get(v)
-        if b is None:
+        try:
+            out.append(_CartViewed_currency[v])
+        except KeyError:
             if not (_CartViewed_currency_re.search(v)):
                 return None
-            b = _encoders.string(_CartViewed_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_CartViewed_currency, "currency", v))
     return b"".join(out)
 
 
@@ -363,10 +364,10 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CheckoutStarted_product_id.get(v)
-        if b is None:
-            b = _encoders.string(_CheckoutStarted_product_id, "productId", v)
-        out.append(b)
+        try:
+            out.append(_CheckoutStarted_product_id[v])
+        except KeyError:
+            out.append(_encoders.string(_CheckoutStarted_product_id, "productId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -378,38 +379,38 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CheckoutStarted_currency.get(v)
-        if b is None:
+        try:
+            out.append(_CheckoutStarted_currency[v])
+        except KeyError:
             if not (_CheckoutStarted_currency_re.search(v)):
                 return None
-            b = _encoders.string(_CheckoutStarted_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_CheckoutStarted_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CheckoutStarted_cart_id.get(v)
-        if b is None:
-            b = _encoders.string(_CheckoutStarted_cart_id, "cartId", v)
-        out.append(b)
+        try:
+            out.append(_CheckoutStarted_cart_id[v])
+        except KeyError:
+            out.append(_encoders.string(_CheckoutStarted_cart_id, "cartId", v))
     v = e.checkout_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CheckoutStarted_checkout_id.get(v)
-        if b is None:
-            b = _encoders.string(_CheckoutStarted_checkout_id, "checkoutId", v)
-        out.append(b)
+        try:
+            out.append(_CheckoutStarted_checkout_id[v])
+        except KeyError:
+            out.append(_encoders.string(_CheckoutStarted_checkout_id, "checkoutId", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _CheckoutStarted_item_count.get(v)
-        if b is None:
+        try:
+            out.append(_CheckoutStarted_item_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_CheckoutStarted_item_count, "itemCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_CheckoutStarted_item_count, "itemCount", v))
     return b"".join(out)
 
 
@@ -424,27 +425,27 @@ def _encode_CheckoutStepCompleted(e: CheckoutStepCompleted) -> bytes | None:
     v = e.checkout_id
     if type(v) is not str:
         return None
-    b = _CheckoutStepCompleted_checkout_id.get(v)
-    if b is None:
-        b = _encoders.string(_CheckoutStepCompleted_checkout_id, "checkoutId", v)
-    out.append(b)
+    try:
+        out.append(_CheckoutStepCompleted_checkout_id[v])
+    except KeyError:
+        out.append(_encoders.string(_CheckoutStepCompleted_checkout_id, "checkoutId", v))
     v = e.step
     if type(v) is not str:
         return None
-    b = _CheckoutStepCompleted_step.get(v)
-    if b is None:
-        b = _encoders.string(_CheckoutStepCompleted_step, "step", v)
-    out.append(b)
+    try:
+        out.append(_CheckoutStepCompleted_step[v])
+    except KeyError:
+        out.append(_encoders.string(_CheckoutStepCompleted_step, "step", v))
     v = e.step_index
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _CheckoutStepCompleted_step_index.get(v)
-        if b is None:
+        try:
+            out.append(_CheckoutStepCompleted_step_index[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_CheckoutStepCompleted_step_index, "stepIndex", v)
-        out.append(b)
+            out.append(_encoders.integer(_CheckoutStepCompleted_step_index, "stepIndex", v))
     return b"".join(out)
 
 
@@ -462,26 +463,26 @@ def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
     v = e.coupon_id
     if type(v) is not str:
         return None
-    b = _CouponApplied_coupon_id.get(v)
-    if b is None:
-        b = _encoders.string(_CouponApplied_coupon_id, "couponId", v)
-    out.append(b)
+    try:
+        out.append(_CouponApplied_coupon_id[v])
+    except KeyError:
+        out.append(_encoders.string(_CouponApplied_coupon_id, "couponId", v))
     v = e.coupon_code
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CouponApplied_coupon_code.get(v)
-        if b is None:
-            b = _encoders.string(_CouponApplied_coupon_code, "couponCode", v)
-        out.append(b)
+        try:
+            out.append(_CouponApplied_coupon_code[v])
+        except KeyError:
+            out.append(_encoders.string(_CouponApplied_coupon_code, "couponCode", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CouponApplied_cart_id.get(v)
-        if b is None:
-            b = _encoders.string(_CouponApplied_cart_id, "cartId", v)
-        out.append(b)
+        try:
+            out.append(_CouponApplied_cart_id[v])
+        except KeyError:
+            out.append(_encoders.string(_CouponApplied_cart_id, "cartId", v))
     v = e.discount_amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -493,12 +494,12 @@ def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CouponApplied_currency.get(v)
-        if b is None:
+        try:
+            out.append(_CouponApplied_currency[v])
+        except KeyError:
             if not (_CouponApplied_currency_re.search(v)):
                 return None
-            b = _encoders.string(_CouponApplied_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_CouponApplied_currency, "currency", v))
     return b"".join(out)
 
 
@@ -514,34 +515,34 @@ def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
     v = e.coupon_id
     if type(v) is not str:
         return None
-    b = _CouponRemoved_coupon_id.get(v)
-    if b is None:
-        b = _encoders.string(_CouponRemoved_coupon_id, "couponId", v)
-    out.append(b)
+    try:
+        out.append(_CouponRemoved_coupon_id[v])
+    except KeyError:
+        out.append(_encoders.string(_CouponRemoved_coupon_id, "couponId", v))
     v = e.coupon_code
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CouponRemoved_coupon_code.get(v)
-        if b is None:
-            b = _encoders.string(_CouponRemoved_coupon_code, "couponCode", v)
-        out.append(b)
+        try:
+            out.append(_CouponRemoved_coupon_code[v])
+        except KeyError:
+            out.append(_encoders.string(_CouponRemoved_coupon_code, "couponCode", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CouponRemoved_cart_id.get(v)
-        if b is None:
-            b = _encoders.string(_CouponRemoved_cart_id, "cartId", v)
-        out.append(b)
+        try:
+            out.append(_CouponRemoved_cart_id[v])
+        except KeyError:
+            out.append(_encoders.string(_CouponRemoved_cart_id, "cartId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _CouponRemoved_reason.get(v)
-        if b is None:
-            b = _encoders.string(_CouponRemoved_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_CouponRemoved_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_CouponRemoved_reason, "reason", v))
     return b"".join(out)
 
 
@@ -558,10 +559,10 @@ def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
     v = e.order_id
     if type(v) is not str:
         return None
-    b = _OrderRefunded_order_id.get(v)
-    if b is None:
-        b = _encoders.string(_OrderRefunded_order_id, "orderId", v)
-    out.append(b)
+    try:
+        out.append(_OrderRefunded_order_id[v])
+    except KeyError:
+        out.append(_encoders.string(_OrderRefunded_order_id, "orderId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -573,20 +574,20 @@ def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _OrderRefunded_currency.get(v)
-        if b is None:
+        try:
+            out.append(_OrderRefunded_currency[v])
+        except KeyError:
             if not (_OrderRefunded_currency_re.search(v)):
                 return None
-            b = _encoders.string(_OrderRefunded_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_OrderRefunded_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _OrderRefunded_reason.get(v)
-        if b is None:
-            b = _encoders.string(_OrderRefunded_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_OrderRefunded_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_OrderRefunded_reason, "reason", v))
     return b"".join(out)
 
 
@@ -602,36 +603,36 @@ def _encode_ProductListViewed(e: ProductListViewed) -> bytes | None:
     v = e.list_id
     if type(v) is not str:
         return None
-    b = _ProductListViewed_list_id.get(v)
-    if b is None:
-        b = _encoders.string(_ProductListViewed_list_id, "listId", v)
-    out.append(b)
+    try:
+        out.append(_ProductListViewed_list_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ProductListViewed_list_id, "listId", v))
     v = e.list_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ProductListViewed_list_name.get(v)
-        if b is None:
-            b = _encoders.string(_ProductListViewed_list_name, "listName", v)
-        out.append(b)
+        try:
+            out.append(_ProductListViewed_list_name[v])
+        except KeyError:
+            out.append(_encoders.string(_ProductListViewed_list_name, "listName", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ProductListViewed_category.get(v)
-        if b is None:
-            b = _encoders.string(_ProductListViewed_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_ProductListViewed_category[v])
+        except KeyError:
+            out.append(_encoders.string(_ProductListViewed_category, "category", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ProductListViewed_item_count.get(v)
-        if b is None:
+        try:
+            out.append(_ProductListViewed_item_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_ProductListViewed_item_count, "itemCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_ProductListViewed_item_count, "itemCount", v))
     return b"".join(out)
 
 
@@ -651,42 +652,42 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
     v = e.product_id
     if type(v) is not str:
         return None
-    b = _ProductViewed_product_id.get(v)
-    if b is None:
-        b = _encoders.string(_ProductViewed_product_id, "productId", v)
-    out.append(b)
+    try:
+        out.append(_ProductViewed_product_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ProductViewed_product_id, "productId", v))
     v = e.product_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ProductViewed_product_name.get(v)
-        if b is None:
-            b = _encoders.string(_ProductViewed_product_name, "productName", v)
-        out.append(b)
+        try:
+            out.append(_ProductViewed_product_name[v])
+        except KeyError:
+            out.append(_encoders.string(_ProductViewed_product_name, "productName", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ProductViewed_category.get(v)
-        if b is None:
-            b = _encoders.string(_ProductViewed_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_ProductViewed_category[v])
+        except KeyError:
+            out.append(_encoders.string(_ProductViewed_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ProductViewed_brand.get(v)
-        if b is None:
-            b = _encoders.string(_ProductViewed_brand, "brand", v)
-        out.append(b)
+        try:
+            out.append(_ProductViewed_brand[v])
+        except KeyError:
+            out.append(_encoders.string(_ProductViewed_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ProductViewed_sku.get(v)
-        if b is None:
-            b = _encoders.string(_ProductViewed_sku, "sku", v)
-        out.append(b)
+        try:
+            out.append(_ProductViewed_sku[v])
+        except KeyError:
+            out.append(_encoders.string(_ProductViewed_sku, "sku", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -698,12 +699,12 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ProductViewed_currency.get(v)
-        if b is None:
+        try:
+            out.append(_ProductViewed_currency[v])
+        except KeyError:
             if not (_ProductViewed_currency_re.search(v)):
                 return None
-            b = _encoders.string(_ProductViewed_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_ProductViewed_currency, "currency", v))
     return b"".join(out)
 
 
@@ -725,10 +726,10 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _Purchase_product_id.get(v)
-        if b is None:
-            b = _encoders.string(_Purchase_product_id, "productId", v)
-        out.append(b)
+        try:
+            out.append(_Purchase_product_id[v])
+        except KeyError:
+            out.append(_encoders.string(_Purchase_product_id, "productId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -740,54 +741,54 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _Purchase_currency.get(v)
-        if b is None:
+        try:
+            out.append(_Purchase_currency[v])
+        except KeyError:
             if not (_Purchase_currency_re.search(v)):
                 return None
-            b = _encoders.string(_Purchase_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_Purchase_currency, "currency", v))
     v = e.order_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _Purchase_order_id.get(v)
-        if b is None:
-            b = _encoders.string(_Purchase_order_id, "orderId", v)
-        out.append(b)
+        try:
+            out.append(_Purchase_order_id[v])
+        except KeyError:
+            out.append(_encoders.string(_Purchase_order_id, "orderId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _Purchase_quantity.get(v)
-        if b is None:
+        try:
+            out.append(_Purchase_quantity[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_Purchase_quantity, "quantity", v)
-        out.append(b)
+            out.append(_encoders.integer(_Purchase_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _Purchase_category.get(v)
-        if b is None:
-            b = _encoders.string(_Purchase_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_Purchase_category[v])
+        except KeyError:
+            out.append(_encoders.string(_Purchase_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _Purchase_brand.get(v)
-        if b is None:
-            b = _encoders.string(_Purchase_brand, "brand", v)
-        out.append(b)
+        try:
+            out.append(_Purchase_brand[v])
+        except KeyError:
+            out.append(_encoders.string(_Purchase_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _Purchase_sku.get(v)
-        if b is None:
-            b = _encoders.string(_Purchase_sku, "sku", v)
-        out.append(b)
+        try:
+            out.append(_Purchase_sku[v])
+        except KeyError:
+            out.append(_encoders.string(_Purchase_sku, "sku", v))
     return b"".join(out)
 
 
@@ -808,10 +809,10 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
     v = e.product_id
     if type(v) is not str:
         return None
-    b = _RemoveFromCart_product_id.get(v)
-    if b is None:
-        b = _encoders.string(_RemoveFromCart_product_id, "productId", v)
-    out.append(b)
+    try:
+        out.append(_RemoveFromCart_product_id[v])
+    except KeyError:
+        out.append(_encoders.string(_RemoveFromCart_product_id, "productId", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -823,54 +824,54 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RemoveFromCart_currency.get(v)
-        if b is None:
+        try:
+            out.append(_RemoveFromCart_currency[v])
+        except KeyError:
             if not (_RemoveFromCart_currency_re.search(v)):
                 return None
-            b = _encoders.string(_RemoveFromCart_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_RemoveFromCart_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RemoveFromCart_cart_id.get(v)
-        if b is None:
-            b = _encoders.string(_RemoveFromCart_cart_id, "cartId", v)
-        out.append(b)
+        try:
+            out.append(_RemoveFromCart_cart_id[v])
+        except KeyError:
+            out.append(_encoders.string(_RemoveFromCart_cart_id, "cartId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _RemoveFromCart_quantity.get(v)
-        if b is None:
+        try:
+            out.append(_RemoveFromCart_quantity[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_RemoveFromCart_quantity, "quantity", v)
-        out.append(b)
+            out.append(_encoders.integer(_RemoveFromCart_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RemoveFromCart_category.get(v)
-        if b is None:
-            b = _encoders.string(_RemoveFromCart_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_RemoveFromCart_category[v])
+        except KeyError:
+            out.append(_encoders.string(_RemoveFromCart_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RemoveFromCart_brand.get(v)
-        if b is None:
-            b = _encoders.string(_RemoveFromCart_brand, "brand", v)
-        out.append(b)
+        try:
+            out.append(_RemoveFromCart_brand[v])
+        except KeyError:
+            out.append(_encoders.string(_RemoveFromCart_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RemoveFromCart_sku.get(v)
-        if b is None:
-            b = _encoders.string(_RemoveFromCart_sku, "sku", v)
-        out.append(b)
+        try:
+            out.append(_RemoveFromCart_sku[v])
+        except KeyError:
+            out.append(_encoders.string(_RemoveFromCart_sku, "sku", v))
     return b"".join(out)
 
 
@@ -887,18 +888,18 @@ def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
     v = e.product_id
     if type(v) is not str:
         return None
-    b = _WishlistAdded_product_id.get(v)
-    if b is None:
-        b = _encoders.string(_WishlistAdded_product_id, "productId", v)
-    out.append(b)
+    try:
+        out.append(_WishlistAdded_product_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WishlistAdded_product_id, "productId", v))
     v = e.wishlist_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _WishlistAdded_wishlist_id.get(v)
-        if b is None:
-            b = _encoders.string(_WishlistAdded_wishlist_id, "wishlistId", v)
-        out.append(b)
+        try:
+            out.append(_WishlistAdded_wishlist_id[v])
+        except KeyError:
+            out.append(_encoders.string(_WishlistAdded_wishlist_id, "wishlistId", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
@@ -910,12 +911,12 @@ def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _WishlistAdded_currency.get(v)
-        if b is None:
+        try:
+            out.append(_WishlistAdded_currency[v])
+        except KeyError:
             if not (_WishlistAdded_currency_re.search(v)):
                 return None
-            b = _encoders.string(_WishlistAdded_currency, "currency", v)
-        out.append(b)
+            out.append(_encoders.string(_WishlistAdded_currency, "currency", v))
     return b"".join(out)
 
 
@@ -929,18 +930,18 @@ def _encode_WishlistRemoved(e: WishlistRemoved) -> bytes | None:
     v = e.product_id
     if type(v) is not str:
         return None
-    b = _WishlistRemoved_product_id.get(v)
-    if b is None:
-        b = _encoders.string(_WishlistRemoved_product_id, "productId", v)
-    out.append(b)
+    try:
+        out.append(_WishlistRemoved_product_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WishlistRemoved_product_id, "productId", v))
     v = e.wishlist_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _WishlistRemoved_wishlist_id.get(v)
-        if b is None:
-            b = _encoders.string(_WishlistRemoved_wishlist_id, "wishlistId", v)
-        out.append(b)
+        try:
+            out.append(_WishlistRemoved_wishlist_id[v])
+        except KeyError:
+            out.append(_encoders.string(_WishlistRemoved_wishlist_id, "wishlistId", v))
     return b"".join(out)
 
 

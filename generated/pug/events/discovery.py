@@ -90,8 +90,9 @@ class SortChanged(PugEvent, kw_only=True):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _FilterApplied_key: dict[str, bytes] = {}
@@ -104,18 +105,18 @@ def _encode_FilterApplied(e: FilterApplied) -> bytes | None:
     v = e.key
     if type(v) is not str:
         return None
-    b = _FilterApplied_key.get(v)
-    if b is None:
-        b = _encoders.string(_FilterApplied_key, "key", v)
-    out.append(b)
+    try:
+        out.append(_FilterApplied_key[v])
+    except KeyError:
+        out.append(_encoders.string(_FilterApplied_key, "key", v))
     v = e.value
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FilterApplied_value.get(v)
-        if b is None:
-            b = _encoders.string(_FilterApplied_value, "value", v)
-        out.append(b)
+        try:
+            out.append(_FilterApplied_value[v])
+        except KeyError:
+            out.append(_encoders.string(_FilterApplied_value, "value", v))
     return b"".join(out)
 
 
@@ -131,35 +132,35 @@ def _encode_RecommendationClicked(e: RecommendationClicked) -> bytes | None:
     v = e.recommendation_id
     if type(v) is not str:
         return None
-    b = _RecommendationClicked_recommendation_id.get(v)
-    if b is None:
-        b = _encoders.string(_RecommendationClicked_recommendation_id, "recommendationId", v)
-    out.append(b)
+    try:
+        out.append(_RecommendationClicked_recommendation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_RecommendationClicked_recommendation_id, "recommendationId", v))
     v = e.item_id
     if type(v) is not str:
         return None
-    b = _RecommendationClicked_item_id.get(v)
-    if b is None:
-        b = _encoders.string(_RecommendationClicked_item_id, "itemId", v)
-    out.append(b)
+    try:
+        out.append(_RecommendationClicked_item_id[v])
+    except KeyError:
+        out.append(_encoders.string(_RecommendationClicked_item_id, "itemId", v))
     v = e.source
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RecommendationClicked_source.get(v)
-        if b is None:
-            b = _encoders.string(_RecommendationClicked_source, "source", v)
-        out.append(b)
+        try:
+            out.append(_RecommendationClicked_source[v])
+        except KeyError:
+            out.append(_encoders.string(_RecommendationClicked_source, "source", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _RecommendationClicked_index.get(v)
-        if b is None:
+        try:
+            out.append(_RecommendationClicked_index[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_RecommendationClicked_index, "index", v)
-        out.append(b)
+            out.append(_encoders.integer(_RecommendationClicked_index, "index", v))
     return b"".join(out)
 
 
@@ -175,36 +176,36 @@ def _encode_RecommendationViewed(e: RecommendationViewed) -> bytes | None:
     v = e.recommendation_id
     if type(v) is not str:
         return None
-    b = _RecommendationViewed_recommendation_id.get(v)
-    if b is None:
-        b = _encoders.string(_RecommendationViewed_recommendation_id, "recommendationId", v)
-    out.append(b)
+    try:
+        out.append(_RecommendationViewed_recommendation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_RecommendationViewed_recommendation_id, "recommendationId", v))
     v = e.item_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RecommendationViewed_item_id.get(v)
-        if b is None:
-            b = _encoders.string(_RecommendationViewed_item_id, "itemId", v)
-        out.append(b)
+        try:
+            out.append(_RecommendationViewed_item_id[v])
+        except KeyError:
+            out.append(_encoders.string(_RecommendationViewed_item_id, "itemId", v))
     v = e.source
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _RecommendationViewed_source.get(v)
-        if b is None:
-            b = _encoders.string(_RecommendationViewed_source, "source", v)
-        out.append(b)
+        try:
+            out.append(_RecommendationViewed_source[v])
+        except KeyError:
+            out.append(_encoders.string(_RecommendationViewed_source, "source", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _RecommendationViewed_index.get(v)
-        if b is None:
+        try:
+            out.append(_RecommendationViewed_index[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_RecommendationViewed_index, "index", v)
-        out.append(b)
+            out.append(_encoders.integer(_RecommendationViewed_index, "index", v))
     return b"".join(out)
 
 
@@ -217,10 +218,10 @@ def _encode_Search(e: Search) -> bytes | None:
     v = e.query
     if type(v) is not str:
         return None
-    b = _Search_query.get(v)
-    if b is None:
-        b = _encoders.string(_Search_query, "query", v)
-    out.append(b)
+    try:
+        out.append(_Search_query[v])
+    except KeyError:
+        out.append(_encoders.string(_Search_query, "query", v))
     return b"".join(out)
 
 
@@ -235,27 +236,27 @@ def _encode_SearchResultClicked(e: SearchResultClicked) -> bytes | None:
     v = e.query
     if type(v) is not str:
         return None
-    b = _SearchResultClicked_query.get(v)
-    if b is None:
-        b = _encoders.string(_SearchResultClicked_query, "query", v)
-    out.append(b)
+    try:
+        out.append(_SearchResultClicked_query[v])
+    except KeyError:
+        out.append(_encoders.string(_SearchResultClicked_query, "query", v))
     v = e.result_id
     if type(v) is not str:
         return None
-    b = _SearchResultClicked_result_id.get(v)
-    if b is None:
-        b = _encoders.string(_SearchResultClicked_result_id, "resultId", v)
-    out.append(b)
+    try:
+        out.append(_SearchResultClicked_result_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SearchResultClicked_result_id, "resultId", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _SearchResultClicked_index.get(v)
-        if b is None:
+        try:
+            out.append(_SearchResultClicked_index[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_SearchResultClicked_index, "index", v)
-        out.append(b)
+            out.append(_encoders.integer(_SearchResultClicked_index, "index", v))
     return b"".join(out)
 
 
@@ -269,18 +270,18 @@ def _encode_SortChanged(e: SortChanged) -> bytes | None:
     v = e.key
     if type(v) is not str:
         return None
-    b = _SortChanged_key.get(v)
-    if b is None:
-        b = _encoders.string(_SortChanged_key, "key", v)
-    out.append(b)
+    try:
+        out.append(_SortChanged_key[v])
+    except KeyError:
+        out.append(_encoders.string(_SortChanged_key, "key", v))
     v = e.direction
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SortChanged_direction.get(v)
-        if b is None:
-            b = _encoders.string(_SortChanged_direction, "direction", v)
-        out.append(b)
+        try:
+            out.append(_SortChanged_direction[v])
+        except KeyError:
+            out.append(_encoders.string(_SortChanged_direction, "direction", v))
     return b"".join(out)
 
 

@@ -29,8 +29,9 @@ class ErrorOccurred(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _ErrorOccurred_error_code: dict[str, bytes] = {}
@@ -46,26 +47,26 @@ def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
     v = e.error_code
     if type(v) is not str:
         return None
-    b = _ErrorOccurred_error_code.get(v)
-    if b is None:
-        b = _encoders.string(_ErrorOccurred_error_code, "errorCode", v)
-    out.append(b)
+    try:
+        out.append(_ErrorOccurred_error_code[v])
+    except KeyError:
+        out.append(_encoders.string(_ErrorOccurred_error_code, "errorCode", v))
     v = e.message
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ErrorOccurred_message.get(v)
-        if b is None:
-            b = _encoders.string(_ErrorOccurred_message, "message", v)
-        out.append(b)
+        try:
+            out.append(_ErrorOccurred_message[v])
+        except KeyError:
+            out.append(_encoders.string(_ErrorOccurred_message, "message", v))
     v = e.severity
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ErrorOccurred_severity.get(v)
-        if b is None:
-            b = _encoders.string(_ErrorOccurred_severity, "severity", v)
-        out.append(b)
+        try:
+            out.append(_ErrorOccurred_severity[v])
+        except KeyError:
+            out.append(_encoders.string(_ErrorOccurred_severity, "severity", v))
     v = e.unhandled
     if v is not UNSET:
         if type(v) is not bool:
@@ -75,10 +76,10 @@ def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ErrorOccurred_stack.get(v)
-        if b is None:
-            b = _encoders.string(_ErrorOccurred_stack, "stack", v)
-        out.append(b)
+        try:
+            out.append(_ErrorOccurred_stack[v])
+        except KeyError:
+            out.append(_encoders.string(_ErrorOccurred_stack, "stack", v))
     return b"".join(out)
 
 

@@ -67,8 +67,9 @@ class FileUploaded(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _ExportCompleted_export_id: dict[str, bytes] = {}
@@ -82,28 +83,28 @@ def _encode_ExportCompleted(e: ExportCompleted) -> bytes | None:
     v = e.export_id
     if type(v) is not str:
         return None
-    b = _ExportCompleted_export_id.get(v)
-    if b is None:
-        b = _encoders.string(_ExportCompleted_export_id, "exportId", v)
-    out.append(b)
+    try:
+        out.append(_ExportCompleted_export_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ExportCompleted_export_id, "exportId", v))
     v = e.export_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ExportCompleted_export_type.get(v)
-        if b is None:
-            b = _encoders.string(_ExportCompleted_export_type, "exportType", v)
-        out.append(b)
+        try:
+            out.append(_ExportCompleted_export_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ExportCompleted_export_type, "exportType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _ExportCompleted_size_bytes.get(v)
-        if b is None:
+        try:
+            out.append(_ExportCompleted_size_bytes[v])
+        except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            b = _encoders.integer(_ExportCompleted_size_bytes, "sizeBytes", v)
-        out.append(b)
+            out.append(_encoders.integer(_ExportCompleted_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
@@ -117,18 +118,18 @@ def _encode_ExportStarted(e: ExportStarted) -> bytes | None:
     v = e.export_id
     if type(v) is not str:
         return None
-    b = _ExportStarted_export_id.get(v)
-    if b is None:
-        b = _encoders.string(_ExportStarted_export_id, "exportId", v)
-    out.append(b)
+    try:
+        out.append(_ExportStarted_export_id[v])
+    except KeyError:
+        out.append(_encoders.string(_ExportStarted_export_id, "exportId", v))
     v = e.export_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _ExportStarted_export_type.get(v)
-        if b is None:
-            b = _encoders.string(_ExportStarted_export_type, "exportType", v)
-        out.append(b)
+        try:
+            out.append(_ExportStarted_export_type[v])
+        except KeyError:
+            out.append(_encoders.string(_ExportStarted_export_type, "exportType", v))
     return b"".join(out)
 
 
@@ -144,36 +145,36 @@ def _encode_FileDownloaded(e: FileDownloaded) -> bytes | None:
     v = e.file_id
     if type(v) is not str:
         return None
-    b = _FileDownloaded_file_id.get(v)
-    if b is None:
-        b = _encoders.string(_FileDownloaded_file_id, "fileId", v)
-    out.append(b)
+    try:
+        out.append(_FileDownloaded_file_id[v])
+    except KeyError:
+        out.append(_encoders.string(_FileDownloaded_file_id, "fileId", v))
     v = e.file_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FileDownloaded_file_name.get(v)
-        if b is None:
-            b = _encoders.string(_FileDownloaded_file_name, "fileName", v)
-        out.append(b)
+        try:
+            out.append(_FileDownloaded_file_name[v])
+        except KeyError:
+            out.append(_encoders.string(_FileDownloaded_file_name, "fileName", v))
     v = e.file_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FileDownloaded_file_type.get(v)
-        if b is None:
-            b = _encoders.string(_FileDownloaded_file_type, "fileType", v)
-        out.append(b)
+        try:
+            out.append(_FileDownloaded_file_type[v])
+        except KeyError:
+            out.append(_encoders.string(_FileDownloaded_file_type, "fileType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _FileDownloaded_size_bytes.get(v)
-        if b is None:
+        try:
+            out.append(_FileDownloaded_size_bytes[v])
+        except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            b = _encoders.integer(_FileDownloaded_size_bytes, "sizeBytes", v)
-        out.append(b)
+            out.append(_encoders.integer(_FileDownloaded_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
@@ -189,36 +190,36 @@ def _encode_FileUploaded(e: FileUploaded) -> bytes | None:
     v = e.file_id
     if type(v) is not str:
         return None
-    b = _FileUploaded_file_id.get(v)
-    if b is None:
-        b = _encoders.string(_FileUploaded_file_id, "fileId", v)
-    out.append(b)
+    try:
+        out.append(_FileUploaded_file_id[v])
+    except KeyError:
+        out.append(_encoders.string(_FileUploaded_file_id, "fileId", v))
     v = e.file_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FileUploaded_file_name.get(v)
-        if b is None:
-            b = _encoders.string(_FileUploaded_file_name, "fileName", v)
-        out.append(b)
+        try:
+            out.append(_FileUploaded_file_name[v])
+        except KeyError:
+            out.append(_encoders.string(_FileUploaded_file_name, "fileName", v))
     v = e.file_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FileUploaded_file_type.get(v)
-        if b is None:
-            b = _encoders.string(_FileUploaded_file_type, "fileType", v)
-        out.append(b)
+        try:
+            out.append(_FileUploaded_file_type[v])
+        except KeyError:
+            out.append(_encoders.string(_FileUploaded_file_type, "fileType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _FileUploaded_size_bytes.get(v)
-        if b is None:
+        try:
+            out.append(_FileUploaded_size_bytes[v])
+        except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            b = _encoders.integer(_FileUploaded_size_bytes, "sizeBytes", v)
-        out.append(b)
+            out.append(_encoders.integer(_FileUploaded_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 

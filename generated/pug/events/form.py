@@ -39,8 +39,9 @@ class FormSubmit(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _FormStart_form_id: dict[str, bytes] = {}
@@ -53,18 +54,18 @@ def _encode_FormStart(e: FormStart) -> bytes | None:
     v = e.form_id
     if type(v) is not str:
         return None
-    b = _FormStart_form_id.get(v)
-    if b is None:
-        b = _encoders.string(_FormStart_form_id, "formId", v)
-    out.append(b)
+    try:
+        out.append(_FormStart_form_id[v])
+    except KeyError:
+        out.append(_encoders.string(_FormStart_form_id, "formId", v))
     v = e.form_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FormStart_form_name.get(v)
-        if b is None:
-            b = _encoders.string(_FormStart_form_name, "formName", v)
-        out.append(b)
+        try:
+            out.append(_FormStart_form_name[v])
+        except KeyError:
+            out.append(_encoders.string(_FormStart_form_name, "formName", v))
     return b"".join(out)
 
 
@@ -79,26 +80,26 @@ def _encode_FormSubmit(e: FormSubmit) -> bytes | None:
     v = e.form_id
     if type(v) is not str:
         return None
-    b = _FormSubmit_form_id.get(v)
-    if b is None:
-        b = _encoders.string(_FormSubmit_form_id, "formId", v)
-    out.append(b)
+    try:
+        out.append(_FormSubmit_form_id[v])
+    except KeyError:
+        out.append(_encoders.string(_FormSubmit_form_id, "formId", v))
     v = e.form_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FormSubmit_form_name.get(v)
-        if b is None:
-            b = _encoders.string(_FormSubmit_form_name, "formName", v)
-        out.append(b)
+        try:
+            out.append(_FormSubmit_form_name[v])
+        except KeyError:
+            out.append(_encoders.string(_FormSubmit_form_name, "formName", v))
     v = e.action
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FormSubmit_action.get(v)
-        if b is None:
-            b = _encoders.string(_FormSubmit_action, "action", v)
-        out.append(b)
+        try:
+            out.append(_FormSubmit_action[v])
+        except KeyError:
+            out.append(_encoders.string(_FormSubmit_action, "action", v))
     return b"".join(out)
 
 

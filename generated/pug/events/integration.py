@@ -39,8 +39,9 @@ class IntegrationDisconnected(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _IntegrationConnected_integration_id: dict[str, bytes] = {}
@@ -54,17 +55,17 @@ def _encode_IntegrationConnected(e: IntegrationConnected) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _IntegrationConnected_integration_id.get(v)
-        if b is None:
-            b = _encoders.string(_IntegrationConnected_integration_id, "integrationId", v)
-        out.append(b)
+        try:
+            out.append(_IntegrationConnected_integration_id[v])
+        except KeyError:
+            out.append(_encoders.string(_IntegrationConnected_integration_id, "integrationId", v))
     v = e.integration_type
     if type(v) is not str:
         return None
-    b = _IntegrationConnected_integration_type.get(v)
-    if b is None:
-        b = _encoders.string(_IntegrationConnected_integration_type, "integrationType", v)
-    out.append(b)
+    try:
+        out.append(_IntegrationConnected_integration_type[v])
+    except KeyError:
+        out.append(_encoders.string(_IntegrationConnected_integration_type, "integrationType", v))
     return b"".join(out)
 
 
@@ -80,25 +81,25 @@ def _encode_IntegrationDisconnected(e: IntegrationDisconnected) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _IntegrationDisconnected_integration_id.get(v)
-        if b is None:
-            b = _encoders.string(_IntegrationDisconnected_integration_id, "integrationId", v)
-        out.append(b)
+        try:
+            out.append(_IntegrationDisconnected_integration_id[v])
+        except KeyError:
+            out.append(_encoders.string(_IntegrationDisconnected_integration_id, "integrationId", v))
     v = e.integration_type
     if type(v) is not str:
         return None
-    b = _IntegrationDisconnected_integration_type.get(v)
-    if b is None:
-        b = _encoders.string(_IntegrationDisconnected_integration_type, "integrationType", v)
-    out.append(b)
+    try:
+        out.append(_IntegrationDisconnected_integration_type[v])
+    except KeyError:
+        out.append(_encoders.string(_IntegrationDisconnected_integration_type, "integrationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _IntegrationDisconnected_reason.get(v)
-        if b is None:
-            b = _encoders.string(_IntegrationDisconnected_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_IntegrationDisconnected_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_IntegrationDisconnected_reason, "reason", v))
     return b"".join(out)
 
 

@@ -46,8 +46,9 @@ class InviteSent(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _InviteAccepted_invite_id: dict[str, bytes] = {}
@@ -65,50 +66,50 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteAccepted_invite_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteAccepted_invite_id, "inviteId", v)
-        out.append(b)
+        try:
+            out.append(_InviteAccepted_invite_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteAccepted_invite_id, "inviteId", v))
     v = e.workspace_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteAccepted_workspace_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteAccepted_workspace_id, "workspaceId", v)
-        out.append(b)
+        try:
+            out.append(_InviteAccepted_workspace_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteAccepted_workspace_id, "workspaceId", v))
     v = e.inviter_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteAccepted_inviter_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteAccepted_inviter_id, "inviterId", v)
-        out.append(b)
+        try:
+            out.append(_InviteAccepted_inviter_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteAccepted_inviter_id, "inviterId", v))
     v = e.invitee_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteAccepted_invitee_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteAccepted_invitee_id, "inviteeId", v)
-        out.append(b)
+        try:
+            out.append(_InviteAccepted_invitee_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteAccepted_invitee_id, "inviteeId", v))
     v = e.invitee_email
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteAccepted_invitee_email.get(v)
-        if b is None:
-            b = _encoders.string(_InviteAccepted_invitee_email, "inviteeEmail", v)
-        out.append(b)
+        try:
+            out.append(_InviteAccepted_invitee_email[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteAccepted_invitee_email, "inviteeEmail", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteAccepted_role.get(v)
-        if b is None:
-            b = _encoders.string(_InviteAccepted_role, "role", v)
-        out.append(b)
+        try:
+            out.append(_InviteAccepted_role[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteAccepted_role, "role", v))
     return b"".join(out)
 
 
@@ -127,50 +128,50 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteSent_invite_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteSent_invite_id, "inviteId", v)
-        out.append(b)
+        try:
+            out.append(_InviteSent_invite_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteSent_invite_id, "inviteId", v))
     v = e.workspace_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteSent_workspace_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteSent_workspace_id, "workspaceId", v)
-        out.append(b)
+        try:
+            out.append(_InviteSent_workspace_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteSent_workspace_id, "workspaceId", v))
     v = e.inviter_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteSent_inviter_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteSent_inviter_id, "inviterId", v)
-        out.append(b)
+        try:
+            out.append(_InviteSent_inviter_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteSent_inviter_id, "inviterId", v))
     v = e.invitee_id
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteSent_invitee_id.get(v)
-        if b is None:
-            b = _encoders.string(_InviteSent_invitee_id, "inviteeId", v)
-        out.append(b)
+        try:
+            out.append(_InviteSent_invitee_id[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteSent_invitee_id, "inviteeId", v))
     v = e.invitee_email
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteSent_invitee_email.get(v)
-        if b is None:
-            b = _encoders.string(_InviteSent_invitee_email, "inviteeEmail", v)
-        out.append(b)
+        try:
+            out.append(_InviteSent_invitee_email[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteSent_invitee_email, "inviteeEmail", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _InviteSent_role.get(v)
-        if b is None:
-            b = _encoders.string(_InviteSent_role, "role", v)
-        out.append(b)
+        try:
+            out.append(_InviteSent_role[v])
+        except KeyError:
+            out.append(_encoders.string(_InviteSent_role, "role", v))
     return b"".join(out)
 
 

@@ -133,8 +133,9 @@ class VideoStarted(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _AudioCompleted_audio_id: dict[str, bytes] = {}
@@ -146,10 +147,10 @@ def _encode_AudioCompleted(e: AudioCompleted) -> bytes | None:
     v = e.audio_id
     if type(v) is not str:
         return None
-    b = _AudioCompleted_audio_id.get(v)
-    if b is None:
-        b = _encoders.string(_AudioCompleted_audio_id, "audioId", v)
-    out.append(b)
+    try:
+        out.append(_AudioCompleted_audio_id[v])
+    except KeyError:
+        out.append(_encoders.string(_AudioCompleted_audio_id, "audioId", v))
     return b"".join(out)
 
 
@@ -163,10 +164,10 @@ def _encode_AudioPause(e: AudioPause) -> bytes | None:
     v = e.audio_id
     if type(v) is not str:
         return None
-    b = _AudioPause_audio_id.get(v)
-    if b is None:
-        b = _encoders.string(_AudioPause_audio_id, "audioId", v)
-    out.append(b)
+    try:
+        out.append(_AudioPause_audio_id[v])
+    except KeyError:
+        out.append(_encoders.string(_AudioPause_audio_id, "audioId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -188,10 +189,10 @@ def _encode_AudioPlay(e: AudioPlay) -> bytes | None:
     v = e.audio_id
     if type(v) is not str:
         return None
-    b = _AudioPlay_audio_id.get(v)
-    if b is None:
-        b = _encoders.string(_AudioPlay_audio_id, "audioId", v)
-    out.append(b)
+    try:
+        out.append(_AudioPlay_audio_id[v])
+    except KeyError:
+        out.append(_encoders.string(_AudioPlay_audio_id, "audioId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -214,10 +215,10 @@ def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
     v = e.audio_id
     if type(v) is not str:
         return None
-    b = _AudioSeeked_audio_id.get(v)
-    if b is None:
-        b = _encoders.string(_AudioSeeked_audio_id, "audioId", v)
-    out.append(b)
+    try:
+        out.append(_AudioSeeked_audio_id[v])
+    except KeyError:
+        out.append(_encoders.string(_AudioSeeked_audio_id, "audioId", v))
     v = e.from_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -246,10 +247,10 @@ def _encode_AudioStarted(e: AudioStarted) -> bytes | None:
     v = e.audio_id
     if type(v) is not str:
         return None
-    b = _AudioStarted_audio_id.get(v)
-    if b is None:
-        b = _encoders.string(_AudioStarted_audio_id, "audioId", v)
-    out.append(b)
+    try:
+        out.append(_AudioStarted_audio_id[v])
+    except KeyError:
+        out.append(_encoders.string(_AudioStarted_audio_id, "audioId", v))
     return b"".join(out)
 
 
@@ -262,10 +263,10 @@ def _encode_VideoCompleted(e: VideoCompleted) -> bytes | None:
     v = e.video_id
     if type(v) is not str:
         return None
-    b = _VideoCompleted_video_id.get(v)
-    if b is None:
-        b = _encoders.string(_VideoCompleted_video_id, "videoId", v)
-    out.append(b)
+    try:
+        out.append(_VideoCompleted_video_id[v])
+    except KeyError:
+        out.append(_encoders.string(_VideoCompleted_video_id, "videoId", v))
     return b"".join(out)
 
 
@@ -279,10 +280,10 @@ def _encode_VideoPause(e: VideoPause) -> bytes | None:
     v = e.video_id
     if type(v) is not str:
         return None
-    b = _VideoPause_video_id.get(v)
-    if b is None:
-        b = _encoders.string(_VideoPause_video_id, "videoId", v)
-    out.append(b)
+    try:
+        out.append(_VideoPause_video_id[v])
+    except KeyError:
+        out.append(_encoders.string(_VideoPause_video_id, "videoId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -304,10 +305,10 @@ def _encode_VideoPlay(e: VideoPlay) -> bytes | None:
     v = e.video_id
     if type(v) is not str:
         return None
-    b = _VideoPlay_video_id.get(v)
-    if b is None:
-        b = _encoders.string(_VideoPlay_video_id, "videoId", v)
-    out.append(b)
+    try:
+        out.append(_VideoPlay_video_id[v])
+    except KeyError:
+        out.append(_encoders.string(_VideoPlay_video_id, "videoId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -330,10 +331,10 @@ def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
     v = e.video_id
     if type(v) is not str:
         return None
-    b = _VideoSeeked_video_id.get(v)
-    if b is None:
-        b = _encoders.string(_VideoSeeked_video_id, "videoId", v)
-    out.append(b)
+    try:
+        out.append(_VideoSeeked_video_id[v])
+    except KeyError:
+        out.append(_encoders.string(_VideoSeeked_video_id, "videoId", v))
     v = e.from_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -362,10 +363,10 @@ def _encode_VideoStarted(e: VideoStarted) -> bytes | None:
     v = e.video_id
     if type(v) is not str:
         return None
-    b = _VideoStarted_video_id.get(v)
-    if b is None:
-        b = _encoders.string(_VideoStarted_video_id, "videoId", v)
-    out.append(b)
+    try:
+        out.append(_VideoStarted_video_id[v])
+    except KeyError:
+        out.append(_encoders.string(_VideoStarted_video_id, "videoId", v))
     return b"".join(out)
 
 

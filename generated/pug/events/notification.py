@@ -50,8 +50,9 @@ class NotificationReceived(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _NotificationClicked_campaign_id: dict[str, bytes] = {}
@@ -64,18 +65,18 @@ def _encode_NotificationClicked(e: NotificationClicked) -> bytes | None:
     v = e.campaign_id
     if type(v) is not str:
         return None
-    b = _NotificationClicked_campaign_id.get(v)
-    if b is None:
-        b = _encoders.string(_NotificationClicked_campaign_id, "campaignId", v)
-    out.append(b)
+    try:
+        out.append(_NotificationClicked_campaign_id[v])
+    except KeyError:
+        out.append(_encoders.string(_NotificationClicked_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _NotificationClicked_notification_type.get(v)
-        if b is None:
-            b = _encoders.string(_NotificationClicked_notification_type, "notificationType", v)
-        out.append(b)
+        try:
+            out.append(_NotificationClicked_notification_type[v])
+        except KeyError:
+            out.append(_encoders.string(_NotificationClicked_notification_type, "notificationType", v))
     return b"".join(out)
 
 
@@ -89,18 +90,18 @@ def _encode_NotificationDismissed(e: NotificationDismissed) -> bytes | None:
     v = e.campaign_id
     if type(v) is not str:
         return None
-    b = _NotificationDismissed_campaign_id.get(v)
-    if b is None:
-        b = _encoders.string(_NotificationDismissed_campaign_id, "campaignId", v)
-    out.append(b)
+    try:
+        out.append(_NotificationDismissed_campaign_id[v])
+    except KeyError:
+        out.append(_encoders.string(_NotificationDismissed_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _NotificationDismissed_notification_type.get(v)
-        if b is None:
-            b = _encoders.string(_NotificationDismissed_notification_type, "notificationType", v)
-        out.append(b)
+        try:
+            out.append(_NotificationDismissed_notification_type[v])
+        except KeyError:
+            out.append(_encoders.string(_NotificationDismissed_notification_type, "notificationType", v))
     return b"".join(out)
 
 
@@ -114,18 +115,18 @@ def _encode_NotificationReceived(e: NotificationReceived) -> bytes | None:
     v = e.campaign_id
     if type(v) is not str:
         return None
-    b = _NotificationReceived_campaign_id.get(v)
-    if b is None:
-        b = _encoders.string(_NotificationReceived_campaign_id, "campaignId", v)
-    out.append(b)
+    try:
+        out.append(_NotificationReceived_campaign_id[v])
+    except KeyError:
+        out.append(_encoders.string(_NotificationReceived_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _NotificationReceived_notification_type.get(v)
-        if b is None:
-            b = _encoders.string(_NotificationReceived_notification_type, "notificationType", v)
-        out.append(b)
+        try:
+            out.append(_NotificationReceived_notification_type[v])
+        except KeyError:
+            out.append(_encoders.string(_NotificationReceived_notification_type, "notificationType", v))
     return b"".join(out)
 
 

@@ -22,8 +22,9 @@ class Share(PugEvent, kw_only=True):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 

@@ -112,8 +112,9 @@ class SurveyStarted(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _FeedbackSubmitted_feedback_id: dict[str, bytes] = {}
@@ -128,26 +129,26 @@ def _encode_FeedbackSubmitted(e: FeedbackSubmitted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FeedbackSubmitted_feedback_id.get(v)
-        if b is None:
-            b = _encoders.string(_FeedbackSubmitted_feedback_id, "feedbackId", v)
-        out.append(b)
+        try:
+            out.append(_FeedbackSubmitted_feedback_id[v])
+        except KeyError:
+            out.append(_encoders.string(_FeedbackSubmitted_feedback_id, "feedbackId", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FeedbackSubmitted_category.get(v)
-        if b is None:
-            b = _encoders.string(_FeedbackSubmitted_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_FeedbackSubmitted_category[v])
+        except KeyError:
+            out.append(_encoders.string(_FeedbackSubmitted_category, "category", v))
     v = e.comment
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _FeedbackSubmitted_comment.get(v)
-        if b is None:
-            b = _encoders.string(_FeedbackSubmitted_comment, "comment", v)
-        out.append(b)
+        try:
+            out.append(_FeedbackSubmitted_comment[v])
+        except KeyError:
+            out.append(_encoders.string(_FeedbackSubmitted_comment, "comment", v))
     return b"".join(out)
 
 
@@ -162,26 +163,26 @@ def _encode_HelpArticleViewed(e: HelpArticleViewed) -> bytes | None:
     v = e.article_id
     if type(v) is not str:
         return None
-    b = _HelpArticleViewed_article_id.get(v)
-    if b is None:
-        b = _encoders.string(_HelpArticleViewed_article_id, "articleId", v)
-    out.append(b)
+    try:
+        out.append(_HelpArticleViewed_article_id[v])
+    except KeyError:
+        out.append(_encoders.string(_HelpArticleViewed_article_id, "articleId", v))
     v = e.article_title
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _HelpArticleViewed_article_title.get(v)
-        if b is None:
-            b = _encoders.string(_HelpArticleViewed_article_title, "articleTitle", v)
-        out.append(b)
+        try:
+            out.append(_HelpArticleViewed_article_title[v])
+        except KeyError:
+            out.append(_encoders.string(_HelpArticleViewed_article_title, "articleTitle", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _HelpArticleViewed_category.get(v)
-        if b is None:
-            b = _encoders.string(_HelpArticleViewed_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_HelpArticleViewed_category[v])
+        except KeyError:
+            out.append(_encoders.string(_HelpArticleViewed_category, "category", v))
     return b"".join(out)
 
 
@@ -196,20 +197,20 @@ def _encode_NpsSubmitted(e: NpsSubmitted) -> bytes | None:
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _NpsSubmitted_score.get(v)
-        if b is None:
+        try:
+            out.append(_NpsSubmitted_score[v])
+        except KeyError:
             if not (0 <= v <= 10):
                 return None
-            b = _encoders.integer(_NpsSubmitted_score, "score", v)
-        out.append(b)
+            out.append(_encoders.integer(_NpsSubmitted_score, "score", v))
     v = e.comment
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _NpsSubmitted_comment.get(v)
-        if b is None:
-            b = _encoders.string(_NpsSubmitted_comment, "comment", v)
-        out.append(b)
+        try:
+            out.append(_NpsSubmitted_comment[v])
+        except KeyError:
+            out.append(_encoders.string(_NpsSubmitted_comment, "comment", v))
     return b"".join(out)
 
 
@@ -223,18 +224,18 @@ def _encode_SupportChatStarted(e: SupportChatStarted) -> bytes | None:
     v = e.conversation_id
     if type(v) is not str:
         return None
-    b = _SupportChatStarted_conversation_id.get(v)
-    if b is None:
-        b = _encoders.string(_SupportChatStarted_conversation_id, "conversationId", v)
-    out.append(b)
+    try:
+        out.append(_SupportChatStarted_conversation_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SupportChatStarted_conversation_id, "conversationId", v))
     v = e.topic
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SupportChatStarted_topic.get(v)
-        if b is None:
-            b = _encoders.string(_SupportChatStarted_topic, "topic", v)
-        out.append(b)
+        try:
+            out.append(_SupportChatStarted_topic[v])
+        except KeyError:
+            out.append(_encoders.string(_SupportChatStarted_topic, "topic", v))
     return b"".join(out)
 
 
@@ -249,26 +250,26 @@ def _encode_SupportTicketCreated(e: SupportTicketCreated) -> bytes | None:
     v = e.ticket_id
     if type(v) is not str:
         return None
-    b = _SupportTicketCreated_ticket_id.get(v)
-    if b is None:
-        b = _encoders.string(_SupportTicketCreated_ticket_id, "ticketId", v)
-    out.append(b)
+    try:
+        out.append(_SupportTicketCreated_ticket_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SupportTicketCreated_ticket_id, "ticketId", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SupportTicketCreated_category.get(v)
-        if b is None:
-            b = _encoders.string(_SupportTicketCreated_category, "category", v)
-        out.append(b)
+        try:
+            out.append(_SupportTicketCreated_category[v])
+        except KeyError:
+            out.append(_encoders.string(_SupportTicketCreated_category, "category", v))
     v = e.priority
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SupportTicketCreated_priority.get(v)
-        if b is None:
-            b = _encoders.string(_SupportTicketCreated_priority, "priority", v)
-        out.append(b)
+        try:
+            out.append(_SupportTicketCreated_priority[v])
+        except KeyError:
+            out.append(_encoders.string(_SupportTicketCreated_priority, "priority", v))
     return b"".join(out)
 
 
@@ -282,18 +283,18 @@ def _encode_SupportTicketResolved(e: SupportTicketResolved) -> bytes | None:
     v = e.ticket_id
     if type(v) is not str:
         return None
-    b = _SupportTicketResolved_ticket_id.get(v)
-    if b is None:
-        b = _encoders.string(_SupportTicketResolved_ticket_id, "ticketId", v)
-    out.append(b)
+    try:
+        out.append(_SupportTicketResolved_ticket_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SupportTicketResolved_ticket_id, "ticketId", v))
     v = e.resolution
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _SupportTicketResolved_resolution.get(v)
-        if b is None:
-            b = _encoders.string(_SupportTicketResolved_resolution, "resolution", v)
-        out.append(b)
+        try:
+            out.append(_SupportTicketResolved_resolution[v])
+        except KeyError:
+            out.append(_encoders.string(_SupportTicketResolved_resolution, "resolution", v))
     return b"".join(out)
 
 
@@ -307,20 +308,20 @@ def _encode_SurveyCompleted(e: SurveyCompleted) -> bytes | None:
     v = e.survey_id
     if type(v) is not str:
         return None
-    b = _SurveyCompleted_survey_id.get(v)
-    if b is None:
-        b = _encoders.string(_SurveyCompleted_survey_id, "surveyId", v)
-    out.append(b)
+    try:
+        out.append(_SurveyCompleted_survey_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SurveyCompleted_survey_id, "surveyId", v))
     v = e.question_count
     if v is not UNSET:
         if type(v) is not int:
             return None
-        b = _SurveyCompleted_question_count.get(v)
-        if b is None:
+        try:
+            out.append(_SurveyCompleted_question_count[v])
+        except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            b = _encoders.integer(_SurveyCompleted_question_count, "questionCount", v)
-        out.append(b)
+            out.append(_encoders.integer(_SurveyCompleted_question_count, "questionCount", v))
     return b"".join(out)
 
 
@@ -333,10 +334,10 @@ def _encode_SurveyStarted(e: SurveyStarted) -> bytes | None:
     v = e.survey_id
     if type(v) is not str:
         return None
-    b = _SurveyStarted_survey_id.get(v)
-    if b is None:
-        b = _encoders.string(_SurveyStarted_survey_id, "surveyId", v)
-    out.append(b)
+    try:
+        out.append(_SurveyStarted_survey_id[v])
+    except KeyError:
+        out.append(_encoders.string(_SurveyStarted_survey_id, "surveyId", v))
     return b"".join(out)
 
 

@@ -76,8 +76,9 @@ class WorkspaceSettingsUpdated(PugEvent, kw_only=True, rename="camel"):
 
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
-# constant parts encoded once. None means "take the checked path", which names the rule
-# a value breaks; see pug.encoders.
+# constant parts encoded once; a string or int value seen before is found with its entry
+# (checked when first seen). None means "take the checked path", which names the rule a
+# value breaks; see pug.encoders.
 
 
 _WorkspaceCreated_workspace_id: dict[str, bytes] = {}
@@ -90,18 +91,18 @@ def _encode_WorkspaceCreated(e: WorkspaceCreated) -> bytes | None:
     v = e.workspace_id
     if type(v) is not str:
         return None
-    b = _WorkspaceCreated_workspace_id.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceCreated_workspace_id, "workspaceId", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceCreated_workspace_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceCreated_workspace_id, "workspaceId", v))
     v = e.workspace_name
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _WorkspaceCreated_workspace_name.get(v)
-        if b is None:
-            b = _encoders.string(_WorkspaceCreated_workspace_name, "workspaceName", v)
-        out.append(b)
+        try:
+            out.append(_WorkspaceCreated_workspace_name[v])
+        except KeyError:
+            out.append(_encoders.string(_WorkspaceCreated_workspace_name, "workspaceName", v))
     return b"".join(out)
 
 
@@ -115,18 +116,18 @@ def _encode_WorkspaceDeleted(e: WorkspaceDeleted) -> bytes | None:
     v = e.workspace_id
     if type(v) is not str:
         return None
-    b = _WorkspaceDeleted_workspace_id.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceDeleted_workspace_id, "workspaceId", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceDeleted_workspace_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceDeleted_workspace_id, "workspaceId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _WorkspaceDeleted_reason.get(v)
-        if b is None:
-            b = _encoders.string(_WorkspaceDeleted_reason, "reason", v)
-        out.append(b)
+        try:
+            out.append(_WorkspaceDeleted_reason[v])
+        except KeyError:
+            out.append(_encoders.string(_WorkspaceDeleted_reason, "reason", v))
     return b"".join(out)
 
 
@@ -140,18 +141,18 @@ def _encode_WorkspaceJoined(e: WorkspaceJoined) -> bytes | None:
     v = e.workspace_id
     if type(v) is not str:
         return None
-    b = _WorkspaceJoined_workspace_id.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceJoined_workspace_id, "workspaceId", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceJoined_workspace_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceJoined_workspace_id, "workspaceId", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _WorkspaceJoined_role.get(v)
-        if b is None:
-            b = _encoders.string(_WorkspaceJoined_role, "role", v)
-        out.append(b)
+        try:
+            out.append(_WorkspaceJoined_role[v])
+        except KeyError:
+            out.append(_encoders.string(_WorkspaceJoined_role, "role", v))
     return b"".join(out)
 
 
@@ -167,32 +168,32 @@ def _encode_WorkspaceRoleChanged(e: WorkspaceRoleChanged) -> bytes | None:
     v = e.workspace_id
     if type(v) is not str:
         return None
-    b = _WorkspaceRoleChanged_workspace_id.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceRoleChanged_workspace_id, "workspaceId", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceRoleChanged_workspace_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceRoleChanged_workspace_id, "workspaceId", v))
     v = e.member_id
     if type(v) is not str:
         return None
-    b = _WorkspaceRoleChanged_member_id.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceRoleChanged_member_id, "memberId", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceRoleChanged_member_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceRoleChanged_member_id, "memberId", v))
     v = e.previous_role
     if v is not UNSET:
         if type(v) is not str:
             return None
-        b = _WorkspaceRoleChanged_previous_role.get(v)
-        if b is None:
-            b = _encoders.string(_WorkspaceRoleChanged_previous_role, "previousRole", v)
-        out.append(b)
+        try:
+            out.append(_WorkspaceRoleChanged_previous_role[v])
+        except KeyError:
+            out.append(_encoders.string(_WorkspaceRoleChanged_previous_role, "previousRole", v))
     v = e.new_role
     if type(v) is not str:
         return None
-    b = _WorkspaceRoleChanged_new_role.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceRoleChanged_new_role, "newRole", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceRoleChanged_new_role[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceRoleChanged_new_role, "newRole", v))
     return b"".join(out)
 
 
@@ -206,17 +207,17 @@ def _encode_WorkspaceSettingsUpdated(e: WorkspaceSettingsUpdated) -> bytes | Non
     v = e.workspace_id
     if type(v) is not str:
         return None
-    b = _WorkspaceSettingsUpdated_workspace_id.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceSettingsUpdated_workspace_id, "workspaceId", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceSettingsUpdated_workspace_id[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceSettingsUpdated_workspace_id, "workspaceId", v))
     v = e.setting
     if type(v) is not str:
         return None
-    b = _WorkspaceSettingsUpdated_setting.get(v)
-    if b is None:
-        b = _encoders.string(_WorkspaceSettingsUpdated_setting, "setting", v)
-    out.append(b)
+    try:
+        out.append(_WorkspaceSettingsUpdated_setting[v])
+    except KeyError:
+        out.append(_encoders.string(_WorkspaceSettingsUpdated_setting, "setting", v))
     return b"".join(out)
 
 

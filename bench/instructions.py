@@ -1,0 +1,120 @@
+"""CPU instructions per `track()` call, counted by valgrind, for any git revisions.
+
+    python bench/instructions.py [REV ...] [--calls 400]
+
+Wall-clock figures on a shared machine move by tens of percent from run to run; counted
+instructions do not, so this is how each optimization of the hot path is measured. Each
+revision (default: the working tree) is checked out in a temporary git worktree and put
+first on PYTHONPATH; a child interpreter makes a client (in-memory transport, no batch
+sent during the count), warms it up, and calls `track()` N times under
+`valgrind --tool=callgrind`. The count of a run with 0 calls is subtracted, so the figure
+is instructions per call. The clock is pinned (`time.time_ns` returns a constant) so
+every revision does the same work for the same millisecond; the worker thread idles.
+
+Needs valgrind (Debian: `apt install valgrind`). Writes bench/results/instructions.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import write
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import os, sys, time
+time.time_ns = lambda: 1_790_000_000_123_456_789  # pinned: the same ms for every call
+from pug import BatchConfig, Pug
+from pug.events import Purchase
+from pug.testing import InMemoryTransport
+PROPS = {"amount": 49.99, "currency": "USD", "order_id": "ord_8f14e45f", "items": 3,
+         "coupon": "SPRING", "gift": True, "source": "checkout_page", "ratio": 0.25}
+typed = Purchase(product_id="ord_8f14e45f", amount=49.99, currency="USD", quantity=3)
+pug = Pug(api_key="prv_bench", transport=InMemoryTransport(),
+          batch=BatchConfig(max_size=1000, max_wait=1000.0))
+calls = {
+    "custom": lambda: pug.track("user_42", "order.completed", PROPS),
+    "typed": lambda: pug.track("user_42", typed),
+}
+call = calls[sys.argv[2]]
+for _ in range(3):
+    call()
+for _ in range(int(sys.argv[1])):
+    call()
+os._exit(0)  # no exit flush: only the calls are counted
+"""
+
+CASES = {
+    "custom": "track(), custom 8 properties",
+    "typed": "track(), typed Purchase (built once)",
+}
+
+
+def instructions(tree: Path, calls: int, case: str) -> int:
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'runtime'}:{tree / 'generated'}"}
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += [sys.executable, "-c", CHILD, str(calls), case]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise RuntimeError("valgrind printed no count:\n" + out.stderr[-2000:])
+    return int(found.group(1))
+
+
+def per_call(tree: Path, calls: int, case: str) -> float:
+    return (instructions(tree, calls, case) - instructions(tree, 0, case)) / calls
+
+
+def describe(rev: str | None) -> str:
+    if rev is None:
+        return "working tree"
+    line = subprocess.run(
+        ["git", "log", "-1", "--format=%h %s", rev], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    return line if len(line) <= 90 else line[:87] + "..."
+
+
+def measure(rev: str | None, calls: int) -> dict[str, float]:
+    if rev is None:
+        return {case: per_call(REPO, calls, case) for case in CASES}
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), rev], cwd=REPO)
+        try:
+            return {case: per_call(tree, calls, case) for case in CASES}
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("revs", nargs="*", help="git revisions (default: the working tree)")
+    parser.add_argument("--calls", type=int, default=400)
+    args = parser.parse_args()
+    revs: list[str | None] = list(args.revs) or [None]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(lambda r: measure(r, args.calls), revs))
+    first = results[0]
+    lines = [
+        f"Instructions per `track()` call (valgrind callgrind, {args.calls} calls, clock "
+        f"pinned; Python {sys.version.split()[0]}). Ratios against the first row.",
+        "",
+        "| revision | " + " | ".join(f"{label} | ×" for label in CASES.values()) + " |",
+        "|---|" + "---:|---:|" * len(CASES),
+    ]
+    for rev, result in zip(revs, results, strict=True):
+        cells = " | ".join(f"{result[c]:,.0f} | {result[c] / first[c]:.2f}" for c in CASES)
+        lines.append(f"| {describe(rev)} | {cells} |")
+    write("instructions.md", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
