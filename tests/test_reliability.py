@@ -883,6 +883,37 @@ def test_a_request_never_carries_more_than_1000_events(
     assert ints(fast_events(transport, google_pb2), "seq") == list(range(2501))
 
 
+def test_a_run_of_events_stops_at_a_queued_identify(
+    make_pug: MakePug, google_pb2: GoogleMessages
+) -> None:
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold_the_first_request(method: str, body: bytes) -> bytes:
+        entered.set()
+        assert gate.wait(5)
+        return b""
+
+    transport = InMemoryTransport(handler=hold_the_first_request)
+    pug = make_pug(transport, batch=BatchConfig(max_size=1, max_wait=60.0))
+    pug.track("user_1", "rel.view", {"seq": 0})
+    assert entered.wait(5)
+    for i in range(1, 1501):
+        pug.track("user_1", "rel.view", {"seq": i})
+    pug.identify("user_1", {"plan": "pro"})
+    for i in range(1501, 1511):
+        pug.track("user_1", "rel.view", {"seq": i})
+    gate.set()
+    assert pug.flush(10)
+
+    batch = google_pb2["sdk.events.v1.BatchCreateRequest"]
+    shapes = [
+        len(batch.FromString(body).events) if method == BATCH_CREATE else method
+        for method, body in transport.requests
+    ]
+    assert shapes == [1, MAX_REQUEST_EVENTS, 500, IDENTIFY, 10]
+    assert ints(fast_events(transport, google_pb2), "seq") == list(range(1511))
+
+
 def test_requests_stay_under_the_byte_cap_and_are_packed_greedily(
     make_pug: MakePug, google_pb2: GoogleMessages
 ) -> None:

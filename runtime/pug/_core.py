@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import logging
 import os
 import re
@@ -39,8 +40,8 @@ logger = logging.getLogger("pug")
 AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": __version__, "$platform": "server"}
 # fullmatch, not match: `$` would also accept a trailing newline, which the server does not.
 _KIND = re.compile(r"[a-zA-Z0-9_.-]+")
-# A request carries the events plus a few bytes of framing each.
-_MAX_EVENT_BYTES = MAX_REQUEST_BYTES - 16
+# The most one framed event may take (then it alone fills a request).
+_MAX_EVENT_BYTES = MAX_REQUEST_BYTES
 # Distinct ids whose encoded heads a client keeps (then it starts again).
 _HEADS_HELD = 4096
 # At most this many items dropped for a full queue wait for on_error at once (~2 MB).
@@ -250,7 +251,7 @@ class Core:
                 return None
             kind, distinct_id, session_id, wired = hooked
         head = wire.head(distinct_id, kind, session_id, self._auto)
-        body = wire.event(event_id, seconds, nanos, head, wire.custom_field(wired))
+        body = wire.frame(wire.event(event_id, seconds, nanos, head, wire.custom_field(wired)))
         if len(body) > _MAX_EVENT_BYTES:
             raise _too_large(kind, body)
         return body
@@ -531,7 +532,7 @@ class Core:
             elif (
                 not self._identifies_queued
                 and len(queue) <= MAX_REQUEST_EVENTS
-                and self._queue_bytes + 6 * len(queue) <= MAX_REQUEST_BYTES
+                and self._queue_bytes <= MAX_REQUEST_BYTES
             ):
                 # Everything queued fits one request: take it in one step, so the lock
                 # the callers of track() wait on is held for microseconds.
@@ -540,18 +541,32 @@ class Core:
                 self._queue_bytes = 0
                 method = BATCH_CREATE
             else:
-                taken = []
-                size = 0
-                while queue and type(queue[0]) is bytes and len(taken) < MAX_REQUEST_EVENTS:
-                    n = len(queue[0]) + 6  # tag + length varint
-                    if taken and size + n > MAX_REQUEST_BYTES:
-                        break
-                    taken.append(queue.popleft())
-                    size += n
-                self._queue_bytes -= size - 6 * len(taken)
+                taken = self._take_events(queue)
                 method = BATCH_CREATE
             self._first_at = time.monotonic() if queue else None
             return method, taken
+
+    def _take_events(self, queue: deque[_Item]) -> list[_Item]:
+        """Pop the longest run of events at the front that fits one request (under the
+        lock): at most 1000, at most MAX_REQUEST_BYTES, never past an identify."""
+        count = min(len(queue), MAX_REQUEST_EVENTS)
+        if self._identifies_queued:
+            count = next(
+                (
+                    i
+                    for i, item in enumerate(itertools.islice(queue, count))
+                    if type(item) is not bytes
+                ),
+                count,
+            )
+        size = sum(map(len, itertools.islice(queue, count)))  # type: ignore[arg-type]
+        while size > MAX_REQUEST_BYTES:  # rare: large events; give back from the end
+            count -= 1
+            size -= len(queue[count])  # type: ignore[arg-type]
+        count = max(count, 1)  # a single event always fits (checked at track())
+        taken = [queue.popleft() for _ in range(count)]
+        self._queue_bytes -= sum(map(len, taken))  # type: ignore[arg-type]
+        return taken
 
     def _abandon(self) -> None:
         """close() ran out of time: everything still queued goes to on_error at once."""
@@ -822,7 +837,7 @@ def decode_items(items: list[_Item]) -> list[Any]:
     from pug.proto.sdk.profiles.v1 import IdentifyRequest
 
     return [
-        Event.parse(i) if type(i) is bytes else IdentifyRequest.parse(i.body)  # type: ignore[union-attr]
+        Event.parse(wire.unframe(i)) if type(i) is bytes else IdentifyRequest.parse(i.body)  # type: ignore[union-attr]
         for i in items
     ]
 

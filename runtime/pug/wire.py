@@ -193,6 +193,31 @@ def head(distinct_id: str, kind: str, session_id: str, auto: bytes) -> bytes:
 # The occur_time seconds repeat for every event of one second.
 _seconds: tuple[int, bytes] = (-1, b"")
 _EVENT_ID_PREFIX = _EVENT_ID + _UUID_LEN  # event ids are 36-character UUID strings
+_STAMPED = len(_EVENT_ID_PREFIX) + 36  # the event_id field's length
+
+
+# Events are queued framed, as entries of BatchCreateRequest.events (tag and length first),
+# so a batch is one join. The frames of the lengths seen are kept (events vary little).
+_FRAMES: dict[int, bytes] = {}
+
+
+def _frame(n: int) -> bytes:
+    found = _FRAMES[n] = _EVENTS + varint(n)
+    if len(_FRAMES) > 4096:
+        _FRAMES.clear()
+    return found
+
+
+def frame(body: bytes) -> bytes:
+    """An encoded Event as an entry of BatchCreateRequest.events."""
+    n = len(body)
+    return (_FRAMES.get(n) or _frame(n)) + body
+
+
+def unframe(entry: bytes) -> bytes:
+    """The Event body of a `frame`d entry."""
+    _, start = _read_varint(entry, 1)  # after the one-byte tag
+    return entry[start:]
 
 
 # What every event of one millisecond shares: the event_id field up to its random part,
@@ -201,8 +226,8 @@ _stamp: tuple[int, bytes, bytes] = (-1, b"", b"")
 
 
 def event_now(head: bytes, custom: bytes) -> bytes:
-    """An Event happening now: a new UUIDv7 event id and occur_time to the millisecond
-    (the precision of the official SDKs; the id carries the same millisecond)."""
+    """A framed Event (see `frame`) happening now: a new UUIDv7 event id and occur_time
+    to the millisecond (the precision of the official SDKs; the id carries the same ms)."""
     global _stamp
     ms = _time_ns() // 1_000_000
     stamp = _stamp  # one read: another thread may replace it meanwhile
@@ -214,11 +239,13 @@ def event_now(head: bytes, custom: bytes) -> bytes:
             _EVENT_ID_PREFIX + uuid7_prefix(ms),
             _OCCUR_TIME + _SMALL[len(occur)] + occur,
         )
-    return b"".join((stamp[1], uuid7_tail(), stamp[2], head, custom))
+    n = _STAMPED + len(stamp[2]) + len(head) + len(custom)
+    return b"".join((_FRAMES.get(n) or _frame(n), stamp[1], uuid7_tail(), stamp[2], head, custom))
 
 
 def event(event_id: str, seconds: int, nanos: int, head: bytes, custom: bytes) -> bytes:
-    """An sdk.events.v1.Event body from its `head` and encoded custom_properties."""
+    """An sdk.events.v1.Event body from its `head` and encoded custom_properties (not
+    framed: `frame` it to queue it)."""
     global _seconds
     cached = _seconds
     if cached[0] != seconds:
@@ -234,15 +261,9 @@ def auto_properties(values: Mapping[str, str]) -> bytes:
     return properties_map(_AUTO, {k: (_STRING, v) for k, v in values.items()})
 
 
-def batch(events: Iterable[bytes]) -> bytes:
-    """A BatchCreateRequest body from encoded Event bodies (each copied once)."""
-    parts: list[bytes] = []
-    append = parts.append
-    for e in events:
-        n = len(e)
-        append(_EVENTS + (_SMALL[n] if n < 128 else varint(n)))
-        append(e)
-    return b"".join(parts)
+def batch(entries: Iterable[bytes]) -> bytes:
+    """A BatchCreateRequest body from `frame`d events."""
+    return b"".join(entries)
 
 
 def count_events(body: bytes) -> int:
