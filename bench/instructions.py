@@ -10,6 +10,9 @@ sent during the count), warms it up, and calls `track()` N times under
 `valgrind --tool=callgrind`. The count of a run with 0 calls is subtracted, so the figure
 is instructions per call. The clock is pinned (`time.time_ns` returns a constant) so
 every revision does the same work for the same millisecond; the worker thread idles.
+The "delivered" case counts the whole process instead, caller and worker: 5×N events
+with default settings through Connect to a local sink (bench/sink.py, another process,
+not counted), until flush() returns.
 
 Needs valgrind (Debian: `apt install valgrind`). Writes bench/results/instructions.md.
 """
@@ -25,7 +28,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import write
+from common import sink, write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,16 +41,25 @@ from pug.testing import InMemoryTransport
 PROPS = {"amount": 49.99, "currency": "USD", "order_id": "ord_8f14e45f", "items": 3,
          "coupon": "SPRING", "gift": True, "source": "checkout_page", "ratio": 0.25}
 typed = Purchase(product_id="ord_8f14e45f", amount=49.99, currency="USD", quantity=3)
+case, n = sys.argv[2], int(sys.argv[1])
+if case == "delivered":
+    pug = Pug(api_key="prv_bench", base_url=os.environ["BENCH_SINK"])
+    pug.track("user_42", "order.completed", PROPS)
+    assert pug.flush(60)
+    for _ in range(n):
+        pug.track("user_42", "order.completed", PROPS)
+    assert pug.flush(600)
+    os._exit(0)
 pug = Pug(api_key="prv_bench", transport=InMemoryTransport(),
           batch=BatchConfig(max_size=1000, max_wait=1000.0))
 calls = {
     "custom": lambda: pug.track("user_42", "order.completed", PROPS),
     "typed": lambda: pug.track("user_42", typed),
 }
-call = calls[sys.argv[2]]
+call = calls[case]
 for _ in range(3):
     call()
-for _ in range(int(sys.argv[1])):
+for _ in range(n):
     call()
 os._exit(0)  # no exit flush: only the calls are counted
 """
@@ -55,11 +67,17 @@ os._exit(0)  # no exit flush: only the calls are counted
 CASES = {
     "custom": "track(), custom 8 properties",
     "typed": "track(), typed Purchase (built once)",
+    "delivered": "per event delivered over Connect (caller + worker)",
 }
+SCALE = {"custom": 1, "typed": 1, "delivered": 5}
 
 
-def instructions(tree: Path, calls: int, case: str) -> int:
-    env = {**os.environ, "PYTHONPATH": f"{tree / 'runtime'}:{tree / 'generated'}"}
+def instructions(tree: Path, calls: int, case: str, sink_url: str) -> int:
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tree / 'runtime'}:{tree / 'generated'}",
+        "BENCH_SINK": sink_url,
+    }
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-c", CHILD, str(calls), case]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
@@ -69,8 +87,9 @@ def instructions(tree: Path, calls: int, case: str) -> int:
     return int(found.group(1))
 
 
-def per_call(tree: Path, calls: int, case: str) -> float:
-    return (instructions(tree, calls, case) - instructions(tree, 0, case)) / calls
+def per_call(tree: Path, calls: int, case: str, sink_url: str) -> float:
+    n = calls * SCALE[case]
+    return (instructions(tree, n, case, sink_url) - instructions(tree, 0, case, sink_url)) / n
 
 
 def describe(rev: str | None) -> str:
@@ -82,14 +101,14 @@ def describe(rev: str | None) -> str:
     return line if len(line) <= 90 else line[:87] + "..."
 
 
-def measure(rev: str | None, calls: int) -> dict[str, float]:
+def measure(rev: str | None, calls: int, sink_url: str) -> dict[str, float]:
     if rev is None:
-        return {case: per_call(REPO, calls, case) for case in CASES}
+        return {case: per_call(REPO, calls, case, sink_url) for case in CASES}
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), rev], cwd=REPO)
         try:
-            return {case: per_call(tree, calls, case) for case in CASES}
+            return {case: per_call(tree, calls, case, sink_url) for case in CASES}
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
 
@@ -100,8 +119,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=400)
     args = parser.parse_args()
     revs: list[str | None] = list(args.revs) or [None]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(lambda r: measure(r, args.calls), revs))
+    with sink("http") as url, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(lambda r: measure(r, args.calls, url), revs))
     first = results[0]
     lines = [
         f"Instructions per `track()` call (valgrind callgrind, {args.calls} calls, clock "
