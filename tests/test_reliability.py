@@ -856,13 +856,12 @@ def test_max_wait_sends_a_lone_event_without_flush(make_pug: MakePug) -> None:
     assert [e.kind for e in transport.events()] == ["rel.view"]
 
 
-def test_a_request_never_carries_more_than_1000_events(
-    make_pug: MakePug, google_pb2: GoogleMessages
-) -> None:
+def held_client(make_pug: MakePug) -> tuple[Pug, InMemoryTransport, threading.Event]:
+    """A client whose worker is blocked inside its first request (one event, seq 0), so
+    what is tracked next piles up behind it until the returned gate is set."""
     entered, gate = threading.Event(), threading.Event()
 
     def hold_the_first_request(method: str, body: bytes) -> bytes:
-        # Blocks the worker inside its first request, so 2500 events pile up behind it.
         entered.set()
         assert gate.wait(5)
         return b""
@@ -871,6 +870,13 @@ def test_a_request_never_carries_more_than_1000_events(
     pug = make_pug(transport, batch=BatchConfig(max_size=1, max_wait=60.0))
     pug.track("user_1", "rel.view", {"seq": 0})
     assert entered.wait(5)
+    return pug, transport, gate
+
+
+def test_a_request_never_carries_more_than_1000_events(
+    make_pug: MakePug, google_pb2: GoogleMessages
+) -> None:
+    pug, transport, gate = held_client(make_pug)
     for i in range(1, 2501):
         pug.track("user_1", "rel.view", {"seq": i})
     assert pug.stats().queue_length == 2500
@@ -886,17 +892,7 @@ def test_a_request_never_carries_more_than_1000_events(
 def test_a_run_of_events_stops_at_a_queued_identify(
     make_pug: MakePug, google_pb2: GoogleMessages
 ) -> None:
-    entered, gate = threading.Event(), threading.Event()
-
-    def hold_the_first_request(method: str, body: bytes) -> bytes:
-        entered.set()
-        assert gate.wait(5)
-        return b""
-
-    transport = InMemoryTransport(handler=hold_the_first_request)
-    pug = make_pug(transport, batch=BatchConfig(max_size=1, max_wait=60.0))
-    pug.track("user_1", "rel.view", {"seq": 0})
-    assert entered.wait(5)
+    pug, transport, gate = held_client(make_pug)
     for i in range(1, 1501):
         pug.track("user_1", "rel.view", {"seq": i})
     pug.identify("user_1", {"plan": "pro"})
