@@ -39,3 +39,7 @@ bench:
     {{python}} bench/bench_track.py
     {{python}} bench/bench_delivery.py
     {{python}} bench/bench_compare.py
+
+# Instructions per track() call and per delivered event, for git revisions (needs valgrind).
+bench-instructions *revs:
+    {{python}} bench/instructions.py {{revs}}

@@ -155,6 +155,18 @@ PROPERTY_ROWS = [
         id="nested containers as JSON",
     ),
     pytest.param(
+        {"a": decimal.Decimal("NaN"), "b": [decimal.Decimal("-Infinity"), decimal.Decimal("2.5")]},
+        ("string_value", '{"a":null,"b":[null,2.5]}'),
+        [],
+        id="nested Decimal NaN and Infinity as null",
+    ),
+    pytest.param(
+        {"k\ud800": ["x\udfffy", "NaN"]},
+        ("string_value", '{"k?":["x?y","NaN"]}'),
+        [],
+        id="nested lone surrogates replaced",
+    ),
+    pytest.param(
         datetime.date(2024, 5, 17),
         ("timestamp_value", datetime.datetime(2024, 5, 17, tzinfo=UTC)),
         [],

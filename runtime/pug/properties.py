@@ -131,12 +131,35 @@ def _other(key: str, value: object) -> tuple[Variant, Any] | None:
         return (_STRING, str(value))
     if isinstance(value, Mapping | list | tuple | set | frozenset):
         try:
-            return (_STRING, _encode_json(value).decode())
+            try:
+                text = _encode_json(value)
+            except UnicodeEncodeError:  # a lone surrogate somewhere inside
+                text = _encode_json(_json_safe(value))
+            # msgspec writes a Decimal NaN or Infinity as a bare NaN/Infinity, which is not
+            # JSON; such values become null, as a float NaN does. (A string that merely
+            # contains the word costs one more encoding and gives the same text.)
+            if b"NaN" in text or b"Infinity" in text:
+                text = _encode_json(_json_safe(value))
+            return (_STRING, text.decode())
         except (TypeError, ValueError, OverflowError) as exc:
             _omit(key, f"cannot be written as JSON: {exc}")
             return None
     _omit(key, f"values of type {type(value).__name__} cannot be sent")
     return None
+
+
+def _json_safe(value: object) -> object:
+    """`value` with what JSON cannot hold made safe: lone surrogates replaced (as in
+    top-level strings), Decimals as floats or null when not finite."""
+    if isinstance(value, str):
+        return wire.utf8(value).decode()
+    if isinstance(value, decimal.Decimal):
+        return _as_float(value)
+    if isinstance(value, Mapping):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def custom_properties(props: Mapping[Any, Any] | None) -> WireProperties:
