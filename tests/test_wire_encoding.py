@@ -15,6 +15,7 @@ import decimal
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import pytest
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as GoogleMessage
 from protoc_helpers import GoogleMessages
-from pug import Pug
+from pug import Pug, wire
 from pug.events import Purchase
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
@@ -726,3 +727,35 @@ def test_property_doubles_are_finite_on_the_wire(
     custom = google_map(event.custom_properties)
     assert custom == {"d": ("double_value", 1e308), "e": ("double_value", -0.0)}
     assert math.copysign(1.0, custom["e"][1]) == -1.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_does_not_continue_the_parents_run_of_ids(
+    monkeypatch: pytest.MonkeyPatch, google_pb2: GoogleMessages
+) -> None:
+    # Ids of one millisecond come from a counter (RFC 9562's monotonic random): a child
+    # that kept the parent's counter would make the parent's next ids. The clock is
+    # pinned so parent and child are in the same millisecond.
+    monkeypatch.setattr(wire, "_time_ns", lambda: 1_790_000_000_123_456_789)
+    head = wire.head("user_1", "kind.x", "0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", b"")
+    wire.event_now(head, b"")  # the parent starts a run for this millisecond
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.write(write_fd, wire.event_now(head, b""))
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        child_entry = pipe.read()
+    os.waitpid(pid, 0)
+    parent_entry = wire.event_now(head, b"")
+
+    batch = google_pb2["sdk.events.v1.BatchCreateRequest"]
+    (child,) = batch.FromString(child_entry).events
+    (parent,) = batch.FromString(parent_entry).events
+    assert child.occur_time == parent.occur_time  # the same millisecond
+    assert child.event_id != parent.event_id
+    assert {uuid.UUID(e.event_id).version for e in (child, parent)} == {7}

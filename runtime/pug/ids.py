@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -23,6 +24,21 @@ def uuid7_tail() -> bytes:
     """The other 21 characters, "rrr-Vrrr-rrrrrrrrrrrr": 74 random bits and the variant."""
     r = b"%019x" % _bits(76)  # 12 bits of rand_a, 2 for the variant digit, 62 of rand_b
     return b"".join((r[:3], b"-", _VARIANT[r[3]], r[4:7], b"-", r[7:]))
+
+
+def uuid7_run(unix_ms: int) -> tuple[bytes, itertools.count[int]]:
+    """For many UUIDv7s of one millisecond: their first 24 characters
+    ("tttttttt-tttt-7rrr-Vrrr-", 26 random bits) and a counter that gives the last 12
+    ("rrrrrrrrrrrr") as `b"%012x" % next(counter)`, starting at a random 47-bit value.
+
+    This is RFC 9562's "monotonic random" method (section 6.2): ids of one millisecond
+    differ in a counter seeded at random, so they are unique within the process and
+    ordered, and formatting one takes a single int. `next()` on the counter is atomic, so
+    threads can share it. A forked child must start a new run (the parent's would repeat).
+    """
+    r = b"%07x" % _bits(28)  # 12 bits of rand_a, 2 for the variant digit, 14 of rand_b
+    head = uuid7_prefix(unix_ms) + r[:3] + b"-" + _VARIANT[r[3]] + r[4:7] + b"-"
+    return head, itertools.count(_bits(47))
 
 
 # The prefix is the same for every id of one millisecond.

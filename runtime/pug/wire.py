@@ -10,13 +10,14 @@ compare with betterproto2.
 from __future__ import annotations
 
 import datetime
+import os
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import pug.wire_tags as T
 from pug.event import Variant, WireProperties
-from pug.ids import uuid7_prefix, uuid7_tail
+from pug.ids import uuid7_run
 
 MAX_STRING_BYTES = 1024
 _UTC = datetime.UTC
@@ -220,9 +221,10 @@ def unframe(entry: bytes) -> bytes:
     return entry[start:]
 
 
-# What every event of one millisecond shares: the event_id field up to its random part,
-# and the occur_time field.
-_stamp: tuple[int, bytes, bytes] = (-1, b"", b"")
+# What every event of one millisecond shares: the event_id field up to its last 12
+# characters and the counter that gives them (see ids.uuid7_run), and the occur_time field.
+_NO_STAMP: tuple[int, bytes, bytes, Iterator[int]] = (-1, b"", b"", iter(()))
+_stamp = _NO_STAMP
 
 
 def event_now(head: bytes, custom: bytes) -> bytes:
@@ -234,13 +236,33 @@ def event_now(head: bytes, custom: bytes) -> bytes:
     if stamp[0] != ms:
         seconds, millis = divmod(ms, 1000)
         occur = timestamp(seconds, millis * 1_000_000)
+        id_head, counter = uuid7_run(ms)
         stamp = _stamp = (
             ms,
-            _EVENT_ID_PREFIX + uuid7_prefix(ms),
+            _EVENT_ID_PREFIX + id_head,
             _OCCUR_TIME + _SMALL[len(occur)] + occur,
+            counter,
         )
     n = _STAMPED + len(stamp[2]) + len(head) + len(custom)
-    return b"".join((_FRAMES.get(n) or _frame(n), stamp[1], uuid7_tail(), stamp[2], head, custom))
+    return b"".join(
+        (
+            _FRAMES.get(n) or _frame(n),
+            stamp[1],
+            b"%012x" % next(stamp[3]),
+            stamp[2],
+            head,
+            custom,
+        )
+    )
+
+
+def _forget_stamp() -> None:
+    global _stamp
+    _stamp = _NO_STAMP
+
+
+# A forked child must not continue the parent's run of ids: it would repeat them.
+os.register_at_fork(after_in_child=_forget_stamp)
 
 
 def event(event_id: str, seconds: int, nanos: int, head: bytes, custom: bytes) -> bytes:
