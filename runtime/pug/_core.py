@@ -156,6 +156,8 @@ class Core:
         timestamp: datetime.datetime | None = None,
         session_id: str | None = None,
     ) -> None:
+        """`Pug.track` (clients bind it directly): queue one event; returns at once and
+        never raises (unless `strict=True` and the event is invalid)."""
         try:
             if timestamp is None and session_id is None and self.before_send is None:
                 body = self._plain_event(distinct_id, event, properties)
