@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pug.events  # noqa: F401  (the well-known kinds: registered before any snapshot below)
 import pytest
 from google.protobuf import descriptor_pb2
 from protoc_helpers import GoogleMessages, build_pool, compile_descriptor_set
 from pug import Pug
+from pug.event import REGISTRY
 from pug.testing import InMemoryTransport
+
+
+@pytest.fixture(autouse=True)
+def _kinds_registered_by_a_test_stay_its_own() -> Iterator[None]:
+    """A test that defines or generates event classes registers their kinds process-wide;
+    put the registry back afterwards, so a custom kind in another test stays custom."""
+    saved = dict(REGISTRY)
+    yield
+    REGISTRY.clear()
+    REGISTRY.update(saved)
 
 
 @pytest.fixture(scope="session")
