@@ -221,7 +221,7 @@ class Core:
         self,
         distinct_id: str,
         event: PugEvent | str,
-        props: Mapping[Any, Any] | None,
+        properties: Mapping[Any, Any] | None,
         timestamp: datetime.datetime | None,
         session_id: str | None,
     ) -> bytes | None:
@@ -229,7 +229,7 @@ class Core:
         name typed events, explicit timestamps and session ids, before_send."""
         # A closed client is checked when enqueueing, under the lock (close() may race).
         check_distinct_id(distinct_id, "distinct_id")
-        kind, wired = prop_values.event_wire(event, props)
+        kind, wired = prop_values.event_wire(event, properties)
         check_kind(kind)
         if session_id is None:
             session_id = self.session_id

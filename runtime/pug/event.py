@@ -192,38 +192,6 @@ def _to_builtins(event: PugEvent) -> dict[str, Any]:
         raise
 
 
-def validated(event: PugEvent) -> tuple[type[PugEvent], dict[str, Any], PugEvent, FastPlan]:
-    """Check `event` against its type and every catalog rule; return its class, its set
-    fields as builtins by wire name, the checked copy, and the class's wire plan.
-    Raises `PugValidationError` naming the field and rule."""
-    cls = type(event)
-    plan = _FAST.get(cls) or _fast_plan(cls)
-    # to_builtins drops unset fields; convert checks types and every Meta rule (~1 µs).
-    try:
-        builtins: dict[str, Any] = msgspec.to_builtins(event)
-        checked = msgspec.convert(builtins, cls)
-    except Exception:
-        checked = coerce(cls, _to_builtins(event))  # raises the readable error
-        builtins = msgspec.to_builtins(event)
-    return cls, builtins, checked, plan
-
-
-def converted(cls: type[PugEvent], checked: PugEvent, step: FastStep, value: Any) -> Any:
-    """A builtin value as its declared wire type (for fields whose mode is not as-is)."""
-    _, mode, attr, bounds = step
-    if mode == _FLOAT:
-        value = float(value)
-        if value - value != 0.0:  # inf - inf and nan - nan are nan
-            raise _invalid(cls, attr, "must be a finite number")
-        return value
-    if mode == _DURATION:
-        seconds: float = getattr(checked, attr).total_seconds()
-        if bounds:
-            _check_bounds(cls, attr, seconds, bounds)
-        return seconds
-    return getattr(checked, attr)  # a datetime
-
-
 def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
     """Check `event` against its rules and return (kind, properties keyed by wire name).
 
@@ -231,28 +199,38 @@ def event_properties(event: PugEvent) -> tuple[str, WireProperties]:
     given `50` is sent as 50.0, a duration as float seconds. Unset fields are left out;
     set zero values are kept. Raises `PugValidationError` naming the field and rule.
     """
-    cls, builtins, checked, plan = validated(event)
+    cls = type(event)
+    plan = _plan(cls)
+    # to_builtins drops unset fields; convert checks types and every Meta rule.
+    try:
+        builtins: dict[str, Any] = msgspec.to_builtins(event)
+        checked = msgspec.convert(builtins, cls)
+    except Exception:
+        checked = coerce(cls, _to_builtins(event))  # raises the readable error
+        builtins = msgspec.to_builtins(event)
     props: WireProperties = {}
     for wire, value in builtins.items():
-        step = plan[wire]
+        f = plan[wire]
         props[wire] = (
-            step[0],
-            value if step[1] == _AS_IS else converted(cls, checked, step, value),
+            f.variant,
+            value if f.convert == _AS_IS else _converted(cls, checked, f, value),
         )
     return cls.KIND, props
 
 
-# The plan as plain tuples for the hot loops: (variant, mode, attribute, seconds bounds).
-FastStep: TypeAlias = tuple[Variant, int, str, dict[str, float] | None]
-FastPlan: TypeAlias = dict[str, FastStep]
-_FAST: dict[type[PugEvent], FastPlan] = {}
-AS_IS = _AS_IS
-
-
-def _fast_plan(cls: type[PugEvent]) -> FastPlan:
-    fast = {w: (f.variant, f.convert, f.attr, f.seconds_bounds) for w, f in _plan(cls).items()}
-    _FAST[cls] = fast
-    return fast
+def _converted(cls: type[PugEvent], checked: PugEvent, f: _Field, value: Any) -> Any:
+    """A builtin value as its declared wire type (for fields not sent as they are)."""
+    if f.convert == _FLOAT:
+        value = float(value)
+        if value - value != 0.0:  # inf - inf and nan - nan are nan
+            raise _invalid(cls, f.attr, "must be a finite number")
+        return value
+    if f.convert == _DURATION:
+        seconds: float = getattr(checked, f.attr).total_seconds()
+        if f.seconds_bounds:
+            _check_bounds(cls, f.attr, seconds, f.seconds_bounds)
+        return seconds
+    return getattr(checked, f.attr)  # a datetime
 
 
 def _check_bounds(cls: type[PugEvent], attr: str, seconds: float, bounds: dict[str, float]) -> None:

@@ -41,17 +41,9 @@ def uuid7_run(unix_ms: int) -> tuple[bytes, itertools.count[int]]:
     return head, itertools.count(_bits(47))
 
 
-# The prefix is the same for every id of one millisecond.
-_prefix: tuple[int, bytes] = (-1, b"")
-
-
 def uuid7(unix_ms: int) -> str:
-    """A lowercase UUIDv7 whose timestamp is `unix_ms`."""
-    global _prefix
-    cached = _prefix  # one read: another thread may replace it meanwhile
-    if cached[0] != unix_ms:
-        cached = _prefix = (unix_ms, uuid7_prefix(unix_ms))
-    return (cached[1] + uuid7_tail()).decode()
+    """A lowercase UUIDv7 whose timestamp is `unix_ms`, with 74 fresh random bits."""
+    return (uuid7_prefix(unix_ms) + uuid7_tail()).decode()
 
 
 def is_uuid(value: object) -> bool:

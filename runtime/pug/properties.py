@@ -26,15 +26,12 @@ from pug import wire
 from pug.encoders import ENCODERS
 from pug.errors import PugValidationError
 from pug.event import (
-    AS_IS,
     PugEvent,
     Variant,
     WireProperties,
     coerce,
-    converted,
     event_class,
     event_properties,
-    validated,
 )
 
 logger = logging.getLogger("pug")
@@ -201,11 +198,6 @@ def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
     return b"".join(parts)
 
 
-# Encoded entries of typed events, per class, by wire name then the builtin value given
-# (50 in a double field is sent as 50.0: the class decides, so each class has its own).
-_TYPED_ENTRIES: dict[type[PugEvent], dict[str, dict[object, tuple[type, bytes]]]] = {}
-
-
 def encode_typed(event: PugEvent) -> tuple[str, bytes]:
     """(kind, encoded custom_properties) of a typed event: by its generated encoder when
     it has one and is sure of every value, else by the checked path."""
@@ -219,49 +211,10 @@ def encode_typed(event: PugEvent) -> tuple[str, bytes]:
 
 
 def encode_typed_checked(event: PugEvent) -> tuple[str, bytes]:
-    """`encode_typed` for any PugEvent: `event_properties` and `wire.custom_field` in one
-    pass, reusing the entries of values seen before. Raises the error naming the rule."""
-    cls, builtins, checked, plan = validated(event)
-    cache = _TYPED_ENTRIES.get(cls)
-    if cache is None:
-        cache = _TYPED_ENTRIES[cls] = {}
-    cacheable = _CACHED_TYPES
-    parts = []
-    for wire_name, value in builtins.items():
-        t = type(value)
-        by_value = cache.get(wire_name) if t in cacheable else None
-        hit = by_value.get(value) if by_value is not None else None
-        if hit is not None and hit[0] is t:
-            parts.append(hit[1])
-            continue
-        step = plan[wire_name]
-        mode = step[1]
-        sent = value if mode == AS_IS else converted(cls, checked, step, value)
-        encoded = wire.entry(wire.CUSTOM, wire_name, step[0], sent)
-        # Only values that map to the wire on their own are kept (not datetimes, durations
-        # or long strings), and float zeros never (0.0 == -0.0).
-        if t in cacheable and not (t is str and len(value) > 64) and not (t is float and not value):
-            _remember(cache, wire_name, value, (t, encoded))
-        parts.append(encoded)
-    return cls.KIND, b"".join(parts)
-
-
-_CACHED_TYPES = frozenset((str, int, float, bool))
-_TYPED_LIMIT = 4096
-_typed_count = 0
-
-
-def _remember(
-    cache: dict[str, dict[object, tuple[type, bytes]]], key: str, value: object,
-    entry: tuple[type, bytes],
-) -> None:  # fmt: skip
-    global _typed_count
-    if _typed_count >= _TYPED_LIMIT:  # bounded: start again when full
-        for per_class in _TYPED_ENTRIES.values():
-            per_class.clear()
-        _typed_count = 0
-    cache.setdefault(key, {})[value] = entry
-    _typed_count += 1
+    """`encode_typed` for any PugEvent, through msgspec's validation (`event_properties`).
+    Raises the error naming the rule."""
+    kind, props = event_properties(event)
+    return kind, wire.custom_field(props)
 
 
 def typed_from_dict(cls: type[PugEvent], props: Mapping[Any, Any] | None) -> WireProperties:

@@ -173,7 +173,6 @@ def custom_field(props: WireProperties) -> bytes:
     return b"".join([custom_entry(key, variant, value) for key, (variant, value) in props.items()])
 
 
-_U64 = 0xFFFFFFFFFFFFFFFF
 _UUID_LEN = b"\x24"  # event and session ids are 36-character UUID strings
 
 
@@ -191,8 +190,6 @@ def head(distinct_id: str, kind: str, session_id: str, auto: bytes) -> bytes:
     )
 
 
-# The occur_time seconds repeat for every event of one second.
-_seconds: tuple[int, bytes] = (-1, b"")
 _EVENT_ID_PREFIX = _EVENT_ID + _UUID_LEN  # event ids are 36-character UUID strings
 _STAMPED = len(_EVENT_ID_PREFIX) + 36  # the event_id field's length
 
@@ -268,11 +265,7 @@ os.register_at_fork(after_in_child=_forget_stamp)
 def event(event_id: str, seconds: int, nanos: int, head: bytes, custom: bytes) -> bytes:
     """An sdk.events.v1.Event body from its `head` and encoded custom_properties (not
     framed: `frame` it to queue it)."""
-    global _seconds
-    cached = _seconds
-    if cached[0] != seconds:
-        cached = _seconds = (seconds, _SECONDS + varint(seconds & _U64) if seconds else b"")
-    occur = cached[1] + (_NANOS + varint(nanos) if nanos else b"")
+    occur = timestamp(seconds, nanos)
     return b"".join(
         (_EVENT_ID_PREFIX, event_id.encode(), _OCCUR_TIME, _SMALL[len(occur)], occur, head, custom)
     )
