@@ -169,8 +169,15 @@ def custom_entry(key: str, variant: Variant, value: object) -> bytes:
 
 
 def custom_field(props: WireProperties) -> bytes:
-    """The custom_properties field of mapped properties."""
-    return b"".join([custom_entry(key, variant, value) for key, (variant, value) in props.items()])
+    """The custom_properties field of mapped properties, reusing entries seen before (a
+    wire value's type decides its variant, so the cache's key is enough)."""
+    parts = []
+    for key, (variant, value) in props.items():
+        try:
+            parts.append(ENTRY_CACHE[type(value)][key][value])
+        except KeyError:
+            parts.append(custom_entry(key, variant, value))
+    return b"".join(parts)
 
 
 _UUID_LEN = b"\x24"  # event and session ids are 36-character UUID strings
