@@ -138,7 +138,12 @@ class Core:
         self._flush_requested = False
         self._closed = False
         self._worker: _Worker | None = None
-        self._running = False  # a worker is running and the client is open
+        self._enqueued = 0  # items ever enqueued, events and identifies
+        # What track()'s common case checks, as plain attributes: room is 0 until a worker
+        # runs and again once the client closes, so those cases take `_enqueue`.
+        self._room_events = 0
+        self._room_bytes = self.batch.max_queue_bytes
+        self._wake_at = self.batch.max_size
         # Encoded heads by distinct id then kind (see _plain_event); the session id is in
         # them, so a forked child starts again.
         self._custom_heads: dict[str, dict[str, bytes]] = {}
@@ -170,8 +175,27 @@ class Core:
             logger.exception("track() failed unexpectedly; the event was dropped")
             self._count_invalid()
             return
-        if body is not None:
-            self._enqueue_event(body)
+        if body is None:
+            return
+        # `_enqueue`'s common case (a running client with room left) in few steps, here
+        # rather than in a method of its own: one call fewer on every event.
+        size = len(body)
+        with self._lock:
+            queue = self._queue
+            common = (
+                len(queue) < self._room_events and self._queue_bytes + size <= self._room_bytes
+            )
+            if common:
+                if not queue:
+                    self._first_at = time.monotonic()
+                queue.append(body)
+                self._queue_bytes += size
+                self._enqueued += 1
+                wake = len(queue) == self._wake_at
+        if not common:
+            self._enqueue(body)
+        elif wake:
+            self._worker.wake()  # type: ignore[union-attr]
 
     def _plain_event(
         self, distinct_id: str, event: PugEvent | str, properties: Mapping[Any, Any] | None
@@ -194,9 +218,9 @@ class Core:
                 return self._encode_event(distinct_id, event, properties, None, None)
             heads = self._typed_heads
             kind = event.KIND  # type: ignore[union-attr]
-        by_kind = heads.get(distinct_id) if type(distinct_id) is str else None
-        head = by_kind.get(kind) if by_kind is not None else None
-        if head is None:
+        try:
+            head = heads[distinct_id][kind]  # subscripts: a hit costs no method call
+        except (KeyError, TypeError):  # not seen yet (or not even hashable)
             if custom is None and event_class(kind) is not None:  # a typed kind, as a string
                 return self._encode_event(distinct_id, event, properties, None, None)
             head = self._new_head(heads, distinct_id, kind)
@@ -351,30 +375,6 @@ class Core:
         with self._lock:
             self._stats.dropped_invalid += 1
 
-    def _enqueue_event(self, body: bytes) -> None:
-        """Queue an event: `_enqueue`'s common case (a running client with room left) in
-        few steps, and `_enqueue` for everything else."""
-        batch = self.batch
-        with self._lock:
-            queue = self._queue
-            common = (
-                self._running
-                and len(queue) < batch.max_queue_size
-                and self._queue_bytes + len(body) <= batch.max_queue_bytes
-            )
-            if common:
-                if not queue:
-                    self._first_at = time.monotonic()
-                queue.append(body)
-                self._queue_bytes += len(body)
-                self._stats.enqueued += 1
-                wake = len(queue) == batch.max_size
-                worker = self._worker
-        if not common:
-            self._enqueue(body)
-        elif wake:
-            worker.wake()  # type: ignore[union-attr]
-
     def _enqueue(self, item: _Item) -> None:
         is_identify = type(item) is _Identify
         batch = self.batch
@@ -389,7 +389,7 @@ class Core:
                 queue.append(item)
                 self._queue_bytes += _size(item)
                 self._identifies_queued += is_identify
-                self._stats.enqueued += 1
+                self._enqueued += 1
                 closed, overflowed = False, False
                 if len(queue) > batch.max_queue_size or self._queue_bytes > batch.max_queue_bytes:
                     overflowed, lost = self._drop_oldest()
@@ -445,7 +445,7 @@ class Core:
         with self._lock:
             if self._worker is None and not self._closed:
                 self._worker = _Worker(self)
-                self._running = True
+                self._room_events = self.batch.max_queue_size
             return self._worker
 
     # ---- flush, close, stats --------------------------------------------------------
@@ -454,7 +454,7 @@ class Core:
         """Resolves True once everything queued before the call is sent or failed."""
         done: concurrent.futures.Future[bool] = concurrent.futures.Future()
         with self._lock:
-            target = self._stats.enqueued  # items ever enqueued, events and identifies
+            target = self._enqueued
             if self._finished_items >= target:
                 done.set_result(True)
                 return done
@@ -478,7 +478,7 @@ class Core:
             if self._closed:
                 return
             self._closed = True
-            self._running = False
+            self._room_events = 0
             worker = self._worker
         if worker is not None:
             worker.stop(timeout)
@@ -489,7 +489,10 @@ class Core:
             s = self._stats
             by_reason = dict(s.dropped_by_server)
             return dataclasses.replace(
-                s, dropped_by_server=by_reason, queue_length=len(self._queue)
+                s,
+                enqueued=self._enqueued,
+                dropped_by_server=by_reason,
+                queue_length=len(self._queue),
             )
 
     def after_fork_in_child(self) -> None:

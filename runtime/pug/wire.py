@@ -226,8 +226,9 @@ def unframe(entry: bytes) -> bytes:
 
 
 # What every event of one millisecond shares: the event_id field up to its last 12
-# characters and the counter that gives them (see ids.uuid7_run), and the occur_time field.
-_NO_STAMP: tuple[int, bytes, bytes, Iterator[int]] = (-1, b"", b"", iter(()))
+# characters and the counter that gives them (see ids.uuid7_run), the occur_time field,
+# and the length of those two fields together.
+_NO_STAMP: tuple[int, bytes, Iterator[int], bytes, int] = (-1, b"", iter(()), b"", 0)
 _stamp = _NO_STAMP
 
 
@@ -241,23 +242,20 @@ def event_now(head: bytes, custom: bytes) -> bytes:
         seconds, millis = divmod(ms, 1000)
         occur = timestamp(seconds, millis * 1_000_000)
         id_head, counter = uuid7_run(ms)
+        occur_field = _OCCUR_TIME + _SMALL[len(occur)] + occur
         stamp = _stamp = (
             ms,
             _EVENT_ID_PREFIX + id_head,
-            _OCCUR_TIME + _SMALL[len(occur)] + occur,
             counter,
+            occur_field,
+            _STAMPED + len(occur_field),
         )
-    n = _STAMPED + len(stamp[2]) + len(head) + len(custom)
-    return b"".join(
-        (
-            _FRAMES.get(n) or _frame(n),
-            stamp[1],
-            b"%012x" % next(stamp[3]),
-            stamp[2],
-            head,
-            custom,
-        )
-    )
+    n = stamp[4] + len(head) + len(custom)
+    try:
+        framing = _FRAMES[n]  # a subscript, not .get(): hits are the rule
+    except KeyError:
+        framing = _frame(n)
+    return b"".join((framing, stamp[1], b"%012x" % next(stamp[2]), stamp[3], head, custom))
 
 
 def _forget_stamp() -> None:
