@@ -8,8 +8,10 @@ tables give medians and the spread of the round medians.
 
 1. Caller path: time of each call, median and p99 (this SDK also as a typed Purchase).
 2. CPU per delivered event: process CPU (all threads) from the first call until flush
-   returns, 50 000 events (10 000 with --quick); this SDK also via InMemoryTransport.
-   Queues are large enough that nothing is dropped; delivery is checked.
+   returns, 50 000 events (10 000 with --quick); this SDK also with gzip off and via
+   InMemoryTransport. Queues are large enough that nothing is dropped; delivery is
+   checked. The upb floor is timed at each round's start and end, and each round's
+   CPU is divided by its own floor.
 3. Memory per queued event with the sink down (a closed port): tracemalloc growth over
    10 000 queued events, in a fresh client each.
 4. Burst: 100 000 calls with each SDK's default settings; delivered vs dropped.
@@ -40,11 +42,13 @@ from pug import BatchConfig, Pug
 from pug.events import Purchase
 from pug.ids import uuid7
 from pug.testing import InMemoryTransport
+from pug.transports.connect import ConnectTransport
 
 POSTHOG = "posthog-python"
 SEGMENT = "Segment"
 FLUSH_TIMEOUT = 300.0
 FLOOR = "upb Event.SerializeToString() (the floor)"
+FLOOR_CALLS = 100_000
 BUILD = "upb: build the same Event from its parts, then serialize"
 
 
@@ -176,12 +180,20 @@ def cpu_per_event(c: Contender, n: int) -> float:
     return cpu / n * 1e6
 
 
-def cpu_rounds(contenders: list[Contender], rounds: int, n: int) -> dict[str, list[float]]:
+def cpu_rounds(
+    contenders: list[Contender], rounds: int, n: int, floor: Callable[[], float]
+) -> tuple[dict[str, list[float]], list[float]]:
+    """µs per event of each contender, round by round, and each round's upb floor (µs):
+    measured at its start and at its end, so the ratio to it is taken on the same
+    machine state (the floor itself moves by 2× between runs here)."""
     out: dict[str, list[float]] = {c.name: [] for c in contenders}
+    floors: list[float] = []
     for _ in range(rounds):
+        before = floor()
         for c in contenders:
             out[c.name].append(cpu_per_event(c, n))
-    return out
+        floors.append((before + floor()) / 2)
+    return out, floors
 
 
 # --- 3. memory per queued event ------------------------------------------------------
@@ -284,8 +296,16 @@ def bursts(url: str, n: int) -> dict[str, dict[str, float]]:
 # --- 5. reference costs --------------------------------------------------------------
 
 
+def floor_timer() -> Callable[[], float]:
+    """A function that times the floor once: µs per upb SerializeToString of the Event."""
+    from upb_floor import event_message
+
+    serialize = event_message(PROPS).SerializeToString
+    return lambda: timeit.timeit(serialize, number=FLOOR_CALLS) / FLOOR_CALLS * 1e6
+
+
 def reference_costs(rounds: int, number: int) -> dict[str, list[float]]:
-    """ns per operation, each round's best of `number` calls."""
+    """ns per operation, each round's mean of `number` calls."""
     from upb_floor import event_class, event_message
 
     cls = event_class()
@@ -337,22 +357,33 @@ def caller_table(result: dict[str, Any]) -> tuple[list[str], dict[str, dict[str,
     return lines, stats
 
 
-def cpu_table(cpu: dict[str, list[float]], floor_us: float, build_us: float, n: int) -> list[str]:
+def cpu_table(
+    cpu: dict[str, list[float]], floors: list[float], build_us: float, n: int
+) -> list[str]:
     ph, sg = median(cpu[POSTHOG]), median(cpu[SEGMENT])
     lines = [
         f"## 2. CPU per delivered event ({n} events per round, all delivered)",
         "",
-        "| sender | CPU µs/event | spread | × posthog | × Segment | × upb floor "
+        "The upb floor is timed at the start and the end of each round; a round's ratio is",
+        f"to its own floor (median {median(floors):.2f} µs, rounds {spread(floors, '.2f')}).",
+        "",
+        "| sender | CPU µs/event | spread | × posthog | × Segment | × upb floor | spread "
         "| × upb build + serialize |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, values in cpu.items():
         m = median(values)
+        to_floor = floor_ratios(values, floors)
         lines.append(
             f"| {name} | {m:.2f} | {spread(values, '.2f')} | {ratio(m, ph)} | {ratio(m, sg)} | "
-            f"{m / floor_us:.1f} | {m / build_us:.1f} |"
+            f"{median(to_floor):.1f} | {spread(to_floor)} | {m / build_us:.1f} |"
         )
     return lines
+
+
+def floor_ratios(values: list[float], floors: list[float]) -> list[float]:
+    """Each round's CPU per event over that round's floor."""
+    return [v / f for v, f in zip(values, floors, strict=True)]
 
 
 def memory_table(mem: dict[str, list[tuple[float, int]]], n: int) -> list[str]:
@@ -402,7 +433,7 @@ def target_rows(
     caller: dict[str, dict[str, float]],
     cpu: dict[str, list[float]],
     mem: dict[str, list[tuple[float, int]]],
-    floor_us: float,
+    floors: list[float],
     burst_result: dict[str, dict[str, float]],
 ) -> list[tuple[str, float, float]]:
     """(target, measured ratio or count, limit)."""
@@ -415,7 +446,11 @@ def target_rows(
         ("caller p99 × posthog", pug_c["p99"] / ph_c["p99"], 0.2),
         ("CPU/event (Connect) × posthog", pug_cpu / median(cpu[POSTHOG]), 0.1),
         ("CPU/event (Connect) × Segment", pug_cpu / median(cpu[SEGMENT]), 0.15),
-        ("CPU/event (Connect) × upb floor", pug_cpu / floor_us, 10.0),
+        (
+            "CPU/event (Connect) × upb floor (median of rounds)",
+            median(floor_ratios(cpu["pug, custom (Connect)"], floors)),
+            10.0,
+        ),
         ("memory/queued event × posthog", pug_mem / median([b for b, _ in mem[POSTHOG]]), 0.5),
         ("burst with defaults: dropped", burst_result["pug (Connect)"]["dropped"], 0.0),
     ]
@@ -491,12 +526,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         contenders = big_queue_contenders(url, max(args.events, args.calls * 10))
         print("1. caller path")
         out["caller"] = caller_path(contenders, args.rounds, args.calls)
-        memory = InMemoryTransport()
-        in_memory = Pug(api_key="prv_bench", transport=memory)
-        cpu_set = [contenders[0], *contenders[2:]]
-        cpu_set.insert(1, pug_contender("pug, custom (InMemoryTransport)", in_memory))
+        in_memory = Pug(api_key="prv_bench", transport=InMemoryTransport())
+        plain = Pug(
+            api_key="prv_bench",
+            transport=ConnectTransport(url, "prv_bench", compress_above=None),
+            batch=BatchConfig(max_queue_size=args.events * 2),
+        )
+        cpu_set = [
+            contenders[0],
+            pug_contender("pug, custom (Connect, gzip off)", plain),
+            pug_contender("pug, custom (InMemoryTransport)", in_memory),
+            *contenders[2:],
+        ]
         print("2. CPU per delivered event")
-        out["cpu"] = cpu_rounds(cpu_set, 3, args.events)
+        out["cpu"], out["floors"] = cpu_rounds(cpu_set, args.rounds, args.events, floor_timer())
         for c in cpu_set:
             c.close()
         print("4. burst with defaults")
@@ -507,7 +550,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, m: dict[str, Any]) -> None:
-    floor_us = median(m["ref"][FLOOR]) / 1e3
     caller_lines, caller = caller_table(m["caller"])
     head = [
         "# pug vs posthog-python vs Segment",
@@ -518,11 +560,11 @@ def report(args: argparse.Namespace, m: dict[str, Any]) -> None:
         "local HTTP sink in another process (pug over Connect).",
         "",
     ]
-    rows = target_rows(caller, m["cpu"], m["mem"], floor_us, m["burst"])
+    rows = target_rows(caller, m["cpu"], m["mem"], m["floors"], m["burst"])
     sections = [
         targets_table(rows),
         caller_lines,
-        cpu_table(m["cpu"], floor_us, median(m["ref"][BUILD]) / 1e3, args.events),
+        cpu_table(m["cpu"], m["floors"], median(m["ref"][BUILD]) / 1e3, args.events),
         memory_table(m["mem"], args.queued),
         burst_table(m["burst"], args.burst),
         reference_table(m["ref"]),
