@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from pug import PugError
+from pug import BatchConfig, Pug, PugError
 from pug.transport import BATCH_CREATE
 from pug.transports import parse_base_url
 from pug.transports.connect import ConnectTransport, uses_proxy
@@ -26,6 +28,7 @@ from servers import RecordingHTTPServer
 
 KEY = "prv_http11"
 BODY = b"\x0a\x03abc"  # any bytes: the client does not look into them
+DELIVERY = 3.0  # seconds; everything here is delivered in well under one
 
 
 @dataclass
@@ -313,3 +316,35 @@ def test_a_key_that_cannot_be_a_header_is_refused(key: str) -> None:
     with pytest.raises(ValueError, match="printable ASCII") as raised:
         ConnectTransport("http://127.0.0.1:1", key)
     assert key not in str(raised.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_leaves_the_parents_connection_alone(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    server = serve(lambda n, r: (ok(), False))
+    pug = Pug(api_key=KEY, base_url=server.url, batch=BatchConfig(max_size=1))
+    try:
+        pug.track("parent", "before.fork")
+        assert pug.flush(DELIVERY)  # the parent now holds an idle keep-alive connection
+        pid = os.fork()
+        if pid == 0:  # the child: its own connection; the parent's objects are dropped
+            code = 1
+            try:
+                pug.track("child", "in.child")
+                code = 0 if pug.flush(DELIVERY) else 2
+                gc.collect()  # whatever the child let go of is finalized now
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+        pug.track("parent", "after.fork")
+        assert pug.flush(DELIVERY)
+    finally:
+        pug.close(DELIVERY)
+    # The parent's second request went out on its first connection, untouched by the child
+    # (had the child closed it, or removed it from the epoll set both processes share, the
+    # parent would have waited out its timeout and reconnected).
+    assert [r.connection for r in server.requests] == [0, 1, 0]

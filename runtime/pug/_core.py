@@ -33,7 +33,7 @@ from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, BatchConfig, Retry
 from pug.encoders import ENCODERS
 from pug.errors import PugError, PugValidationError
 from pug.event import REGISTRY, PugEvent, WireProperties, event_class
-from pug.transport import BATCH_CREATE, IDENTIFY, Transport
+from pug.transport import BATCH_CREATE, IDENTIFY, INHERITED_FROM_PARENT, Transport
 
 logger = logging.getLogger("pug")
 
@@ -182,9 +182,7 @@ class Core:
         size = len(body)
         with self._lock:
             queue = self._queue
-            common = (
-                len(queue) < self._room_events and self._queue_bytes + size <= self._room_bytes
-            )
+            common = len(queue) < self._room_events and self._queue_bytes + size <= self._room_bytes
             if common:
                 if not queue:
                     self._first_at = time.monotonic()
@@ -497,6 +495,8 @@ class Core:
 
     def after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queue is the parent's to send."""
+        if self._worker is not None:  # its loop's selector is shared with the parent
+            INHERITED_FROM_PARENT.append(self._worker)
         self._reset_state()
         self.session_id = ids.uuid7(time.time_ns() // 1_000_000)
         self.transport.reset_after_fork()

@@ -14,6 +14,13 @@ from typing import Protocol, runtime_checkable
 BATCH_CREATE = "sdk.events.v1.EventsService/BatchCreate"
 IDENTIFY = "sdk.profiles.v1.ProfilesSDKService/Identify"
 
+# What a forked child inherited from its parent's worker (event loop, connections, HTTP
+# clients): held here for the child's whole life, never finalized. Finalizing them would
+# act on state the child shares with the parent: closing a connection's transport
+# removes its socket from the epoll set both processes share (the parent then never sees
+# its response), and a TLS close would write close_notify into the parent's session.
+INHERITED_FROM_PARENT: list[object] = []
+
 
 @runtime_checkable
 class Transport(Protocol):
@@ -32,5 +39,6 @@ class Transport(Protocol):
         ...
 
     def reset_after_fork(self) -> None:
-        """Forget connections inherited from the parent process (never close them)."""
+        """Forget connections inherited from the parent process: never close them, put
+        them in INHERITED_FROM_PARENT."""
         ...

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from pug.errors import PugError, error_for
+from pug.transport import INHERITED_FROM_PARENT
 from pug.transports import USER_AGENT, BaseURL, parse_base_url
 from pug.transports.http11 import ConnectionPool, HTTPProtocolError, tls_context
 
@@ -214,8 +215,7 @@ class ConnectTransport:
 
     def reset_after_fork(self) -> None:
         # The parent's sockets are the parent's: drop the pools without closing them.
-        if self._pool is not None:
-            self._pool.forget()
+        INHERITED_FROM_PARENT.extend((self._pool, self._client))
         self._pool = None
         self._client = None
 

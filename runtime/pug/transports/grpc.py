@@ -20,6 +20,7 @@ from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 
 from pug import wire
 from pug.errors import error_for
+from pug.transport import INHERITED_FROM_PARENT
 from pug.transports import USER_AGENT, parse_base_url
 
 # grpclib reserves the user-agent header and has no option for it: name the SDK ahead of
@@ -153,6 +154,7 @@ class GrpcTransport:
             await asyncio.sleep(0)
 
     def reset_after_fork(self) -> None:
+        INHERITED_FROM_PARENT.append(self._channel)
         self._channel = None
 
 

@@ -120,11 +120,6 @@ class ConnectionPool:
             except (OSError, TimeoutError):
                 connection.writer.transport.abort()
 
-    def forget(self) -> None:
-        """Drop every connection without closing it (after fork: they are the parent's)."""
-        self._idle.clear()
-        self._busy.clear()
-
 
 async def _exchange(connection: _Connection, request: bytes, reused: bool) -> tuple[Response, bool]:
     """Send `request`, read the response; also whether the connection may be reused."""
