@@ -77,6 +77,9 @@ def instructions(tree: Path, calls: int, case: str, sink_url: str) -> int:
         **os.environ,
         "PYTHONPATH": f"{tree / 'runtime'}:{tree / 'generated'}",
         "BENCH_SINK": sink_url,
+        # String hashes, and with them dict probe counts, change with the seed: fixed, so
+        # the same revision counts the same from run to run.
+        "PYTHONHASHSEED": "0",
     }
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-c", CHILD, str(calls), case]
