@@ -39,6 +39,8 @@ bench:
     {{python}} bench/bench_track.py
     {{python}} bench/bench_delivery.py
     {{python}} bench/bench_compare.py
+    {{python}} bench/bench_gzip.py
+    {{python}} bench/bench_http.py
 
 # Instructions per track() call and per delivered event, for git revisions (needs valgrind).
 bench-instructions *revs:
