@@ -26,8 +26,11 @@ import pug
 import pytest
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as GoogleMessage
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from protoc_helpers import GoogleMessages
 from pug import Pug, wire
+from pug.event import Variant
 from pug.events import Purchase
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
@@ -759,3 +762,38 @@ def test_a_forked_child_does_not_continue_the_parents_run_of_ids(
     assert child.occur_time == parent.occur_time  # the same millisecond
     assert child.event_id != parent.event_id
     assert {uuid.UUID(e.event_id).version for e in (child, parent)} == {7}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.text(min_size=1, max_size=90),
+    value=st.one_of(
+        st.text(max_size=300),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
+)
+# Around where the one-byte lengths stop (the map entry's at 127 bytes, the value's at 125).
+@example(key="a", value="x" * 120)
+@example(key="a", value="x" * 121)
+@example(key="a", value="x" * 125)
+@example(key="a", value="x" * 126)
+@example(key="k" * 60, value="x" * 60)
+@example(key="k" * 60, value="x" * 61)
+@example(key="a", value=-0.0)
+def test_a_first_seen_value_encodes_as_the_generic_entry(
+    google_pb2: GoogleMessages, key: str, value: str | float
+) -> None:
+    # A value the entry cache has not seen takes the short path (what its key decides,
+    # reused); it must write the generic encoder's bytes exactly, for any length.
+    variant = Variant.STRING if isinstance(value, str) else Variant.DOUBLE
+    encoded = wire._new_entry(key, variant, value)
+    assert encoded == wire.entry(wire.CUSTOM, key, variant, value)
+    event = google_pb2["sdk.events.v1.Event"].FromString(encoded)
+    (decoded_key,) = event.custom_properties
+    assert decoded_key == wire.utf8(key).decode()
+    decoded = event.custom_properties[decoded_key]
+    if isinstance(value, str):
+        assert decoded.string_value == wire.utf8(value, wire.MAX_STRING_BYTES).decode()
+    else:
+        assert decoded.double_value == value
+        assert math.copysign(1, decoded.double_value) == math.copysign(1, value)

@@ -150,10 +150,45 @@ _ENTRY_CACHE_LIMIT = 4096
 _entries = 0
 
 
+# What a custom entry's key alone decides, by key (few keys repeat; bounded like the
+# entries): for a double, every byte but the value's 8; for a string, the map key field.
+# Values seen for the first time (ids, amounts) are encoded from these in a few steps.
+_DOUBLE_HEADS: dict[str, bytes] = {}
+_KEY_FIELDS: dict[str, bytes] = {}
+
+
+def _key_part(parts: dict[str, bytes], key: str, encoded: bytes) -> bytes:
+    if len(parts) >= _ENTRY_CACHE_LIMIT:
+        parts.clear()
+    parts[key] = encoded
+    return encoded
+
+
+def _new_entry(key: str, variant: Variant, value: object) -> bytes:
+    """`entry(CUSTOM, key, variant, value)`, with what the key decides reused."""
+    if variant is _DOUBLE:
+        head = _DOUBLE_HEADS.get(key)
+        if head is None:
+            head = _key_part(_DOUBLE_HEADS, key, entry(_CUSTOM, key, _DOUBLE, 0.0)[:-8])
+        return head + _pack_double(value)
+    if variant is _STRING:
+        key_field = _KEY_FIELDS.get(key)
+        if key_field is None:
+            key_field = _key_part(_KEY_FIELDS, key, field(_MAP_KEY, utf8(key)))
+        data = utf8(value, MAX_STRING_BYTES)  # type: ignore[arg-type]
+        n = len(data)
+        if n < 126 and len(key_field) < 124 - n:  # every length fits one byte
+            return b"".join(
+                (_CUSTOM, _SMALL[len(key_field) + n + 4], key_field, _MAP_VALUE,
+                 _SMALL[n + 2], _PV_STRING, _SMALL[n], data)
+            )  # fmt: skip
+    return entry(_CUSTOM, key, variant, value)
+
+
 def custom_entry(key: str, variant: Variant, value: object) -> bytes:
     """The custom_properties entry for (key, value), encoded and remembered."""
     global _entries
-    encoded = entry(_CUSTOM, key, variant, value)
+    encoded = _new_entry(key, variant, value)
     by_key = ENTRY_CACHE.get(type(value))
     # Not kept: long strings (memory) and float zeros (0.0 == -0.0, encoded differently).
     if by_key is not None and not (
