@@ -2,8 +2,8 @@
 
 Unary calls: POST {base_url}/{package.Service}/{Method} with a binary protobuf body;
 HTTP 200 carries the response, anything else a Connect error JSON (or, from a proxy,
-a plain HTTP error mapped by status). They go through `http11` (a batch of events costs
-it a twentieth of httpx's CPU), or httpx when a proxy is configured for the server.
+a plain HTTP error mapped by status). They go through `http11` (a request costs it a
+tenth of httpx's CPU), or httpx when a proxy is configured for the server.
 Server streaming (enveloped messages) uses httpx.
 """
 
