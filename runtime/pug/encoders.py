@@ -49,9 +49,7 @@ def register(encoders: dict[type[PugEvent], Encoder]) -> None:
     ENCODERS.update(encoders)
 
 
-def double_prefix(name: str) -> bytes:
-    """The entry of a double property `name`, all but its 8 value bytes."""
-    return wire.entry(wire.CUSTOM, name, Variant.DOUBLE, 0.0)[:-8]
+double_prefix = wire.double_prefix
 
 
 def bool_entries(name: str) -> tuple[bytes, bytes]:
@@ -62,22 +60,16 @@ def bool_entries(name: str) -> tuple[bytes, bytes]:
     )
 
 
-def _keep(cache: dict[Any, bytes], value: object, encoded: bytes) -> bytes:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[value] = encoded
-    return encoded
-
-
 def string(cache: dict[str, bytes], name: str, value: str) -> bytes:
     """The entry of a checked string value, remembered in `cache` unless long."""
     encoded = wire.entry(wire.CUSTOM, name, Variant.STRING, value)
-    return encoded if len(value) > _LONG else _keep(cache, value, encoded)
+    return encoded if len(value) > _LONG else wire.remember(cache, value, encoded, _CACHE_LIMIT)
 
 
 def integer(cache: dict[int, bytes], name: str, value: int) -> bytes:
     """The entry of a checked int value, remembered in `cache`."""
-    return _keep(cache, value, wire.entry(wire.CUSTOM, name, Variant.INT, value))
+    encoded = wire.entry(wire.CUSTOM, name, Variant.INT, value)
+    return wire.remember(cache, value, encoded, _CACHE_LIMIT)
 
 
 def timestamp(name: str, value: datetime.datetime) -> bytes:

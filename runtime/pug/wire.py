@@ -14,6 +14,7 @@ import os
 import struct
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import pug.wire_tags as T
 from pug.event import Variant, WireProperties
@@ -157,11 +158,18 @@ _DOUBLE_HEADS: dict[str, bytes] = {}
 _KEY_FIELDS: dict[str, bytes] = {}
 
 
-def _key_part(parts: dict[str, bytes], key: str, encoded: bytes) -> bytes:
-    if len(parts) >= _ENTRY_CACHE_LIMIT:
-        parts.clear()
-    parts[key] = encoded
+def remember(cache: dict[Any, bytes], key: object, encoded: bytes, limit: int) -> bytes:
+    """Keep `encoded` under `key` in a cache of at most `limit` entries (emptied when full:
+    what repeats comes back at once); returns `encoded`."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = encoded
     return encoded
+
+
+def double_prefix(key: str) -> bytes:
+    """The custom entry of a double property `key`, all but its 8 value bytes."""
+    return entry(_CUSTOM, key, _DOUBLE, 0.0)[:-8]
 
 
 def _new_entry(key: str, variant: Variant, value: object) -> bytes:
@@ -169,12 +177,13 @@ def _new_entry(key: str, variant: Variant, value: object) -> bytes:
     if variant is _DOUBLE:
         head = _DOUBLE_HEADS.get(key)
         if head is None:
-            head = _key_part(_DOUBLE_HEADS, key, entry(_CUSTOM, key, _DOUBLE, 0.0)[:-8])
+            head = remember(_DOUBLE_HEADS, key, double_prefix(key), _ENTRY_CACHE_LIMIT)
         return head + _pack_double(value)
     if variant is _STRING:
         key_field = _KEY_FIELDS.get(key)
         if key_field is None:
-            key_field = _key_part(_KEY_FIELDS, key, field(_MAP_KEY, utf8(key)))
+            key_field = field(_MAP_KEY, utf8(key))
+            remember(_KEY_FIELDS, key, key_field, _ENTRY_CACHE_LIMIT)
         data = utf8(value, MAX_STRING_BYTES)  # type: ignore[arg-type]
         n = len(data)
         if n < 126 and len(key_field) < 124 - n:  # every length fits one byte
@@ -242,10 +251,7 @@ _FRAMES: dict[int, bytes] = {}
 
 
 def _frame(n: int) -> bytes:
-    found = _FRAMES[n] = _EVENTS + varint(n)
-    if len(_FRAMES) > 4096:
-        _FRAMES.clear()
-    return found
+    return remember(_FRAMES, n, _EVENTS + varint(n), 4096)
 
 
 def frame(body: bytes) -> bytes:
