@@ -4,9 +4,10 @@
 
 One process tracks 8-property events (batches of 100) to a local server in another
 process: this SDK over Connect (HTTP/1.1) and over gRPC (h2c), posthog-python to a
-minimal HTTP sink. Reports delivered events per second (first call until the last is
-acknowledged) and the process's CPU seconds per 10 000 events, interleaved round by
-round. Writes bench/results/delivery.md.
+minimal HTTP sink; and this SDK to its in-memory transport (FakePug decodes and checks
+every event in this process, so its CPU is counted too). Reports delivered events per
+second (first call until the last is acknowledged) and the process's CPU seconds per
+10 000 events, interleaved round by round. Writes bench/results/delivery.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from common import PROPS, median, sink, spread, versions, write
 from pug import BatchConfig, Pug
+from pug.testing import InMemoryTransport
 
 
 def run(track: Callable[[], object], flush: Callable[[], object], n: int) -> tuple[float, float]:
@@ -43,6 +45,7 @@ def main() -> None:
     with sink("http") as http_url, sink("grpc") as grpc_url:
         connect = Pug(api_key="prv_bench", base_url=http_url, batch=batch)
         grpc = Pug(api_key="prv_bench", base_url=grpc_url, transport="grpc", batch=batch)
+        memory = Pug(api_key="prv_bench", transport=InMemoryTransport(), batch=batch)
         ph = Posthog("phc_bench", host=http_url, flush_at=100, max_queue_size=args.events * 2)
         contenders: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
             "pug, Connect over HTTP/1.1": (
@@ -52,6 +55,10 @@ def main() -> None:
             "pug, gRPC over h2c": (
                 lambda: grpc.track("user_42", "order.completed", PROPS),
                 lambda: grpc.flush(60),
+            ),
+            "pug, InMemoryTransport": (
+                lambda: memory.track("user_42", "order.completed", PROPS),
+                lambda: memory.flush(60),
             ),
             "posthog-python, HTTP sink": (
                 lambda: ph.capture("order.completed", distinct_id="user_42", properties=PROPS),
@@ -64,7 +71,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (track, flush) in contenders.items():
                 results[name].append(run(track, flush, args.events))
-        for client in (connect, grpc):
+        for client in (connect, grpc, memory):
             assert client.stats().failed == 0
             client.close()
         ph.shutdown()
