@@ -1,5 +1,6 @@
 # Tasks for developing pug-sdk. `just --list` shows them.
-# Every recipe runs inside .venv, which `just setup` (or the README's test command) makes.
+# Every recipe runs inside .venv, which `just setup` (or the README's test command) makes;
+# `just test` runs nox from it, which makes a virtualenv per session under .nox/.
 
 python := ".venv/bin/python"
 
@@ -24,9 +25,15 @@ lint:
     {{python}} -m mypy runtime/pug codegen/pug_codegen examples
     MYPYPATH=runtime:generated {{python}} -m mypy -p pug.events -p pug.resources -p pug.wire_tags
 
-# Everything CI runs: lint, types, generated drift, the test suite.
-test: lint check-generated
-    {{python}} -m pytest
+# Everything CI runs, through nox (noxfile.py), one session after another: lint, types and
+# generated drift once, then the suite on CPython 3.11, 3.12 and 3.13 and at the dependency
+# floors; a missing interpreter fails the run. One session: `just test -s tests-3.12 -- -k stream`.
+test *args:
+    {{python}} -m nox {{args}}
+
+# The suite in .venv only (quicker than `test`; pytest arguments pass through).
+pytest *args:
+    {{python}} -m pytest {{args}}
 
 # The main job: build a batch with the generated stubs and print it decoded.
 demo:
@@ -41,6 +48,7 @@ bench:
     {{python}} bench/bench_compare.py
     {{python}} bench/bench_gzip.py
     {{python}} bench/bench_http.py
+    {{python}} bench/bench_lifecycle.py
 
 # Instructions per track() call and per delivered event, for git revisions (needs valgrind).
 bench-instructions *revs:

@@ -15,6 +15,7 @@ from protoc_helpers import GoogleMessages, build_pool, compile_descriptor_set
 from pug import Pug
 from pug.event import REGISTRY
 from pug.testing import InMemoryTransport
+from servers import ConnectServer, FakePug
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +54,17 @@ def client(transport: InMemoryTransport) -> Iterator[Pug]:
     pug_client = Pug(api_key="prv_test", transport=transport)
     yield pug_client
     pug_client.close()
+
+
+# A Connect server (connectrpc under uvicorn, tests/servers.py) for the tests that count what
+# real processes deliver: one for the session, its record and script reset for each test.
+@pytest.fixture(scope="session")
+def server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
+    with ConnectServer(FakePug(google_pb2)) as running:
+        yield running
+
+
+@pytest.fixture
+def fake(server: ConnectServer) -> FakePug:
+    server.fake.reset()
+    return server.fake

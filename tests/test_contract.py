@@ -1,7 +1,8 @@
 """catalog/proto must match the Pug wire contract exactly.
 
-The contract (../shared/contract/pug-wire-contract.json) lists the server's messages, enums
-and services as plain facts. Our .proto files are written by hand from it, so this test
+The contract (catalog/contract/pug-wire-contract.json, a copy of the shared
+../shared/contract/pug-wire-contract.json held equal to it below) lists the server's messages,
+enums and services as plain facts. Our .proto files are written by hand from it, so this test
 compiles them with protoc and compares every name, number, json_name, type, label, map
 entry, oneof, presence flag, enum value and RPC signature with the contract, in both
 directions (nothing missing, nothing extra). Validation rules are not compared: our
@@ -13,26 +14,18 @@ Differences read `<file>: <full name>: <what> <ours> != <contract>`.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from contract_file import CONTRACT_PATH, SHARED_CONTRACT_DIR, SHARED_CONTRACT_PATH, load_contract
 from google.protobuf import descriptor_pb2
 from protoc_helpers import proto_files
-
-CONTRACT_PATH = (
-    Path(__file__).resolve().parents[2] / "shared" / "contract" / "pug-wire-contract.json"
-)
 
 # The event catalog files are described by catalog/events, not by .proto files.
 EVENT_CATALOG_PREFIX = "common/events/v1/"
 
-if not CONTRACT_PATH.is_file():
-    pytest.skip(f"contract file not found at {CONTRACT_PATH}", allow_module_level=True)
-
-CONTRACT: dict[str, Any] = json.loads(CONTRACT_PATH.read_text(encoding="utf-8"))
+CONTRACT: dict[str, Any] = load_contract()
 PROTO_CONTRACT_FILES = sorted(
     name for name in CONTRACT["files"] if not name.startswith(EVENT_CATALOG_PREFIX)
 )
@@ -430,3 +423,22 @@ def test_comparison_reports_a_broken_contract(
     broken = copy.deepcopy(CONTRACT)
     mutate(broken["files"][file_name])
     assert contract_diffs(file_name, proto_descriptor_set, broken) == [expected]
+
+
+# --- the in-repository copy ----------------------------------------------------------------
+
+
+def test_the_contract_copy_is_the_shared_contract() -> None:
+    """catalog/contract holds the shared contract unchanged, byte for byte.
+
+    The shared original sits beside a checkout that has it (../shared/contract); a clone of
+    the repository alone has nothing to compare with, and says so as this one skip (the
+    tests that read the contract run on the in-repository copy either way)."""
+    if not SHARED_CONTRACT_DIR.is_dir():
+        pytest.skip(f"no shared contract to compare catalog/contract with: {SHARED_CONTRACT_DIR}")
+    assert SHARED_CONTRACT_PATH.is_file(), f"{SHARED_CONTRACT_PATH} is missing"
+    ours, shared = CONTRACT_PATH.read_bytes(), SHARED_CONTRACT_PATH.read_bytes()
+    assert ours == shared, (
+        f"{CONTRACT_PATH} differs from {SHARED_CONTRACT_PATH}: copy the shared contract "
+        "into catalog/contract, then regenerate and rerun the tests"
+    )

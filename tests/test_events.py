@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,11 @@ import msgspec
 import msgspec.inspect as mi
 import pug.events
 import pytest
+from contract_file import load_contract
 from pug.errors import PugValidationError
 from pug.event import Variant, event_class, event_properties, validate
 from pug.events import Purchase
 
-CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "pug-wire-contract.json"
 EVENT_TYPES = {
     "string": mi.StrType,
     "bool": mi.BoolType,
@@ -29,9 +28,7 @@ EVENT_TYPES = {
 
 def contract_events() -> dict[str, dict[str, Any]]:
     """Every message of the contract that carries an event kind, by kind."""
-    if not CONTRACT.exists():
-        pytest.skip(f"the wire contract was not found at {CONTRACT}")
-    files = json.loads(CONTRACT.read_text())["files"]
+    files = load_contract()["files"]
     return {
         message["event_kind"]: {"name": name, **message}
         for path, f in files.items()

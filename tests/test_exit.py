@@ -1,8 +1,11 @@
-"""At interpreter exit, queued events are sent within the bounded exit timeout."""
+"""At interpreter exit, queued events are sent within the bounded exit timeout: for each
+usual way a script ends, to a host-name `base_url` (resolved at exit), over both protocols."""
 
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +15,8 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+from protoc_helpers import GoogleMessages
+from servers import ConnectServer, FakePug, GrpcServer
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -86,3 +91,73 @@ def test_exit_is_bounded_by_exit_timeout(server: tuple[str, type[_Recorder]]) ->
     # The exit timeout (0.5 s) plus interpreter start-up, never the server's 5 s.
     assert elapsed < 4.0
     assert "25 item(s) not delivered: deadline_exceeded" in result.stderr
+
+
+# How a script may end; each must deliver what it queued.
+ENDINGS = {
+    "end of script": "",
+    "sys.exit(0)": "sys.exit(0)",
+    # A SIGTERM handler that raises SystemExit (what gunicorn, uvicorn, Celery install);
+    # the test sends the signal once the events are queued.
+    "SIGTERM with a handler": "print('queued', flush=True); threading.Event().wait(30)",
+}
+
+
+@pytest.fixture(scope="module")
+def servers(google_pb2: GoogleMessages) -> Iterator[dict[str, ConnectServer | GrpcServer]]:
+    with (
+        ConnectServer(FakePug(google_pb2)) as connect,
+        GrpcServer(FakePug(google_pb2), tls_key_and_chain=None) as grpc,
+    ):
+        yield {"connect": connect, "grpc": grpc}
+
+
+@pytest.mark.parametrize("protocol", ["connect", "grpc"])
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_a_host_name_url_gets_everything_at_exit(
+    servers: dict[str, ConnectServer | GrpcServer], protocol: str, ending: str
+) -> None:
+    """No connection is open when the script ends, so the host name is looked up while the
+    interpreter shuts down (when no new thread may start)."""
+    server = servers[protocol]
+    server.fake.reset()
+    url = server.url.replace("127.0.0.1", "localhost")
+    program = textwrap.dedent(
+        f"""
+        import signal, sys, threading
+        from pug import BatchConfig, Pug
+
+        def stop(signum, frame):
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        pug = Pug(
+            api_key="prv_exit_test",
+            base_url={url!r},
+            transport={protocol!r},
+            batch=BatchConfig(max_wait=60.0, exit_timeout=5.0),
+        )
+        for i in range(20):
+            pug.track("user_1", "job.finished", {{"i": i}})
+        {ENDINGS[ending]}
+        """
+    )
+    start = time.monotonic()
+    with subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            if ending == "SIGTERM with a handler":
+                assert child.stdout is not None
+                assert child.stdout.readline() == "queued\n"
+                os.kill(child.pid, signal.SIGTERM)
+            _, stderr = child.communicate(timeout=30)
+        finally:
+            child.kill()
+    elapsed = time.monotonic() - start
+    assert child.returncode == 0, stderr
+    assert stderr == ""
+    assert elapsed < 5.0 + 3.0  # exit_timeout, plus start-up and the import of the SDK
+    events = server.fake.delivered_events()
+    assert sorted(e.custom_properties["i"].int_value for e in events) == list(range(20))
+    assert len({e.event_id for e in events}) == 20

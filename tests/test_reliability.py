@@ -263,6 +263,39 @@ def test_permanent_failure_is_dead_lettered_without_retry(make_pug: MakePug, cod
     assert ints(transport.events(), "i") == [7]
 
 
+def test_dead_letters_are_the_queued_bytes_and_resend_delivers_them_unchanged(
+    make_pug: MakePug, google_pb2: GoogleMessages
+) -> None:
+    transport = InMemoryTransport()
+    transport.fail("invalid_argument", count=2)
+    dead = DeadLetters()
+    pug = make_pug(transport, on_error=dead)
+    for i in range(3):
+        pug.track("user_1", "rel.order", {"i": i})
+    assert pug.flush(10)
+    pug.identify("user_1", {"plan": "pro"})
+    assert pug.flush(10)
+    items = dead.items
+    assert [item.is_identify for item in items] == [False, False, False, True]
+    # What on_error holds is what was attempted, byte for byte (decoded independently).
+    event = google_pb2["sdk.events.v1.Event"]
+    (attempt,) = attempted_events(transport)
+    assert [event.FromString(item.encoded) for item in items[:3]] == [
+        event.FromString(bytes(e)) for e in attempt
+    ]
+    identify = google_pb2["sdk.profiles.v1.IdentifyRequest"].FromString(items[3].encoded)
+    assert identify.external_id == items[3].external_id == "user_1"
+    assert "prv_" not in repr(items)
+
+    pug.resend(items)  # the server is up again
+    assert pug.flush(10)
+    assert ids(transport.events()) == ids(attempt)
+    assert [e.occur_time for e in transport.events()] == [e.occur_time for e in attempt]
+    assert [i.external_id for i in transport.identifies()] == ["user_1"]
+    stats = pug.stats()
+    assert (stats.enqueued, stats.failed, stats.sent, stats.identifies_sent) == (8, 4, 3, 1)
+
+
 def test_flush_returns_only_after_on_error_has_run(make_pug: MakePug) -> None:
     transport = InMemoryTransport()
     transport.fail("invalid_argument", count=1)

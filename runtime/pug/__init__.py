@@ -31,6 +31,7 @@ from pug.errors import (
 )
 from pug.event import PugEvent
 from pug.transport import Transport
+from pug.undelivered import Undelivered
 
 __all__ = [
     "AsyncPug",
@@ -50,5 +51,6 @@ __all__ = [
     "TrackedEvent",
     "Transport",
     "UnavailableError",
+    "Undelivered",
     "__version__",
 ]

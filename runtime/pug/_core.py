@@ -8,6 +8,7 @@ transient failures with backoff and hands permanent ones to `on_error`.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import atexit
 import concurrent.futures
@@ -18,13 +19,18 @@ import itertools
 import logging
 import os
 import re
+import selectors
+import sys
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+
+# Imported now, not when the first lookup needs it: at exit the import itself fails.
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pug import ids, wire
 from pug import properties as prop_values
@@ -32,10 +38,12 @@ from pug._version import __version__
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, BatchConfig, RetryPolicy
 from pug.encoders import ENCODERS
 from pug.errors import PugError, PugValidationError
-from pug.event import REGISTRY, PugEvent, WireProperties, event_class
+from pug.event import REGISTRY, PugEvent, WireProperties, event_class, load_well_known
 from pug.transport import BATCH_CREATE, IDENTIFY, INHERITED_FROM_PARENT, Transport
+from pug.undelivered import Undelivered
 
 logger = logging.getLogger("pug")
+T = TypeVar("T")
 
 AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": __version__, "$platform": "server"}
 # fullmatch, not match: `$` would also accept a trailing newline, which the server does not.
@@ -47,7 +55,10 @@ _HEADS_HELD = 4096
 # At most this many items dropped for a full queue wait for on_error at once (~2 MB).
 _OVERFLOW_HELD = 10_000
 
-OnError = Callable[[PugError, list[Any]], None]
+# How long close() waits past its timeout for the worker to hand what is left to on_error.
+_CLOSE_SLACK = 0.4
+
+OnError = Callable[[PugError, list[Undelivered]], None]
 
 
 @dataclass
@@ -119,10 +130,11 @@ class Core:
         self.on_error = on_error
         self.before_send = before_send
         self.strict = strict
+        load_well_known()  # now, not on the first track() of a well-known kind
         self.session_id = ids.uuid7(time.time_ns() // 1_000_000)
         self._auto = wire.auto_properties(AUTO_PROPERTIES)
         self._reset_state()
-        _LIVE.add(self)
+        _add_live(self)
 
     def _reset_state(self) -> None:
         self._lock = threading.Lock()
@@ -363,6 +375,11 @@ class Core:
         self._enqueue(item)
         return item.done
 
+    def resend(self, items: Iterable[Undelivered]) -> None:
+        """Queue dead letters again, unchanged (same ids and times: the server keeps one)."""
+        for item in items:
+            self._enqueue(_Identify(item.queued) if item.is_identify else item.queued)
+
     def _reject(self, exc: PugValidationError, what: str = "event") -> None:
         self._count_invalid()
         if self.strict:
@@ -436,15 +453,34 @@ class Core:
             raise PugError("failed_precondition", "the client is closed")
         worker = self._worker or self._start_worker()
         if worker is None:
-            raise PugError("failed_precondition", "the client is closed")
+            if self._closed:
+                raise PugError("failed_precondition", "the client is closed")
+            raise PugError("unavailable", "the client's worker thread could not start")
         return worker
 
     def _start_worker(self) -> _Worker | None:
+        """The worker, started if there is none yet (None once the client is closed).
+
+        It is made under the lock, so callers racing here start exactly one, and its thread
+        is started outside it, with nothing waiting for the thread: under gevent, starting
+        or waiting for a thread may switch to another greenlet, which may take this lock."""
         with self._lock:
-            if self._worker is None and not self._closed:
-                self._worker = _Worker(self)
-                self._room_events = self.batch.max_queue_size
-            return self._worker
+            worker = self._worker
+            if worker is not None or self._closed:
+                return worker
+            worker = self._worker = _Worker(self)
+            self._room_events = self.batch.max_queue_size
+        try:
+            worker.start()
+        except Exception:  # e.g. "can't start new thread": the next call tries again
+            logger.exception("could not start the pug worker thread")
+            with self._lock:
+                if self._worker is worker:
+                    self._worker = None
+                    self._room_events = 0
+            worker.loop.close()
+            return None
+        return worker
 
     # ---- flush, close, stats --------------------------------------------------------
 
@@ -465,7 +501,7 @@ class Core:
 
     def flush(self, timeout: float | None) -> bool:
         try:
-            return self.flush_future().result(timeout)
+            return wait_for(self.flush_future(), timeout)
         except concurrent.futures.TimeoutError:
             logger.warning("flush() timed out after %ss with events still queued", timeout)
             return False
@@ -623,7 +659,7 @@ class Core:
         if self.on_error is None:
             return
         try:
-            self.on_error(error, decode_items(items))
+            self.on_error(error, undelivered(items))
         except Exception:
             logger.exception("on_error raised")
 
@@ -657,20 +693,121 @@ class Core:
             self._stats.retries += 1
 
 
+class _ResolverPool(ThreadPoolExecutor):
+    """The worker loop's default executor, which asyncio uses for DNS lookups.
+
+    A thread pool; but once the interpreter has begun to shut down (at exit, while queued
+    events are drained) no new thread may start, so a lookup then runs on the calling
+    thread: a host-name `base_url` must still resolve when the last events go out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2, thread_name_prefix="pug-resolve")
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                done.set_exception(exc)
+            return done
+
+
+def _gevent_monkey() -> Any:
+    """gevent's `monkey` module if it has patched `threading` (a Thread is then a greenlet)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey
+    return None
+
+
+class _SelectorOfTheWorkerThread(selectors.BaseSelector):
+    """The worker loop's selector under gevent: gevent's selector, made in the worker's own
+    thread when it starts (`bind`), so its watchers belong to that thread's hub, which runs
+    whenever the loop waits. The loop is made earlier, on the caller's thread: until then
+    registrations (the loop's self-pipe) are only recorded."""
+
+    def __init__(self) -> None:
+        self._selector: selectors.BaseSelector = selectors.SelectSelector()  # records only
+
+    def bind(self) -> None:
+        """In the worker thread, before the loop runs."""
+        bound = selectors.DefaultSelector()  # gevent's (monkey-patched), on this thread's hub
+        for key in self._selector.get_map().values():
+            bound.register(key.fileobj, key.events, key.data)
+        self._selector.close()
+        self._selector = bound
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._selector.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._selector.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._selector.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        return self._selector.select(timeout)
+
+    def close(self) -> None:
+        self._selector.close()
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._selector.get_key(fileobj)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._selector.get_map()
+
+
 class _Worker:
-    """One daemon thread with its own asyncio loop; owns the transport's connections."""
+    """One daemon thread with its own asyncio loop; owns the transport's connections.
+
+    Made (with its loop) by `Core._start_worker` under the core's lock, then started outside
+    it; nobody waits for the thread to run: what is asked of the loop before (a wake, a
+    stop, a read) is queued with `call_soon_threadsafe` and runs first.
+
+    Under gevent (`threading` monkey-patched, as in gunicorn's gevent workers) the thread is
+    a real OS thread all the same, not a greenlet: asyncio's running loop is per OS thread,
+    so a loop running in a greenlet would be the running loop of every greenlet of that
+    thread, and `asyncio.run()` in a request handler would refuse to start. The loop's
+    selector is then gevent's, made in that thread (`_SelectorOfTheWorkerThread`): what is
+    gevent-patched there (the default executor's threads, DNS) is served by that thread's
+    own hub while the loop waits, never by the hub of the thread that made the worker.
+    """
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.loop = asyncio.new_event_loop()
-        self._wake: asyncio.Event | None = None
+        self._monkey = _gevent_monkey()
+        self._selector: _SelectorOfTheWorkerThread | None = None
+        # A bare thread (no threading.Thread): starting it does not wait for it to run.
+        self._start_new_thread: Callable[..., Any] = _thread.start_new_thread
+        allocate_lock: Callable[[], Any] = _thread.allocate_lock
+        if self._monkey is None:
+            self.loop = asyncio.new_event_loop()
+        else:
+            self._selector = _SelectorOfTheWorkerThread()
+            self.loop = asyncio.SelectorEventLoop(self._selector)
+            self._start_new_thread = self._monkey.get_original("_thread", "start_new_thread")
+            allocate_lock = self._monkey.get_original("_thread", "allocate_lock")
+        self.thread: threading.Thread | None = None  # set by the thread itself
+        # Made now, bound to the loop when _main first waits on it (Python >= 3.10).
+        self._wake = asyncio.Event()
         self._stopping = False
         self._close_deadline: float | None = None
         self._inflight: asyncio.Future[bytes] | None = None
-        self._started = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="pug-worker", daemon=True)
-        self.thread.start()
-        self._started.wait()
+        # Held until _run ends: what stop() waits on, also before the thread has started.
+        self._ended = allocate_lock()
+        self._ended.acquire()
+
+    def start(self) -> None:
+        """Start the thread (the caller holds no lock: see `Core._start_worker`)."""
+        self._start_new_thread(self._run, ())
 
     def wake(self) -> None:
         # A closed loop raises RuntimeError: the client was closed meanwhile.
@@ -678,16 +815,18 @@ class _Worker:
             self.loop.call_soon_threadsafe(self._set_wake)
 
     def _set_wake(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wake.set()
 
     def stop(self, timeout: float | None) -> None:
+        # One deadline for the loop and for the wait below (the loop's clock is monotonic).
+        deadline = None if timeout is None else time.monotonic() + timeout
+
         def begin() -> None:
             self._stopping = True
-            if timeout is not None:
-                self._close_deadline = self.loop.time() + timeout
+            if deadline is not None:
+                self._close_deadline = deadline
                 # A request already on the wire is cut off at the deadline too.
-                self.loop.call_at(self._close_deadline, self._cancel_inflight)
+                self.loop.call_at(deadline, self._cancel_inflight)
             self._set_wake()
 
         try:
@@ -695,7 +834,17 @@ class _Worker:
         except RuntimeError:
             return
         if threading.current_thread() is not self.thread:
-            self.thread.join(None if timeout is None else timeout + 1.0)
+            # What is left at the deadline goes to on_error at once (no decoding, no I/O):
+            # the slack covers handing over a large backlog, so close() returns within
+            # its timeout + 0.5 s with on_error done.
+            self._join(None if deadline is None else deadline + _CLOSE_SLACK - time.monotonic())
+
+    def _join(self, timeout: float | None) -> None:
+        """Wait (at most `timeout`) for the thread to end; a plain lock, not Thread.join:
+        the thread may not have started yet, and under gevent it is not a Thread (a greenlet
+        calling close() then blocks its OS thread, for at most `timeout`)."""
+        if self._ended.acquire(timeout=-1 if timeout is None else timeout):
+            self._ended.release()
 
     def _cancel_inflight(self) -> None:
         if self._inflight is not None and not self._inflight.done():
@@ -714,15 +863,26 @@ class _Worker:
             self._inflight = None
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_until_complete(self._main())
+            self.thread = threading.current_thread()
+            self.thread.name = "pug-worker"
+            if self._selector is not None:  # under gevent (see the class's docstring)
+                self._selector.bind()
+            asyncio.set_event_loop(self.loop)
+            self.loop.set_default_executor(_ResolverPool())
+            try:
+                self.loop.run_until_complete(self._main())
+            finally:
+                _cancel_leftovers(self.loop)
+                if self._selector is not None:
+                    # The default executor's threads are then greenlets of this thread's
+                    # hub, which runs only while this loop waits: end them now.
+                    self.loop.run_until_complete(self.loop.shutdown_default_executor())
         finally:
             self.loop.close()
+            self._ended.release()
 
     async def _main(self) -> None:
-        self._wake = asyncio.Event()
-        self._started.set()
         core = self.core
         try:
             while not self._stopping:
@@ -813,6 +973,34 @@ class _Worker:
             self.core._drain_overflow()
 
 
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """What `asyncio.run` does before closing its loop: cancel tasks still pending (a read
+    another thread started as the client closed) and finish async generators, so none is
+    destroyed pending when the loop closes."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+def wait_for(future: concurrent.futures.Future[T], timeout: float | None) -> T:
+    """`future.result(timeout)` for a future the worker thread resolves. Under gevent the
+    wait is made in short slices: before gevent 26.8 a greenlet waiting on a lock that
+    another OS thread releases is never woken."""
+    if _gevent_monkey() is None:
+        return future.result(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+        try:
+            return future.result(max(left, 0.0))
+        except concurrent.futures.TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
 def check_kind(kind: str) -> None:
     """The contract's rule for Event.kind."""
     if not _KIND.fullmatch(kind):
@@ -836,13 +1024,10 @@ def check_distinct_id(value: object, name: str) -> None:
         )
 
 
-def decode_items(items: list[_Item]) -> list[Any]:
-    """Queued items as protobuf messages, for `on_error` (decoding happens only here)."""
-    from pug.proto.sdk.events.v1 import Event
-    from pug.proto.sdk.profiles.v1 import IdentifyRequest
-
+def undelivered(items: list[_Item]) -> list[Undelivered]:
+    """Queued items as `on_error` gets them: wrapped, not decoded (see pug.undelivered)."""
     return [
-        Event.parse(wire.unframe(i)) if type(i) is bytes else IdentifyRequest.parse(i.body)  # type: ignore[union-attr]
+        Undelivered(i) if type(i) is bytes else Undelivered(i.body, is_identify=True)  # type: ignore[union-attr]
         for i in items
     ]
 
@@ -851,9 +1036,15 @@ def decode_items(items: list[_Item]) -> list[Any]:
 _LIVE: weakref.WeakSet[Core] = weakref.WeakSet()
 
 
+def _add_live(core: Core) -> None:
+    _LIVE.add(core)
+    _hook_child_exits()
+
+
 def _after_fork_in_child() -> None:
     for core in list(_LIVE):
         core.after_fork_in_child()
+    _hook_child_exits()
 
 
 def _at_exit() -> None:
@@ -862,6 +1053,80 @@ def _at_exit() -> None:
             core.close(core.batch.exit_timeout)
         except Exception:
             logger.exception("flushing at exit failed")
+
+
+# ---- processes that end with os._exit ---------------------------------------------------
+#
+# multiprocessing's children (fork, forkserver) and Celery's prefork pool children end with
+# os._exit: atexit never runs in them. What does run there:
+# - multiprocessing (and billiard, whose util re-exports multiprocessing's registries) calls
+#   the util.Finalize callbacks registered in the process at the end of
+#   Process._bootstrap. _bootstrap first clears them (a finalizer registered at fork, or
+#   while a forkserver/spawn child imports the target's module, is gone), then calls the
+#   util.register_after_fork callbacks: ours registers the finalizer again.
+# - billiard's pool workers (Celery's prefork children) leave from inside run(), in
+#   Worker._do_exit, with os._exit: the finalizers never run there. _do_exit first calls
+#   the pool's on_exit, which in Celery sends `worker_process_shutdown` in the child.
+# Both close every live client with its exit_timeout, as `_at_exit` does; close() is
+# idempotent, so whichever hook runs first sends and the others find nothing left. (In a
+# process that was not started by multiprocessing, the finalizer runs in multiprocessing's
+# own atexit handler, maybe before `_at_exit`: the same close.) A forked child's clients
+# start empty (Core.after_fork_in_child), so a child sends only what it tracked itself.
+
+# Before the finalizers the standard library registers (the highest, Pool's, is 15): the
+# clients are closed before children are joined or queue feeder threads waited for.
+_FINALIZER_PRIORITY = 100
+_CELERY_RECEIVER_UID = "pug.close-clients-at-child-exit"
+# What this process registered; inherited by a forked child together with the registries.
+_finalizers: dict[object, tuple[int, Any]] = {}  # Finalize class → (pid, its finalizer)
+_after_forkers: set[object] = set()  # the register_after_fork functions used
+_celery_signals: set[object] = set()  # the worker_process_shutdown signals connected
+
+
+class _AfterForkOwner:
+    """What util.register_after_fork holds (weakly) for our callback."""
+
+
+_AFTER_FORK_OWNER = _AfterForkOwner()
+
+
+def _hook_child_exits() -> None:
+    """Close the live clients at the exit handling of processes that skip atexit (above).
+
+    Called when a client is made and in a forked child; only hooks into modules already
+    imported (a child started by multiprocessing or billiard has them)."""
+    try:
+        for name in ("multiprocessing.util", "billiard.util"):
+            util = sys.modules.get(name)
+            if util is not None:
+                _hook_multiprocessing(util)
+        signals = sys.modules.get("celery.signals")
+        if signals is not None and signals.worker_process_shutdown not in _celery_signals:
+            signals.worker_process_shutdown.connect(
+                _close_at_celery_child_exit, weak=False, dispatch_uid=_CELERY_RECEIVER_UID
+            )
+            _celery_signals.add(signals.worker_process_shutdown)
+    except Exception:
+        logger.exception("could not hook into the exit of child processes")
+
+
+def _hook_multiprocessing(util: Any) -> None:
+    pid = os.getpid()
+    held = _finalizers.get(util.Finalize)
+    if held is None or held[0] != pid or not held[1].still_active():
+        finalizer = util.Finalize(None, _at_exit, exitpriority=_FINALIZER_PRIORITY)
+        _finalizers[util.Finalize] = (pid, finalizer)
+    if util.register_after_fork not in _after_forkers:
+        util.register_after_fork(_AFTER_FORK_OWNER, _after_multiprocessing_bootstrap)
+        _after_forkers.add(util.register_after_fork)
+
+
+def _after_multiprocessing_bootstrap(owner: _AfterForkOwner) -> None:
+    _hook_child_exits()
+
+
+def _close_at_celery_child_exit(**kwargs: Any) -> None:
+    _at_exit()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,7 +12,7 @@ import asyncio
 import datetime
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pug._core import Core, OnError, Stats, TrackedEvent
@@ -20,6 +20,7 @@ from pug.config import BatchConfig, RetryPolicy
 from pug.event import PugEvent
 from pug.reads import AsyncReads, SyncReads
 from pug.transport import Transport
+from pug.undelivered import Undelivered
 
 if TYPE_CHECKING:
     import pug.resources as resources
@@ -95,6 +96,12 @@ class _Client:
         event is invalid). `event` is a typed event or a kind string; `properties` are
         extra properties. Invalid input is logged on the `pug` logger and dropped alone."""
         self._core.track(distinct_id, event, properties, timestamp=timestamp, session_id=session_id)
+
+    def resend(self, items: Iterable[Undelivered]) -> None:
+        """Queue again what `on_error` was handed, unchanged. Safe even if some of it did
+        arrive (a request cut off by `close()`'s deadline): the server keeps one event per
+        `event_id`. Returns at once, like `track()`."""
+        self._core.resend(items)
 
     @property
     def session_id(self) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "coerce",
     "event_class",
     "event_properties",
+    "load_well_known",
     "registered_events",
     "validate",
 ]
@@ -71,7 +72,7 @@ def event_class(kind: str) -> type[PugEvent] | None:
     any catalog module that has been imported."""
     cls = REGISTRY.get(kind)
     if cls is None and not _well_known_loaded:
-        _load_well_known()
+        load_well_known()
         cls = REGISTRY.get(kind)
     return cls
 
@@ -79,11 +80,15 @@ def event_class(kind: str) -> type[PugEvent] | None:
 _well_known_loaded = False
 
 
-def _load_well_known() -> None:
+def load_well_known() -> None:
     """Import `pug.events` once, so a well-known kind given as a string is checked by its
-    rules even when the application never imported the typed classes. A function-level
-    import: `pug.events` builds on this module, so this module cannot import it on load."""
+    rules even when the application never imported the typed classes. Clients call it when
+    they are made: the import takes tens of milliseconds, which must not fall on the first
+    `track()` (in an async app, on the event loop). A function-level import: `pug.events`
+    builds on this module, so this module cannot import it on load."""
     global _well_known_loaded
+    if _well_known_loaded:
+        return
     _well_known_loaded = True
     # A broken install raises ImportError: custom events still work then.
     with contextlib.suppress(ImportError):

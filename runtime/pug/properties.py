@@ -130,13 +130,17 @@ def _other(key: str, value: object) -> tuple[Variant, Any] | None:
         try:
             try:
                 text = _encode_json(value)
-            except UnicodeEncodeError:  # a lone surrogate somewhere inside
+            except ValueError:
+                # A lone surrogate somewhere inside (UnicodeEncodeError), or a Decimal NaN
+                # or Infinity, which recent msgspec (0.23) refuses to write as a number.
                 text = _encode_json(_json_safe(value))
-            # msgspec writes a Decimal NaN or Infinity as a bare NaN/Infinity, which is not
-            # JSON; such values become null, as a float NaN does. (A string that merely
-            # contains the word costs one more encoding and gives the same text.)
-            if b"NaN" in text or b"Infinity" in text:
-                text = _encode_json(_json_safe(value))
+            else:
+                # Older msgspec (0.19) writes a Decimal NaN or Infinity as a bare NaN or
+                # Infinity, which is not JSON. Either way such values become null, as a
+                # float NaN does. (A string that merely contains the word costs one more
+                # encoding and gives the same text.)
+                if b"NaN" in text or b"Infinity" in text:
+                    text = _encode_json(_json_safe(value))
             return (_STRING, text.decode())
         except (TypeError, ValueError, OverflowError) as exc:
             _omit(key, f"cannot be written as JSON: {exc}")

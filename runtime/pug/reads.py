@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import betterproto2
 
+from pug._core import wait_for
 from pug.errors import PugError, error_for
 
 if TYPE_CHECKING:
@@ -69,12 +70,38 @@ def _parse(response: type[M], data: bytes) -> M:
         raise error_for("internal", f"unreadable {response.__name__}: {exc}") from None
 
 
-async def _next(stream: AsyncIterator[bytes]) -> tuple[bool, bytes]:
-    """One step of a stream; (False, b"") at its end (StopAsyncIteration cannot cross futures)."""
-    try:
-        return True, await anext(stream)
-    except StopAsyncIteration:
-        return False, b""
+class _Stream:
+    """A transport stream stepped from the caller's thread or loop: each step and the close
+    run on the worker loop, one at a time (a close that came while a cancelled step is still
+    unwinding would find the generator running)."""
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._stream = stream
+        self._lock = asyncio.Lock()  # bound to the worker loop when first waited on
+        # Set on the worker loop; read by the caller once a step's result is back.
+        self.finished = False
+
+    async def next(self) -> tuple[bool, bytes]:
+        """One step; (False, b"") at the end (StopAsyncIteration cannot cross futures)."""
+        async with self._lock:
+            if self.finished:
+                return False, b""
+            try:
+                return True, await anext(self._stream)
+            except StopAsyncIteration:
+                self.finished = True
+                return False, b""
+            except BaseException:
+                self.finished = True  # an error ends an async generator
+                raise
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if not self.finished:
+                self.finished = True
+                close = getattr(self._stream, "aclose", None)
+                if close is not None:
+                    await close()
 
 
 class _Reads:
@@ -98,14 +125,19 @@ class _Reads:
         return self._core.timeout if timeout is None else timeout
 
     def _open_stream(self, method: str, request: betterproto2.Message,
-                     timeout: float | None) -> AsyncIterator[bytes]:  # fmt: skip
-        return self._core.transport.stream(method, bytes(request), timeout=self._timeout(timeout))
+                     timeout: float | None) -> _Stream:  # fmt: skip
+        t = self._timeout(timeout)
+        return _Stream(self._core.transport.stream(method, bytes(request), timeout=t))
 
-    def _close_stream(self, stream: AsyncIterator[bytes]) -> None:
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(PugError):  # the client closed: the loop ends it anyway
-                self._submit(close())
+    def _close_stream(self, stream: _Stream) -> concurrent.futures.Future[None] | None:
+        """Close a stream the caller left before its end, on the worker loop; None when there
+        is nothing to close (the stream ended, or the client is closed and ends it)."""
+        if stream.finished:
+            return None
+        try:
+            return self._submit(stream.aclose())
+        except PugError:
+            return None
 
 
 class SyncReads(_Reads):
@@ -115,19 +147,23 @@ class SyncReads(_Reads):
               timeout: float | None) -> M:  # fmt: skip
         t = self._timeout(timeout)
         call = self._core.transport.unary(method, bytes(request), timeout=t)
-        return _parse(response, self._submit(call).result())
+        return _parse(response, wait_for(self._submit(call), None))
 
     def stream(self, method: str, request: betterproto2.Message, response: type[M],
                timeout: float | None) -> Iterator[M]:  # fmt: skip
         stream = self._open_stream(method, request, timeout)
         try:
             while True:
-                more, data = self._submit(_next(stream)).result()
+                more, data = wait_for(self._submit(stream.next()), None)
                 if not more:
                     return
                 yield _parse(response, data)
         finally:
-            self._close_stream(stream)
+            closing = self._close_stream(stream)
+            if closing is not None:
+                # Wait for it, so it is not still pending if the client closes next.
+                with contextlib.suppress(Exception):
+                    wait_for(closing, self._timeout(timeout))
 
 
 class AsyncReads(_Reads):
@@ -144,9 +180,13 @@ class AsyncReads(_Reads):
         stream = self._open_stream(method, request, timeout)
         try:
             while True:
-                more, data = await asyncio.wrap_future(self._submit(_next(stream)))
+                more, data = await asyncio.wrap_future(self._submit(stream.next()))
                 if not more:
                     return
                 yield _parse(response, data)
         finally:
-            self._close_stream(stream)
+            closing = self._close_stream(stream)
+            if closing is not None:
+                # Awaited, so it is not still pending if the client closes next.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(closing), self._timeout(timeout))

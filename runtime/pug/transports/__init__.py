@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import urllib.parse
+import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from pug._version import __version__
@@ -48,6 +52,38 @@ def parse_base_url(base_url: str) -> BaseURL:
     except ValueError:
         raise ValueError(f"base_url has an invalid port: {base_url!r}") from None
     return BaseURL(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+class OpenStreams:
+    """A transport's server streams that have not ended, closed with the transport.
+
+    The worker closes the transport last thing on its loop. A stream still open then (one a
+    caller left without closing it, or whose close was still on its way) would otherwise be
+    closed by a task the stopped loop never runs: "Task was destroyed but it is pending!".
+    Streams are made on the caller's thread and closed on the worker's, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: weakref.WeakSet[AsyncGenerator[bytes, None]] = weakref.WeakSet()
+
+    def add(self, stream: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+        with self._lock:
+            self._streams.add(stream)
+        return stream
+
+    async def aclose(self) -> None:
+        with self._lock:
+            streams, self._streams = list(self._streams), weakref.WeakSet()
+        for stream in streams:
+            # RuntimeError: a step of it is running (a read still in flight at close).
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+    def forget(self) -> None:
+        """After a fork: the parent's streams are the parent's."""
+        with self._lock:
+            self._streams = weakref.WeakSet()
 
 
 def make_transport(name: str, base_url: str, api_key: str) -> Transport:

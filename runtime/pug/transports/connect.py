@@ -10,26 +10,29 @@ Server streaming (enveloped messages) uses httpx.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import ssl
 import struct
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
 
 from pug.errors import PugError, error_for
 from pug.transport import INHERITED_FROM_PARENT
-from pug.transports import USER_AGENT, BaseURL, parse_base_url
+from pug.transports import USER_AGENT, BaseURL, OpenStreams, parse_base_url
 from pug.transports.http11 import ConnectionPool, HTTPProtocolError, tls_context
 
 # WIRE.md: how a non-Connect HTTP error maps to a code.
 _STATUS_CODES = {401: "unauthenticated", 403: "permission_denied", 404: "unimplemented"}
 _END_STREAM = 0x02
 _COMPRESSED = 0x01
+# How long the body's end may take to come after the end-of-stream message.
+_FINISH_BODY_TIMEOUT = 1.0
 
 
 def code_for_status(status: int) -> str:
@@ -97,6 +100,7 @@ class ConnectTransport:
         self._proxied = uses_proxy(self.base_url)
         self._max_connections = max_connections
         self._pool: ConnectionPool | None = None
+        self._streams = OpenStreams()
 
     def __repr__(self) -> str:
         return f"ConnectTransport({self.base_url.origin + self.base_url.prefix!r})"
@@ -165,16 +169,22 @@ class ConnectTransport:
             raise error_from_json(body, response.status_code)
         return body
 
-    async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
+    def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
         """A server-streaming call: yields each response message; errors raise PugError."""
+        return self._streams.add(self._stream(method, request, timeout))
+
+    async def _stream(self, method: str, request: bytes, timeout: float) -> AsyncGenerator[bytes]:
         headers = self._request_headers(timeout, "application/connect+proto")
         envelope = struct.pack(">BI", 0, len(request)) + request
         response = await self._send(method, envelope, headers, timeout)
+        chunks: AsyncIterator[bytes] | None = None
+        end: bytes | None = None
         try:
             if response.status_code != 200:
                 raise error_from_json(await response.aread(), response.status_code)
+            chunks = response.aiter_bytes()
             buffer = b""
-            async for chunk in response.aiter_bytes():
+            async for chunk in chunks:
                 buffer += chunk
                 while len(buffer) >= 5:
                     flags, length = struct.unpack(">BI", buffer[:5])
@@ -184,13 +194,19 @@ class ConnectTransport:
                     if flags & _COMPRESSED:
                         payload = gzip.decompress(payload)
                     if flags & _END_STREAM:
-                        _raise_end_of_stream(payload)
-                        return
+                        end = payload
+                        break
                     yield payload
-            raise error_for("unavailable", "the stream ended without an end-of-stream message")
+                if end is not None:
+                    break
+            if end is None:
+                raise error_for("unavailable", "the stream ended without an end-of-stream message")
+            _raise_end_of_stream(end)
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None
         finally:
+            if chunks is not None:
+                await _finish_body(response, chunks, ended=end is not None, timeout=timeout)
             await response.aclose()
 
     async def _send(
@@ -206,6 +222,7 @@ class ConnectTransport:
             raise _transport_error(exc) from None
 
     async def aclose(self) -> None:
+        await self._streams.aclose()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.aclose()
@@ -216,6 +233,7 @@ class ConnectTransport:
     def reset_after_fork(self) -> None:
         # The parent's sockets are the parent's: drop the pools without closing them.
         INHERITED_FROM_PARENT.extend((self._pool, self._client))
+        self._streams.forget()
         self._pool = None
         self._client = None
 
@@ -229,6 +247,27 @@ def uses_proxy(base_url: BaseURL) -> bool:
     # Public in urllib.request on every platform, but missing from typeshed.
     bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
     return not bypass(base_url.host, proxies)
+
+
+async def _finish_body(
+    response: httpx.Response, chunks: AsyncIterator[bytes], *, ended: bool, timeout: float
+) -> None:
+    """Read a streamed body to its end, so that httpx's async generators under `chunks`
+    all finish here.
+
+    Left unfinished, each is closed by a task its loop starts once it is collected, one
+    nesting level per turn; when the worker's loop stops first, those tasks are destroyed
+    pending ("Task was destroyed but it is pending!", and on 3.13 "coroutine method
+    'aclose' ... was never awaited"). After the end-of-stream message only the body's end
+    follows (and the connection stays reusable); a stream left early is closed first, so
+    the read fails at once.
+    """
+    if not ended:
+        await response.aclose()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(min(timeout, _FINISH_BODY_TIMEOUT)):
+            async for _ in chunks:
+                pass
 
 
 def _raise_end_of_stream(payload: bytes) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpclib.client
@@ -21,7 +21,7 @@ from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from pug import wire
 from pug.errors import error_for
 from pug.transport import INHERITED_FROM_PARENT
-from pug.transports import USER_AGENT, parse_base_url
+from pug.transports import USER_AGENT, OpenStreams, parse_base_url
 
 # grpclib reserves the user-agent header and has no option for it: name the SDK ahead of
 # grpclib's own agent, as gRPC's "primary user agent" convention does. This applies to
@@ -81,6 +81,7 @@ class GrpcTransport:
         self._metadata = {"x-api-key": api_key}
         self._ca_bundle = ca_bundle
         self._channel: Channel | None = None
+        self._streams = OpenStreams()
 
     def __repr__(self) -> str:
         return f"GrpcTransport({self.base_url.origin + self.base_url.prefix!r})"
@@ -127,8 +128,11 @@ class GrpcTransport:
             raise error_for("internal", "the server sent no response message")
         return bytes(reply)
 
-    async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
+    def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
         """A server-streaming call: yields each response message; errors raise PugError."""
+        return self._streams.add(self._stream(method, request, timeout))
+
+    async def _stream(self, method: str, request: bytes, timeout: float) -> AsyncGenerator[bytes]:
         try:
             async with self._request(
                 method, grpclib.const.Cardinality.UNARY_STREAM, timeout
@@ -140,6 +144,7 @@ class GrpcTransport:
             raise _error(exc) from None
 
     async def aclose(self) -> None:
+        await self._streams.aclose()
         if self._channel is None:
             return
         channel, self._channel = self._channel, None
@@ -156,6 +161,7 @@ class GrpcTransport:
     def reset_after_fork(self) -> None:
         INHERITED_FROM_PARENT.append(self._channel)
         self._channel = None
+        self._streams.forget()
 
 
 def _error(exc: BaseException) -> BaseException:
