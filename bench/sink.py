@@ -33,11 +33,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         global _count, _events
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         connect = self.headers.get("content-type", "").startswith("application/proto")
-        events = 0 if connect else _json_events(body, self.headers.get("content-encoding"))
+        encoding = self.headers.get("content-encoding")
+        events = 0 if connect else _json_events(body, encoding)
         with _lock:
             _count += 1
             _events += events
-        self._reply(b"" if connect else b"{}")
+        self._reply(_connect_answer(self.path, body, encoding) if connect else b"{}")
 
     def do_GET(self) -> None:
         self._reply(str(_events if self.path == "/events" else _count).encode())
@@ -62,6 +63,16 @@ def _json_events(body: bytes, encoding: str | None) -> int:
     return len(batch) if isinstance(batch, list) else 0
 
 
+def _connect_answer(path: str, body: bytes, encoding: str | None) -> bytes:
+    """What Pug answers: every event of a BatchCreate accepted (the SDK checks the count),
+    an empty message for anything else."""
+    if not path.endswith("/BatchCreate"):
+        return b""
+    from pug import wire
+
+    return wire.accept_all(gzip.decompress(body) if encoding == "gzip" else body)
+
+
 def serve_http(port_file: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     port_file.write_text(str(server.server_port))
@@ -84,8 +95,11 @@ def serve_grpc(port_file: Path) -> None:
 
     class Sink:
         async def unary(self, stream: Stream[bytes, bytes]) -> None:
-            await stream.recv_message()
-            await stream.send_message(b"")
+            from pug import wire
+
+            request = await stream.recv_message()
+            batch = stream.method_name.endswith("/BatchCreate")
+            await stream.send_message(wire.accept_all(request) if batch else b"")  # type: ignore[arg-type]
 
         def __mapping__(self) -> dict[str, grpclib.const.Handler]:
             methods = ["/sdk.events.v1.EventsService/BatchCreate",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import http.server
 import socket
 import threading
@@ -42,6 +43,7 @@ from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_fa
 from google.protobuf.message import Message
 from protobuf.wkt import Any as ConnectAny
 from protoc_helpers import GoogleMessages
+from pug import wire
 from pug.transport import BATCH_CREATE, IDENTIFY
 
 LIST = "shared.profiles.v1.ProfilesService/List"
@@ -545,6 +547,14 @@ class GrpcServer:
 # ---- a bare HTTP server that records request paths --------------------------------------
 
 
+def batch_answer(path: str, body: bytes, content_encoding: str | None) -> bytes:
+    """What a Pug server answers a POST: every event accepted for BatchCreate, else an
+    empty message (a valid answer to Identify)."""
+    if not path.endswith("/" + BATCH_CREATE):
+        return b""
+    return wire.accept_all(gzip.decompress(body) if content_encoding == "gzip" else body)
+
+
 class RecordingHTTPServer:
     """Answers every POST with 200 and an empty protobuf body (a valid empty response)
     and records the path and headers; `paths` lists what was requested."""
@@ -557,12 +567,14 @@ class RecordingHTTPServer:
             protocol_version = "HTTP/1.1"  # keep-alive, as a Connect server would
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", 0)))
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 recorded.append(self.path)
+                answer = batch_answer(self.path, body, self.headers.get("content-encoding"))
                 self.send_response(200)
                 self.send_header("content-type", "application/proto")
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep the test output quiet

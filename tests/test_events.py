@@ -15,6 +15,7 @@ from contract_file import load_contract
 from pug.errors import PugValidationError
 from pug.event import Variant, event_class, event_properties, validate
 from pug.events import Purchase
+from pug_codegen.patterns import python_pattern
 
 EVENT_TYPES = {
     "string": mi.StrType,
@@ -103,6 +104,8 @@ def _expected_constraints(wire_type: str, rules: dict[str, Any]) -> dict[str, An
         out = {k.replace("gte", "ge"): float(v) for k, v in rules.get("double", {}).items()}
     elif wire_type == "string":
         out = dict(rules.get("string", {}))
+        if "pattern" in out:  # RE2's pattern as Python must read it (`$` → `\Z`)
+            out["pattern"] = python_pattern(out["pattern"])
     elif wire_type == "google.protobuf.Duration":
         out = {
             f"seconds_{k}": float(str(v).removesuffix("s"))

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import pytest
 from protoc_helpers import GoogleMessages
-from servers import ConnectServer, FakePug, GrpcServer
+from servers import ConnectServer, FakePug, GrpcServer, batch_answer
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -29,9 +29,11 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         if self.delay:
             time.sleep(self.delay)  # a slow server, to hit the exit timeout
         type(self).bodies.append(body)
+        answer = batch_answer(self.path, body, self.headers.get("content-encoding"))
         self.send_response(200)
-        self.send_header("content-length", "0")
+        self.send_header("content-length", str(len(answer)))
         self.end_headers()
+        self.wfile.write(answer)
 
     def log_message(self, *args: object) -> None:
         pass

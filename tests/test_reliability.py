@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message as GoogleMessage
 from protoc_helpers import GoogleMessages
-from pug import AsyncPug, BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent
+from pug import AsyncPug, BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent, wire
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
@@ -237,7 +237,7 @@ def test_outage_is_retried_with_the_same_ids_and_jittered_exponential_backoff(
 # --- 3. permanent failures are dead-lettered at once -----------------------------------------
 
 
-@pytest.mark.parametrize("code", ["invalid_argument", "unauthenticated"])
+@pytest.mark.parametrize("code", ["permission_denied", "unauthenticated"])
 def test_permanent_failure_is_dead_lettered_without_retry(make_pug: MakePug, code: str) -> None:
     transport = InMemoryTransport()
     transport.fail(code, count=1)
@@ -263,11 +263,86 @@ def test_permanent_failure_is_dead_lettered_without_retry(make_pug: MakePug, cod
     assert ints(transport.events(), "i") == [7]
 
 
+def test_a_batch_refused_as_invalid_is_split_and_only_the_refused_events_dead_lettered(
+    make_pug: MakePug,
+) -> None:
+    """A server refuses a whole batch for one event it finds invalid: the client finds
+    that event by sending halves (same ids), delivers the rest, dead-letters only it."""
+    bad = {3, 11}
+    delivered: list[Any] = []
+
+    def refuse_batches_with_a_bad_event(method: str, body: bytes) -> bytes:
+        events = BatchCreateRequest.parse(body).events
+        if any(e.custom_properties["i"].int_value in bad for e in events):
+            raise PugError("invalid_argument", "events[0].kind: value does not match regex")
+        delivered.extend(events)
+        return b"\x08" + wire.varint(len(events))
+
+    transport = InMemoryTransport(handler=refuse_batches_with_a_bad_event)
+    dead = DeadLetters()
+    pug = make_pug(transport, on_error=dead, batch=BatchConfig(max_size=16, max_wait=60.0))
+    for i in range(16):
+        pug.track("user_1", "rel.order", {"i": i})
+    assert pug.flush(10)
+    assert sorted(ints(delivered, "i")) == sorted(set(range(16)) - bad)
+    assert ints(dead.items, "i") == sorted(bad)
+    assert set(dead.codes) == {"invalid_argument"}
+    attempted = {e.event_id for batch in attempted_events(transport) for e in batch}
+    assert attempted == set(ids(delivered)) | set(ids(dead.items))
+    assert len(ids(delivered)) == len(set(ids(delivered))) == 14  # each once
+    stats = pug.stats()
+    assert (stats.enqueued, stats.sent, stats.failed) == (16, 14, 2)
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (b"<html>captive portal</html>", "is not a BatchCreateResponse"),
+        (b"\x08\x01", "accepted=1 dropped=0 for 5 events"),
+    ],
+)
+def test_an_answer_that_does_not_account_for_the_batch_is_retried(
+    make_pug: MakePug, caplog: pytest.LogCaptureFixture, answer: bytes, why: str
+) -> None:
+    answers = [answer]
+
+    def answer_badly_once(method: str, body: bytes) -> bytes:
+        return answers.pop() if answers else b"\x08" + wire.varint(wire.count_events(body))
+
+    transport = InMemoryTransport(handler=answer_badly_once)
+    pug = make_pug(transport)
+    for i in range(5):
+        pug.track("user_1", "rel.order", {"i": i})
+    with caplog.at_level(logging.WARNING, logger="pug"):
+        assert pug.flush(10)
+    (first, second) = attempted_events(transport)
+    assert ids(first) == ids(second)  # the same events, retried
+    assert ints(second, "i") == list(range(5))
+    assert why in caplog.text
+    stats = pug.stats()
+    assert (stats.sent, stats.retries, stats.failed) == (5, 1, 0)
+
+
+def test_events_the_server_drops_are_counted_per_reason_not_as_sent(make_pug: MakePug) -> None:
+    def drop_two(method: str, body: bytes) -> bytes:
+        n = wire.count_events(body)
+        reason = b"\n\x05quota\x10\x02"  # dropped_by_reason {"quota": 2}
+        return b"\x08" + wire.varint(n - 2) + b"\x10\x02" + b"\x1a" + bytes([len(reason)]) + reason
+
+    transport = InMemoryTransport(handler=drop_two)
+    pug = make_pug(transport)
+    for i in range(5):
+        pug.track("user_1", "rel.order", {"i": i})
+    assert pug.flush(10)
+    stats = pug.stats()
+    assert (stats.enqueued, stats.sent, stats.dropped_by_server) == (5, 3, {"quota": 2})
+
+
 def test_dead_letters_are_the_queued_bytes_and_resend_delivers_them_unchanged(
     make_pug: MakePug, google_pb2: GoogleMessages
 ) -> None:
     transport = InMemoryTransport()
-    transport.fail("invalid_argument", count=2)
+    transport.fail("permission_denied", count=2)
     dead = DeadLetters()
     pug = make_pug(transport, on_error=dead)
     for i in range(3):
@@ -771,7 +846,7 @@ def test_on_error_raising_is_logged_and_the_worker_keeps_going(
     make_pug: MakePug, caplog: pytest.LogCaptureFixture
 ) -> None:
     transport = InMemoryTransport()
-    transport.fail("invalid_argument", count=1)
+    transport.fail("permission_denied", count=1)
     raised = threading.Event()
 
     def broken_sink(error: PugError, items: list[Any]) -> None:
@@ -792,7 +867,7 @@ def test_on_error_raising_is_logged_and_the_worker_keeps_going(
     assert ints(transport.events(), "i") == [3, 4]
     messages = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
     assert messages == [
-        ("3 item(s) not delivered: invalid_argument: injected failure", False),
+        ("3 item(s) not delivered: permission_denied: injected failure", False),
         ("on_error raised", True),
     ]
     on_error_record = caplog.records[1]
@@ -897,7 +972,7 @@ def held_client(make_pug: MakePug) -> tuple[Pug, InMemoryTransport, threading.Ev
     def hold_the_first_request(method: str, body: bytes) -> bytes:
         entered.set()
         assert gate.wait(5)
-        return b""
+        return b"\x08" + wire.varint(wire.count_events(body))
 
     transport = InMemoryTransport(handler=hold_the_first_request)
     pug = make_pug(transport, batch=BatchConfig(max_size=1, max_wait=60.0))

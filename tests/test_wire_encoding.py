@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from google.protobuf.message import Message as GoogleMessage
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from protoc_helpers import GoogleMessages
-from pug import Pug, wire
+from pug import Pug, ids, wire
 from pug.event import Variant
 from pug.events import Purchase
 from pug.proto.sdk.events.v1 import BatchCreateRequest
@@ -762,6 +763,156 @@ def test_a_forked_child_does_not_continue_the_parents_run_of_ids(
     assert child.occur_time == parent.occur_time  # the same millisecond
     assert child.event_id != parent.event_id
     assert {uuid.UUID(e.event_id).version for e in (child, parent)} == {7}
+
+
+# --- event ids: RFC 9562 UUIDv7, random bits the application cannot seed ------------------
+
+# The 74 random bits of a UUIDv7 as an int: rand_a (12 bits) and rand_b (62 bits).
+RANDOM_BITS = (0xFFF << 64) | ((1 << 62) - 1)
+PINNED_MS = 1_790_000_000_123
+
+
+@pytest.fixture
+def global_random_restored() -> Iterator[None]:
+    """Tests here seed the application's `random`: give the next test its state back."""
+    state = random.getstate()
+    yield
+    random.setstate(state)
+
+
+def assert_uuid7(value: str, unix_ms: int) -> uuid.UUID:
+    """`value` is a lowercase canonical RFC 9562 UUIDv7 of `unix_ms`, per Python's uuid."""
+    parsed = uuid.UUID(value)
+    assert str(parsed) == value  # lowercase, 8-4-4-4-12
+    assert parsed.version == 7
+    assert parsed.variant == uuid.RFC_4122  # the 0b10 variant of RFC 9562
+    assert parsed.int >> 80 == unix_ms  # unix_ts_ms: the first 48 bits
+    return parsed
+
+
+def run_ids(unix_ms: int, n: int) -> list[str]:
+    """`n` ids of one millisecond from a new counter run, as `wire.event_now` makes them."""
+    head, counter = ids.uuid7_run(unix_ms)
+    return [(head + b"%012x" % next(counter)).decode() for _ in range(n)]
+
+
+@pytest.mark.parametrize("unix_ms", [0, 1, 0xFFFF, 0x10000, PINNED_MS, 2**48 - 1])
+def test_uuid7_layout_is_rfc_9562_version_7(unix_ms: int) -> None:
+    made = [ids.uuid7(unix_ms) for _ in range(500)] + run_ids(unix_ms, 5)
+    parsed = [assert_uuid7(value, unix_ms) for value in made]
+    assert len(set(made)) == len(made)
+    # Every one of the 74 random bits varies (none stuck at 0 or 1 by a wrong mask).
+    ones, zeros = 0, RANDOM_BITS
+    for u in parsed[:500]:
+        ones |= u.int & RANDOM_BITS
+        zeros &= u.int & RANDOM_BITS
+    assert (ones, zeros) == (RANDOM_BITS, 0)
+
+
+def test_uuid7_before_1970_has_a_zero_timestamp() -> None:
+    assert_uuid7(ids.uuid7(-5), 0)
+    assert_uuid7(run_ids(-5, 1)[0], 0)
+
+
+def test_uuid7_runs_count_up_from_a_random_start() -> None:
+    # RFC 9562 section 6.2, method 1: the counter is rand_b's low 48 bits, seeded at random
+    # below 2**47 so it cannot overflow into the variant digit.
+    starts = set()
+    for _ in range(200):
+        values = [assert_uuid7(v, PINNED_MS).int for v in run_ids(PINNED_MS, 3)]
+        assert values == sorted(values) and values[2] - values[0] == 2
+        starts.add(values[0] & ((1 << 48) - 1))
+        assert values[0] & ((1 << 48) - 1) < 2**47
+    assert len(starts) == 200
+
+
+@pytest.mark.usefixtures("global_random_restored")
+def test_event_ids_do_not_follow_the_applications_random_seed(
+    google_pb2: GoogleMessages,
+) -> None:
+    # Two clients, each made after the same random.seed(), tracking at the same instant:
+    # ids from the global `random` would be the same twice, and storage would keep one.
+    given_time = datetime.datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+    events = []
+    sessions = []
+    for _ in range(2):
+        random.seed(0)
+        transport = InMemoryTransport()
+        with Pug(api_key="prv_test", transport=transport) as client:
+            random.seed(0)
+            client.track("user_1", "kind.x", timestamp=given_time)
+            assert client.flush(5)
+            sessions.append(client.session_id)
+        events += google_events(transport, google_pb2)
+    first, second = events
+    assert first.event_id != second.event_id
+    assert sessions[0] != sessions[1]
+    for event in events:
+        assert_uuid7(event.event_id, int(given_time.timestamp() * 1000))
+    # The same for the ids' building blocks, one millisecond at a time.
+    random.seed(0)
+    one = [ids.uuid7(PINNED_MS), *run_ids(PINNED_MS, 1)]
+    random.seed(0)
+    two = [ids.uuid7(PINNED_MS), *run_ids(PINNED_MS, 1)]
+    assert not set(one) & set(two)
+
+
+@pytest.mark.usefixtures("global_random_restored")
+def test_event_now_ids_do_not_follow_the_applications_random_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fast path's run of one millisecond, started twice after the same seed.
+    monkeypatch.setattr(wire, "_time_ns", lambda: PINNED_MS * 1_000_000 + 456_789)
+    head = wire.head("user_1", "kind.x", "0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", b"")
+    made = []
+    for _ in range(2):
+        wire._forget_stamp()
+        random.seed(0)
+        made.append(wire.event_now(head, b""))
+    wire._forget_stamp()
+    (first,), (second,) = (BatchCreateRequest.parse(entry).events for entry in made)
+    assert first.event_id != second.event_id
+    for event in (first, second):
+        assert_uuid7(event.event_id, PINNED_MS)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+@pytest.mark.usefixtures("global_random_restored")
+def test_ids_of_one_millisecond_are_unique_across_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parent and child make ids for the same millisecond after a real os.fork(), each
+    # seeding `random` alike after it (as a worker that wants reproducible randomness
+    # does): every id of the two processes must differ.
+    monkeypatch.setattr(wire, "_time_ns", lambda: PINNED_MS * 1_000_000 + 456_789)
+    head = wire.head("user_1", "kind.x", "0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", b"")
+    wire.event_now(head, b"")  # the parent's run of this millisecond, begun before the fork
+
+    def make() -> list[str]:
+        random.seed(0)
+        entries = [wire.event_now(head, b"") for _ in range(50)]
+        made = [e.event_id for entry in entries for e in BatchCreateRequest.parse(entry).events]
+        return made + [ids.uuid7(PINNED_MS) for _ in range(50)] + run_ids(PINNED_MS, 50)
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.close(read_fd)
+            os.write(write_fd, "\n".join(make()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        child = pipe.read().decode().split("\n")
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    parent = make()
+    wire._forget_stamp()
+
+    assert len(child) == len(parent) == 150
+    assert len(set(child) | set(parent)) == 300
+    for value in child + parent:
+        assert_uuid7(value, PINNED_MS)
 
 
 @settings(max_examples=300, deadline=None)

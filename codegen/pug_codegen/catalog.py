@@ -18,9 +18,13 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-KIND_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
-PROPERTY_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+from pug_codegen.patterns import UnsupportedPattern, compile_pattern
+
+# With `$` read as RE2 reads it (the end of the text, not also before a final newline), as
+# every pattern here: a kind "purchase\n" is not a kind.
+KIND_PATTERN = compile_pattern(r"^[a-zA-Z0-9_.-]+$")
+PROPERTY_NAME = compile_pattern(r"^[a-z_][a-z0-9_]*$")
+CLASS_NAME = compile_pattern(r"^[A-Z][A-Za-z0-9]*$")
 PLATFORMS = ("web", "ios", "android", "desktop", "server")
 
 PropertyType = Literal["string", "bool", "int32", "int64", "double", "duration", "timestamp"]
@@ -422,8 +426,11 @@ def _property(
 
 def _check_constraints(rp: _RawProperty, prop_error: Any) -> None:
     if rp.pattern is not None:
+        # RE2 syntax, as the server's rules: checked as the generated code will match it.
         try:
-            re.compile(rp.pattern)
+            compile_pattern(rp.pattern)
+        except UnsupportedPattern as exc:
+            raise prop_error(str(exc)) from None
         except re.error as exc:
             raise prop_error(f"pattern {rp.pattern!r} does not compile: {exc}") from None
     for key in ("min_len", "max_len"):

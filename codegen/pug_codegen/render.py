@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 
 from pug_codegen.catalog import INT_RANGES, Catalog, Event, Property, camel
+from pug_codegen.patterns import python_pattern
 
 PY_TYPES = {
     "string": "str",
@@ -62,11 +63,11 @@ def pyrepr(value: object) -> str:
 def _meta_args(p: Property) -> list[str]:
     args: list[str] = []
     if p.type == "string":
-        for key, meta in (
-            ("pattern", "pattern"),
-            ("min_len", "min_length"),
-            ("max_len", "max_length"),
-        ):
+        if p.pattern is not None:
+            # msgspec matches with Python's re.search: the pattern as Python must read it
+            # to match what RE2 (the server's engine) does, e.g. `$` written as `\Z`.
+            args.append(f"pattern={pyrepr(python_pattern(p.pattern))}")
+        for key, meta in (("min_len", "min_length"), ("max_len", "max_length")):
             value = getattr(p, key)
             if value is not None:
                 args.append(f"{meta}={pyrepr(value)}")
@@ -151,7 +152,8 @@ def encoder_fields(e: Event) -> list[dict[str, object]]:
             if p.max_len is not None:
                 rules.append(f"len(v) <= {p.max_len}")
             if p.pattern is not None:
-                consts.append(f"{const}_re = re.compile({pyrepr(p.pattern)})")
+                python = pyrepr(python_pattern(p.pattern))  # as in its Meta (see _meta_args)
+                consts.append(f"{const}_re = re.compile({python})")
                 rules.append(f"{const}_re.search(v)")
         elif p.type in INT_RANGES:
             kind = "int"

@@ -37,7 +37,7 @@ from pug import properties as prop_values
 from pug._version import __version__
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, BatchConfig, RetryPolicy
 from pug.encoders import ENCODERS
-from pug.errors import PugError, PugValidationError
+from pug.errors import PugError, PugValidationError, echo
 from pug.event import REGISTRY, PugEvent, WireProperties, event_class, load_well_known
 from pug.transport import BATCH_CREATE, IDENTIFY, INHERITED_FROM_PARENT, Transport
 from pug.undelivered import Undelivered
@@ -272,7 +272,7 @@ class Core:
         if timestamp is None:
             seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
         elif isinstance(timestamp, datetime.datetime):
-            seconds, nanos = wire.datetime_parts(timestamp)
+            seconds, nanos = _timestamp_parts(timestamp, "timestamp")
         else:
             raise PugValidationError(
                 f"timestamp must be a datetime, not {type(timestamp).__name__}",
@@ -280,32 +280,35 @@ class Core:
             )
         event_id = ids.uuid7(seconds * 1000 + nanos // 1_000_000)
         if self.before_send is not None:
+            plain = {k: v[1] for k, v in wired.items()}
+            occur = wire.datetime_from_parts(seconds, nanos)
             hooked = self._before_send(
-                event_id, kind, distinct_id, session_id, seconds, nanos, wired
+                TrackedEvent(event_id, kind, distinct_id, session_id, occur, plain)
             )
             if hooked is None:
                 return None
-            kind, distinct_id, session_id, wired = hooked
+            kind, distinct_id = hooked.kind, hooked.distinct_id
+            event_id, session_id = hooked.event_id, hooked.session_id
+            if hooked.occur_time != occur:
+                seconds, nanos = _timestamp_parts(hooked.occur_time, "occur_time")
+            # Keep the declared variant of values the hook left alone (a double stays one).
+            out: WireProperties = {}
+            for key, value in hooked.properties.items():
+                before = wired.get(key)
+                if before is not None and before[1] is value:
+                    out[key] = before
+                else:
+                    out.update(prop_values.custom_properties({key: value}))
+            wired = out
         head = wire.head(distinct_id, kind, session_id, self._auto)
         body = wire.frame(wire.event(event_id, seconds, nanos, head, wire.custom_field(wired)))
         if len(body) > _MAX_EVENT_BYTES:
             raise _too_large(kind, body)
         return body
 
-    def _before_send(
-        self,
-        event_id: str,
-        kind: str,
-        distinct_id: str,
-        session_id: str,
-        seconds: int,
-        nanos: int,
-        custom: WireProperties,
-    ) -> tuple[str, str, str, WireProperties] | None:
-        occur = wire.datetime_from_parts(seconds, nanos)
-        tracked = TrackedEvent(
-            event_id, kind, distinct_id, session_id, occur, {k: v[1] for k, v in custom.items()}
-        )
+    def _before_send(self, tracked: TrackedEvent) -> TrackedEvent | None:
+        """Run the hook; what it returns is checked like a caller's input (its event id,
+        session id and time are taken as it left them)."""
         assert self.before_send is not None
         try:
             result = self.before_send(tracked)
@@ -317,15 +320,15 @@ class Core:
             return None
         check_distinct_id(result.distinct_id, "distinct_id")
         check_kind(result.kind)
-        # Keep the declared variant of values the hook left alone (a double stays a double).
-        out: WireProperties = {}
-        for key, value in result.properties.items():
-            before = custom.get(key)
-            if before is not None and before[1] is value:
-                out[key] = before
-            else:
-                out.update(prop_values.custom_properties({key: value}))
-        return result.kind, result.distinct_id, session_id, out
+        for name in ("event_id", "session_id"):
+            if not ids.is_uuid(getattr(result, name)):
+                raise PugValidationError(
+                    f"before_send set {name} to {echo(getattr(result, name))}, not a UUID",
+                    field=name,
+                )
+        if not isinstance(result.occur_time, datetime.datetime):
+            raise PugValidationError("before_send set occur_time to a non-datetime")
+        return result
 
     def identify(
         self,
@@ -363,6 +366,12 @@ class Core:
                 anonymous_id=anonymous_id,
                 device_id=device_id,
             )
+            if len(body) > MAX_REQUEST_BYTES:  # the server would fail it, again and again
+                raise PugValidationError(
+                    f"identify encodes to {len(body)} bytes, over the {MAX_REQUEST_BYTES}-byte "
+                    "limit of one request: send fewer or smaller traits",
+                    field="traits",
+                )
         except PugValidationError as exc:
             self._reject(exc, what="identify")
             failed.set_result(False)
@@ -627,13 +636,18 @@ class Core:
         sent: bool,
         error: PugError | None = None,
         overflow: bool = False,
+        server_dropped: tuple[int, dict[str, int]] = (0, {}),
     ) -> None:
         """Account for items that are done; resolve identifies and flush waiters."""
         identifies = [i for i in items if type(i) is _Identify]
         events = len(items) - len(identifies)
         with self._lock:
             if sent:
-                self._stats.sent += events
+                dropped, reasons = server_dropped
+                self._stats.sent += events - dropped
+                by = self._stats.dropped_by_server
+                for reason, n in reasons.items():
+                    by[reason] = by.get(reason, 0) + n
                 self._stats.identifies_sent += len(identifies)
             elif not overflow:  # overflow drops are counted when they happen
                 self._stats.failed += len(items)
@@ -676,17 +690,31 @@ class Core:
         self._finish(items, sent=False, error=error, overflow=True)
 
     def _on_response(self, method: str, items: list[_Item], response: bytes) -> None:
-        if method == BATCH_CREATE:
-            _, dropped, reasons = wire.parse_batch_response(response)
-            if dropped:
-                logger.warning(
-                    "the server dropped %d of %d events: %s", dropped, len(items), reasons
-                )
-                with self._lock:
-                    for reason, n in reasons.items():
-                        by = self._stats.dropped_by_server
-                        by[reason] = by.get(reason, 0) + n
-        self._finish(items, sent=True)
+        """Account for a delivered request. Raises PugError (transient) for an answer that
+        is not what the server sends: the items are then retried (same ids)."""
+        if method != BATCH_CREATE:
+            self._finish(items, sent=True)
+            return
+        try:
+            accepted, dropped, reasons = wire.parse_batch_response(response)
+        except ValueError:
+            raise PugError(
+                "unknown", "the answer to BatchCreate is not a BatchCreateResponse"
+            ) from None
+        if accepted + dropped != len(items):
+            raise PugError(
+                "unknown",
+                f"the server answered accepted={accepted} dropped={dropped} "
+                f"for {len(items)} events",
+            )
+        if dropped:
+            logger.warning("the server dropped %d of %d events: %s", dropped, len(items), reasons)
+            unnamed = dropped - sum(reasons.values())
+            if unnamed > 0:
+                reasons = {**reasons, "unspecified": unnamed}
+        # A drop is the server's decision, not a delivery failure: counted per reason, not
+        # sent, not handed to on_error (WIRE.md).
+        self._finish(items, sent=True, server_dropped=(dropped, reasons))
 
     def _count_retry(self) -> None:
         with self._lock:
@@ -820,13 +848,16 @@ class _Worker:
     def stop(self, timeout: float | None) -> None:
         # One deadline for the loop and for the wait below (the loop's clock is monotonic).
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Delivery stops a little earlier when much is queued, to leave time to hand what
+        # is left to on_error (about a microsecond an item; up to a quarter of the timeout).
+        reserve = 0.0 if timeout is None else min(timeout / 4, len(self.core._queue) * 2e-6)
 
         def begin() -> None:
             self._stopping = True
             if deadline is not None:
-                self._close_deadline = deadline
+                self._close_deadline = deadline - reserve
                 # A request already on the wire is cut off at the deadline too.
-                self.loop.call_at(deadline, self._cancel_inflight)
+                self.loop.call_at(self._close_deadline, self._cancel_inflight)
             self._set_wake()
 
         try:
@@ -940,9 +971,19 @@ class _Worker:
             else:
                 try:
                     core._on_response(method, items, response)
-                except Exception:
-                    logger.exception("could not read the server's response")
-                    core._finish(items, sent=True)
+                    return
+                except PugError as exc:
+                    error = exc
+            if error.code == "invalid_argument" and len(items) > 1 and not self._stopping:
+                # The server refuses a whole batch for one bad event: find it by halves,
+                # so the rest is delivered and only what is refused goes to on_error.
+                logger.warning(
+                    "the server refused a batch of %d events (%s); sending it in halves "
+                    "to find the events it refuses", len(items), error,
+                )  # fmt: skip
+                half = len(items) // 2
+                await self._deliver(method, items[:half])
+                await self._deliver(method, items[half:])
                 return
             if core.retry.is_permanent(error.code) or self._stopping:
                 core._finish(items, sent=False, error=error)
@@ -1003,20 +1044,30 @@ def wait_for(future: concurrent.futures.Future[T], timeout: float | None) -> T:
 
 def check_kind(kind: str) -> None:
     """The contract's rule for Event.kind."""
-    if not _KIND.fullmatch(kind):
-        raise PugValidationError(f"kind {kind!r} must match ^[a-zA-Z0-9_.-]+$")
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise PugValidationError(f"kind {echo(kind)} must match ^[a-zA-Z0-9_.-]+$")
+
+
+def _timestamp_parts(value: datetime.datetime, name: str) -> tuple[int, int]:
+    """`wire.datetime_parts` for a caller's time, its errors as validation errors."""
+    try:
+        return wire.datetime_parts(value)
+    except Exception as exc:  # out of range, or a tzinfo that raises
+        raise PugValidationError(
+            f"{name} cannot be sent: {echo(str(exc))[1:-1]}", field=name
+        ) from None
 
 
 def _too_large(kind: str, body: bytes) -> PugValidationError:
     return PugValidationError(
-        f"event {kind!r} encodes to {len(body)} bytes, over the "
+        f"event {echo(kind)} encodes to {len(body)} bytes, over the "
         f"{_MAX_EVENT_BYTES}-byte limit of one request"
     )
 
 
 def check_distinct_id(value: object, name: str) -> None:
     """The identity rules of the contract: a non-empty string, no `cookieless-` prefix."""
-    if type(value) is not str or not value:
+    if not isinstance(value, str) or not value:
         raise PugValidationError(f"{name} must be a non-empty string", field=name)
     if value.startswith("cookieless-"):
         raise PugValidationError(

@@ -61,6 +61,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 import betterproto2
 import msgspec.inspect as mi
+from pug_codegen.patterns import compile_pattern
 
 from pug import wire
 from pug.client import AsyncPug, Pug
@@ -140,9 +141,9 @@ class _Pattern:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        # RE2 (the server's engine) anchors `$` at the very end; Python's `$` also matches
-        # before a final newline, so an unescaped `$` becomes `\Z`.
-        self._regex = re.compile(re.sub(r"(?<!\\)\$", r"\\Z", source))
+        # RE2 (the server's engine) anchors `$` at the very end, where Python's `$` also
+        # matches before a final newline: compiled as the typed events' rules are.
+        self._regex = compile_pattern(source)
 
     def matches(self, value: str) -> bool:
         return self._regex.search(value) is not None

@@ -24,7 +24,7 @@ import msgspec
 
 from pug import wire
 from pug.encoders import ENCODERS
-from pug.errors import PugValidationError
+from pug.errors import PugValidationError, echo
 from pug.event import (
     PugEvent,
     Variant,
@@ -47,7 +47,13 @@ _encode_json = msgspec.json.Encoder(decimal_format="number").encode
 
 
 def _omit(key: object, why: str) -> None:
-    logger.warning("property %r left out: %s", key, why)
+    logger.warning("property %s left out: %s", echo(key), why)
+
+
+def _failed(key: object, exc: BaseException) -> None:
+    """A value whose conversion raised (a broken `__str__`, a `tzinfo` that raises, a
+    self-referencing dict): it alone is left out."""
+    _omit(key, f"converting it raised {type(exc).__name__}: {echo(str(exc))[1:-1]}")
 
 
 def _check_key(key: object) -> str | None:
@@ -57,7 +63,7 @@ def _check_key(key: object) -> str | None:
         return None
     if key.startswith("$"):
         raise PugValidationError(
-            f"property key {key!r} starts with '$', which is reserved for auto-properties",
+            f"property key {echo(key)} starts with '$', which is reserved for auto-properties",
             field=key,
         )
     return key
@@ -105,15 +111,18 @@ def _big_int(key: str, value: int) -> tuple[Variant, Any] | None:
 
 def _other(key: str, value: object) -> tuple[Variant, Any] | None:
     """Subclasses of the simple types, dates, containers and the rest."""
+    # Subclasses (enums among them) are sent as the value they hold, as they are when
+    # nested in JSON: not what an overridden __str__ or __int__ says.
     if isinstance(value, bool):
         return (_BOOL, bool(value))
     if isinstance(value, int):
-        return wire_value(key, int(value))
+        return wire_value(key, int.__index__(value))
     if isinstance(value, float):
-        return wire_value(key, float(value))
+        return wire_value(key, float.__float__(value))
     if isinstance(value, str):
-        return (_STRING, str(value))
+        return (_STRING, str.__str__(value))
     if isinstance(value, datetime.datetime):
+        wire.datetime_parts(value)  # raises for a time the server cannot store
         return (_TIMESTAMP, value)
     if isinstance(value, datetime.date):
         midnight = datetime.datetime.combine(value, datetime.time(), datetime.UTC)
@@ -142,8 +151,8 @@ def _other(key: str, value: object) -> tuple[Variant, Any] | None:
                 if b"NaN" in text or b"Infinity" in text:
                     text = _encode_json(_json_safe(value))
             return (_STRING, text.decode())
-        except (TypeError, ValueError, OverflowError) as exc:
-            _omit(key, f"cannot be written as JSON: {exc}")
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            _omit(key, f"cannot be written as JSON: {echo(str(exc))[1:-1]}")
             return None
     _omit(key, f"values of type {type(value).__name__} cannot be sent")
     return None
@@ -163,16 +172,32 @@ def _json_safe(value: object) -> object:
     return value
 
 
+def check_mapping(props: object) -> None:
+    """Properties must be a mapping (a list or a str is a caller's slip, said plainly)."""
+    if not isinstance(props, Mapping):
+        raise PugValidationError(
+            f"properties must be a mapping (a dict), not {type(props).__name__}",
+            field="properties",
+        )
+
+
 def custom_properties(props: Mapping[Any, Any] | None) -> WireProperties:
     """A caller's property dict on the wire; raises PugValidationError for a `$` key."""
     out: WireProperties = {}
     if not props:
         return out
+    check_mapping(props)
     for key, value in props.items():
-        k = key if type(key) is str and key[:1] != "$" else _check_key(key)
-        if k is None:
+        try:
+            k = key if type(key) is str and key[:1] != "$" else _check_key(key)
+            if k is None:
+                continue
+            mapped = wire_value(k, value)
+        except PugValidationError:
+            raise
+        except Exception as exc:
+            _failed(key, exc)
             continue
-        mapped = wire_value(k, value)
         if mapped is not None:
             out[k] = mapped
     return out
@@ -183,6 +208,8 @@ def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
     event. A (key, value) pair seen before is three dict lookups; raises for a `$` key."""
     if not props:
         return b""
+    if type(props) is not dict:
+        check_mapping(props)
     parts: list[bytes] = []
     cache = wire.ENTRY_CACHE
     append = parts.append
@@ -191,14 +218,19 @@ def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
         try:
             append(cache[type(value)][key][value])
             continue
-        except KeyError:  # not seen yet, or a type that is never cached
+        except Exception:  # not seen yet, a type never cached, or an __eq__ that raises
             pass
-        k = key if type(key) is str and key[:1] != "$" else _check_key(key)
-        if k is None:
-            continue
-        mapped = wire_value(k, value)
-        if mapped is not None:
-            append(wire.custom_entry(k, mapped[0], mapped[1]))
+        try:
+            k = key if type(key) is str and key[:1] != "$" else _check_key(key)
+            if k is None:
+                continue
+            mapped = wire_value(k, value)
+            if mapped is not None:
+                append(wire.custom_entry(k, mapped[0], mapped[1]))
+        except PugValidationError:
+            raise
+        except Exception as exc:
+            _failed(key, exc)
     return b"".join(parts)
 
 
@@ -227,6 +259,8 @@ def typed_from_dict(cls: type[PugEvent], props: Mapping[Any, Any] | None) -> Wir
     fields: dict[str, Any] = {}
     extra: dict[Any, Any] = {}
     names = _field_names(cls)
+    if props is not None:
+        check_mapping(props)
     for key, value in (props or {}).items():
         wire = names.get(key) if isinstance(key, str) else None
         if wire is None:
@@ -282,9 +316,13 @@ def traits(values: Mapping[Any, Any], path: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in values.items():
         if not isinstance(key, str):
-            _omit(f"{path}{key!r}", "trait keys must be strings")
+            _omit(f"{path}{echo(key)}", "trait keys must be strings")
             continue
-        cleaned = _trait(f"{path}{key}", value)
+        try:
+            cleaned = _trait(f"{path}{key}", value)
+        except Exception as exc:  # RecursionError for a self-referencing dict, ...
+            _failed(f"{path}{key}", exc)
+            continue
         if cleaned is not _DROP:
             out[key] = cleaned
     return out

@@ -100,12 +100,20 @@ def timestamp(seconds: int, nanos: int) -> bytes:
     return out
 
 
+# google.protobuf.Timestamp's range (years 1 to 9999 in UTC); the server refuses the batch
+# of an event with a time outside it.
+MIN_TIMESTAMP_SECONDS, MAX_TIMESTAMP_SECONDS = -62_135_596_800, 253_402_300_799
+
+
 def datetime_parts(value: datetime.datetime) -> tuple[int, int]:
-    """(seconds, nanos) since the epoch; a naive datetime is taken as UTC."""
+    """(seconds, nanos) since the epoch; a naive datetime is taken as UTC. Raises ValueError
+    for a time outside the years 1 to 9999 in UTC (an aware `datetime.min` is one)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=_UTC)
     delta = value - _EPOCH
     seconds = delta.days * 86400 + delta.seconds
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        raise ValueError(f"{value.isoformat()} is outside the years 1 to 9999 in UTC")
     return seconds, delta.microseconds * 1000
 
 
@@ -335,6 +343,11 @@ def count_events(body: bytes) -> int:
         pos += length
         count += 1
     return count
+
+
+def accept_all(body: bytes) -> bytes:
+    """The BatchCreateResponse that accepts every event of a request (fakes and sinks)."""
+    return T.BATCH_CREATE_RESPONSE_ACCEPTED + varint(count_events(body))
 
 
 # google.protobuf.Struct for identify traits.

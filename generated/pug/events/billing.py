@@ -40,7 +40,7 @@ class InvoiceFailed(PugEvent, kw_only=True, rename="camel"):
     invoice_id: str
     subscription_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     reason: str | UnsetType = UNSET
 
 
@@ -54,7 +54,7 @@ class InvoicePaid(PugEvent, kw_only=True, rename="camel"):
     invoice_id: str
     subscription_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class PaymentFailed(PugEvent, kw_only=True, rename="camel"):
@@ -68,7 +68,7 @@ class PaymentFailed(PugEvent, kw_only=True, rename="camel"):
     invoice_id: str | UnsetType = UNSET
     subscription_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     reason: str | UnsetType = UNSET
 
 
@@ -105,7 +105,7 @@ class PaymentSucceeded(PugEvent, kw_only=True, rename="camel"):
     invoice_id: str | UnsetType = UNSET
     subscription_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class RefundFailed(PugEvent, kw_only=True, rename="camel"):
@@ -118,7 +118,7 @@ class RefundFailed(PugEvent, kw_only=True, rename="camel"):
     order_id: str
     refund_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     reason: str | UnsetType = UNSET
 
 
@@ -168,7 +168,7 @@ class SubscriptionRenewed(PugEvent, kw_only=True, rename="camel"):
     subscription_id: str
     plan_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class SubscriptionResumed(PugEvent, kw_only=True, rename="camel"):
@@ -193,7 +193,7 @@ class SubscriptionStarted(PugEvent, kw_only=True, rename="camel"):
     subscription_id: str
     plan_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class SubscriptionTrialWillEnd(PugEvent, kw_only=True, rename="camel"):
@@ -241,7 +241,7 @@ _InvoiceFailed_invoice_id: dict[str, bytes] = {}
 _InvoiceFailed_subscription_id: dict[str, bytes] = {}
 _InvoiceFailed_amount = _encoders.double_prefix("amount")
 _InvoiceFailed_currency: dict[str, bytes] = {}
-_InvoiceFailed_currency_re = re.compile("^[A-Z]{3}$")
+_InvoiceFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
 _InvoiceFailed_reason: dict[str, bytes] = {}
 
 
@@ -295,7 +295,7 @@ _InvoicePaid_invoice_id: dict[str, bytes] = {}
 _InvoicePaid_subscription_id: dict[str, bytes] = {}
 _InvoicePaid_amount = _encoders.double_prefix("amount")
 _InvoicePaid_currency: dict[str, bytes] = {}
-_InvoicePaid_currency_re = re.compile("^[A-Z]{3}$")
+_InvoicePaid_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
@@ -341,7 +341,7 @@ _PaymentFailed_invoice_id: dict[str, bytes] = {}
 _PaymentFailed_subscription_id: dict[str, bytes] = {}
 _PaymentFailed_amount = _encoders.double_prefix("amount")
 _PaymentFailed_currency: dict[str, bytes] = {}
-_PaymentFailed_currency_re = re.compile("^[A-Z]{3}$")
+_PaymentFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
 _PaymentFailed_reason: dict[str, bytes] = {}
 
 
@@ -457,7 +457,7 @@ _PaymentSucceeded_invoice_id: dict[str, bytes] = {}
 _PaymentSucceeded_subscription_id: dict[str, bytes] = {}
 _PaymentSucceeded_amount = _encoders.double_prefix("amount")
 _PaymentSucceeded_currency: dict[str, bytes] = {}
-_PaymentSucceeded_currency_re = re.compile("^[A-Z]{3}$")
+_PaymentSucceeded_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
@@ -511,7 +511,7 @@ _RefundFailed_order_id: dict[str, bytes] = {}
 _RefundFailed_refund_id: dict[str, bytes] = {}
 _RefundFailed_amount = _encoders.double_prefix("amount")
 _RefundFailed_currency: dict[str, bytes] = {}
-_RefundFailed_currency_re = re.compile("^[A-Z]{3}$")
+_RefundFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
 _RefundFailed_reason: dict[str, bytes] = {}
 
 
@@ -667,7 +667,7 @@ _SubscriptionRenewed_subscription_id: dict[str, bytes] = {}
 _SubscriptionRenewed_plan_id: dict[str, bytes] = {}
 _SubscriptionRenewed_amount = _encoders.double_prefix("amount")
 _SubscriptionRenewed_currency: dict[str, bytes] = {}
-_SubscriptionRenewed_currency_re = re.compile("^[A-Z]{3}$")
+_SubscriptionRenewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
@@ -746,7 +746,7 @@ _SubscriptionStarted_subscription_id: dict[str, bytes] = {}
 _SubscriptionStarted_plan_id: dict[str, bytes] = {}
 _SubscriptionStarted_amount = _encoders.double_prefix("amount")
 _SubscriptionStarted_currency: dict[str, bytes] = {}
-_SubscriptionStarted_currency_re = re.compile("^[A-Z]{3}$")
+_SubscriptionStarted_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:

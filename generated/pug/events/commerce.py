@@ -36,7 +36,7 @@ class AddToCart(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "add_to_cart"
     product_id: str
     price: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     cart_id: str | UnsetType = UNSET
     quantity: Annotated[int, Meta(ge=0, le=2147483647)] | UnsetType = UNSET
     category: str | UnsetType = UNSET
@@ -54,7 +54,7 @@ class CartViewed(PugEvent, kw_only=True, rename="camel"):
     cart_id: str | UnsetType = UNSET
     item_count: Annotated[int, Meta(ge=0, le=2147483647)] | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class CheckoutStarted(PugEvent, kw_only=True, rename="camel"):
@@ -66,7 +66,7 @@ class CheckoutStarted(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "checkout_started"
     product_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     cart_id: str | UnsetType = UNSET
     checkout_id: str | UnsetType = UNSET
     item_count: Annotated[int, Meta(ge=0, le=2147483647)] | UnsetType = UNSET
@@ -95,7 +95,7 @@ class CouponApplied(PugEvent, kw_only=True, rename="camel"):
     coupon_code: str | UnsetType = UNSET
     cart_id: str | UnsetType = UNSET
     discount_amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class CouponRemoved(PugEvent, kw_only=True, rename="camel"):
@@ -120,7 +120,7 @@ class OrderRefunded(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "order_refunded"
     order_id: str
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     reason: str | UnsetType = UNSET
 
 
@@ -150,7 +150,7 @@ class ProductViewed(PugEvent, kw_only=True, rename="camel"):
     brand: str | UnsetType = UNSET
     sku: str | UnsetType = UNSET
     price: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class Purchase(PugEvent, kw_only=True, rename="camel"):
@@ -162,7 +162,7 @@ class Purchase(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "purchase"
     product_id: str | UnsetType = UNSET
     amount: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     order_id: str | UnsetType = UNSET
     quantity: Annotated[int, Meta(ge=0, le=2147483647)] | UnsetType = UNSET
     category: str | UnsetType = UNSET
@@ -179,7 +179,7 @@ class RemoveFromCart(PugEvent, kw_only=True, rename="camel"):
     KIND: ClassVar[str] = "remove_from_cart"
     product_id: str
     price: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
     cart_id: str | UnsetType = UNSET
     quantity: Annotated[int, Meta(ge=0, le=2147483647)] | UnsetType = UNSET
     category: str | UnsetType = UNSET
@@ -197,7 +197,7 @@ class WishlistAdded(PugEvent, kw_only=True, rename="camel"):
     product_id: str
     wishlist_id: str | UnsetType = UNSET
     price: Annotated[float, Meta(gt=0.0)] | UnsetType = UNSET
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | UnsetType = UNSET
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}\\Z")] | UnsetType = UNSET
 
 
 class WishlistRemoved(PugEvent, kw_only=True, rename="camel"):
@@ -220,7 +220,7 @@ class WishlistRemoved(PugEvent, kw_only=True, rename="camel"):
 _AddToCart_product_id: dict[str, bytes] = {}
 _AddToCart_price = _encoders.double_prefix("price")
 _AddToCart_currency: dict[str, bytes] = {}
-_AddToCart_currency_re = re.compile("^[A-Z]{3}$")
+_AddToCart_currency_re = re.compile("^[A-Z]{3}\\Z")
 _AddToCart_cart_id: dict[str, bytes] = {}
 _AddToCart_quantity: dict[int, bytes] = {}
 _AddToCart_category: dict[str, bytes] = {}
@@ -304,7 +304,7 @@ _CartViewed_cart_id: dict[str, bytes] = {}
 _CartViewed_item_count: dict[int, bytes] = {}
 _CartViewed_amount = _encoders.double_prefix("amount")
 _CartViewed_currency: dict[str, bytes] = {}
-_CartViewed_currency_re = re.compile("^[A-Z]{3}$")
+_CartViewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_CartViewed(e: CartViewed) -> bytes | None:
@@ -351,7 +351,7 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
 _CheckoutStarted_product_id: dict[str, bytes] = {}
 _CheckoutStarted_amount = _encoders.double_prefix("amount")
 _CheckoutStarted_currency: dict[str, bytes] = {}
-_CheckoutStarted_currency_re = re.compile("^[A-Z]{3}$")
+_CheckoutStarted_currency_re = re.compile("^[A-Z]{3}\\Z")
 _CheckoutStarted_cart_id: dict[str, bytes] = {}
 _CheckoutStarted_checkout_id: dict[str, bytes] = {}
 _CheckoutStarted_item_count: dict[int, bytes] = {}
@@ -454,7 +454,7 @@ _CouponApplied_coupon_code: dict[str, bytes] = {}
 _CouponApplied_cart_id: dict[str, bytes] = {}
 _CouponApplied_discount_amount = _encoders.double_prefix("discountAmount")
 _CouponApplied_currency: dict[str, bytes] = {}
-_CouponApplied_currency_re = re.compile("^[A-Z]{3}$")
+_CouponApplied_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
@@ -549,7 +549,7 @@ def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
 _OrderRefunded_order_id: dict[str, bytes] = {}
 _OrderRefunded_amount = _encoders.double_prefix("amount")
 _OrderRefunded_currency: dict[str, bytes] = {}
-_OrderRefunded_currency_re = re.compile("^[A-Z]{3}$")
+_OrderRefunded_currency_re = re.compile("^[A-Z]{3}\\Z")
 _OrderRefunded_reason: dict[str, bytes] = {}
 
 
@@ -643,7 +643,7 @@ _ProductViewed_brand: dict[str, bytes] = {}
 _ProductViewed_sku: dict[str, bytes] = {}
 _ProductViewed_price = _encoders.double_prefix("price")
 _ProductViewed_currency: dict[str, bytes] = {}
-_ProductViewed_currency_re = re.compile("^[A-Z]{3}$")
+_ProductViewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
@@ -711,7 +711,7 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
 _Purchase_product_id: dict[str, bytes] = {}
 _Purchase_amount = _encoders.double_prefix("amount")
 _Purchase_currency: dict[str, bytes] = {}
-_Purchase_currency_re = re.compile("^[A-Z]{3}$")
+_Purchase_currency_re = re.compile("^[A-Z]{3}\\Z")
 _Purchase_order_id: dict[str, bytes] = {}
 _Purchase_quantity: dict[int, bytes] = {}
 _Purchase_category: dict[str, bytes] = {}
@@ -795,7 +795,7 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
 _RemoveFromCart_product_id: dict[str, bytes] = {}
 _RemoveFromCart_price = _encoders.double_prefix("price")
 _RemoveFromCart_currency: dict[str, bytes] = {}
-_RemoveFromCart_currency_re = re.compile("^[A-Z]{3}$")
+_RemoveFromCart_currency_re = re.compile("^[A-Z]{3}\\Z")
 _RemoveFromCart_cart_id: dict[str, bytes] = {}
 _RemoveFromCart_quantity: dict[int, bytes] = {}
 _RemoveFromCart_category: dict[str, bytes] = {}
@@ -879,7 +879,7 @@ _WishlistAdded_product_id: dict[str, bytes] = {}
 _WishlistAdded_wishlist_id: dict[str, bytes] = {}
 _WishlistAdded_price = _encoders.double_prefix("price")
 _WishlistAdded_currency: dict[str, bytes] = {}
-_WishlistAdded_currency_re = re.compile("^[A-Z]{3}$")
+_WishlistAdded_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
 def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
