@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import datetime
 import enum
+import gc
 import logging
+import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from protoc_helpers import GoogleMessages
-from pug import BatchConfig, Pug, TrackedEvent
+from pug import BatchConfig, Pug, TrackedEvent, wire
 from pug.errors import ECHO_LIMIT
 from pug.testing import InMemoryTransport
 
@@ -252,3 +254,45 @@ def test_an_identify_over_the_request_limit_is_refused_with_a_message(
     assert message.startswith("invalid identify dropped: identify encodes to 2097")
     assert message.endswith("-byte limit of one request: send fewer or smaller traits")
     assert [i.traits.fields["plan"].string_value for i in transport.identifies()] == ["pro"]
+
+
+def retained_bytes(work: Callable[[], None]) -> int:
+    """Bytes still allocated after `work` (the client alive): what its caches keep."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+class Discarding(InMemoryTransport):
+    """Accepts every batch and keeps nothing (an InMemoryTransport records each request)."""
+
+    async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        return wire.accept_all(request)
+
+
+def test_caches_are_bounded_in_bytes_whatever_the_ids_and_kinds() -> None:
+    # What stays allocated once everything is sent is what the client and encoder keep.
+    pug = Pug(api_key="prv_test", transport=Discarding(), batch=BatchConfig(max_size=1000))
+
+    def huge_ids() -> None:  # each event is refused (too large); its head must not stay
+        for n in range(200):
+            pug.track("u" * (1 << 20) + str(n), "too.big", {"n": 1})
+
+    def many_kinds() -> None:  # one user, many kinds, long keys
+        for n in range(40_000):
+            pug.track("user_1", f"kind.{n}", {"k" * 600: n})
+        assert pug.flush(10)
+
+    pug.track("warm", "up", {"a": 1})  # the worker, the loop: not what is measured
+    assert pug.flush(5)
+    try:
+        assert retained_bytes(huge_ids) < 4 * 1024 * 1024  # was 630 MB
+        assert retained_bytes(many_kinds) < 8 * 1024 * 1024  # was 16 MB, growing with kinds
+    finally:
+        pug.close(1)

@@ -160,6 +160,7 @@ class Core:
         # them, so a forked child starts again.
         self._custom_heads: dict[str, dict[str, bytes]] = {}
         self._typed_heads: dict[str, dict[str, bytes]] = {}
+        self._heads_held = 0  # (distinct id, kind) pairs in both
         self._registry_size = -1
 
     # ---- the caller's side -------------------------------------------------------------
@@ -242,13 +243,21 @@ class Core:
         return body
 
     def _new_head(self, heads: dict[str, dict[str, bytes]], distinct_id: str, kind: str) -> bytes:
-        """Check a (distinct id, kind) pair and remember its encoded head (bounded)."""
+        """Check a (distinct id, kind) pair and remember its encoded head: at most
+        _HEADS_HELD of them in all (by pair, not by distinct id: one user may send many
+        kinds), none over wire.CACHED_BYTES_MAX beyond the constant part, so the heads
+        of a client hold a few MiB at most whatever ids and kinds it is given."""
         check_distinct_id(distinct_id, "distinct_id")
         check_kind(kind)
         head = wire.head(distinct_id, kind, self.session_id, self._auto)
-        if len(heads) >= _HEADS_HELD:
-            heads.clear()
+        if len(head) - len(self._auto) > wire.CACHED_BYTES_MAX:
+            return head
+        if self._heads_held >= _HEADS_HELD:
+            self._custom_heads.clear()
+            self._typed_heads.clear()
+            self._heads_held = 0
         heads.setdefault(distinct_id, {})[kind] = head
+        self._heads_held += 1
         return head
 
     def _encode_event(
@@ -393,7 +402,9 @@ class Core:
         self._count_invalid()
         if self.strict:
             raise exc
-        logger.warning("invalid %s dropped: %s", what, exc)
+        # The message, not the exception: its traceback holds the caller's frames (and the
+        # input in them, however large) for as long as a handler keeps the record.
+        logger.warning("invalid %s dropped: %s", what, str(exc))
 
     def _count_invalid(self) -> None:
         with self._lock:

@@ -166,9 +166,16 @@ _DOUBLE_HEADS: dict[str, bytes] = {}
 _KEY_FIELDS: dict[str, bytes] = {}
 
 
+# The largest encoding a cache keeps: with its key (no longer than it), an entry costs at
+# most ~1 KiB, so a cache of 4096 entries holds at most ~4 MiB whatever callers send.
+CACHED_BYTES_MAX = 512
+
+
 def remember(cache: dict[Any, bytes], key: object, encoded: bytes, limit: int) -> bytes:
     """Keep `encoded` under `key` in a cache of at most `limit` entries (emptied when full:
-    what repeats comes back at once); returns `encoded`."""
+    what repeats comes back at once), unless it is over CACHED_BYTES_MAX; returns it."""
+    if len(encoded) > CACHED_BYTES_MAX:
+        return encoded
     if len(cache) >= limit:
         cache.clear()
     cache[key] = encoded
@@ -209,7 +216,9 @@ def custom_entry(key: str, variant: Variant, value: object) -> bytes:
     by_key = ENTRY_CACHE.get(type(value))
     # Not kept: long strings (memory) and float zeros (0.0 == -0.0, encoded differently).
     if by_key is not None and not (
-        (type(value) is str and len(value) > 64) or (type(value) is float and not value)
+        (type(value) is str and len(value) > 64)
+        or (type(value) is float and not value)
+        or len(encoded) > CACHED_BYTES_MAX  # a huge key
     ):
         if _entries >= _ENTRY_CACHE_LIMIT:
             for kept in ENTRY_CACHE.values():
