@@ -10,6 +10,7 @@ import datetime
 import enum
 import gc
 import logging
+import threading
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from protoc_helpers import GoogleMessages
-from pug import BatchConfig, Pug, TrackedEvent, wire
+from pug import BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent, Undelivered, wire
 from pug.errors import ECHO_LIMIT
 from pug.testing import InMemoryTransport
 
@@ -296,3 +297,51 @@ def test_caches_are_bounded_in_bytes_whatever_the_ids_and_kinds() -> None:
         assert retained_bytes(many_kinds) < 8 * 1024 * 1024  # was 16 MB, growing with kinds
     finally:
         pug.close(1)
+
+
+def test_large_events_dropped_for_a_full_queue_are_held_for_on_error_within_a_byte_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """600 events of 400 KB with the server down and an on_error that takes its time:
+    memory stays within the queue's bound plus the share held for on_error; what does not
+    fit is counted and logged, and the counts add up."""
+    handed: list[int] = []
+    slow = threading.Event()
+
+    def on_error(error: PugError, items: list[Undelivered]) -> None:
+        slow.wait(10)  # the first call holds the worker until the burst is over
+        handed.append(len(items))
+
+    transport = InMemoryTransport()
+    transport.fail("unavailable", count=None)
+    queue_bytes = 16 * 1024 * 1024
+    pug = Pug(
+        api_key="prv_test",
+        transport=transport,
+        batch=BatchConfig(max_size=10, max_wait=60, max_queue_bytes=queue_bytes),
+        retry=RetryPolicy(base=60, cap=60),
+        on_error=on_error,
+    )
+    # ~400 KB an event: 400 values of 1 000 characters (a value is cut at 1 024 bytes).
+    props: dict[str, object] = {f"p{i}": "x" * 1000 for i in range(400)}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pug"):
+            for n in range(600):  # 240 MB in all, 15 times the queue's bound
+                pug.track("user_1", "big.event", {**props, "n": n})
+            peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        slow.set()
+    pug.close(5)
+    stats = pug.stats()
+    assert peak < queue_bytes * (1 + 1 / 8) + 8 * 1024 * 1024, peak  # was 240 MB
+    lost = [
+        r.getMessage() for r in caplog.records if "were not handed to on_error" in r.getMessage()
+    ]
+    assert lost, "the burst came faster than on_error took it"
+    assert stats.enqueued == 600
+    assert stats.sent + stats.failed + stats.dropped_queue_full == 600
+    not_handed = sum(int(m.split()[0]) for m in lost)
+    assert sum(handed) + not_handed == stats.failed + stats.dropped_queue_full

@@ -52,8 +52,10 @@ _KIND = re.compile(r"[a-zA-Z0-9_.-]+")
 _MAX_EVENT_BYTES = MAX_REQUEST_BYTES
 # Distinct ids whose encoded heads a client keeps (then it starts again).
 _HEADS_HELD = 4096
-# At most this many items dropped for a full queue wait for on_error at once (~2 MB).
-_OVERFLOW_HELD = 10_000
+# Items dropped for a full queue wait for the worker to hand them to on_error in at most
+# this share of max_queue_bytes (a bound in bytes: a count let 3 000 events of 400 KB
+# hold 1.2 GB); past it they are only counted.
+_OVERFLOW_SHARE = 8
 
 # How long close() waits past its timeout for the worker to hand what is left to on_error.
 _CLOSE_SLACK = 0.4
@@ -143,7 +145,8 @@ class Core:
         self._first_at: float | None = None
         self._identifies_queued = 0  # an identify is sent at once, never left to the timer
         self._overflow: list[_Item] = []  # dropped for a full queue, for on_error
-        self._overflow_lost = 0  # dropped past _OVERFLOW_HELD: counted, not held
+        self._overflow_bytes = 0
+        self._overflow_lost = 0  # dropped past the overflow's bound: counted, not held
         self._stats = Stats()
         self._finished_items = 0  # items sent, failed or dropped
         self._flush_waiters: list[tuple[int, concurrent.futures.Future[bool]]] = []
@@ -457,10 +460,15 @@ class Core:
             self._queue_bytes -= _size(old)
             self._identifies_queued -= type(old) is _Identify
             self._stats.dropped_queue_full += 1
-            # Hold dropped items for on_error up to a cap, so memory stays bounded however
-            # long an outage lasts; past it they are only counted.
-            if len(self._overflow) < _OVERFLOW_HELD:
+            # Hold dropped items for on_error within a byte bound, so memory stays bounded
+            # however fast they come; past it they are only counted.
+            size = _size(old)
+            if (
+                not self._overflow
+                or self._overflow_bytes + size <= batch.max_queue_bytes // _OVERFLOW_SHARE
+            ):
                 self._overflow.append(old)
+                self._overflow_bytes += size
             else:
                 self._overflow_lost += 1
                 self._finished_items += 1
@@ -692,11 +700,15 @@ class Core:
         with self._lock:
             items, self._overflow = self._overflow, []
             lost, self._overflow_lost = self._overflow_lost, 0
+            self._overflow_bytes = 0
         if not items and not lost:
             return
         logger.warning("queue full: %d oldest item(s) dropped", len(items) + lost)
         if lost:
-            logger.warning("%d of them were not handed to on_error (over its cap)", lost)
+            logger.warning(
+                "%d of them were not handed to on_error: they came faster than it took them",
+                lost,
+            )
         error = PugError("resource_exhausted", "queue full")
         self._finish(items, sent=False, error=error, overflow=True)
 
