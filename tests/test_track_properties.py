@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import enum
 import json
 import logging
 import math
@@ -101,6 +102,10 @@ def assert_one_variant_per_value(batch_body: bytes) -> None:
             assert len(variants) == 1 and variants[0] in (1, 2, 3, 4, 5), variants
 
 
+# google.protobuf.Timestamp's range, as the server checks it (0001-01-01 to 9999-12-31).
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
 def assert_event_follows_the_contract(event: Any) -> None:
     """The server's rules for one sdk.events.v1.Event, as decoded by Google."""
     assert str(uuid.UUID(event.event_id)) == event.event_id  # lowercase 8-4-4-4-12
@@ -110,6 +115,7 @@ def assert_event_follows_the_contract(event: Any) -> None:
     assert not event.distinct_id.startswith("cookieless-")
     assert UUID_RULE.fullmatch(event.session_id), event.session_id
     assert event.HasField("occur_time")
+    assert MIN_SECONDS <= event.occur_time.seconds <= MAX_SECONDS
     assert 0 <= event.occur_time.nanos < 1_000_000_000
     assert not event.HasField("cookieless")
     assert all(key.startswith("$") for key in event.auto_properties)
@@ -125,6 +131,7 @@ def assert_event_follows_the_contract(event: Any) -> None:
             assert math.isfinite(value.double_value)
         elif variant == "timestamp_value":
             assert 0 <= value.timestamp_value.nanos < 1_000_000_000
+            assert MIN_SECONDS <= value.timestamp_value.seconds <= MAX_SECONDS
     occur_ms = event.occur_time.seconds * 1000 + event.occur_time.nanos // 1_000_000
     if occur_ms >= 0:  # UUIDv7 has no room for instants before the epoch
         assert uuid.UUID(event.event_id).int >> 80 == occur_ms
@@ -189,8 +196,20 @@ def valid_event(call: dict[str, Any]) -> bool:
         and KIND_RULE.fullmatch(call["kind"]) is not None
         and not any(isinstance(key, str) and key.startswith("$") for key in properties)
         and (call["session_id"] is None or UUID_RULE.fullmatch(call["session_id"]) is not None)
-        and (call["timestamp"] is None or isinstance(call["timestamp"], datetime.datetime))
+        and (call["timestamp"] is None or storable_time(call["timestamp"]))
     )
+
+
+def storable_time(value: object) -> bool:
+    """A datetime inside google.protobuf.Timestamp's range (years 1 to 9999 in UTC)."""
+    if not isinstance(value, datetime.datetime):
+        return False
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+    try:
+        aware.astimezone(datetime.UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def valid_anonymous_id(value: str | None) -> bool:
@@ -213,7 +232,24 @@ timezones = st.builds(
         max_value=datetime.timedelta(hours=23, minutes=59),
     ),
 )
-datetimes = st.datetimes(timezones=st.none() | st.just(datetime.UTC) | timezones)
+datetimes = st.datetimes(timezones=st.none() | st.just(datetime.UTC) | timezones) | st.sampled_from(
+    [  # aware times that fall outside the years 1 to 9999 once in UTC
+        datetime.datetime.min.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=14))),
+        datetime.datetime.max.replace(tzinfo=datetime.timezone(-datetime.timedelta(hours=14))),
+    ]
+)
+
+
+class Shade(str, enum.Enum):  # noqa: UP042 (what applications write)
+    DARK = "dark"
+
+
+class LoudStr(str):
+    def __str__(self) -> str:
+        raise RuntimeError("a __str__ that raises")
+
+
+hostile_leaves = st.sampled_from([Shade.DARK, LoudStr("quiet"), Shade.DARK])
 integers = st.one_of(
     st.integers(),
     st.integers(min_value=-(2**1100), max_value=2**1100),
@@ -247,6 +283,7 @@ leaves = st.one_of(
     decimals,
     st.uuids(),
     st.builds(object),
+    hostile_leaves,
 )
 keys = st.one_of(
     st.text(max_size=8),
