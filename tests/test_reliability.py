@@ -67,6 +67,21 @@ def make_pug() -> Iterator[MakePug]:
     yield make
     for pug in made:
         pug.close(1)
+        assert_stats_add_up(pug)
+
+
+def assert_stats_add_up(pug: Pug) -> None:
+    """Every item enqueued ended one way: sent, failed (on_error), dropped for a full
+    queue, or dropped by the server; nothing is left once the client is closed."""
+    s = pug.stats()
+    ended = (
+        s.sent
+        + s.identifies_sent
+        + s.failed
+        + s.dropped_queue_full
+        + sum(s.dropped_by_server.values())
+    )
+    assert (s.enqueued, s.queue_length) == (ended, 0), s
 
 
 @dataclass
@@ -512,7 +527,11 @@ def test_memory_stays_bounded_while_tracking_into_a_full_queue(
     transport.fail("unavailable", count=None)
     pug = make_pug(
         transport,
-        batch=BatchConfig(max_size=10, max_queue_size=100, max_wait=60.0),
+        # What events dropped for a full queue may hold while they wait for on_error is an
+        # eighth of max_queue_bytes: 128 KiB here.
+        batch=BatchConfig(
+            max_size=10, max_queue_size=100, max_queue_bytes=1024 * 1024, max_wait=60.0
+        ),
         retry=SlowRetry(),
     )
     fill_a_dead_client(pug, transport)  # the worker now sleeps 30 s before its next try

@@ -54,8 +54,9 @@ _MAX_EVENT_BYTES = MAX_REQUEST_BYTES
 _HEADS_HELD = 4096
 # Items dropped for a full queue wait for the worker to hand them to on_error in at most
 # this share of max_queue_bytes (a bound in bytes: a count let 3 000 events of 400 KB
-# hold 1.2 GB); past it they are only counted.
+# hold 1.2 GB); past it they are only counted. An item costs its bytes and ~70 more.
 _OVERFLOW_SHARE = 8
+_ITEM_OVERHEAD = 70
 
 # How long close() waits past its timeout for the worker to hand what is left to on_error.
 _CLOSE_SLACK = 0.4
@@ -462,10 +463,9 @@ class Core:
             self._stats.dropped_queue_full += 1
             # Hold dropped items for on_error within a byte bound, so memory stays bounded
             # however fast they come; past it they are only counted.
-            size = _size(old)
-            if (
-                not self._overflow
-                or self._overflow_bytes + size <= batch.max_queue_bytes // _OVERFLOW_SHARE
+            size = _size(old) + _ITEM_OVERHEAD
+            if not self._overflow or (
+                self._overflow_bytes + size <= batch.max_queue_bytes // _OVERFLOW_SHARE
             ):
                 self._overflow.append(old)
                 self._overflow_bytes += size
