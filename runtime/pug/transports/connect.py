@@ -5,30 +5,93 @@ HTTP 200 carries the response, anything else a Connect error JSON (or, from a pr
 a plain HTTP error mapped by status). They go through `http11` (a request costs it a
 tenth of httpx's CPU), or httpx when a proxy is configured for the server.
 Server streaming (enveloped messages) uses httpx.
+
+What comes back is checked before it is believed, on every path: an answer over its bound
+(pug.transports: 64 KiB for ingestion, 16 MiB for reads, at most 64 KiB of an error) is
+`resource_exhausted` and is not read further; a 200 that declares another content type
+than the protocol's (a captive portal's page) is `unknown`, as connect-go says; an error's
+`Retry-After` becomes `PugError.retry_after`; and the key is redacted from anything quoted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 import gzip
 import json
 import ssl
 import struct
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 
 from pug.errors import PugError, error_for
 from pug.transport import INHERITED_FROM_PARENT
-from pug.transports import USER_AGENT, BaseURL, OpenStreams, parse_base_url
-from pug.transports.http11 import ConnectionPool, HTTPProtocolError, tls_context
+from pug.transports import (
+    ERROR_BODY_LIMIT,
+    QUOTE_BODY_LIMIT,
+    READ_RESPONSE_LIMIT,
+    USER_AGENT,
+    BaseURL,
+    OpenStreams,
+    ResponseTooLarge,
+    check_api_key,
+    check_response_limit,
+    parse_base_url,
+    response_limit,
+)
+from pug.transports.http11 import (
+    BodyTooLarge,
+    ConnectionPool,
+    HTTPProtocolError,
+    decode_body,
+    tls_context,
+)
+from pug.transports.redact import filter_loggers, quote, redact, redact_value, register
+
+# httpx and httpcore log at DEBUG what the server answered (headers included); a proxy
+# that echoes the request would put the key there.
+filter_loggers(
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 
 # WIRE.md: how a non-Connect HTTP error maps to a code.
 _STATUS_CODES = {401: "unauthenticated", 403: "permission_denied", 404: "unimplemented"}
+# The codes a Connect error may name; any other is `unknown` (as the Connect spec says).
+CONNECT_CODES = frozenset(
+    {
+        "canceled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+    }
+)
+# Characters of a server's error message kept in a PugError (a log line, not a page).
+MESSAGE_CHARS = 1000
+_PROTO = "application/proto"
+_CONNECT_PROTO = "application/connect+proto"
 _END_STREAM = 0x02
 _COMPRESSED = 0x01
 # How long the body's end may take to come after the end-of-stream message.
@@ -44,22 +107,83 @@ def code_for_status(status: int) -> str:
     return "invalid_argument"
 
 
-def error_from_json(body: bytes, status: int) -> PugError:
-    """A PugError from a Connect error body, or from the status when there is none."""
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delay-seconds or an HTTP-date; a date
+    in the past is 0), None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and value.isascii():
+        return float(value) if len(value) <= 12 else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110: HTTP-dates are in GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+def error_from_json(
+    body: bytes,
+    status: int,
+    *,
+    key: str | None = None,
+    retry_after: float | None = None,
+) -> PugError:
+    """A PugError from a Connect error body, or from the status when there is none. `key`
+    is redacted from whatever the body says (a proxy may echo the request); a non-Connect
+    body is quoted, at most QUOTE_CHARS characters of it."""
     try:
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("code"), str):
+        code = data["code"] if data["code"] in CONNECT_CODES else "unknown"
         details = data.get("details")
         return error_for(
-            data["code"],
-            str(data.get("message", "")),
-            details=details if isinstance(details, list) else None,
+            code,
+            _server_message(data.get("message", ""), key),
+            details=redact_value(details, key) if isinstance(details, list) else None,
+            retry_after=retry_after,
         )
-    snippet = body[:200].decode("utf-8", "replace").strip()
+    snippet = quote(body, key)
     return error_for(
-        code_for_status(status), f"HTTP {status}" + (f": {snippet}" if snippet else "")
+        code_for_status(status),
+        f"HTTP {status}" + (f": {snippet}" if snippet else ""),
+        retry_after=retry_after,
+    )
+
+
+def error_from_response(
+    status: int, headers: Mapping[str, str], body: bytes, key: str | None
+) -> PugError:
+    """The PugError of a non-200 answer, with its `Retry-After` (429 and 503 carry one)."""
+    return error_from_json(
+        body, status, key=key, retry_after=parse_retry_after(headers.get("retry-after"))
+    )
+
+
+def _server_message(message: object, key: str | None) -> str:
+    text = redact(str(message), key)
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
+def _check_content_type(value: str | None, expected: str, body: bytes, key: str | None) -> None:
+    """A 200 must carry the protocol's content type: anything else (a captive portal's or a
+    proxy's HTML page) is not a Pug answer, whatever its body. A 200 without a
+    content-type is taken as the protocol's (minimal servers omit it; what this guards
+    against always declares its type)."""
+    if value is None or value == expected:
+        return
+    if value.partition(";")[0].strip().lower() == expected:
+        return
+    shown = redact(value[:80], key)
+    snippet = quote(body, key)
+    raise error_for(
+        "unknown",
+        f"unexpected content-type {shown!r} from the server (HTTP 200, expected {expected})"
+        + (f": {snippet}" if snippet else ""),
     )
 
 
@@ -68,6 +192,8 @@ class ConnectTransport:
 
     - `ca_bundle`: a PEM file of CAs to trust instead of the default ones.
     - `compress_above`: gzip request bodies larger than this many bytes (None: never).
+    - `max_response_bytes`: the largest answer to a read (16 MiB by default); answers to
+      ingestion (`sdk.*`) are tiny and limited to 64 KiB. Over it: `resource_exhausted`.
     - `HTTPS_PROXY` / `NO_PROXY` are honoured as httpx does (`trust_env`).
     """
 
@@ -79,11 +205,12 @@ class ConnectTransport:
         ca_bundle: str | None = None,
         compress_above: int | None = 16 * 1024,
         max_connections: int = 10,
+        max_response_bytes: int = READ_RESPONSE_LIMIT,
     ) -> None:
         self.base_url = parse_base_url(base_url)
-        if not (api_key.isascii() and api_key.isprintable() and " " not in api_key):
-            # Never echo the key: it may be a secret pasted with a stray character.
-            raise ValueError("api_key must be printable ASCII with no spaces")
+        self._key = check_api_key(api_key)
+        register(self, api_key)
+        self._max_response_bytes = check_response_limit(max_response_bytes)
         self._url = self.base_url.origin + self.base_url.prefix + "/"
         self._path = urllib.parse.quote(self.base_url.prefix, safe="/%!$&'()*+,;=:@") + "/"
         self._headers = {
@@ -135,38 +262,59 @@ class ConnectTransport:
         return self._pool
 
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
-        headers = self._request_headers(timeout, "application/proto")
+        headers = self._request_headers(timeout, _PROTO)
         if self._compress_above is not None and len(request) > self._compress_above:
             request = gzip.compress(request, compresslevel=1)
             headers["content-encoding"] = "gzip"
+        limit = response_limit(method, self._max_response_bytes)
         if self._proxied:
-            return await self._unary_httpx(method, request, headers, timeout)
+            return await self._unary_httpx(method, request, headers, timeout, limit)
         try:
             async with asyncio.timeout(timeout):
                 response = await self._connections().post(
-                    self._path + method, headers.items(), request
+                    self._path + method, headers.items(), request, max_body=limit
                 )
         except TimeoutError:
             raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
+        except ResponseTooLarge as exc:
+            raise error_for("resource_exhausted", str(exc)) from None
         except (OSError, HTTPProtocolError) as exc:
             message = f"connection failed: {type(exc).__name__}: {exc}"
-            raise error_for("unavailable", message) from None
+            raise error_for("unavailable", redact(message, self._key)) from None
+        except Exception as exc:  # never another exception type than PugError
+            message = f"unexpected failure: {type(exc).__name__}: {exc}"
+            raise error_for("unavailable", redact(message, self._key)) from None
         if response.status != 200:
-            raise error_from_json(response.body, response.status)
+            raise error_from_response(response.status, response.headers, response.body, self._key)
+        content_type = response.headers.get("content-type")
+        if content_type is not None and content_type != _PROTO:
+            _check_content_type(content_type, _PROTO, response.body, self._key)
         return response.body
 
     async def _unary_httpx(
-        self, method: str, request: bytes, headers: dict[str, str], timeout: float
+        self, method: str, request: bytes, headers: dict[str, str], timeout: float, limit: int
     ) -> bytes:
-        response = await self._send(method, request, headers, timeout)
+        headers["accept-encoding"] = "gzip"  # what read_body can inflate (bounded)
         try:
-            body = await response.aread()
+            # httpx's timeout bounds each read, not the call: a server that trickles
+            # would hold it forever.
+            async with asyncio.timeout(timeout):
+                response = await self._send(method, request, headers, timeout)
+                try:
+                    body = await read_body(response, limit)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
+        except ResponseTooLarge as exc:
+            raise error_for("resource_exhausted", str(exc)) from None
+        except HTTPProtocolError as exc:
+            raise error_for("unavailable", redact(f"bad response: {exc}", self._key)) from None
         except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
-        finally:
-            await response.aclose()
+            raise _transport_error(exc, self._key) from None
         if response.status_code != 200:
-            raise error_from_json(body, response.status_code)
+            raise error_from_response(response.status_code, response.headers, body, self._key)
+        _check_content_type(response.headers.get("content-type"), _PROTO, body, self._key)
         return body
 
     def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
@@ -174,36 +322,71 @@ class ConnectTransport:
         return self._streams.add(self._stream(method, request, timeout))
 
     async def _stream(self, method: str, request: bytes, timeout: float) -> AsyncGenerator[bytes]:
-        headers = self._request_headers(timeout, "application/connect+proto")
+        headers = self._request_headers(timeout, _CONNECT_PROTO)
+        # Connect compresses each message (the envelope's flag), never the whole body.
+        headers["accept-encoding"] = "identity"
+        limit = response_limit(method, self._max_response_bytes)
         envelope = struct.pack(">BI", 0, len(request)) + request
-        response = await self._send(method, envelope, headers, timeout)
+        # The call's deadline, as gRPC's and as the server's (connect-timeout-ms): httpx's
+        # timeout bounds each read only, and a server that trickles would hold it forever.
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._send(method, envelope, headers, timeout)
+        except TimeoutError:
+            raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
         chunks: AsyncIterator[bytes] | None = None
         end: bytes | None = None
         try:
             if response.status_code != 200:
-                raise error_from_json(await response.aread(), response.status_code)
-            chunks = response.aiter_bytes()
-            buffer = b""
-            async for chunk in chunks:
+                async with asyncio.timeout_at(deadline):
+                    body = await read_body(response, limit)
+                raise error_from_response(response.status_code, response.headers, body, self._key)
+            content_type = response.headers.get("content-type")
+            if content_type is not None and content_type != _CONNECT_PROTO:
+                async with asyncio.timeout_at(deadline):
+                    body = await read_body(response, QUOTE_BODY_LIMIT, cut=True)
+                _check_content_type(content_type, _CONNECT_PROTO, body, self._key)
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise error_for("unavailable", f"unexpected content-encoding {encoding[:40]!r}")
+            chunks = response.aiter_raw()
+            buffer = bytearray()
+            while end is None:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    raise error_for(
+                        "unavailable", "the stream ended without an end-of-stream message"
+                    )
                 buffer += chunk
-                while len(buffer) >= 5:
-                    flags, length = struct.unpack(">BI", buffer[:5])
+                while end is None and len(buffer) >= 5:
+                    flags, length = struct.unpack_from(">BI", buffer)
+                    if length > limit:  # refused before it is read
+                        raise error_for(
+                            "resource_exhausted",
+                            f"a stream message is {length} bytes, over the limit of {limit}",
+                        )
                     if len(buffer) < 5 + length:
                         break
-                    payload, buffer = buffer[5 : 5 + length], buffer[5 + length :]
+                    payload = bytes(buffer[5 : 5 + length])
+                    del buffer[: 5 + length]
                     if flags & _COMPRESSED:
-                        payload = gzip.decompress(payload)
+                        payload = decode_body(payload, True, "gzip", limit, cut=False)
                     if flags & _END_STREAM:
                         end = payload
-                        break
-                    yield payload
-                if end is not None:
-                    break
-            if end is None:
-                raise error_for("unavailable", "the stream ended without an end-of-stream message")
-            _raise_end_of_stream(end)
+                    else:
+                        yield payload
+            _raise_end_of_stream(end, self._key)
+        except TimeoutError:
+            raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
+        except ResponseTooLarge as exc:
+            raise error_for("resource_exhausted", str(exc)) from None
+        except HTTPProtocolError as exc:
+            message = redact(f"bad stream message: {exc}", self._key)
+            raise error_for("unavailable", message) from None
         except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+            raise _transport_error(exc, self._key) from None
         finally:
             if chunks is not None:
                 await _finish_body(response, chunks, ended=end is not None, timeout=timeout)
@@ -213,13 +396,18 @@ class ConnectTransport:
         self, method: str, body: bytes, headers: dict[str, str], timeout: float
     ) -> httpx.Response:
         client = self._http()
-        request = client.build_request(
-            "POST", self._url + method, content=body, headers=headers, timeout=timeout
-        )
         try:
+            request = client.build_request(
+                "POST", self._url + method, content=body, headers=headers, timeout=timeout
+            )
             return await client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+            raise _transport_error(exc, self._key) from None
+        except (OSError, ValueError) as exc:  # httpx.InvalidURL; an OSError httpx let through
+            raise error_for(
+                "unavailable",
+                redact(f"connection failed: {type(exc).__name__}: {exc}", self._key),
+            ) from None
 
     async def aclose(self) -> None:
         await self._streams.aclose()
@@ -236,6 +424,37 @@ class ConnectTransport:
         self._streams.forget()
         self._pool = None
         self._client = None
+
+
+async def read_body(response: httpx.Response, limit: int, *, cut: bool | None = None) -> bytes:
+    """An httpx response's body, bounded as http11 bounds one: a 200's at `limit` bytes (also
+    once inflated: BodyTooLarge), an error's at a few KiB (`cut`: the rest is not read)."""
+    if cut is None:
+        cut = response.status_code != 200
+    if cut:
+        content_type = response.headers.get("content-type", "").lower()
+        json_error = content_type.startswith("application/json")
+        limit = min(limit, ERROR_BODY_LIMIT if json_error else QUOTE_BODY_LIMIT)
+    declared = response.headers.get("content-length", "")
+    if not cut and declared.isdigit() and declared.isascii() and int(declared[:18]) > limit:
+        raise BodyTooLarge(f"the response is {declared[:18]} bytes, over the limit of {limit}")
+    parts: list[bytes] = []
+    total = 0
+    complete = True
+    async for chunk in response.aiter_raw():
+        total += len(chunk)
+        if total > limit:
+            if not cut:
+                raise BodyTooLarge(f"the response is over the limit of {limit} bytes")
+            parts.append(chunk[: len(chunk) - (total - limit)])
+            complete = False
+            break
+        parts.append(chunk)
+    body = b"".join(parts)
+    encoding = response.headers.get("content-encoding")
+    if encoding is not None:
+        body = decode_body(body, complete, encoding, limit, cut)
+    return body
 
 
 def uses_proxy(base_url: BaseURL) -> bool:
@@ -270,23 +489,24 @@ async def _finish_body(
                 pass
 
 
-def _raise_end_of_stream(payload: bytes) -> None:
+def _raise_end_of_stream(payload: bytes, key: str | None) -> None:
     try:
         data: Any = json.loads(payload or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise error_for("internal", "unreadable end-of-stream message") from None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
+        code = error.get("code", "unknown")
         details = error.get("details")
         raise error_for(
-            str(error.get("code", "unknown")),
-            str(error.get("message", "")),
-            details=details if isinstance(details, list) else None,
+            code if isinstance(code, str) and code in CONNECT_CODES else "unknown",
+            _server_message(error.get("message", ""), key),
+            details=redact_value(details, key) if isinstance(details, list) else None,
         )
 
 
-def _transport_error(exc: httpx.HTTPError) -> PugError:
+def _transport_error(exc: httpx.HTTPError, key: str | None) -> PugError:
     """Connection failures and timeouts are transient (the retry policy decides)."""
     if isinstance(exc, httpx.TimeoutException):
         return error_for("deadline_exceeded", f"timed out: {type(exc).__name__}")
-    return error_for("unavailable", f"connection failed: {type(exc).__name__}: {exc}")
+    return error_for("unavailable", redact(f"connection failed: {type(exc).__name__}: {exc}", key))

@@ -8,24 +8,48 @@ This client does what a unary call needs and nothing else: keep-alive connection
 plain or TLS; a request with Content-Length; a response delimited by Content-Length,
 chunked encoding or the end of the connection. ConnectTransport keeps httpx for server
 streaming and for proxies.
+
+What a server sends is bounded, whoever the server is: the head (MAX_HEAD_BYTES), a
+successful body (the caller's `max_body`, also once gzip is inflated: a gzip bomb is
+inflated no further), an error body (a few KiB: it is only quoted, or parsed as a Connect
+error); the rest is never read and the connection is closed. Anything that is not
+well-formed HTTP/1.1 (RFC 9112, strictly) raises HTTPProtocolError, and the connection
+is closed. The caller's timeout covers all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
+import re
 import ssl
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pug.transports import ERROR_BODY_LIMIT, QUOTE_BODY_LIMIT, ResponseTooLarge
+
 # The longest status line plus headers a response may have (a Connect error's details
-# travel in the body, not in headers).
+# travel in the body, not in headers); trailers of a chunked body get as much.
 MAX_HEAD_BYTES = 64 * 1024
+# Interim responses (100 Continue, 103 Early Hints) accepted before the real one.
+MAX_INTERIM_RESPONSES = 8
+_READ_SIZE = 64 * 1024
+
+# RFC 9112, strictly: a three-digit status, header names that are tokens, values without
+# control characters (but tab), chunk sizes in hex (16 digits at most: no negative, no
+# `0x`, no `_`, no whitespace before the size). Checked on the head decoded as latin-1,
+# where `[0-9]` still means ASCII digits only (`2²0` is no status).
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
+_HEADER_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([^\x00-\x08\x0a-\x1f\x7f]*)")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 
 
 class HTTPProtocolError(Exception):
     """The response is not HTTP/1.x, or the connection ended in the middle of it."""
+
+
+class BodyTooLarge(HTTPProtocolError, ResponseTooLarge):
+    """A successful response's body is over the caller's limit (the rest is not read)."""
 
 
 class _NothingReceived(Exception):
@@ -37,7 +61,8 @@ class _NothingReceived(Exception):
 class Response:
     status: int
     headers: dict[str, str]  # lowercase names
-    body: bytes
+    body: bytes  # of an error answer: at most its first ERROR_BODY_LIMIT/QUOTE_BODY_LIMIT bytes
+    complete: bool = True  # False: an error answer's body was longer than what was read
 
 
 @dataclass(eq=False)  # kept in a set by identity
@@ -67,9 +92,13 @@ class ConnectionPool:
         self._busy: set[_Connection] = set()
         self._slots = asyncio.Semaphore(max_connections)
 
-    async def post(self, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> Response:
-        """POST `body` to `path`. Raises OSError (ssl.SSLError included) or
-        HTTPProtocolError; a cancelled call closes its connection."""
+    async def post(
+        self, path: str, headers: Iterable[tuple[str, str]], body: bytes, *, max_body: int
+    ) -> Response:
+        """POST `body` to `path`. A 200's body over `max_body` bytes (as sent, or once
+        decompressed) raises BodyTooLarge; an error answer's body is read up to a few KiB
+        (Response.complete). Raises OSError (ssl.SSLError included) or HTTPProtocolError;
+        a connection that failed, was cancelled or was not read to its end is closed."""
         lines = [f"POST {path} HTTP/1.1", f"host: {self._host_header}"]
         lines += [f"{name}: {value}" for name, value in headers]
         lines.append(f"content-length: {len(body)}\r\n\r\n")
@@ -79,7 +108,7 @@ class ConnectionPool:
                 connection, reused = await self._connection()
                 self._busy.add(connection)
                 try:
-                    response, keep = await _exchange(connection, request, reused)
+                    response, keep = await _exchange(connection, request, reused, max_body)
                 except _NothingReceived:
                     continue  # a stale connection (closed in _exchange): try a new one
                 except BaseException:
@@ -122,7 +151,9 @@ class ConnectionPool:
                 connection.writer.transport.abort()
 
 
-async def _exchange(connection: _Connection, request: bytes, reused: bool) -> tuple[Response, bool]:
+async def _exchange(
+    connection: _Connection, request: bytes, reused: bool, max_body: int
+) -> tuple[Response, bool]:
     """Send `request`, read the response; also whether the connection may be reused."""
     reader, writer = connection.reader, connection.writer
     try:
@@ -140,73 +171,165 @@ async def _exchange(connection: _Connection, request: bytes, reused: bool) -> tu
     except asyncio.LimitOverrunError:
         raise HTTPProtocolError("the response's headers are too long") from None
     version, status, headers = _parse_head(head)
+    interim = 0
     while 100 <= status < 200:  # an interim response (100 Continue): the real one follows
-        head = await _read_until(reader, b"\r\n\r\n")
+        interim += 1
+        if interim > MAX_INTERIM_RESPONSES:
+            raise HTTPProtocolError(f"more than {MAX_INTERIM_RESPONSES} interim responses")
+        head = await _read_until(reader, b"\r\n\r\n", "the response's headers are too long")
         version, status, headers = _parse_head(head)
-    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    if status in (204, 304):
-        body = b""
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked(reader)
-    elif "content-length" in headers:
-        length = headers["content-length"]
-        if not length.isdigit():
-            raise HTTPProtocolError(f"bad content-length: {length!r}")
-        body = await _read_exactly(reader, int(length))
-    else:  # delimited by the end of the connection
-        body = await reader.read()
-        keep = False
-    if headers.get("content-encoding", "").lower() == "gzip":
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error):
-            raise HTTPProtocolError("the response says gzip but is not") from None
-    return Response(status, headers, body), keep
+    keep = version == "1" and "close" not in headers.get("connection", "").lower()
+    if status == 200:
+        limit, cut = max_body, False
+    elif headers.get("content-type", "").lower().startswith("application/json"):
+        limit, cut = ERROR_BODY_LIMIT, True  # a Connect error: its details are wanted
+    else:
+        limit, cut = QUOTE_BODY_LIMIT, True  # only quoted: a few KiB are plenty
+    body, complete = await _read_body(reader, headers, status, limit, cut)
+    encoding = headers.get("content-encoding")
+    if encoding is not None and encoding.lower() != "identity":
+        body, complete = _decode(body, complete, encoding, limit, cut)
+    return Response(status, headers, body, complete), keep and complete
 
 
 def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
-    """The version, status and headers of a response head (status line + header lines)."""
+    """The minor version ("0" or "1"), status and headers of a response head (status line
+    + header lines + the blank line)."""
     status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    match = _STATUS_LINE.fullmatch(status_line)
+    if match is None:
         raise HTTPProtocolError(f"not an HTTP/1.x response: {status_line[:80]!r}")
     headers: dict[str, str] = {}
     for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon:
+        header = _HEADER_LINE.fullmatch(line)
+        if header is None:
             raise HTTPProtocolError(f"malformed header line: {line[:80]!r}")
-        name = name.strip().lower()
-        value = value.strip()
+        name = header[1].lower()
+        value = header[2].strip(" \t")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return version, int(code), headers
+    return match[1], int(match[2]), headers
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_body(
+    reader: asyncio.StreamReader, headers: dict[str, str], status: int, limit: int, cut: bool
+) -> tuple[bytes, bool]:
+    """The body (at most `limit` bytes) and whether it is whole. Over `limit`: BodyTooLarge,
+    or with `cut` the first `limit` bytes (the rest is left unread)."""
+    if status in (204, 304):
+        return b"", True
+    coding = headers.get("transfer-encoding")
+    if coding is not None:
+        if coding.lower() != "chunked":
+            raise HTTPProtocolError(f"unsupported transfer-encoding: {coding[:40]!r}")
+        return await _read_chunked(reader, limit, cut)
+    length_text = headers.get("content-length")
+    if length_text is None:  # delimited by the end of the connection
+        return await _read_to_eof(reader, limit, cut)
+    if not (length_text.isdigit() and length_text.isascii() and len(length_text) <= 18):
+        raise HTTPProtocolError(f"bad content-length: {length_text[:40]!r}")
+    length = int(length_text)
+    if length <= limit:
+        return await _read_exactly(reader, length), True
+    if not cut:
+        raise BodyTooLarge(f"the response is {length} bytes, over the limit of {limit}")
+    return await _read_exactly(reader, limit), False
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int, cut: bool) -> tuple[bytes, bool]:
     parts: list[bytes] = []
+    total = 0
     while True:
-        line = await _read_until(reader, b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise HTTPProtocolError(f"bad chunk size: {size_text[:20]!r}") from None
+        line = await _read_until(reader, b"\r\n", "a chunk size line is too long")
+        match = _CHUNK_SIZE.fullmatch(line)
+        if match is None:
+            raise HTTPProtocolError(f"bad chunk size: {line[:-2][:20]!r}")
+        size = int(match[1], 16)
         if size == 0:
-            while await _read_until(reader, b"\r\n") != b"\r\n":
-                pass  # trailers: nothing a unary call needs
-            return b"".join(parts)
+            break
+        if total + size > limit:
+            if not cut:
+                raise BodyTooLarge(f"the response is over the limit of {limit} bytes")
+            parts.append(await _read_exactly(reader, limit - total))
+            return b"".join(parts), False
         parts.append(await _read_exactly(reader, size))
+        total += size
         if await _read_exactly(reader, 2) != b"\r\n":
             raise HTTPProtocolError("a chunk does not end with CRLF")
+    trailers = 0  # nothing a unary call needs: skipped, bounded like headers
+    while (line := await _read_until(reader, b"\r\n", "a trailer is too long")) != b"\r\n":
+        trailers += len(line)
+        if trailers > MAX_HEAD_BYTES:
+            raise HTTPProtocolError("the response's trailers are too long")
+    return b"".join(parts), True
 
 
-async def _read_until(reader: asyncio.StreamReader, separator: bytes) -> bytes:
+async def _read_to_eof(reader: asyncio.StreamReader, limit: int, cut: bool) -> tuple[bytes, bool]:
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await reader.read(_READ_SIZE):
+        total += len(chunk)
+        if total > limit:
+            if not cut:
+                raise BodyTooLarge(f"the response is over the limit of {limit} bytes")
+            parts.append(chunk[: len(chunk) - (total - limit)])
+            return b"".join(parts), False
+        parts.append(chunk)
+    return b"".join(parts), True
+
+
+def decode_body(body: bytes, complete: bool, encoding: str, limit: int, cut: bool) -> bytes:
+    """`body` decompressed (gzip; `identity`), at most `limit` bytes of output: a gzip bomb
+    is never inflated whole. Over `limit`: BodyTooLarge, or with `cut` the first `limit`
+    bytes. Raises HTTPProtocolError for another encoding or a body that is not gzip (for
+    `cut`, an error body only quoted: whatever could be decoded, maybe nothing)."""
+    return _decode(body, complete, encoding, limit, cut)[0]
+
+
+def _decode(
+    body: bytes, complete: bool, encoding: str, limit: int, cut: bool
+) -> tuple[bytes, bool]:
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body, complete
+    if coding not in ("gzip", "x-gzip"):
+        if cut:
+            return b"", complete
+        raise HTTPProtocolError(f"unsupported content-encoding: {encoding[:40]!r}")
+    out: list[bytes] = []
+    size = 0
+    data = body
+    try:
+        while data:  # one gzip member after another (RFC 1952 allows several)
+            inflater = zlib.decompressobj(wbits=31)
+            chunk = inflater.decompress(data, limit - size + 1)
+            size += len(chunk)
+            if size > limit:
+                if not cut:
+                    raise BodyTooLarge(
+                        f"the response is over the limit of {limit} bytes once decompressed"
+                    )
+                out.append(chunk[: len(chunk) - (size - limit)])
+                return b"".join(out), False
+            out.append(chunk)
+            if not inflater.eof:
+                if cut:  # the start of an error body: what there is
+                    return b"".join(out), False
+                raise HTTPProtocolError("the response says gzip but is cut short")
+            data = inflater.unused_data
+    except zlib.error:
+        if cut:
+            return b"".join(out), False
+        raise HTTPProtocolError("the response says gzip but is not") from None
+    return b"".join(out), complete
+
+
+async def _read_until(reader: asyncio.StreamReader, separator: bytes, too_long: str) -> bytes:
     try:
         return await reader.readuntil(separator)
     except asyncio.IncompleteReadError:
         raise HTTPProtocolError("the server closed the connection mid-response") from None
     except asyncio.LimitOverrunError:
-        raise HTTPProtocolError("a response line is too long") from None
+        raise HTTPProtocolError(too_long) from None
 
 
 async def _read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
