@@ -1011,7 +1011,7 @@ class _Worker:
             if core.retry.is_permanent(error.code) or self._stopping:
                 core._finish(items, sent=False, error=error)
                 return
-            delay = core.retry.delay(attempt)
+            delay = core.retry.delay(attempt, error.retry_after)
             attempt += 1
             core._count_retry()
             logger.warning(

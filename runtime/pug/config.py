@@ -58,8 +58,10 @@ class RetryPolicy:
     """Exponential backoff with full jitter for transient failures.
 
     The n-th consecutive failure (n from 0) waits a uniformly random time in
-    [0, min(cap, base * 2**n)] seconds. Events are resent with the same ids and times
-    for as long as the client is open; `close()` makes one last attempt.
+    [0, min(cap, base * 2**n)] seconds. When the server (or a proxy) says how long to wait
+    (`Retry-After`, gRPC pushback: `PugError.retry_after`), the wait is at least that, up to
+    `cap`. Events are resent with the same ids and times for as long as the client is open;
+    `close()` makes one last attempt.
     """
 
     base: float = 0.5
@@ -70,10 +72,14 @@ class RetryPolicy:
         if self.base <= 0 or self.cap < self.base:
             raise ValueError("RetryPolicy needs base > 0 and cap >= base")
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after the `attempt`-th consecutive failure (0-based)."""
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after the `attempt`-th consecutive failure (0-based); at least
+        what the server asked for (`retry_after`), never more than `cap`."""
         ceiling = min(self.cap, self.base * 2 ** min(attempt, 64))
-        return self.random.uniform(0, ceiling)
+        jittered = self.random.uniform(0, ceiling)
+        if retry_after is None or not retry_after > 0:
+            return jittered
+        return max(jittered, min(self.cap, retry_after))
 
     @staticmethod
     def is_permanent(code: str) -> bool:

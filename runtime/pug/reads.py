@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import betterproto2
 
+from pug import answers
 from pug._core import wait_for
 from pug.errors import PugError, error_for
 
@@ -61,13 +62,6 @@ def present(value: T | None, method: str, field: str) -> T:
     if value is None:
         raise error_for("internal", f"{method} answered without {field}")
     return value
-
-
-def _parse(response: type[M], data: bytes) -> M:
-    try:
-        return response.parse(data)
-    except Exception as exc:
-        raise error_for("internal", f"unreadable {response.__name__}: {exc}") from None
 
 
 class _Stream:
@@ -147,7 +141,7 @@ class SyncReads(_Reads):
               timeout: float | None) -> M:  # fmt: skip
         t = self._timeout(timeout)
         call = self._core.transport.unary(method, bytes(request), timeout=t)
-        return _parse(response, wait_for(self._submit(call), None))
+        return answers.parse(response, wait_for(self._submit(call), None))
 
     def stream(self, method: str, request: betterproto2.Message, response: type[M],
                timeout: float | None) -> Iterator[M]:  # fmt: skip
@@ -157,7 +151,7 @@ class SyncReads(_Reads):
                 more, data = wait_for(self._submit(stream.next()), None)
                 if not more:
                     return
-                yield _parse(response, data)
+                yield answers.parse(response, data)
         finally:
             closing = self._close_stream(stream)
             if closing is not None:
@@ -173,7 +167,7 @@ class AsyncReads(_Reads):
                     timeout: float | None) -> M:  # fmt: skip
         t = self._timeout(timeout)
         call = self._core.transport.unary(method, bytes(request), timeout=t)
-        return _parse(response, await asyncio.wrap_future(self._submit(call)))
+        return answers.parse(response, await asyncio.wrap_future(self._submit(call)))
 
     async def stream(self, method: str, request: betterproto2.Message, response: type[M],
                      timeout: float | None) -> AsyncIterator[M]:  # fmt: skip
@@ -183,7 +177,7 @@ class AsyncReads(_Reads):
                 more, data = await asyncio.wrap_future(self._submit(stream.next()))
                 if not more:
                     return
-                yield _parse(response, data)
+                yield answers.parse(response, data)
         finally:
             closing = self._close_stream(stream)
             if closing is not None:
