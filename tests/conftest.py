@@ -6,11 +6,12 @@ helper module next to this file is importable by the conftest and the tests alik
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pug.events  # noqa: F401  (the well-known kinds: registered before any snapshot below)
 import pytest
 from google.protobuf import descriptor_pb2
+from hostile import Handler, Hostile
 from protoc_helpers import GoogleMessages, build_pool, compile_descriptor_set
 from pug import Pug
 from pug.event import REGISTRY
@@ -68,3 +69,19 @@ def server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
 def fake(server: ConnectServer) -> FakePug:
     server.fake.reset()
     return server.fake
+
+
+# Scripted hostile HTTP/1.1 servers (tests/hostile.py): `hostile(handler)` starts one on
+# 127.0.0.1; every server a test started is stopped when it ends.
+@pytest.fixture
+def hostile() -> Iterator[Callable[[Handler], Hostile]]:
+    servers: list[Hostile] = []
+
+    def start(handler: Handler) -> Hostile:
+        server = Hostile(handler).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()

@@ -1,9 +1,11 @@
 """Hostile and broken servers against the transports (issue 14, the transport's part).
 
-Every server here is real, on 127.0.0.1: scripted raw HTTP/1.1 servers that send what a
-test says for as long as it says (endless bodies, gzip bombs, malformed HTTP, captive
-portals), a scripted HTTP/2 gRPC server (the h2 library) for gRPC's faults, and the
-independent connectrpc/grpcio servers of tests/servers.py for the key's tests. Each test
+Every server here is real, on 127.0.0.1: the scripted raw HTTP/1.1 servers of
+tests/hostile.py that send what a test says for as long as it says (endless bodies, gzip
+bombs, malformed HTTP, captive portals), its scripted HTTP/2 gRPC server (the h2 library)
+for gRPC's faults, and the independent connectrpc/grpcio servers of tests/servers.py for
+the key's tests. (tests/test_hostile_servers_e2e.py runs the same servers against the
+whole client.) Each test
 asserts the exact code and message of the PugError the transport raises.
 
 1. Responses are bounded: memory (tracemalloc's peak, and the process's peak RSS) stays
@@ -34,14 +36,28 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
 import pytest
+from hostile import (
+    GIB,
+    HTTP_HANDLERS,
+    MIB,
+    ZEROS,
+    H2Call,
+    H2Server,
+    Handler,
+    Hostile,
+    answer,
+    chunk,
+    endless,
+    grpc_endless_message,
+    grpc_refusal,
+    gzip_bomb,
+    head,
+    trickle,
+)
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from protoc_helpers import GoogleMessages
@@ -59,167 +75,9 @@ KEY = "prv_" + secrets.token_hex(16)
 BODY = b"\x0a\x03abc"  # any bytes: the transports do not look into them
 TIMEOUT = 1.5  # seconds: each call's timeout
 SLACK = 0.5  # how much later than its timeout a call may end
-MIB = 1024 * 1024
 READ_LIMIT = 16 * MIB  # the transports' default bound on a read's answer
 INGEST_LIMIT = 64 * 1024  # and on an ingestion answer
 MEMORY_BOUND = 100 * MIB
-GIB = 1024 * MIB
-
-
-# --- a scripted raw HTTP/1.1 server ----------------------------------------------------------
-
-# Answers the n-th request (the raw head and body it read) on `conn`, writing whatever it
-# likes; returns whether the connection stays open for another request.
-Handler = Callable[[socket.socket, int, bytes], bool]
-
-
-@dataclass
-class Hostile:
-    """Accepts connections on 127.0.0.1 and lets `handler` answer each request."""
-
-    handler: Handler
-    heads: list[bytes] = field(default_factory=list)
-    connection_of: list[int] = field(default_factory=list)  # request n came on connection i
-
-    def __post_init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._lock = threading.Lock()
-        self.stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._conns: list[socket.socket] = []
-
-    def __enter__(self) -> Hostile:
-        self._start(self._accept)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(5)
-
-    def _start(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _accept(self) -> None:
-        index = 0
-        while not self.stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self._conns.append(conn)
-            self._start(self._serve, conn, index)
-            index += 1
-
-    def _serve(self, conn: socket.socket, index: int) -> None:
-        with conn, contextlib.suppress(OSError):
-            buffer = b""
-            while not self.stop.is_set():
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
-                with self._lock:
-                    self.heads.append(head)
-                    self.connection_of.append(index)
-                    n = len(self.heads) - 1
-                if not self.handler(conn, n, request):
-                    return
-
-
-@pytest.fixture
-def hostile() -> Iterator[Callable[[Handler], Hostile]]:
-    servers: list[Hostile] = []
-
-    def start(handler: Handler) -> Hostile:
-        server = Hostile(handler).__enter__()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.__exit__()
-
-
-def head(status: str, *headers: str) -> bytes:
-    return ("\r\n".join([f"HTTP/1.1 {status}", *headers]) + "\r\n\r\n").encode("latin-1")
-
-
-def answer(data: bytes, keep: bool = True) -> Handler:
-    """A handler that sends `data` to every request."""
-
-    def send(conn: socket.socket, n: int, request: bytes) -> bool:
-        conn.sendall(data)
-        return keep
-
-    return send
-
-
-def endless(start: bytes, block: bytes, stop_after: float = 15.0) -> Handler:
-    """Sends `start`, then `block` again and again until the client hangs up."""
-
-    def send(conn: socket.socket, n: int, request: bytes) -> bool:
-        conn.sendall(start)
-        deadline = time.monotonic() + stop_after
-        while time.monotonic() < deadline:
-            conn.sendall(block)  # OSError once the client has closed: the server ends
-        return False
-
-    return send
-
-
-def trickle(start: bytes, byte: bytes, every: float) -> Handler:
-    """Sends `start`, then one byte every `every` seconds: never an end."""
-
-    def send(conn: socket.socket, n: int, request: bytes) -> bool:
-        conn.sendall(start)
-        for _ in range(int(15 / every)):
-            time.sleep(every)
-            conn.sendall(byte)
-        return False
-
-    return send
-
-
-_BOMB: bytes | None = None
-
-
-def gzip_bomb() -> bytes:
-    """1 MiB of gzip that inflates to 1 GiB of zeros (one member, a valid trailer)."""
-    global _BOMB
-    if _BOMB is None:
-        zeros = bytes(MIB)
-        deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
-        block = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
-        crc = 0
-        for _ in range(1024):
-            crc = zlib.crc32(zeros, crc)
-        end = deflate.flush(zlib.Z_FINISH)
-        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
-        _BOMB = header + block * 1024 + end + struct.pack("<II", crc, GIB & 0xFFFFFFFF)
-    return _BOMB
 
 
 # --- measuring a call ------------------------------------------------------------------------
@@ -301,125 +159,61 @@ def assert_bounded(outcome: Outcome) -> None:
 
 # === 1. responses are bounded ================================================================
 
-HTML_BLOCK = b"<p>overloaded</p>\n" * 3641  # ~64 KiB of a proxy's error page
 HTML_QUOTE = "HTTP 503: " + ("<p>overloaded</p> " * 12)[:199] + "…"
-ZEROS = bytes(64 * 1024)
 
 
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
+# name: (what the server does, the code, the message)
 HTTP_MODES: dict[str, tuple[Handler, str, str]] = {
-    # name: (what the server does, the code, the message)
-    "content-length of 1 GiB": (
-        endless(head("200 OK", "content-type: application/proto", f"content-length: {GIB}"), ZEROS),
-        "resource_exhausted",
-        f"the response is {GIB} bytes, over the limit of {READ_LIMIT}",
-    ),
-    "endless chunked 200": (
-        endless(
-            head("200 OK", "content-type: application/proto", "transfer-encoding: chunked"),
-            _chunk(ZEROS),
+    name: (HTTP_HANDLERS[name], code, message)
+    for name, code, message in [
+        (
+            "content-length of 1 GiB",
+            "resource_exhausted",
+            f"the response is {GIB} bytes, over the limit of {READ_LIMIT}",
         ),
-        "resource_exhausted",
-        f"the response is over the limit of {READ_LIMIT} bytes",
-    ),
-    "endless 200 delimited by the end of the connection": (
-        endless(b"HTTP/1.0 200 OK\r\ncontent-type: application/proto\r\n\r\n", ZEROS),
-        "resource_exhausted",
-        f"the response is over the limit of {READ_LIMIT} bytes",
-    ),
-    "gzip bomb (1 MiB to 1 GiB)": (
-        lambda conn, n, request: answer(
-            head(
-                "200 OK",
-                "content-type: application/proto",
-                "content-encoding: gzip",
-                f"content-length: {len(gzip_bomb())}",
-            )
-            + gzip_bomb()
-        )(conn, n, request),
-        "resource_exhausted",
-        f"the response is over the limit of {READ_LIMIT} bytes once decompressed",
-    ),
-    "100 MiB 503 page": (
-        endless(
-            head(
-                "503 Service Unavailable", "content-type: text/html", f"content-length: {100 * MIB}"
-            ),
-            HTML_BLOCK,
+        (
+            "endless chunked 200",
+            "resource_exhausted",
+            f"the response is over the limit of {READ_LIMIT} bytes",
         ),
-        "unavailable",
-        HTML_QUOTE,
-    ),
-    "endless chunked 503 page": (
-        endless(
-            head(
-                "503 Service Unavailable", "content-type: text/html", "transfer-encoding: chunked"
-            ),
-            _chunk(HTML_BLOCK),
+        (
+            "endless 200 delimited by the end of the connection",
+            "resource_exhausted",
+            f"the response is over the limit of {READ_LIMIT} bytes",
         ),
-        "unavailable",
-        HTML_QUOTE,
-    ),
-    "endless Connect error JSON": (
-        endless(
-            head(
-                "503 Service Unavailable",
-                "content-type: application/json",
-                "transfer-encoding: chunked",
-            ),
-            _chunk(b'{"code": "unavailable", "message": "' + b"x" * 65536),
+        (
+            "gzip bomb (1 MiB to 1 GiB)",
+            "resource_exhausted",
+            f"the response is over the limit of {READ_LIMIT} bytes once decompressed",
         ),
-        "unavailable",
-        'HTTP 503: {"code": "unavailable", "message": "' + "x" * 163 + "…",
-    ),
-    "gzip bomb as a 503 page": (
-        lambda conn, n, request: answer(
-            head(
-                "503 Service Unavailable",
-                "content-type: text/html",
-                "content-encoding: gzip",
-                f"content-length: {len(gzip_bomb())}",
-            )
-            + gzip_bomb()
-        )(conn, n, request),
-        "unavailable",
-        "HTTP 503",  # only zeros to quote
-    ),
-    "headers one byte at a time": (
-        trickle(b"HTTP/1.1 200 OK\r\n", b"x", 0.05),
-        "deadline_exceeded",
-        f"timed out after {TIMEOUT:g}s",
-    ),
-    "body one byte at a time": (
-        trickle(
-            head("200 OK", "content-type: application/proto", "content-length: 100"), b"x", 0.05
+        ("100 MiB 503 page", "unavailable", HTML_QUOTE),
+        ("endless chunked 503 page", "unavailable", HTML_QUOTE),
+        (
+            "endless Connect error JSON",
+            "unavailable",
+            'HTTP 503: {"code": "unavailable", "message": "' + "x" * 163 + "…",
         ),
-        "deadline_exceeded",
-        f"timed out after {TIMEOUT:g}s",
-    ),
-    "endless headers": (
-        endless(b"HTTP/1.1 200 OK\r\n", b"x-filler: " + b"y" * 1000 + b"\r\n"),
-        "unavailable",
-        "connection failed: HTTPProtocolError: the response's headers are too long",
-    ),
-    "endless trailers": (
-        endless(
-            head("200 OK", "content-type: application/proto", "transfer-encoding: chunked")
-            + b"0\r\n",
-            b"x-trailer: " + b"z" * 1000 + b"\r\n",
+        ("gzip bomb as a 503 page", "unavailable", "HTTP 503"),  # only zeros to quote
+        ("headers one byte at a time", "deadline_exceeded", f"timed out after {TIMEOUT:g}s"),
+        ("body one byte at a time", "deadline_exceeded", f"timed out after {TIMEOUT:g}s"),
+        (
+            "endless headers",
+            "unavailable",
+            "connection failed: HTTPProtocolError: the response's headers are too long",
         ),
-        "unavailable",
-        "connection failed: HTTPProtocolError: the response's trailers are too long",
-    ),
-    "endless 100 Continue": (
-        endless(b"", b"HTTP/1.1 100 Continue\r\n\r\n"),
-        "unavailable",
-        "connection failed: HTTPProtocolError: more than 8 interim responses",
-    ),
+        (
+            "endless trailers",
+            "unavailable",
+            "connection failed: HTTPProtocolError: the response's trailers are too long",
+        ),
+        (
+            "endless 100 Continue",
+            "unavailable",
+            "connection failed: HTTPProtocolError: more than 8 interim responses",
+        ),
+    ]
 }
+assert list(HTTP_MODES) == list(HTTP_HANDLERS)  # every mode, with its error
 
 
 @pytest.mark.parametrize("mode", list(HTTP_MODES))
@@ -523,13 +317,13 @@ STREAM_HEAD = head(
 )
 STREAM_MODES: dict[str, tuple[Handler, str, str]] = {
     "a message of 1 GiB": (
-        endless(STREAM_HEAD + _chunk(_envelope(0, b"", GIB)), _chunk(ZEROS)),
+        endless(STREAM_HEAD + chunk(_envelope(0, b"", GIB)), chunk(ZEROS)),
         "resource_exhausted",
         f"a stream message is {GIB} bytes, over the limit of {READ_LIMIT}",
     ),
     "a compressed message that inflates to 1 GiB": (
         lambda conn, n, request: answer(
-            STREAM_HEAD + _chunk(_envelope(1, gzip_bomb())) + b"0\r\n\r\n"
+            STREAM_HEAD + chunk(_envelope(1, gzip_bomb())) + b"0\r\n\r\n"
         )(conn, n, request),
         "resource_exhausted",
         f"the response is over the limit of {READ_LIMIT} bytes once decompressed",
@@ -558,112 +352,7 @@ def test_a_hostile_stream_is_bounded(hostile: Callable[[Handler], Hostile], mode
     assert_bounded(outcome)
 
 
-# --- gRPC: a scripted HTTP/2 server --------------------------------------------------------
-
-
-class H2Call:
-    """One HTTP/2 connection of H2Server: the script's handle on it."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        )
-        self.requests: dict[int, dict[str, str]] = {}
-        self.ended: list[int] = []
-        self.reset: set[int] = set()
-        self.closed = False
-
-    def flush(self) -> None:
-        self.sock.sendall(self.conn.data_to_send())
-
-    def pump(self, timeout: float | None) -> None:
-        """Read what the client sent (waiting up to `timeout`) and act on it."""
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
-            return
-        if not data:
-            self.closed = True
-            return
-        for event in self.conn.receive_data(data):
-            if isinstance(event, h2.events.RequestReceived):
-                self.requests[event.stream_id] = dict(event.headers)  # type: ignore[arg-type]
-            elif isinstance(event, h2.events.StreamEnded):
-                self.ended.append(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                self.reset.add(event.stream_id)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.closed = True
-        self.flush()
-
-
-class H2Server:
-    """gRPC over h2c on 127.0.0.1; `script(call, stream_id)` answers each request."""
-
-    def __init__(self, script: Callable[[H2Call, int], None]) -> None:
-        self.script = script
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> H2Server:
-        self._start(self._accept)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(5)
-
-    def _start(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            self._start(self._serve, sock)
-
-    def _serve(self, sock: socket.socket) -> None:
-        with sock, contextlib.suppress(OSError, h2.exceptions.ProtocolError):
-            call = H2Call(sock)
-            call.conn.initiate_connection()
-            call.flush()
-            deadline = time.monotonic() + 15
-            while not call.closed and time.monotonic() < deadline:
-                call.pump(0.1)
-                while call.ended:
-                    self.script(call, call.ended.pop(0))
-
-
-def grpc_endless_message(declared: int) -> Callable[[H2Call, int], None]:
-    """Answers with a message that says it is `declared` bytes long, and sends zeros for as
-    long as the client's flow-control window lets it (grpclib opens it as it buffers)."""
-
-    def script(call: H2Call, stream_id: int) -> None:
-        call.conn.send_headers(
-            stream_id, [(":status", "200"), ("content-type", "application/grpc")]
-        )
-        call.conn.send_data(stream_id, struct.pack(">BI", 0, declared))
-        call.flush()
-        block = bytes(16384)
-        deadline = time.monotonic() + 10
-        while stream_id not in call.reset and not call.closed and time.monotonic() < deadline:
-            if call.conn.local_flow_control_window(stream_id) >= len(block):
-                call.conn.send_data(stream_id, block)
-                call.flush()
-            else:
-                call.pump(0.05)
-
-    return script
+# --- gRPC: the scripted HTTP/2 server of hostile.py ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -1010,24 +699,6 @@ def test_retry_after_as_an_http_date(hostile: Callable[[Handler], Hostile]) -> N
     error = measure(connect_call(server.url)).error
     assert error.retry_after is not None
     assert 57 <= error.retry_after <= 60
-
-
-def grpc_refusal(status: int, message: str, pushback: str | None) -> Callable[[H2Call, int], None]:
-    """A trailers-only gRPC error; its message may quote the request's headers (`{headers}`)."""
-
-    def script(call: H2Call, stream_id: int) -> None:
-        headers = [
-            (":status", "200"),
-            ("content-type", "application/grpc"),
-            ("grpc-status", str(status)),
-            ("grpc-message", message.format(headers=call.requests.get(stream_id))),
-        ]
-        if pushback is not None:
-            headers.append(("grpc-retry-pushback-ms", pushback))
-        call.conn.send_headers(stream_id, headers, end_stream=True)
-        call.flush()
-
-    return script
 
 
 @pytest.mark.parametrize(("pushback", "retry_after"), [("1500", 1.5), ("-1", None), (None, None)])

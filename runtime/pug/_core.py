@@ -720,7 +720,7 @@ class Core:
             return
         try:
             accepted, dropped, reasons = wire.parse_batch_response(response)
-        except ValueError:
+        except (ValueError, IndexError):  # IndexError: cut short inside a varint
             raise PugError(
                 "unknown", "the answer to BatchCreate is not a BatchCreateResponse"
             ) from None
@@ -729,6 +729,13 @@ class Core:
                 "unknown",
                 f"the server answered accepted={accepted} dropped={dropped} "
                 f"for {len(items)} events",
+            )
+        named = sum(reasons.values())
+        if named > dropped:  # counted per reason, the drops would outnumber the events
+            raise PugError(
+                "unknown",
+                f"the server answered dropped={dropped} but dropped_by_reason counts "
+                f"{named}, for {len(items)} events",
             )
         if dropped:
             logger.warning("the server dropped %d of %d events: %s", dropped, len(items), reasons)
@@ -1011,7 +1018,7 @@ class _Worker:
             if core.retry.is_permanent(error.code) or self._stopping:
                 core._finish(items, sent=False, error=error)
                 return
-            delay = core.retry.delay(attempt, error.retry_after)
+            delay = core.retry.wait_before_retry(attempt, error.retry_after)
             attempt += 1
             core._count_retry()
             logger.warning(

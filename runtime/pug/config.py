@@ -72,14 +72,18 @@ class RetryPolicy:
         if self.base <= 0 or self.cap < self.base:
             raise ValueError("RetryPolicy needs base > 0 and cap >= base")
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after the `attempt`-th consecutive failure (0-based); at least
-        what the server asked for (`retry_after`), never more than `cap`."""
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after the `attempt`-th consecutive failure (0-based)."""
         ceiling = min(self.cap, self.base * 2 ** min(attempt, 64))
-        jittered = self.random.uniform(0, ceiling)
+        return self.random.uniform(0, ceiling)
+
+    def wait_before_retry(self, attempt: int, retry_after: float | None = None) -> float:
+        """What the worker waits before retrying: `delay(attempt)` (a subclass may change
+        it), but at least what the server asked for (`retry_after`), up to `cap`."""
+        delay = self.delay(attempt)
         if retry_after is None or not retry_after > 0:
-            return jittered
-        return max(jittered, min(self.cap, retry_after))
+            return delay
+        return max(delay, min(self.cap, retry_after))
 
     @staticmethod
     def is_permanent(code: str) -> bool:
