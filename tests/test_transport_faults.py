@@ -46,9 +46,10 @@ from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from protoc_helpers import GoogleMessages
 from pug import Pug, PugError, RetryPolicy
-from pug.transport import BATCH_CREATE
-from pug.transports import make_transport, parse_base_url
+from pug.transports import make_transport
 from pug.transports import redact as redact_module
+from pug.transports._url import parse_base_url
+from pug.transports.base import BATCH_CREATE
 from pug.transports.connect import ConnectTransport, parse_retry_after
 from pug.transports.grpc import GrpcTransport
 from pug.transports.redact import quote, redact

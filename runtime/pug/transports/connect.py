@@ -2,7 +2,7 @@
 
 Unary calls: POST {base_url}/{package.Service}/{Method} with a binary protobuf body;
 HTTP 200 carries the response, anything else a Connect error JSON (or, from a proxy,
-a plain HTTP error mapped by status). They go through `http11` (a request costs it a
+a plain HTTP error mapped by status). They go through `_http11` (a request costs it a
 tenth of httpx's CPU), or httpx when a proxy is configured for the server.
 Server streaming (enveloped messages) uses httpx.
 
@@ -31,26 +31,25 @@ from typing import Any
 import httpx
 
 from pug.errors import PugError, error_for
-from pug.transport import INHERITED_FROM_PARENT
-from pug.transports import (
-    ERROR_BODY_LIMIT,
-    QUOTE_BODY_LIMIT,
-    READ_RESPONSE_LIMIT,
-    USER_AGENT,
-    BaseURL,
-    OpenStreams,
-    ResponseTooLarge,
-    check_api_key,
-    check_response_limit,
-    parse_base_url,
-    response_limit,
-)
-from pug.transports.http11 import (
+from pug.transports._http11 import (
     BodyTooLarge,
     ConnectionPool,
     HTTPProtocolError,
     decode_body,
     tls_context,
+)
+from pug.transports._url import BaseURL, parse_base_url
+from pug.transports.base import (
+    ERROR_BODY_LIMIT,
+    INHERITED_FROM_PARENT,
+    QUOTE_BODY_LIMIT,
+    READ_RESPONSE_LIMIT,
+    USER_AGENT,
+    OpenStreams,
+    ResponseTooLarge,
+    check_api_key,
+    check_response_limit,
+    response_limit,
 )
 from pug.transports.redact import filter_loggers, quote, redact, redact_value, register
 
@@ -427,7 +426,7 @@ class ConnectTransport:
 
 
 async def read_body(response: httpx.Response, limit: int, *, cut: bool | None = None) -> bytes:
-    """An httpx response's body, bounded as http11 bounds one: a 200's at `limit` bytes (also
+    """An httpx response's body, bounded as _http11 bounds one: a 200's at `limit` bytes (also
     once inflated: BodyTooLarge), an error's at a few KiB (`cut`: the rest is not read)."""
     if cut is None:
         cut = response.status_code != 200

@@ -21,15 +21,15 @@ from grpclib.stream import recv_message as _grpclib_recv_message
 
 from pug import wire
 from pug.errors import PugError, error_for
-from pug.transport import INHERITED_FROM_PARENT
-from pug.transports import (
+from pug.transports._url import parse_base_url
+from pug.transports.base import (
+    INHERITED_FROM_PARENT,
     READ_RESPONSE_LIMIT,
     USER_AGENT,
     OpenStreams,
     ResponseTooLarge,
     check_api_key,
     check_response_limit,
-    parse_base_url,
     response_limit,
 )
 from pug.transports.redact import filter_loggers, redact, redact_value, register

@@ -22,7 +22,7 @@ import threading
 import weakref
 from typing import Any
 
-from pug.transports import QUOTE_CHARS
+from pug.transports.base import QUOTE_CHARS
 
 REDACTED = "[redacted]"
 # How deep redact_value goes into error details (a Connect detail is 2 or 3 levels deep).

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pug.transports import ERROR_BODY_LIMIT, QUOTE_BODY_LIMIT, ResponseTooLarge
+from pug.transports.base import ERROR_BODY_LIMIT, QUOTE_BODY_LIMIT, ResponseTooLarge
 
 # The longest status line plus headers a response may have (a Connect error's details
 # travel in the body, not in headers); trailers of a chunked body get as much.
