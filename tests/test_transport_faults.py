@@ -932,6 +932,19 @@ def test_a_stream_200_that_is_not_connect_is_an_error(
     )
 
 
+def test_a_stream_200_with_content_type_parameters_is_the_answer(
+    hostile: Callable[[Handler], Hostile],
+) -> None:
+    messages = _envelope(0, b"\x08\x01") + _envelope(2, b"{}")
+    stream_head = head(
+        "200 OK",
+        "content-type: Application/Connect+Proto; charset=binary",
+        f"content-length: {len(messages)}",
+    )
+    server = hostile(answer(stream_head + messages))
+    assert measure(stream_call(server.url)).result == b"\x08\x01"
+
+
 def test_a_grpc_200_that_is_not_grpc_is_an_error() -> None:
     def portal(call: H2Call, stream_id: int) -> None:
         call.conn.send_headers(stream_id, [(":status", "200"), ("content-type", "text/html")])
