@@ -36,12 +36,13 @@ from pug.transports._http11 import (
     ConnectionPool,
     HTTPProtocolError,
     Response,
+    body_limit,
     decode_body,
+    read_bounded,
     tls_context,
 )
 from pug.transports._url import BaseURL, parse_base_url
 from pug.transports.base import (
-    ERROR_BODY_LIMIT,
     INHERITED_FROM_PARENT,
     QUOTE_BODY_LIMIT,
     READ_RESPONSE_LIMIT,
@@ -354,10 +355,10 @@ class ConnectTransport:
                 response = await self._send(method, envelope, headers, timeout)
                 status, content_type = response.status_code, response.headers.get("content-type")
                 if not is_answer(status, content_type, _CONNECT_PROTO):
-                    # Of a 200 of another type, only the start is quoted.
-                    body = await read_body(
-                        response, limit if status != 200 else QUOTE_BODY_LIMIT, cut=True
-                    )
+                    if status == 200:  # of another type: only its start is quoted
+                        body = await read_body(response, QUOTE_BODY_LIMIT, cut=True)
+                    else:
+                        body = await read_body(response, limit)
                     raise answer_error(status, response.headers, body, _CONNECT_PROTO, self._key)
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
             if encoding != "identity":
@@ -424,31 +425,17 @@ class ConnectTransport:
         self._client = None
 
 
-async def read_body(response: httpx.Response, limit: int, *, cut: bool | None = None) -> bytes:
-    """An httpx response's body, bounded as _http11 bounds one: a 200's at `limit` bytes (also
-    once inflated: BodyTooLarge), an error's at a few KiB (`cut`: the rest is not read)."""
-    if cut is None:
-        cut = response.status_code != 200
-    if cut:
-        content_type = response.headers.get("content-type", "").lower()
-        json_error = content_type.startswith("application/json")
-        limit = min(limit, ERROR_BODY_LIMIT if json_error else QUOTE_BODY_LIMIT)
+async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
+    """An httpx response's body, bounded as _http11 bounds one (body_limit): a 200's at
+    `limit` bytes (also once inflated: BodyTooLarge), an error's at a few KiB (the rest is
+    not read). With `cut`, any response's at `limit`, the rest not read."""
+    if not cut:
+        limit, cut = body_limit(response.status_code, response.headers.get("content-type"), limit)
     declared = response.headers.get("content-length", "")
     if not cut and declared.isdigit() and declared.isascii() and int(declared[:18]) > limit:
         raise BodyTooLarge(f"the response is {declared[:18]} bytes, over the limit of {limit}")
-    parts: list[bytes] = []
-    total = 0
-    complete = True
-    async for chunk in response.aiter_raw():
-        total += len(chunk)
-        if total > limit:
-            if not cut:
-                raise BodyTooLarge(f"the response is over the limit of {limit} bytes")
-            parts.append(chunk[: len(chunk) - (total - limit)])
-            complete = False
-            break
-        parts.append(chunk)
-    body = b"".join(parts)
+    chunks = response.aiter_raw()
+    body, complete = await read_bounded(lambda: anext(chunks, b""), limit, cut)
     encoding = response.headers.get("content-encoding")
     if encoding is not None:
         body = decode_body(body, complete, encoding, limit, cut)
