@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 from common import median, sink, spread, versions, write
-from pug.transport import BATCH_CREATE
+from pug.transports.base import BATCH_CREATE
 from pug.transports.connect import ConnectTransport
 
 REQUESTS = 200

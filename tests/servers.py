@@ -44,7 +44,7 @@ from google.protobuf.message import Message
 from protobuf.wkt import Any as ConnectAny
 from protoc_helpers import GoogleMessages
 from pug import wire
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 LIST = "shared.profiles.v1.ProfilesService/List"
 GET = "shared.profiles.v1.ProfilesService/Get"

@@ -41,7 +41,7 @@ from pug.proto.shared.profiles.v1 import (
     ListResponse,
 )
 from pug.testing import FakePug
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 UTC = datetime.UTC
 T0 = datetime.datetime(2024, 5, 6, 12, 0, tzinfo=UTC)  # a Monday

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import pytest
 from pug import BatchConfig, Pug, PugError, wire
-from pug.transport import BATCH_CREATE
-from pug.transports import parse_base_url
+from pug.transports._url import parse_base_url
+from pug.transports.base import BATCH_CREATE
 from pug.transports.connect import ConnectTransport, uses_proxy
 from servers import RecordingHTTPServer
 

@@ -33,7 +33,7 @@ from pug.fake import _Pattern
 from pug.proto.common.v1 import PropertyValue
 from pug.proto.sdk.events.v1 import BatchCreateRequest, Event
 from pug.testing import FakePug, InMemoryTransport
-from pug.transport import BATCH_CREATE
+from pug.transports.base import BATCH_CREATE
 from pug_codegen import catalog
 from pug_codegen.catalog import CatalogError, Property
 from pug_codegen.cli import main

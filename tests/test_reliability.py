@@ -34,7 +34,7 @@ from pug import AsyncPug, BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent,
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 API_KEY = "prv_test"
 # Event kinds here are custom ("rel.*"): the typed-event registry is process-wide, and other

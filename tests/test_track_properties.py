@@ -37,7 +37,7 @@ from pug.event import PugEvent, registered_events
 from pug.events import FeatureUsed
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import FakePug, InMemoryTransport
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 from test_wire_encoding import betterproto_view, google_view
 
 KIND_RULE = re.compile(r"[a-zA-Z0-9_.-]+")

@@ -62,9 +62,10 @@ from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from protoc_helpers import GoogleMessages
 from pug import Pug, PugError, RetryPolicy
-from pug.transport import BATCH_CREATE
-from pug.transports import make_transport, parse_base_url
+from pug.transports import make_transport
 from pug.transports import redact as redact_module
+from pug.transports._url import parse_base_url
+from pug.transports.base import BATCH_CREATE
 from pug.transports.connect import ConnectTransport, parse_retry_after
 from pug.transports.grpc import GrpcTransport
 from pug.transports.redact import quote, redact
@@ -618,6 +619,19 @@ def test_a_stream_200_that_is_not_connect_is_an_error(
         "unexpected content-type 'text/html' from the server "
         f"(HTTP 200, expected application/connect+proto): {PORTAL_QUOTE}",
     )
+
+
+def test_a_stream_200_with_content_type_parameters_is_the_answer(
+    hostile: Callable[[Handler], Hostile],
+) -> None:
+    messages = _envelope(0, b"\x08\x01") + _envelope(2, b"{}")
+    stream_head = head(
+        "200 OK",
+        "content-type: Application/Connect+Proto; charset=binary",
+        f"content-length: {len(messages)}",
+    )
+    server = hostile(answer(stream_head + messages))
+    assert measure(stream_call(server.url)).result == b"\x08\x01"
 
 
 def test_a_grpc_200_that_is_not_grpc_is_an_error() -> None:

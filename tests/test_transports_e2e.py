@@ -34,7 +34,7 @@ from protoc_helpers import GoogleMessages
 from pug import Pug, PugError, RetryPolicy
 from pug.config import PERMANENT_CODES
 from pug.events import Purchase
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 from pug.transports.connect import ConnectTransport, error_from_json
 from pug.transports.grpc import GrpcTransport
 from servers import LIST, ConnectServer, FakePug, GrpcServer, RecordingHTTPServer, Refusal

@@ -35,7 +35,7 @@ from pug.event import Variant
 from pug.events import Purchase
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 UTC = datetime.UTC
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)

@@ -30,7 +30,7 @@ from pug.errors import (
     UnavailableError,
 )
 from pug.event import PugEvent
-from pug.transport import Transport
+from pug.transports.base import Transport
 from pug.undelivered import Undelivered
 
 __all__ = [

@@ -39,7 +39,7 @@ from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, BatchConfig, Retry
 from pug.encoders import ENCODERS
 from pug.errors import PugError, PugValidationError, echo
 from pug.event import REGISTRY, PugEvent, WireProperties, event_class, load_well_known
-from pug.transport import BATCH_CREATE, IDENTIFY, INHERITED_FROM_PARENT, Transport
+from pug.transports.base import BATCH_CREATE, IDENTIFY, INHERITED_FROM_PARENT, Transport
 from pug.undelivered import Undelivered
 
 logger = logging.getLogger("pug")

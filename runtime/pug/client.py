@@ -19,7 +19,7 @@ from pug._core import Core, OnError, Stats, TrackedEvent
 from pug.config import BatchConfig, RetryPolicy
 from pug.event import PugEvent
 from pug.reads import AsyncReads, SyncReads
-from pug.transport import Transport
+from pug.transports.base import Transport
 from pug.undelivered import Undelivered
 
 if TYPE_CHECKING:

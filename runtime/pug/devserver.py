@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from pug.errors import PugError, error_for
 from pug.fake import FakePug
-from pug.transport import BATCH_CREATE
+from pug.transports.base import BATCH_CREATE
 
 # Connect's HTTP status for each code (the Connect protocol's table).
 _HTTP_STATUS = {

@@ -89,7 +89,7 @@ from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
 from pug.proto.shared.profiles import v1 as profiles_v1
 from pug.testing import InMemoryTransport
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 __all__ = ["FakePug", "ReceivedEvent"]
 

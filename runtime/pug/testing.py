@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pug import wire
 from pug.errors import PugError, error_for
-from pug.transport import BATCH_CREATE, IDENTIFY
+from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 if TYPE_CHECKING:
     from pug.fake import FakePug as FakePug

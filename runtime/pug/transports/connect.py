@@ -2,12 +2,12 @@
 
 Unary calls: POST {base_url}/{package.Service}/{Method} with a binary protobuf body;
 HTTP 200 carries the response, anything else a Connect error JSON (or, from a proxy,
-a plain HTTP error mapped by status). They go through `http11` (a request costs it a
+a plain HTTP error mapped by status). They go through `_http11` (a request costs it a
 tenth of httpx's CPU), or httpx when a proxy is configured for the server.
 Server streaming (enveloped messages) uses httpx.
 
 What comes back is checked before it is believed, on every path: an answer over its bound
-(pug.transports: 64 KiB for ingestion, 16 MiB for reads, at most 64 KiB of an error) is
+(pug.transports.base: 64 KiB for ingestion, 16 MiB for reads, at most 64 KiB of an error) is
 `resource_exhausted` and is not read further; a 200 that declares another content type
 than the protocol's (a captive portal's page) is `unknown`, as connect-go says; an error's
 `Retry-After` becomes `PugError.retry_after`; and the key is redacted from anything quoted.
@@ -31,28 +31,29 @@ from typing import Any
 import httpx
 
 from pug.errors import PugError, error_for
-from pug.transport import INHERITED_FROM_PARENT
-from pug.transports import (
-    ERROR_BODY_LIMIT,
+from pug.transports._http11 import (
+    BodyTooLarge,
+    ConnectionPool,
+    HTTPProtocolError,
+    Response,
+    body_limit,
+    decode_body,
+    read_bounded,
+    tls_context,
+)
+from pug.transports._url import BaseURL, parse_base_url
+from pug.transports.base import (
+    INHERITED_FROM_PARENT,
     QUOTE_BODY_LIMIT,
     READ_RESPONSE_LIMIT,
     USER_AGENT,
-    BaseURL,
     OpenStreams,
     ResponseTooLarge,
     check_api_key,
     check_response_limit,
-    parse_base_url,
     response_limit,
 )
-from pug.transports.http11 import (
-    BodyTooLarge,
-    ConnectionPool,
-    HTTPProtocolError,
-    decode_body,
-    tls_context,
-)
-from pug.transports.redact import filter_loggers, quote, redact, redact_value, register
+from pug.transports.redact import filter_loggers, quote, redact, register, server_error
 
 # httpx and httpcore log at DEBUG what the server answered (headers included); a proxy
 # that echoes the request would put the key there.
@@ -88,8 +89,6 @@ CONNECT_CODES = frozenset(
         "unauthenticated",
     }
 )
-# Characters of a server's error message kept in a PugError (a log line, not a page).
-MESSAGE_CHARS = 1000
 _PROTO = "application/proto"
 _CONNECT_PROTO = "application/connect+proto"
 _END_STREAM = 0x02
@@ -124,6 +123,61 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
+# What a Connect call raises, whichever client carried it (_http11 or httpx) and whether
+# unary or streaming: the failure of the call itself (failure), an answer that is not the
+# protocol's (is_answer, answer_error), or an error the server wrote (error_from_json,
+# and in a stream's end message _raise_end_of_stream).
+
+
+def failure(exc: Exception, timeout: float, key: str) -> PugError:
+    """The PugError of a call that failed before an answer was read whole. Connection
+    failures, timeouts and malformed HTTP are transient (the retry policy decides);
+    whatever a library says is redacted."""
+    if isinstance(exc, PugError):
+        return exc
+    if isinstance(exc, TimeoutError):  # the call's deadline (asyncio.timeout)
+        return error_for("deadline_exceeded", f"timed out after {timeout:g}s")
+    if isinstance(exc, httpx.TimeoutException):  # one of httpx's own, per read
+        return error_for("deadline_exceeded", f"timed out: {type(exc).__name__}")
+    if isinstance(exc, ResponseTooLarge):
+        return error_for("resource_exhausted", str(exc))
+    if isinstance(exc, OSError | HTTPProtocolError | httpx.HTTPError):
+        message = f"connection failed: {type(exc).__name__}: {exc}"
+    else:  # never another exception type than PugError
+        message = f"unexpected failure: {type(exc).__name__}: {exc}"
+    return error_for("unavailable", redact(message, key))
+
+
+def is_answer(status: int, content_type: str | None, expected: str) -> bool:
+    """Whether a response is the protocol's answer: a 200 of the `expected` content type.
+    A 200 without a content-type is taken as the protocol's (minimal servers omit it; a
+    captive portal's or a proxy's page, what this guards against, always declares one)."""
+    return status == 200 and (
+        content_type is None
+        or content_type == expected
+        or content_type.partition(";")[0].strip().lower() == expected
+    )
+
+
+def answer_error(
+    status: int, headers: Mapping[str, str], body: bytes, expected: str, key: str
+) -> PugError:
+    """The PugError of a response that is_answer refused, from the start of its body: an
+    error status is mapped with its `Retry-After` (429 and 503 carry one); a 200 of
+    another content type is not a Pug answer, whatever its body: `unknown`, as connect-go
+    says."""
+    if status != 200:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        return error_from_json(body, status, key=key, retry_after=retry_after)
+    shown = redact(headers.get("content-type", "")[:80], key)
+    snippet = quote(body, key)
+    return error_for(
+        "unknown",
+        f"unexpected content-type {shown!r} from the server (HTTP 200, expected {expected})"
+        + (f": {snippet}" if snippet else ""),
+    )
+
+
 def error_from_json(
     body: bytes,
     status: int,
@@ -139,14 +193,7 @@ def error_from_json(
     except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("code"), str):
-        code = data["code"] if data["code"] in CONNECT_CODES else "unknown"
-        details = data.get("details")
-        return error_for(
-            code,
-            _server_message(data.get("message", ""), key),
-            details=redact_value(details, key) if isinstance(details, list) else None,
-            retry_after=retry_after,
-        )
+        return _connect_error(data, key, retry_after)
     snippet = quote(body, key)
     return error_for(
         code_for_status(status),
@@ -155,35 +202,27 @@ def error_from_json(
     )
 
 
-def error_from_response(
-    status: int, headers: Mapping[str, str], body: bytes, key: str | None
-) -> PugError:
-    """The PugError of a non-200 answer, with its `Retry-After` (429 and 503 carry one)."""
-    return error_from_json(
-        body, status, key=key, retry_after=parse_retry_after(headers.get("retry-after"))
-    )
+def _raise_end_of_stream(payload: bytes, key: str) -> None:
+    """Raise the error a stream's end-of-stream message carries, if it carries one."""
+    try:
+        data: Any = json.loads(payload or b"{}")
+    except (ValueError, RecursionError):
+        raise error_for("internal", "unreadable end-of-stream message") from None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        raise _connect_error(error, key, None)
 
 
-def _server_message(message: object, key: str | None) -> str:
-    text = redact(str(message), key)
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
-
-
-def _check_content_type(value: str | None, expected: str, body: bytes, key: str | None) -> None:
-    """A 200 must carry the protocol's content type: anything else (a captive portal's or a
-    proxy's HTML page) is not a Pug answer, whatever its body. A 200 without a
-    content-type is taken as the protocol's (minimal servers omit it; what this guards
-    against always declares its type)."""
-    if value is None or value == expected:
-        return
-    if value.partition(";")[0].strip().lower() == expected:
-        return
-    shown = redact(value[:80], key)
-    snippet = quote(body, key)
-    raise error_for(
-        "unknown",
-        f"unexpected content-type {shown!r} from the server (HTTP 200, expected {expected})"
-        + (f": {snippet}" if snippet else ""),
+def _connect_error(error: dict[str, Any], key: str | None, retry_after: float | None) -> PugError:
+    """The PugError of a Connect error object (`{"code", "message", "details"}`); a code
+    the protocol does not name is `unknown`, as the Connect spec says."""
+    code = error.get("code", "unknown")
+    return server_error(
+        code if isinstance(code, str) and code in CONNECT_CODES else "unknown",
+        error.get("message", ""),
+        error.get("details"),
+        key,
+        retry_after,
     )
 
 
@@ -267,55 +306,33 @@ class ConnectTransport:
             request = gzip.compress(request, compresslevel=1)
             headers["content-encoding"] = "gzip"
         limit = response_limit(method, self._max_response_bytes)
-        if self._proxied:
-            return await self._unary_httpx(method, request, headers, timeout, limit)
         try:
+            # The call's deadline: httpx's timeout bounds each read, not the call, and a
+            # server that trickles would hold it forever.
             async with asyncio.timeout(timeout):
-                response = await self._connections().post(
-                    self._path + method, headers.items(), request, max_body=limit
-                )
-        except TimeoutError:
-            raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
-        except ResponseTooLarge as exc:
-            raise error_for("resource_exhausted", str(exc)) from None
-        except (OSError, HTTPProtocolError) as exc:
-            message = f"connection failed: {type(exc).__name__}: {exc}"
-            raise error_for("unavailable", redact(message, self._key)) from None
-        except Exception as exc:  # never another exception type than PugError
-            message = f"unexpected failure: {type(exc).__name__}: {exc}"
-            raise error_for("unavailable", redact(message, self._key)) from None
-        if response.status != 200:
-            raise error_from_response(response.status, response.headers, response.body, self._key)
-        content_type = response.headers.get("content-type")
-        if content_type is not None and content_type != _PROTO:
-            _check_content_type(content_type, _PROTO, response.body, self._key)
+                if self._proxied:
+                    response = await self._post_httpx(method, request, headers, timeout, limit)
+                else:
+                    response = await self._connections().post(
+                        self._path + method, headers.items(), request, max_body=limit
+                    )
+        except Exception as exc:
+            raise failure(exc, timeout, self._key) from None
+        if not is_answer(response.status, response.headers.get("content-type"), _PROTO):
+            raise answer_error(response.status, response.headers, response.body, _PROTO, self._key)
         return response.body
 
-    async def _unary_httpx(
+    async def _post_httpx(
         self, method: str, request: bytes, headers: dict[str, str], timeout: float, limit: int
-    ) -> bytes:
+    ) -> Response:
+        """A unary call through a proxy (httpx knows proxies, _http11 does not)."""
         headers["accept-encoding"] = "gzip"  # what read_body can inflate (bounded)
+        response = await self._send(method, request, headers, timeout)
         try:
-            # httpx's timeout bounds each read, not the call: a server that trickles
-            # would hold it forever.
-            async with asyncio.timeout(timeout):
-                response = await self._send(method, request, headers, timeout)
-                try:
-                    body = await read_body(response, limit)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
-        except ResponseTooLarge as exc:
-            raise error_for("resource_exhausted", str(exc)) from None
-        except HTTPProtocolError as exc:
-            raise error_for("unavailable", redact(f"bad response: {exc}", self._key)) from None
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, self._key) from None
-        if response.status_code != 200:
-            raise error_from_response(response.status_code, response.headers, body, self._key)
-        _check_content_type(response.headers.get("content-type"), _PROTO, body, self._key)
-        return body
+            body = await read_body(response, limit)
+        finally:
+            await response.aclose()
+        return Response(response.status_code, dict(response.headers), body)
 
     def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:
         """A server-streaming call: yields each response message; errors raise PugError."""
@@ -330,23 +347,19 @@ class ConnectTransport:
         # The call's deadline, as gRPC's and as the server's (connect-timeout-ms): httpx's
         # timeout bounds each read only, and a server that trickles would hold it forever.
         deadline = asyncio.get_running_loop().time() + timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._send(method, envelope, headers, timeout)
-        except TimeoutError:
-            raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
+        response: httpx.Response | None = None
         chunks: AsyncIterator[bytes] | None = None
         end: bytes | None = None
         try:
-            if response.status_code != 200:
-                async with asyncio.timeout_at(deadline):
-                    body = await read_body(response, limit)
-                raise error_from_response(response.status_code, response.headers, body, self._key)
-            content_type = response.headers.get("content-type")
-            if content_type is not None and content_type != _CONNECT_PROTO:
-                async with asyncio.timeout_at(deadline):
-                    body = await read_body(response, QUOTE_BODY_LIMIT, cut=True)
-                _check_content_type(content_type, _CONNECT_PROTO, body, self._key)
+            async with asyncio.timeout_at(deadline):
+                response = await self._send(method, envelope, headers, timeout)
+                status, content_type = response.status_code, response.headers.get("content-type")
+                if not is_answer(status, content_type, _CONNECT_PROTO):
+                    if status == 200:  # of another type: only its start is quoted
+                        body = await read_body(response, QUOTE_BODY_LIMIT, cut=True)
+                    else:
+                        body = await read_body(response, limit)
+                    raise answer_error(status, response.headers, body, _CONNECT_PROTO, self._key)
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
             if encoding != "identity":
                 raise error_for("unavailable", f"unexpected content-encoding {encoding[:40]!r}")
@@ -378,36 +391,22 @@ class ConnectTransport:
                     else:
                         yield payload
             _raise_end_of_stream(end, self._key)
-        except TimeoutError:
-            raise error_for("deadline_exceeded", f"timed out after {timeout:g}s") from None
-        except ResponseTooLarge as exc:
-            raise error_for("resource_exhausted", str(exc)) from None
-        except HTTPProtocolError as exc:
-            message = redact(f"bad stream message: {exc}", self._key)
-            raise error_for("unavailable", message) from None
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, self._key) from None
+        except Exception as exc:
+            raise failure(exc, timeout, self._key) from None
         finally:
-            if chunks is not None:
-                await _finish_body(response, chunks, ended=end is not None, timeout=timeout)
-            await response.aclose()
+            if response is not None:
+                if chunks is not None:
+                    await _finish_body(response, chunks, ended=end is not None, timeout=timeout)
+                await response.aclose()
 
     async def _send(
         self, method: str, body: bytes, headers: dict[str, str], timeout: float
     ) -> httpx.Response:
         client = self._http()
-        try:
-            request = client.build_request(
-                "POST", self._url + method, content=body, headers=headers, timeout=timeout
-            )
-            return await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, self._key) from None
-        except (OSError, ValueError) as exc:  # httpx.InvalidURL; an OSError httpx let through
-            raise error_for(
-                "unavailable",
-                redact(f"connection failed: {type(exc).__name__}: {exc}", self._key),
-            ) from None
+        request = client.build_request(
+            "POST", self._url + method, content=body, headers=headers, timeout=timeout
+        )
+        return await client.send(request, stream=True)
 
     async def aclose(self) -> None:
         await self._streams.aclose()
@@ -426,31 +425,17 @@ class ConnectTransport:
         self._client = None
 
 
-async def read_body(response: httpx.Response, limit: int, *, cut: bool | None = None) -> bytes:
-    """An httpx response's body, bounded as http11 bounds one: a 200's at `limit` bytes (also
-    once inflated: BodyTooLarge), an error's at a few KiB (`cut`: the rest is not read)."""
-    if cut is None:
-        cut = response.status_code != 200
-    if cut:
-        content_type = response.headers.get("content-type", "").lower()
-        json_error = content_type.startswith("application/json")
-        limit = min(limit, ERROR_BODY_LIMIT if json_error else QUOTE_BODY_LIMIT)
+async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
+    """An httpx response's body, bounded as _http11 bounds one (body_limit): a 200's at
+    `limit` bytes (also once inflated: BodyTooLarge), an error's at a few KiB (the rest is
+    not read). With `cut`, any response's at `limit`, the rest not read."""
+    if not cut:
+        limit, cut = body_limit(response.status_code, response.headers.get("content-type"), limit)
     declared = response.headers.get("content-length", "")
     if not cut and declared.isdigit() and declared.isascii() and int(declared[:18]) > limit:
         raise BodyTooLarge(f"the response is {declared[:18]} bytes, over the limit of {limit}")
-    parts: list[bytes] = []
-    total = 0
-    complete = True
-    async for chunk in response.aiter_raw():
-        total += len(chunk)
-        if total > limit:
-            if not cut:
-                raise BodyTooLarge(f"the response is over the limit of {limit} bytes")
-            parts.append(chunk[: len(chunk) - (total - limit)])
-            complete = False
-            break
-        parts.append(chunk)
-    body = b"".join(parts)
+    chunks = response.aiter_raw()
+    body, complete = await read_bounded(lambda: anext(chunks, b""), limit, cut)
     encoding = response.headers.get("content-encoding")
     if encoding is not None:
         body = decode_body(body, complete, encoding, limit, cut)
@@ -487,26 +472,3 @@ async def _finish_body(
         async with asyncio.timeout(min(timeout, _FINISH_BODY_TIMEOUT)):
             async for _ in chunks:
                 pass
-
-
-def _raise_end_of_stream(payload: bytes, key: str | None) -> None:
-    try:
-        data: Any = json.loads(payload or b"{}")
-    except (ValueError, RecursionError):
-        raise error_for("internal", "unreadable end-of-stream message") from None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        code = error.get("code", "unknown")
-        details = error.get("details")
-        raise error_for(
-            code if isinstance(code, str) and code in CONNECT_CODES else "unknown",
-            _server_message(error.get("message", ""), key),
-            details=redact_value(details, key) if isinstance(details, list) else None,
-        )
-
-
-def _transport_error(exc: httpx.HTTPError, key: str | None) -> PugError:
-    """Connection failures and timeouts are transient (the retry policy decides)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return error_for("deadline_exceeded", f"timed out: {type(exc).__name__}")
-    return error_for("unavailable", redact(f"connection failed: {type(exc).__name__}: {exc}", key))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import grpclib.client
@@ -19,20 +19,19 @@ from grpclib.client import Channel
 from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from grpclib.stream import recv_message as _grpclib_recv_message
 
-from pug import wire
 from pug.errors import PugError, error_for
-from pug.transport import INHERITED_FROM_PARENT
-from pug.transports import (
+from pug.transports._url import parse_base_url
+from pug.transports.base import (
+    INHERITED_FROM_PARENT,
     READ_RESPONSE_LIMIT,
     USER_AGENT,
     OpenStreams,
     ResponseTooLarge,
     check_api_key,
     check_response_limit,
-    parse_base_url,
     response_limit,
 )
-from pug.transports.redact import filter_loggers, redact, redact_value, register
+from pug.transports.redact import filter_loggers, redact, register, server_error
 
 # grpclib reserves the user-agent header and has no option for it: name the SDK ahead of
 # grpclib's own agent, as gRPC's "primary user agent" convention does. This applies to
@@ -107,16 +106,52 @@ class _StatusDetails(StatusDetailsCodecBase):
 
     def decode(self, status: Any, message: str | None, data: bytes) -> Any:
         details = []
-        for number, value in wire._fields(data):
-            if number != 3 or not isinstance(value, bytes):  # Status.details: repeated Any
+        for number, value in _message_fields(data):
+            if number != 3:  # Status.details: repeated google.protobuf.Any
                 continue
-            parts = dict(wire._fields(value))
-            type_url, payload = parts.get(1, b""), parts.get(2, b"")
-            if isinstance(type_url, bytes) and isinstance(payload, bytes):
-                name = type_url.decode("utf-8", "replace").rpartition("/")[2]
-                encoded = base64.b64encode(payload).decode().rstrip("=")
-                details.append({"type": name, "value": encoded})
+            parts = dict(_message_fields(value))
+            type_url, payload = parts.get(1, b""), parts.get(2, b"")  # Any.type_url, .value
+            name = type_url.decode("utf-8", "replace").rpartition("/")[2]
+            encoded = base64.b64encode(payload).decode().rstrip("=")
+            details.append({"type": name, "value": encoded})
         return details
+
+
+def _message_fields(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """The length-delimited fields of a protobuf message, as (number, bytes): all that a
+    google.rpc.Status and its Any details are read for (other fields are skipped). Here, not
+    in pug.wire: the gRPC transport needs nothing else of the SDK's protobuf code.
+    ValueError (IndexError for a cut varint) if the message is malformed."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            _, pos = _varint(data, pos)
+        elif kind == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise ValueError("truncated field")
+            yield number, data[pos : pos + length]
+            pos += length
+        elif kind in (1, 5):
+            pos += 8 if kind == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {kind}")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it."""
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
 
 
 def _code_name(status: grpclib.const.Status) -> str:
@@ -245,14 +280,8 @@ def _error(exc: BaseException, key: str, stream: Any = None) -> BaseException:
     if isinstance(exc, PugError):
         return exc
     if isinstance(exc, grpclib.exceptions.GRPCError):
-        message = redact(exc.message or "", key)
-        if len(message) > _MESSAGE_CHARS:
-            message = message[: _MESSAGE_CHARS - 1] + "…"
-        return error_for(
-            _code_name(exc.status),
-            message,
-            details=redact_value(exc.details, key) if isinstance(exc.details, list) else None,
-            retry_after=_pushback(stream),
+        return server_error(
+            _code_name(exc.status), exc.message or "", exc.details, key, _pushback(stream)
         )
     if isinstance(exc, TimeoutError):
         return error_for("deadline_exceeded", "timed out")
@@ -264,9 +293,6 @@ def _error(exc: BaseException, key: str, stream: Any = None) -> BaseException:
     if isinstance(exc, Exception):
         return error_for("unavailable", redact(f"{type(exc).__name__}: {exc}", key))
     return exc  # CancelledError, KeyboardInterrupt: not ours to translate
-
-
-_MESSAGE_CHARS = 1000
 
 
 def _pushback(stream: Any) -> float | None:

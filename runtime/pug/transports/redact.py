@@ -3,6 +3,8 @@
 - `redact(text, key)`: what a transport puts in an error message that quotes the server
   (a proxy that echoes the request echoes the `x-api-key` header) or a library's exception.
 - `quote(body, key)`: the start of an error body, for a message: decoded, redacted, cut.
+- `server_error(code, message, details, key)`: the PugError of an error a server wrote
+  (a Connect error, a gRPC status), its message and details redacted.
 - `RedactKeys`: a logging filter on the loggers of the libraries under the transports.
   hpack logs every header it encodes or decodes at DEBUG (`x-api-key` among them: as
   given, and Huffman-coded in the header block), httpcore the response headers (a proxy
@@ -22,9 +24,12 @@ import threading
 import weakref
 from typing import Any
 
-from pug.transports import QUOTE_CHARS
+from pug.errors import PugError, error_for
+from pug.transports.base import QUOTE_CHARS
 
 REDACTED = "[redacted]"
+# Characters of a server's error message kept in a PugError (a log line, not a page).
+MESSAGE_CHARS = 1000
 # How deep redact_value goes into error details (a Connect detail is 2 or 3 levels deep).
 _MAX_DEPTH = 32
 # Keys shorter than this are not looked for in logs (they would match ordinary text).
@@ -61,6 +66,22 @@ def quote(body: bytes, key: str | None, limit: int = QUOTE_CHARS) -> str:
     # One line of printable text, whatever the page's layout (or binary garbage).
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def server_error(
+    code: str, message: object, details: object, key: str | None, retry_after: float | None
+) -> PugError:
+    """The PugError of an error a server wrote: its message redacted and cut to
+    MESSAGE_CHARS, its details (a list, else none) redacted."""
+    text = redact(str(message), key)
+    if len(text) > MESSAGE_CHARS:
+        text = text[: MESSAGE_CHARS - 1] + "…"
+    return error_for(
+        code,
+        text,
+        details=redact_value(details, key) if isinstance(details, list) else None,
+        retry_after=retry_after,
+    )
 
 
 def redact_value(value: Any, key: str | None, depth: int = 0) -> Any:

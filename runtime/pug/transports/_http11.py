@@ -23,10 +23,10 @@ import asyncio
 import re
 import ssl
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from pug.transports import ERROR_BODY_LIMIT, QUOTE_BODY_LIMIT, ResponseTooLarge
+from pug.transports.base import ERROR_BODY_LIMIT, QUOTE_BODY_LIMIT, ResponseTooLarge
 
 # The longest status line plus headers a response may have (a Connect error's details
 # travel in the body, not in headers); trailers of a chunked body get as much.
@@ -179,12 +179,7 @@ async def _exchange(
         head = await _read_until(reader, b"\r\n\r\n", "the response's headers are too long")
         version, status, headers = _parse_head(head)
     keep = version == "1" and "close" not in headers.get("connection", "").lower()
-    if status == 200:
-        limit, cut = max_body, False
-    elif headers.get("content-type", "").lower().startswith("application/json"):
-        limit, cut = ERROR_BODY_LIMIT, True  # a Connect error: its details are wanted
-    else:
-        limit, cut = QUOTE_BODY_LIMIT, True  # only quoted: a few KiB are plenty
+    limit, cut = body_limit(status, headers.get("content-type"), max_body)
     body, complete = await _read_body(reader, headers, status, limit, cut)
     encoding = headers.get("content-encoding")
     if encoding is not None and encoding.lower() != "identity":
@@ -224,7 +219,7 @@ async def _read_body(
         return await _read_chunked(reader, limit, cut)
     length_text = headers.get("content-length")
     if length_text is None:  # delimited by the end of the connection
-        return await _read_to_eof(reader, limit, cut)
+        return await read_bounded(lambda: reader.read(_READ_SIZE), limit, cut)
     if not (length_text.isdigit() and length_text.isascii() and len(length_text) <= 18):
         raise HTTPProtocolError(f"bad content-length: {length_text[:40]!r}")
     length = int(length_text)
@@ -263,10 +258,25 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int, cut: bool) -> 
     return b"".join(parts), True
 
 
-async def _read_to_eof(reader: asyncio.StreamReader, limit: int, cut: bool) -> tuple[bytes, bool]:
+def body_limit(status: int, content_type: str | None, max_body: int) -> tuple[int, bool]:
+    """How many bytes of a response's body to read (`max_body` of a 200, a few KiB of an
+    error) and whether to cut the body there rather than fail with BodyTooLarge."""
+    if status == 200:
+        return max_body, False
+    if content_type is not None and content_type.lower().startswith("application/json"):
+        return ERROR_BODY_LIMIT, True  # a Connect error: its details are wanted
+    return QUOTE_BODY_LIMIT, True  # only quoted: a few KiB are plenty
+
+
+async def read_bounded(
+    read: Callable[[], Awaitable[bytes]], limit: int, cut: bool
+) -> tuple[bytes, bool]:
+    """What `read` gives until it gives b"" (the end), and whether that is whole. Over
+    `limit`: BodyTooLarge, or with `cut` the first `limit` bytes (the rest is left unread).
+    Also how ConnectTransport reads a body through httpx."""
     parts: list[bytes] = []
     total = 0
-    while chunk := await reader.read(_READ_SIZE):
+    while chunk := await read():
         total += len(chunk)
         if total > limit:
             if not cut:
