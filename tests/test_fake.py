@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pug import AsyncPug, InvalidArgumentError, NotFoundError, Pug, PugError, RetryPolicy
 from pug.events import Purchase, Signup, VideoPlay
-from pug.fake import ReceivedEvent
+from pug.testing import ReceivedEvent
 from pug.proto.common.v1 import (
     EventFilter,
     FilterOperator,
