@@ -196,12 +196,7 @@ def _check(out: list[_Violation], path: str, value: object, rule: rules.Field) -
     if isinstance(value, str):
         _check_string(out, path, value, rule)
     elif isinstance(value, list):
-        if rule.min_items is not None and len(value) < rule.min_items:
-            message = f"value must contain at least {rule.min_items} item(s)"
-            out.append(_Violation(path, "repeated.min_items", message))
-        if rule.max_items is not None and len(value) > rule.max_items:
-            message = f"value must contain no more than {rule.max_items} item(s)"
-            out.append(_Violation(path, "repeated.max_items", message))
+        _check_size(out, path, len(value), rule)
         if rule.items is not None:
             for i, item in enumerate(value):
                 _check(out, f"{path}[{i}]", item, rule.items)
@@ -229,15 +224,28 @@ def _check_string(out: list[_Violation], path: str, value: str, rule: rules.Fiel
         )
     elif rule.uuid and not rules.UUID_PATTERN.matches(value):
         out.append(_Violation(path, "string.uuid", "value must be a valid UUID"))
-    if rule.min_len is not None and len(value) < rule.min_len:
-        message = f"value length must be at least {rule.min_len} characters"
-        out.append(_Violation(path, "string.min_len", message))
-    if rule.max_len is not None and len(value) > rule.max_len:
-        message = f"value length must be at most {rule.max_len} characters"
-        out.append(_Violation(path, "string.max_len", message))
+    _check_size(out, path, len(value), rule)
     if rule.pattern is not None and not rule.pattern.matches(value):
         message = f"value does not match regex pattern `{rule.pattern.source}`"
         out.append(_Violation(path, "string.pattern", message))
+
+
+# protovalidate's size rules: the Field attribute, the rule id and message (a `min_` limit
+# is the least size allowed, a `max_` one the most). A string has only the lengths, a list
+# only the item counts.
+_SIZE_RULES = (
+    ("min_len", "string.min_len", "value length must be at least {} characters"),
+    ("max_len", "string.max_len", "value length must be at most {} characters"),
+    ("min_items", "repeated.min_items", "value must contain at least {} item(s)"),
+    ("max_items", "repeated.max_items", "value must contain no more than {} item(s)"),
+)
+
+
+def _check_size(out: list[_Violation], path: str, size: int, rule: rules.Field) -> None:
+    for name, rule_id, message in _SIZE_RULES:
+        limit = getattr(rule, name)
+        if limit is not None and (size < limit if name.startswith("min") else size > limit):
+            out.append(_Violation(path, rule_id, message.format(limit)))
 
 
 def _check_number(out: list[_Violation], path: str, value: float, rule: rules.Field) -> None:
