@@ -23,7 +23,7 @@ lint:
     {{python}} -m ruff check .
     {{python}} -m ruff format --check .
     {{python}} -m mypy runtime/pug codegen/pug_codegen examples
-    MYPYPATH=runtime:generated {{python}} -m mypy -p pug.events -p pug.resources -p pug.wire_tags
+    MYPYPATH=runtime:generated {{python}} -m mypy -p pug.events -p pug.resources -p pug.wire_tags -p pug.rules
 
 # Everything CI runs, through nox (noxfile.py), one session after another: lint, types and
 # generated drift once, then the suite on CPython 3.11, 3.12 and 3.13 and at the dependency

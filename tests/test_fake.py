@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pug import AsyncPug, InvalidArgumentError, NotFoundError, Pug, PugError, RetryPolicy
 from pug.events import Purchase, Signup, VideoPlay
-from pug.fake import ReceivedEvent
 from pug.proto.common.v1 import (
     EventFilter,
     FilterOperator,
@@ -40,7 +39,7 @@ from pug.proto.shared.profiles.v1 import (
     ListRequest,
     ListResponse,
 )
-from pug.testing import FakePug
+from pug.testing import FakePug, ReceivedEvent
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 UTC = datetime.UTC

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from pug import Pug, PugValidationError
 from pug.encoders import ENCODERS
 from pug.event import PugEvent, event_class
-from pug.fake import _Pattern
 from pug.proto.common.v1 import PropertyValue
 from pug.proto.sdk.events.v1 import BatchCreateRequest, Event
+from pug.rules import Pattern
 from pug.testing import FakePug, InMemoryTransport
 from pug.transports.base import BATCH_CREATE
 from pug_codegen import catalog
@@ -215,7 +215,7 @@ def test_a_users_generated_module_refuses_a_trailing_newline(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("where", "pattern"), CONTRACT_PATTERNS, ids=lambda v: str(v))
 def test_fake_pug_matches_contract_patterns_as_re2(where: str, pattern: str) -> None:
-    fake_rule = _Pattern(pattern)
+    fake_rule = Pattern(pattern, compile_pattern(pattern))  # as pug.rules builds each
     good = MATCHING[pattern]
     assert fake_rule.matches(good)
     assert not fake_rule.matches(good + "\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 try:
     from pug_codegen import catalog as catalog_mod
-    from pug_codegen import services, wire_tags
+    from pug_codegen import rules, services, wire_tags
     from pug_codegen.catalog import CatalogError
     from pug_codegen.output import sync
     from pug_codegen.protos import compile_protos, descriptor_set
@@ -20,6 +20,7 @@ try:
         events_module,
         events_package,
         resources_module,
+        rules_module,
         wire_tags_module,
     )
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a bare venv
@@ -47,6 +48,8 @@ def generate_sdk(root: Path) -> dict[str, str]:
     files["resources.py"] = resources_module(resources, imports, header=SDK_HEADER)
     tags = wire_tags.tags(descriptor_set(proto))
     files["wire_tags.py"] = wire_tags_module(tags, header=SDK_HEADER)
+    contract = rules.load_contract(catalog_dir / "contract" / "pug-wire-contract.json")
+    files["rules.py"] = rules_module(rules.collect(contract), header=SDK_HEADER)
     # Marks the generated half of `pug` as typed for mypy in editable installs; the wheel
     # takes runtime/pug's copy instead.
     files["py.typed"] = ""

@@ -19,11 +19,10 @@ backreferences and other Python-only groups, possessive repetitions, `\Z`, `\p{.
 
 The translated pattern goes into `msgspec.Meta(pattern=...)` (msgspec matches with
 Python's `re.search`) and `re.compile`: the generator writes it into every generated
-event module, and the fake server compiles the contract's patterns with
-`compile_pattern`, so RE2's rules become Python's in this one place.
+event module and, for the wire contract's patterns, into `pug.rules` (which the runtime
+and the fake server read), so RE2's rules become Python's in this one place.
 
-Standard library only: the runtime (`pug.fake`) imports it without the generator's
-dependencies.
+Standard library only.
 """
 
 from __future__ import annotations

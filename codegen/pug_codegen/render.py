@@ -10,6 +10,7 @@ import jinja2
 
 from pug_codegen.catalog import INT_RANGES, Catalog, Event, Property, camel
 from pug_codegen.patterns import python_pattern
+from pug_codegen.rules import LIMITS, PREFIXES, Rules, pattern_literal
 
 PY_TYPES = {
     "string": "str",
@@ -46,6 +47,7 @@ def _env() -> jinja2.Environment:
     env.filters["rules"] = rules_text
     env.filters["mdcell"] = lambda s: str(s).replace("|", "\\|")
     env.filters["encoder_fields"] = encoder_fields
+    env.filters["pattern_literal"] = pattern_literal
     return env
 
 
@@ -304,3 +306,14 @@ def resources_module(
 def wire_tags_module(tags: list[Any], *, header: list[str]) -> str:
     """The field tags of the hand-written encoder's messages."""
     return render("wire_tags.py.j2", tags=tags, header=header)
+
+
+def rules_module(rules: Rules, *, header: list[str]) -> str:
+    """The server's validation rules (`pug.rules`)."""
+    return render(
+        "rules.py.j2",
+        rules=rules,
+        limit_sources=LIMITS,
+        prefix_sources=PREFIXES,
+        header=header,
+    )

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pug.errors import PugError, error_for
-from pug.fake import FakePug
+from pug.testing import FakePug
+from pug.testing.fake.server import service_methods
 from pug.transports.base import BATCH_CREATE
 
 # Connect's HTTP status for each code (the Connect protocol's table).
@@ -35,28 +36,6 @@ _HTTP_STATUS = {
     "data_loss": 500, "unauthenticated": 401,
 }  # fmt: skip
 _END_STREAM = 0x02
-
-
-def _services() -> dict[str, bool]:
-    """Every method the fake answers → whether it streams, read from the generated
-    server bases (so a new RPC is served without touching this file)."""
-    import grpclib.const
-
-    from pug.proto.sdk.events import v1 as events_v1
-    from pug.proto.sdk.profiles import v1 as sdk_profiles_v1
-    from pug.proto.shared.activity import v1 as activity_v1
-    from pug.proto.shared.insights import v1 as insights_v1
-    from pug.proto.shared.profiles import v1 as profiles_v1
-
-    methods: dict[str, bool] = {}
-    for module in (events_v1, sdk_profiles_v1, profiles_v1, activity_v1, insights_v1):
-        for name in dir(module):
-            base = getattr(module, name)
-            if isinstance(base, type) and name.endswith("ServiceBase"):
-                for path, handler in base().__mapping__().items():
-                    stream = handler.cardinality is grpclib.const.Cardinality.UNARY_STREAM
-                    methods[path.lstrip("/")] = stream
-    return methods
 
 
 class KeyCheck:
@@ -122,7 +101,9 @@ class _Dispatch:
         self.fake = fake
         self.keys = keys
         self.printer = printer
-        self.methods = _services()
+        # Every RPC of the generated service definitions → whether it streams (the fake
+        # finds its routes the same way).
+        self.methods = {path: m.streams for path, m in service_methods().items()}
 
     def unary(self, method: str, key: str | None, body: bytes) -> bytes:
         self._check(method, key, stream=False)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from pug.client import Pug
-from pug.fake import FakePug
+from pug.testing import FakePug
 
 
 @pytest.fixture

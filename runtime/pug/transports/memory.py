@@ -1,6 +1,6 @@
-"""Test helpers for users' suites and ours: an in-memory transport that records every
-request and can be told to fail, and `FakePug` (`pug.fake`), an in-memory Pug server
-built on it that validates like the real one and answers the read API.
+"""InMemoryTransport: a transport that keeps every request in memory and can be told to
+fail, for tests and benchmarks (`pug.testing` re-exports it; `pug.testing.FakePug` is an
+in-memory Pug server built on it).
 
     transport = InMemoryTransport()
     pug = Pug(api_key="prv_test", transport=transport)
@@ -15,14 +15,11 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pug import wire
 from pug.errors import PugError, error_for
 from pug.transports.base import BATCH_CREATE, IDENTIFY
-
-if TYPE_CHECKING:
-    from pug.fake import FakePug as FakePug
 
 Handler = Callable[[str, bytes], bytes]
 StreamHandler = Callable[[str, bytes], list[bytes]]
@@ -131,13 +128,3 @@ class InMemoryTransport:
         with self._lock:
             bodies = [body for method, body in self.requests if method == IDENTIFY]
         return [IdentifyRequest.parse(body) for body in bodies]
-
-
-def __getattr__(name: str) -> Any:
-    # `from pug.fake import FakePug` on first use: pug.fake subclasses InMemoryTransport,
-    # so importing it at the top of this module would be an import cycle.
-    if name == "FakePug":
-        from pug.fake import FakePug
-
-        return FakePug
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
