@@ -205,8 +205,8 @@ class RecordingRetry(RetryPolicy):
 
     delays: list[tuple[int, float]] = field(default_factory=list)
 
-    def delay(self, attempt: int) -> float:
-        value = super().delay(attempt)
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        value = super().delay(attempt, retry_after)
         self.delays.append((attempt, value))
         return value
 
@@ -515,7 +515,7 @@ def test_an_outage_leaves_no_memory_behind(
 class SlowRetry(RetryPolicy):
     """The backoff a long outage reaches (the default cap is 30 s)."""
 
-    def delay(self, attempt: int) -> float:
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
         return 30.0
 
 
