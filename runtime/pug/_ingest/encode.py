@@ -329,5 +329,3 @@ def encode_typed_checked(event: PugEvent) -> tuple[str, bytes]:
     Raises the error naming the rule."""
     kind, props = event_properties(event)
     return kind, pb.custom_field(props)
-
-

@@ -118,9 +118,7 @@ def _release(items: list[Item], value: bool) -> None:
 class EventQueue:
     """The in-memory IngestQueue: a deque of items, bounded by count and bytes."""
 
-    def __init__(
-        self, *, max_items: int, max_bytes: int, batch_size: int, max_wait: float
-    ) -> None:
+    def __init__(self, *, max_items: int, max_bytes: int, batch_size: int, max_wait: float) -> None:
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._batch_size = batch_size  # put() says WAKE when this many are held

@@ -50,9 +50,7 @@ def check_distinct_id(value: object, name: str) -> None:
 def check_kind(kind: object) -> None:
     """The contract's rule for Event.kind."""
     if not isinstance(kind, str) or not KIND_PATTERN.fullmatch(kind):
-        raise PugValidationError(
-            f"kind {echo(kind)} must match ^{KIND_PATTERN.pattern}$"
-        )
+        raise PugValidationError(f"kind {echo(kind)} must match ^{KIND_PATTERN.pattern}$")
 
 
 def check_event_ids(distinct_id: object, kind: object) -> None:
@@ -137,5 +135,3 @@ def check_identify_size(size: int) -> None:
             "limit of one request: send fewer or smaller traits",
             field="traits",
         )
-
-

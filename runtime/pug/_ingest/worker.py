@@ -41,7 +41,7 @@ _CLOSE_SLACK = 0.4
 def undelivered(items: list[Item]) -> list[Undelivered]:
     """Queued items as `on_error` gets them: wrapped, not decoded (see pug.undelivered)."""
     return [
-        Undelivered(i) if type(i) is bytes else Undelivered(i.body, is_identify=True)
+        Undelivered(i) if isinstance(i, bytes) else Undelivered(i.body, is_identify=True)
         for i in items
     ]
 
@@ -418,5 +418,3 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
-
-

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pug.wire_tags as T
 from pug.event import Variant, WireProperties
@@ -122,17 +122,19 @@ def datetime_from_parts(seconds: int, nanos: int) -> datetime.datetime:
     return _EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
-def property_value(variant: Variant, value: object) -> bytes:
-    """A common.v1.PropertyValue body: exactly one oneof member, set zero values kept."""
+def property_value(variant: Variant, value: Any) -> bytes:
+    """A common.v1.PropertyValue body: exactly one oneof member, set zero values kept.
+    `value` is what `variant` says (str, int, float, bool or datetime): typed Any, since
+    the pair is checked together where it is made (pug.properties)."""
     if variant is _STRING:
-        return field(_PV_STRING, utf8(value, MAX_STRING_BYTES))  # type: ignore[arg-type]
+        return field(_PV_STRING, utf8(value, MAX_STRING_BYTES))
     if variant is _INT:
-        return _PV_INT + varint(value & 0xFFFFFFFFFFFFFFFF)  # type: ignore[operator]
+        return _PV_INT + varint(value & 0xFFFFFFFFFFFFFFFF)
     if variant is _DOUBLE:
         return _PV_DOUBLE + _pack_double(value)
     if variant is _BOOL:
-        return _PV_BOOLS[value]  # type: ignore[index]
-    return field(_PV_TIMESTAMP, timestamp(*datetime_parts(value)))  # type: ignore[arg-type]
+        return _PV_BOOLS[value]
+    return field(_PV_TIMESTAMP, timestamp(*datetime_parts(value)))
 
 
 def map_entry(tag: bytes, key: bytes, value: bytes) -> bytes:
@@ -245,7 +247,8 @@ def struct_value(value: object) -> bytes:
         return field(T.VALUE_STRING_VALUE, utf8(value))
     if isinstance(value, Mapping):
         return field(T.VALUE_STRUCT_VALUE, struct_body(value))
-    items = b"".join([field(T.LIST_VALUE_VALUES, struct_value(v)) for v in value])  # type: ignore[attr-defined]
+    values = cast("Iterable[object]", value)  # a list or tuple, cleaned by the caller
+    items = b"".join([field(T.LIST_VALUE_VALUES, struct_value(v)) for v in values])
     return field(T.VALUE_LIST_VALUE, items)
 
 
