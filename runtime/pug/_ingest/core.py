@@ -291,6 +291,7 @@ class Core:
                     self._worker = None
             worker.loop.close()
             return None
+        lifecycle.hold_while_running(self)
         return worker
 
     # ---- flush, close, stats, fork --------------------------------------------------

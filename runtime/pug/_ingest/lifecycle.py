@@ -69,12 +69,24 @@ def add_live(client: LiveClient) -> None:
     _hook_child_exits()
 
 
+# A client whose worker thread runs is also held strongly, as that thread would hold it:
+# one dropped without close() (made in a function, a child's target) still sends what it
+# queued at exit. Until close(), or a fork (the child has no worker thread).
+_RUNNING: set[LiveClient] = set()
+
+
+def hold_while_running(client: LiveClient) -> None:
+    _RUNNING.add(client)
+
+
 def discard_live(client: LiveClient) -> None:
     """A closed client: nothing left to do for it at exit or fork."""
     _LIVE.discard(client)
+    _RUNNING.discard(client)
 
 
 def _after_fork_in_child() -> None:
+    _RUNNING.clear()
     for client in list(_LIVE):
         client.after_fork_in_child()
     _hook_child_exits()
