@@ -114,15 +114,16 @@ class Core:
     ) -> None:
         """Validate and encode one event, and queue it (see `Pug.track`)."""
         try:
-            body = None
             if timestamp is None and session_id is None and self.before_send is None:
                 # The common call: the encoder validates the (distinct id, kind) pair
                 # once, when it first caches its head.
                 body = self.encoder.encode_now(distinct_id, event, properties)
-            if body is None:
+                if body is None:  # not so common after all
+                    body = self._encode_checked(distinct_id, event, properties, None, None)
+            else:
                 body = self._encode_checked(distinct_id, event, properties, timestamp, session_id)
-                if body is None:  # before_send dropped it
-                    return
+            if body is None:  # before_send dropped it
+                return
         except PugValidationError as exc:
             self._reject(exc)
             return

@@ -147,31 +147,36 @@ class EventQueue:
     def put(self, item: Item) -> int:
         """Hold `item` (dropping the oldest past the bounds): QUEUED, WAKE or REFUSED."""
         size = len(item)
-        lost: list[Item] = []
         with self._lock:
-            if self._closed:
-                self._stats.dropped_invalid += 1
-                outcome = REFUSED
-            else:
+            if not self._closed:
                 items = self._items
                 if not items:
                     self._first_at = _monotonic()
                 items.append(item)
                 self._bytes += size
                 self._enqueued += 1
-                outcome = WAKE if len(items) == self._batch_size else QUEUED
-                if type(item) is not bytes:
-                    self._identifies += 1
-                    outcome = WAKE
-                if len(items) > self._max_items or self._bytes > self._max_bytes:
-                    first_overflow, lost = self._drop_oldest()
-                    if first_overflow:
-                        outcome = WAKE
-        if outcome == REFUSED:
-            _release([item], False)
-        elif lost:
-            _release(lost, False)
+                n = len(items)
+                # The common case in as few steps as can be: an event, within the bounds.
+                if type(item) is bytes and n <= self._max_items and self._bytes <= self._max_bytes:
+                    return WAKE if n == self._batch_size else QUEUED
+                outcome, lost = self._put_unusual(item, n)
+            else:
+                self._stats.dropped_invalid += 1
+                outcome, lost = REFUSED, [item]
+        _release(lost, False)
         return outcome
+
+    def _put_unusual(self, item: Item, n: int) -> tuple[int, list[Item]]:
+        """The rest of `put` for an identify or past the bounds (under the lock): the
+        outcome, and the items dropped for good (their identifies resolve False)."""
+        outcome = WAKE if n == self._batch_size else QUEUED
+        if type(item) is not bytes:
+            self._identifies += 1
+            outcome = WAKE  # an identify is sent at once
+        if n > self._max_items or self._bytes > self._max_bytes:
+            first_overflow, lost = self._drop_oldest()
+            return (WAKE if first_overflow else outcome), lost
+        return outcome, []
 
     def _drop_oldest(self) -> tuple[bool, list[Item]]:
         """Bring the queue back within its bounds (under the lock). Returns whether this is
