@@ -1,6 +1,7 @@
 """Golden encodings: what `Pug.track`/`Pug.identify` put on the wire, decoded by Google's protobuf.
 
-The SDK writes protobuf by hand (pug/_wire/protobuf.py, framed by pug/_ingest/encode.py). Google's runtime, built by protoc from
+The SDK writes protobuf by hand (pug/_wire/protobuf.py, framed by pug/_ingest/encode.py).
+Google's runtime, built by protoc from
 catalog/proto (see conftest.py), is an independent decoder of the same bytes, so every test
 here drives the public client through the in-memory transport, decodes the recorded request
 body with Google's classes and compares with literal expected values taken from WIRE.md
