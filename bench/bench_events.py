@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+from pug._ingest.encode import encode_typed, encode_typed_checked
 from pug.event import event_properties, validate
 from pug.events import AddToCart, Purchase
-from pug.properties import encode_typed, encode_typed_checked
 
 EIGHT = AddToCart(
     product_id="sku_42",

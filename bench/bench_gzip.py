@@ -55,7 +55,7 @@ def main() -> None:
         for distinct_id, props in calls[:-1]:  # the 1000th would wake the worker
             pug.track(distinct_id, "order.completed", props)
         track_us.append((time.perf_counter() - start) / (EVENTS - 1) * 1e6)
-        queued = list(pug._core._queue)
+        queued = list(pug._core.queue._items)  # type: ignore[attr-defined]
         pug.close(0)
         body = wire.batch(queued)
         start = time.perf_counter()

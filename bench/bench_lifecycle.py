@@ -61,16 +61,17 @@ def hand_over_round() -> dict[str, float]:
     )
     for i in range(BACKLOG):
         pug.track("user_1", "job.finished", {"i": i, "plan": "pro"})
-    core = pug._core
+    worker = pug._core._worker
+    assert worker is not None
     # Time each on_error call from the moment the worker starts handing its items over.
-    original = core._dead_letter
+    original = worker._dead_letter
 
     def timed(error: PugError, items: list[object]) -> None:
         nonlocal last
         last = time.perf_counter()
         original(error, items)  # type: ignore[arg-type]
 
-    core._dead_letter = timed  # type: ignore[method-assign]
+    worker._dead_letter = timed  # type: ignore[method-assign]
     start = time.perf_counter()
     pug.close(timeout=2.0)
     close_s = time.perf_counter() - start
@@ -89,7 +90,7 @@ def decode_baseline() -> float:
     )
     for i in range(999):  # one short of max_size: all stay queued
         pug.track("user_1", "job.finished", {"i": i, "plan": "pro"})
-    items = list(pug._core._queue)
+    items = list(pug._core.queue._items)  # type: ignore[attr-defined]
     start = time.perf_counter()
     for item in items:
         Undelivered(item).message  # noqa: B018  (decoding is the point)

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protoc_helpers import GoogleMessages
-from pug import properties
+from pug._ingest import encode
 from pug.encoders import ENCODERS
 from pug.errors import PugValidationError
 from pug.event import PugEvent, Variant, event_properties, registered_events
@@ -99,7 +99,7 @@ def _instances(cls: type[PugEvent]) -> st.SearchStrategy[PugEvent]:
 
 def _checked(event: PugEvent) -> bytes | None:
     try:
-        return properties.encode_typed_checked(event)[1]
+        return encode.encode_typed_checked(event)[1]
     except PugValidationError:
         return None
 
@@ -207,9 +207,9 @@ def test_the_fast_path_answers_valid_events_and_leaves_the_rest(
     expected = _checked(event)
     if expected is None:
         with pytest.raises(PugValidationError):
-            properties.encode_typed(event)
+            encode.encode_typed(event)
     else:
-        assert properties.encode_typed(event) == ("purchase", expected)
+        assert encode.encode_typed(event) == ("purchase", expected)
 
 
 def test_a_cached_value_is_not_taken_for_an_equal_one_of_another_type() -> None:

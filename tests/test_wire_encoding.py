@@ -1,6 +1,7 @@
 """Golden encodings: what `Pug.track`/`Pug.identify` put on the wire, decoded by Google's protobuf.
 
-The SDK writes protobuf by hand (pug/wire.py). Google's runtime, built by protoc from
+The SDK writes protobuf by hand (pug/_wire/protobuf.py, framed by pug/_ingest/encode.py).
+Google's runtime, built by protoc from
 catalog/proto (see conftest.py), is an independent decoder of the same bytes, so every test
 here drives the public client through the in-memory transport, decodes the recorded request
 body with Google's classes and compares with literal expected values taken from WIRE.md
@@ -31,6 +32,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from protoc_helpers import GoogleMessages
 from pug import Pug, ids, wire
+from pug._ingest import encode
+from pug._ingest.encode import EventEncoder
 from pug.event import Variant
 from pug.events import Purchase
 from pug.proto.sdk.events.v1 import BatchCreateRequest
@@ -741,21 +744,23 @@ def test_a_forked_child_does_not_continue_the_parents_run_of_ids(
     # Ids of one millisecond come from a counter (RFC 9562's monotonic random): a child
     # that kept the parent's counter would make the parent's next ids. The clock is
     # pinned so parent and child are in the same millisecond.
-    monkeypatch.setattr(wire, "_time_ns", lambda: 1_790_000_000_123_456_789)
-    head = wire.head("user_1", "kind.x", "0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", b"")
-    wire.event_now(head, b"")  # the parent starts a run for this millisecond
+    monkeypatch.setattr(encode, "_time_ns", lambda: 1_790_000_000_123_456_789)
+    client = Pug(api_key="prv_test", transport=InMemoryTransport())  # reset at fork
+    encoder = client._core.encoder
+    event_now(encoder)  # the parent starts a run for this millisecond
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         try:
-            os.write(write_fd, wire.event_now(head, b""))
+            os.write(write_fd, event_now(client._core.encoder))
         finally:
             os._exit(0)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         child_entry = pipe.read()
     os.waitpid(pid, 0)
-    parent_entry = wire.event_now(head, b"")
+    parent_entry = event_now(encoder)
+    client.close()
 
     batch = google_pb2["sdk.events.v1.BatchCreateRequest"]
     (child,) = batch.FromString(child_entry).events
@@ -770,6 +775,18 @@ def test_a_forked_child_does_not_continue_the_parents_run_of_ids(
 # The 74 random bits of a UUIDv7 as an int: rand_a (12 bits) and rand_b (62 bits).
 RANDOM_BITS = (0xFFF << 64) | ((1 << 62) - 1)
 PINNED_MS = 1_790_000_000_123
+
+
+def new_encoder() -> EventEncoder:
+    """An encoder of its own: its own caches and run of ids."""
+    return EventEncoder("0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", {})
+
+
+def event_now(encoder: EventEncoder) -> bytes:
+    """One framed event of `encoder`, happening now (the clock as the test pins it)."""
+    entry = encoder.encode_now("user_1", "kind.x", None)
+    assert entry is not None
+    return entry
 
 
 @pytest.fixture
@@ -791,7 +808,7 @@ def assert_uuid7(value: str, unix_ms: int) -> uuid.UUID:
 
 
 def run_ids(unix_ms: int, n: int) -> list[str]:
-    """`n` ids of one millisecond from a new counter run, as `wire.event_now` makes them."""
+    """`n` ids of one millisecond from a new counter run, as `EventEncoder` makes them."""
     head, counter = ids.uuid7_run(unix_ms)
     return [(head + b"%012x" % next(counter)).decode() for _ in range(n)]
 
@@ -862,14 +879,12 @@ def test_event_now_ids_do_not_follow_the_applications_random_seed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The fast path's run of one millisecond, started twice after the same seed.
-    monkeypatch.setattr(wire, "_time_ns", lambda: PINNED_MS * 1_000_000 + 456_789)
-    head = wire.head("user_1", "kind.x", "0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", b"")
+    monkeypatch.setattr(encode, "_time_ns", lambda: PINNED_MS * 1_000_000 + 456_789)
     made = []
     for _ in range(2):
-        wire._forget_stamp()
+        encoder = new_encoder()  # a new run of this millisecond
         random.seed(0)
-        made.append(wire.event_now(head, b""))
-    wire._forget_stamp()
+        made.append(event_now(encoder))
     (first,), (second,) = (BatchCreateRequest.parse(entry).events for entry in made)
     assert first.event_id != second.event_id
     for event in (first, second):
@@ -883,13 +898,13 @@ def test_ids_of_one_millisecond_are_unique_across_a_fork(monkeypatch: pytest.Mon
     # Parent and child make ids for the same millisecond after a real os.fork(), each
     # seeding `random` alike after it (as a worker that wants reproducible randomness
     # does): every id of the two processes must differ.
-    monkeypatch.setattr(wire, "_time_ns", lambda: PINNED_MS * 1_000_000 + 456_789)
-    head = wire.head("user_1", "kind.x", "0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", b"")
-    wire.event_now(head, b"")  # the parent's run of this millisecond, begun before the fork
+    monkeypatch.setattr(encode, "_time_ns", lambda: PINNED_MS * 1_000_000 + 456_789)
+    client = Pug(api_key="prv_test", transport=InMemoryTransport())  # reset at fork
+    event_now(client._core.encoder)  # the parent's run of this millisecond, before the fork
 
     def make() -> list[str]:
         random.seed(0)
-        entries = [wire.event_now(head, b"") for _ in range(50)]
+        entries = [event_now(client._core.encoder) for _ in range(50)]
         made = [e.event_id for entry in entries for e in BatchCreateRequest.parse(entry).events]
         return made + [ids.uuid7(PINNED_MS) for _ in range(50)] + run_ids(PINNED_MS, 50)
 
@@ -907,7 +922,7 @@ def test_ids_of_one_millisecond_are_unique_across_a_fork(monkeypatch: pytest.Mon
     _, status = os.waitpid(pid, 0)
     assert status == 0
     parent = make()
-    wire._forget_stamp()
+    client.close()
 
     assert len(child) == len(parent) == 150
     assert len(set(child) | set(parent)) == 300
@@ -937,7 +952,7 @@ def test_a_first_seen_value_encodes_as_the_generic_entry(
     # A value the entry cache has not seen takes the short path (what its key decides,
     # reused); it must write the generic encoder's bytes exactly, for any length.
     variant = Variant.STRING if isinstance(value, str) else Variant.DOUBLE
-    encoded = wire._new_entry(key, variant, value)
+    encoded = new_encoder().new_entry(key, variant, value)
     assert encoded == wire.entry(wire.CUSTOM, key, variant, value)
     event = google_pb2["sdk.events.v1.Event"].FromString(encoded)
     (decoded_key,) = event.custom_properties

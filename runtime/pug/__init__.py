@@ -15,7 +15,7 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from pug._core import Stats, TrackedEvent
+from pug._ingest.core import Stats, TrackedEvent
 from pug._version import __version__
 from pug.client import AsyncPug, BoundPug, Pug
 from pug.config import BatchConfig, RetryPolicy

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
-from pug._core import Core, OnError, Stats, TrackedEvent
+from pug._ingest.core import Core, OnError, Stats, TrackedEvent
 from pug.config import BatchConfig, RetryPolicy
 from pug.event import PugEvent
 from pug.reads import AsyncReads, SyncReads
@@ -80,8 +80,6 @@ class _Client:
             before_send=before_send,
             strict=strict,
         )
-        # The hot path: calls go straight to the core (the method below is its documentation).
-        self.track = self._core.track  # type: ignore[method-assign]
 
     def track(
         self,
@@ -95,7 +93,7 @@ class _Client:
         """Queue one event; returns at once and never raises (unless `strict=True` and the
         event is invalid). `event` is a typed event or a kind string; `properties` are
         extra properties. Invalid input is logged on the `pug` logger and dropped alone."""
-        self._core.track(distinct_id, event, properties, timestamp=timestamp, session_id=session_id)
+        self._core.track(distinct_id, event, properties, timestamp, session_id)
 
     def resend(self, items: Iterable[Undelivered]) -> None:
         """Queue again what `on_error` was handed, unchanged. Safe even if some of it did

@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Final
 
+from pug._ingest.validate import BATCH_MAX_EVENTS, MAX_REQUEST_BYTES
+
 # Codes the official SDKs never retry (WIRE.md); every other failure is transient.
 PERMANENT_CODES: Final = frozenset(
     {
@@ -18,9 +20,8 @@ PERMANENT_CODES: Final = frozenset(
         "unauthenticated",
     }
 )
-MAX_REQUEST_EVENTS: Final = 1000  # the server's repeated.max_items on BatchCreateRequest
-# Each batch is one message on the server's internal bus (1 MiB limit): stay well below.
-MAX_REQUEST_BYTES: Final = 512 * 1024
+# The server's repeated.max_items on BatchCreateRequest, and the SDK's bound on one request.
+MAX_REQUEST_EVENTS: Final = BATCH_MAX_EVENTS
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from pug import wire
+from pug._wire import protobuf as wire
 from pug.event import PugEvent, Variant
 
 __all__ = [
@@ -42,6 +42,18 @@ pack_double = struct.Struct("<d").pack
 # Each field keeps the entries of at most this many distinct values (then starts again).
 _CACHE_LIMIT = 256
 _LONG = 64  # longer strings are not kept: they rarely repeat
+_CACHED_BYTES_MAX = 512  # nor longer encodings (a field's cache stays within ~128 KiB)
+
+
+def _remember(cache: dict[Any, bytes], key: object, encoded: bytes) -> bytes:
+    """Keep `encoded` in a field's cache of at most _CACHE_LIMIT values (emptied when full:
+    what repeats comes back at once), none over _CACHED_BYTES_MAX."""
+    if len(encoded) > _CACHED_BYTES_MAX:
+        return encoded
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = encoded
+    return encoded
 
 
 def register(encoders: dict[type[PugEvent], Encoder]) -> None:
@@ -63,13 +75,13 @@ def bool_entries(name: str) -> tuple[bytes, bytes]:
 def string(cache: dict[str, bytes], name: str, value: str) -> bytes:
     """The entry of a checked string value, remembered in `cache` unless long."""
     encoded = wire.entry(wire.CUSTOM, name, Variant.STRING, value)
-    return encoded if len(value) > _LONG else wire.remember(cache, value, encoded, _CACHE_LIMIT)
+    return encoded if len(value) > _LONG else _remember(cache, value, encoded)
 
 
 def integer(cache: dict[int, bytes], name: str, value: int) -> bytes:
     """The entry of a checked int value, remembered in `cache`."""
     encoded = wire.entry(wire.CUSTOM, name, Variant.INT, value)
-    return wire.remember(cache, value, encoded, _CACHE_LIMIT)
+    return _remember(cache, value, encoded)
 
 
 def timestamp(name: str, value: datetime.datetime) -> bytes:

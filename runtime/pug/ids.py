@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+from pug.rules import UUID_PATTERN
+
 _urandom = os.urandom
 _from_bytes = int.from_bytes  # big-endian by default (3.11+)
 _MS = 0xFFFF_FFFF_FFFF  # the 48-bit timestamp field
@@ -62,4 +62,4 @@ def uuid7_run(unix_ms: int) -> tuple[bytes, itertools.count[int]]:
 
 def is_uuid(value: object) -> bool:
     """True for a UUID string in the 8-4-4-4-12 hex form (what the server's rule accepts)."""
-    return isinstance(value, str) and _UUID.fullmatch(value) is not None
+    return isinstance(value, str) and UUID_PATTERN.matches(value)

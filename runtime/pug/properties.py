@@ -22,8 +22,7 @@ from typing import Any
 
 import msgspec
 
-from pug import wire
-from pug.encoders import ENCODERS
+from pug._wire.protobuf import datetime_parts, utf8
 from pug.errors import PugValidationError, echo
 from pug.event import (
     PugEvent,
@@ -33,6 +32,7 @@ from pug.event import (
     event_class,
     event_properties,
 )
+from pug.rules import AUTO_PROPERTY_PREFIX
 
 logger = logging.getLogger("pug")
 
@@ -50,20 +50,21 @@ def _omit(key: object, why: str) -> None:
     logger.warning("property %s left out: %s", echo(key), why)
 
 
-def _failed(key: object, exc: BaseException) -> None:
+def omit_failed(key: object, exc: BaseException) -> None:
     """A value whose conversion raised (a broken `__str__`, a `tzinfo` that raises, a
     self-referencing dict): it alone is left out."""
     _omit(key, f"converting it raised {type(exc).__name__}: {echo(str(exc))[1:-1]}")
 
 
-def _check_key(key: object) -> str | None:
+def check_key(key: object) -> str | None:
     """The key if it can be sent; raises for `$` keys, returns None (with a warning) else."""
     if not isinstance(key, str):
         _omit(key, f"keys must be strings, not {type(key).__name__}")
         return None
-    if key.startswith("$"):
+    if key.startswith(AUTO_PROPERTY_PREFIX):
         raise PugValidationError(
-            f"property key {echo(key)} starts with '$', which is reserved for auto-properties",
+            f"property key {echo(key)} starts with {AUTO_PROPERTY_PREFIX!r}, which is reserved "
+            "for auto-properties",
             field=key,
         )
     return key
@@ -122,7 +123,7 @@ def _other(key: str, value: object) -> tuple[Variant, Any] | None:
     if isinstance(value, str):
         return (_STRING, str.__str__(value))
     if isinstance(value, datetime.datetime):
-        wire.datetime_parts(value)  # raises for a time the server cannot store
+        datetime_parts(value)  # raises for a time the server cannot store
         return (_TIMESTAMP, value)
     if isinstance(value, datetime.date):
         midnight = datetime.datetime.combine(value, datetime.time(), datetime.UTC)
@@ -162,7 +163,7 @@ def _json_safe(value: object) -> object:
     """`value` with what JSON cannot hold made safe: lone surrogates replaced (as in
     top-level strings), Decimals as floats or null when not finite."""
     if isinstance(value, str):
-        return wire.utf8(value).decode()
+        return utf8(value).decode()
     if isinstance(value, decimal.Decimal):
         return _as_float(value)
     if isinstance(value, Mapping):
@@ -189,68 +190,18 @@ def custom_properties(props: Mapping[Any, Any] | None) -> WireProperties:
     check_mapping(props)
     for key, value in props.items():
         try:
-            k = key if type(key) is str and key[:1] != "$" else _check_key(key)
+            k = key if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX else check_key(key)
             if k is None:
                 continue
             mapped = wire_value(k, value)
         except PugValidationError:
             raise
         except Exception as exc:
-            _failed(key, exc)
+            omit_failed(key, exc)
             continue
         if mapped is not None:
             out[k] = mapped
     return out
-
-
-def encode_custom(props: Mapping[Any, Any] | None) -> bytes:
-    """`wire.custom_field(custom_properties(props))` in one pass: the hot path of a custom
-    event. A (key, value) pair seen before is three dict lookups; raises for a `$` key."""
-    if not props:
-        return b""
-    if type(props) is not dict:
-        check_mapping(props)
-    parts: list[bytes] = []
-    cache = wire.ENTRY_CACHE
-    append = parts.append
-    for key, value in props.items():
-        # Subscripts, not .get(): a hit (the common case) costs no method call.
-        try:
-            append(cache[type(value)][key][value])
-            continue
-        except Exception:  # not seen yet, a type never cached, or an __eq__ that raises
-            pass
-        try:
-            k = key if type(key) is str and key[:1] != "$" else _check_key(key)
-            if k is None:
-                continue
-            mapped = wire_value(k, value)
-            if mapped is not None:
-                append(wire.custom_entry(k, mapped[0], mapped[1]))
-        except PugValidationError:
-            raise
-        except Exception as exc:
-            _failed(key, exc)
-    return b"".join(parts)
-
-
-def encode_typed(event: PugEvent) -> tuple[str, bytes]:
-    """(kind, encoded custom_properties) of a typed event: by its generated encoder when
-    it has one and is sure of every value, else by the checked path."""
-    cls = type(event)
-    fast = ENCODERS.get(cls)
-    if fast is not None:
-        encoded = fast(event)
-        if encoded is not None:
-            return cls.KIND, encoded
-    return encode_typed_checked(event)
-
-
-def encode_typed_checked(event: PugEvent) -> tuple[str, bytes]:
-    """`encode_typed` for any PugEvent, through msgspec's validation (`event_properties`).
-    Raises the error naming the rule."""
-    kind, props = event_properties(event)
-    return kind, wire.custom_field(props)
 
 
 def typed_from_dict(cls: type[PugEvent], props: Mapping[Any, Any] | None) -> WireProperties:
@@ -321,7 +272,7 @@ def traits(values: Mapping[Any, Any], path: str = "") -> dict[str, object]:
         try:
             cleaned = _trait(f"{path}{key}", value)
         except Exception as exc:  # RecursionError for a self-referencing dict, ...
-            _failed(f"{path}{key}", exc)
+            omit_failed(f"{path}{key}", exc)
             continue
         if cleaned is not _DROP:
             out[key] = cleaned

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import betterproto2
 
 from pug import answers
-from pug._core import wait_for
+from pug._ingest.lifecycle import wait_for
 from pug.errors import PugError, error_for
 
 if TYPE_CHECKING:
-    from pug._core import Core
+    from pug._ingest.core import Core
 
 M = TypeVar("M", bound=betterproto2.Message)
 T = TypeVar("T")

@@ -23,6 +23,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import betterproto2
 
+import pug.rules as rules
 from pug.errors import error_for
 from pug.proto.common.v1 import (
     EventFilter,
@@ -389,7 +390,7 @@ def _buckets(
 
 
 def _event_property(event: StoredEvent, key: str) -> tuple[bool, Any]:
-    return _lookup(event.auto if key.startswith("$") else event.custom, key)
+    return _lookup(event.auto if key.startswith(rules.AUTO_PROPERTY_PREFIX) else event.custom, key)
 
 
 def _aggregate(query: insights_v1.EventQuery, events: Sequence[StoredEvent]) -> float:
@@ -789,7 +790,7 @@ class Store:
             values = _ranked_texts(_lookup(p.properties, key)[1] for p in self.profiles.values())
         else:
             auto = source == PropertySource.AUTO or (
-                source == PropertySource.UNSPECIFIED and key.startswith("$")
+                source == PropertySource.UNSPECIFIED and key.startswith(rules.AUTO_PROPERTY_PREFIX)
             )
             kind = request.event_kind
             events = [e for e in self.events if not kind or e.kind == kind]

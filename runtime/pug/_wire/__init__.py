@@ -1,0 +1,1 @@
+"""Protobuf on the wire: the stateless writer and reader (`protobuf`)."""
