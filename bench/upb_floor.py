@@ -1,7 +1,7 @@
 """The floor for serializing one event: Google's protobuf (upb) on the repo's own protos.
 
 Compiles catalog/proto with grpcio-tools at run time (the same steps as
-tests/protoc_helpers.py, copied here so the benchmarks do not import the tests) and builds
+tests/support/protoc_helpers.py, copied here so the benchmarks do not import the tests) and builds
 `sdk.events.v1.Event` from a private DescriptorPool. Used by bench_compare.py:
 
     from upb_floor import event_message

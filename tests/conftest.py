@@ -1,7 +1,9 @@
 """Shared fixtures: catalog/proto compiled once per session with protoc (grpc_tools).
 
-pytest's default ("prepend") import mode puts this directory on sys.path, so the
-helper module next to this file is importable by the conftest and the tests alike.
+The suite is split by what a test needs: `unit/` runs in-process, `e2e/` runs real servers,
+processes or sockets on 127.0.0.1 (marked `e2e` here; the test command runs both), and
+`support/` holds the servers and helpers both import (on sys.path through pyproject's
+`pythonpath`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from pug import Pug
 from pug.event import REGISTRY
 from pug.testing import InMemoryTransport
 from servers import ConnectServer, FakePug
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +65,7 @@ def client(transport: InMemoryTransport) -> Iterator[Pug]:
     pug_client.close()
 
 
-# A Connect server (connectrpc under uvicorn, tests/servers.py) for the tests that count what
+# A Connect server (connectrpc under uvicorn, tests/support/servers.py) for the tests that count what
 # real processes deliver: one for the session, its record and script reset for each test.
 @pytest.fixture(scope="session")
 def server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
@@ -71,7 +79,7 @@ def fake(server: ConnectServer) -> FakePug:
     return server.fake
 
 
-# Scripted hostile HTTP/1.1 servers (tests/hostile.py): `hostile(handler)` starts one on
+# Scripted hostile HTTP/1.1 servers (tests/support/hostile.py): `hostile(handler)` starts one on
 # 127.0.0.1; every server a test started is stopped when it ends.
 @pytest.fixture
 def hostile() -> Iterator[Callable[[Handler], Hostile]]:

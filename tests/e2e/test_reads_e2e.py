@@ -1,7 +1,7 @@
 """End-to-end tests of the read API (`client.profiles`, `.activity`, `.insights`) against
 independent servers, over Connect and gRPC.
 
-The servers are those of tests/servers.py: `connectrpc` under uvicorn (Connect over
+The servers are those of tests/support/servers.py: `connectrpc` under uvicorn (Connect over
 HTTP/1.1) and Google's `grpcio` (gRPC over h2c). They decode requests and encode the
 responses a test queues with Google protobuf classes compiled from catalog/proto, so
 what the SDK decodes was encoded by someone else, and what it sent is checked on an

@@ -1,7 +1,7 @@
 """Hostile servers against the whole client (issue 14): memory bounded, `close()` within its
 timeout + 0.5 s, and every event accounted for.
 
-The servers are the scripted ones of tests/hostile.py, real, on 127.0.0.1: raw HTTP/1.1
+The servers are the scripted ones of tests/support/hostile.py, real, on 127.0.0.1: raw HTTP/1.1
 for the Connect transport (endless bodies, gzip bombs, trickled bytes, malformed HTTP, a
 captive portal, answers that do not account for the batch), HTTP/2 for gRPC. Here they
 face `pug.Pug` itself: events are tracked, the worker sends them, and then
@@ -15,7 +15,7 @@ face `pug.Pug` itself: events are tracked, the worker sends them, and then
 
 Throughout, tracemalloc's peak and the growth of the process's peak RSS stay within
 100 MiB, and `stats()` adds up. What the servers received is decoded with Google's protobuf
-(tests/protoc_helpers.py), not with the SDK's code.
+(tests/support/protoc_helpers.py), not with the SDK's code.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import pytest
+from accounting import DeadLetters, assert_stats_add_up
 from hostile import (
     GIB,
     HTTP_HANDLERS,
@@ -57,7 +58,6 @@ from hostile import (
 )
 from protoc_helpers import GoogleMessages
 from pug import BatchConfig, Pug, PugError, RetryPolicy
-from test_reliability import DeadLetters, assert_stats_add_up
 
 KEY = "prv_" + secrets.token_hex(16)
 N = 200  # events tracked by each test
@@ -162,7 +162,7 @@ REASONS_OVER = f"the server answered dropped=10 but dropped_by_reason counts 30,
 TIMED_OUT = f"timed out after {TIMEOUT:g}s"
 
 MODES: dict[str, Mode] = {
-    # The modes of tests/test_transport_faults.py, met by a BatchCreate (whose answer is
+    # The modes of tests/e2e/test_transport_faults.py, met by a BatchCreate (whose answer is
     # held to 64 KiB) within the client's per-call timeout.
     "content-length of 1 GiB": Mode(
         "connect",

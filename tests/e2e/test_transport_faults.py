@@ -1,10 +1,10 @@
 """Hostile and broken servers against the transports (issue 14, the transport's part).
 
 Every server here is real, on 127.0.0.1: the scripted raw HTTP/1.1 servers of
-tests/hostile.py that send what a test says for as long as it says (endless bodies, gzip
+tests/support/hostile.py that send what a test says for as long as it says (endless bodies, gzip
 bombs, malformed HTTP, captive portals), its scripted HTTP/2 gRPC server (the h2 library)
-for gRPC's faults, and the independent connectrpc/grpcio servers of tests/servers.py for
-the key's tests. (tests/test_hostile_servers_e2e.py runs the same servers against the
+for gRPC's faults, and the independent connectrpc/grpcio servers of tests/support/servers.py for
+the key's tests. (tests/e2e/test_hostile_servers_e2e.py runs the same servers against the
 whole client.) Each test
 asserts the exact code and message of the PugError the transport raises.
 

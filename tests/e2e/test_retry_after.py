@@ -4,7 +4,7 @@
 draws, but at least what the server asked, never more than `cap` for that; the worker
 passes the error's `retry_after`. Tested as a unit (a seeded
 `random.Random`, drawn in step with a twin) and end to end: a real server on 127.0.0.1
-(tests/hostile.py) refuses the first BatchCreate with a 503 (or 429) and `Retry-After`, or
+(tests/support/hostile.py) refuses the first BatchCreate with a 503 (or 429) and `Retry-After`, or
 with gRPC's `grpc-retry-pushback-ms`, then accepts it. The worker's warning shows the delay
 it chose, the server's receive times show the retry came no earlier, and every event
 arrives exactly once (by event id, decoded with Google's protobuf).
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
+from accounting import DeadLetters, assert_stats_add_up
 from hostile import (
     H2Call,
     H2Server,
@@ -40,7 +41,6 @@ from hostile import (
 from hostile import grpc_refusal as refusal_script
 from protoc_helpers import GoogleMessages
 from pug import BatchConfig, Pug, RetryPolicy
-from test_reliability import DeadLetters, assert_stats_add_up
 
 KEY = "prv_" + secrets.token_hex(16)
 N = 50  # events tracked by each end-to-end test

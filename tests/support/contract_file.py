@@ -2,7 +2,7 @@
 
 `catalog/contract/pug-wire-contract.json` is a byte-for-byte copy of the shared contract
 (`../shared/contract/pug-wire-contract.json` beside a checkout that has it);
-`tests/test_contract.py` holds the two equal. It is data the tests read: when it is missing
+`tests/unit/test_contract.py` holds the two equal. It is data the tests read: when it is missing
 they fail, they never skip.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_PATH = REPO_ROOT / "catalog" / "contract" / "pug-wire-contract.json"
 # Where the shared original lives when the repository is checked out beside it.
 SHARED_CONTRACT_DIR = REPO_ROOT.parent / "shared" / "contract"

@@ -1,6 +1,6 @@
 """End-to-end tests of the Connect and gRPC transports against independent servers.
 
-The servers (tests/servers.py) are other people's implementations of the protocols:
+The servers (tests/support/servers.py) are other people's implementations of the protocols:
 `connectrpc` (Connect over HTTP/1.1, what a Pug server speaks on any port) and Google's
 `grpcio` (gRPC over h2c and TLS). They decode with Google protobuf classes compiled from
 catalog/proto, so every assertion about what arrived is made on an independent decoding.

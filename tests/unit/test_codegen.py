@@ -17,7 +17,7 @@ from pug_codegen import catalog
 from pug_codegen.catalog import CatalogError
 from pug_codegen.cli import generate_sdk, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 PLAN = """\
 events:

@@ -40,7 +40,7 @@ from pug_codegen.cli import main
 from pug_codegen.patterns import UnsupportedPattern, compile_pattern, python_pattern
 from test_codegen import load_module, write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "catalog" / "contract" / "pug-wire-contract.json"
 
 # A value each pattern matches (a new pattern in the catalog or contract needs one here).

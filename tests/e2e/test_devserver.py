@@ -20,7 +20,7 @@ from pug.events import Purchase
 from pug.proto.sdk.events.v1 import BatchCreateRequest, BatchCreateResponse, Event
 from pug.transports.grpc import GrpcTransport
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytest_plugins = ["pytester"]
 
 

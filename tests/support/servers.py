@@ -1,4 +1,4 @@
-"""Independent Pug servers for the end-to-end transport tests (tests/test_transports_e2e.py).
+"""Independent Pug servers for the end-to-end transport tests (tests/e2e/test_transports_e2e.py).
 
 Neither server shares code with the SDK: messages are Google protobuf classes compiled from
 catalog/proto (the `google_pb2` fixture), and the protocols are spoken by other people's
@@ -13,7 +13,7 @@ implementations.
 
 Both RPC servers delegate to a `FakePug`: it records every call (decoded request, headers,
 the client's timeout) and answers as the test scripted it. Besides the SDK's write methods
-they serve the read methods of tests/test_reads_e2e.py (`READ_METHODS`), answering with the
+they serve the read methods of tests/e2e/test_reads_e2e.py (`READ_METHODS`), answering with the
 responses a test queued (`answer_next`) and failing with error details where told.
 """
 
