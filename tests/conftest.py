@@ -65,8 +65,9 @@ def client(transport: InMemoryTransport) -> Iterator[Pug]:
     pug_client.close()
 
 
-# A Connect server (connectrpc under uvicorn, tests/support/servers.py) for the tests that count what
-# real processes deliver: one for the session, its record and script reset for each test.
+# A Connect server (connectrpc under uvicorn, tests/support/servers.py) for the tests that
+# count what real processes deliver: one for the session, its record and script reset for
+# each test.
 @pytest.fixture(scope="session")
 def server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
     with ConnectServer(FakePug(google_pb2)) as running:
