@@ -130,11 +130,12 @@ INVALID_BATCHES: dict[str, tuple[Callable[[], list[Event]], str]] = {
     ),
     "cookieless events send no identity": (
         lambda: [raw_event(cookieless=True, session_id=None)],
-        "events[0]: cookieless events must not send distinct_id or session_id",
+        # A rule of BatchCreateRequest: protovalidate reports it at the request, once.
+        "cookieless events must not send distinct_id or session_id",
     ),
     "distinct_id reserved prefix": (
         lambda: [raw_event(distinct_id="cookieless-abc")],
-        "events[0]: distinct_id must not start with the reserved 'cookieless-' prefix",
+        "distinct_id must not start with the reserved 'cookieless-' prefix",
     ),
     "auto_properties keys start with $": (
         lambda: [raw_event(auto_properties={"lib": PropertyValue(string_value="x")})],

@@ -246,7 +246,8 @@ REJECTED = [
      "events[0]: auto_properties keys must start with '$'"),
     ("reserved prefix", "sdk.events.v1.EventsService/BatchCreate",
      batch(event(distinct_id="cookieless-1")),
-     "events[0]: distinct_id must not start with the reserved 'cookieless-' prefix"),
+     # A rule of BatchCreateRequest: reported at the request, with no field.
+     "distinct_id must not start with the reserved 'cookieless-' prefix"),
     ("anonymous id", "sdk.profiles.v1.ProfilesSDKService/Identify",
      IdentifyRequest(external_id="cookieless-u", anonymous_id="a" * 256),
      "external_id: external_id must not start with the reserved 'cookieless-' prefix; "

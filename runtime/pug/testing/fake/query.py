@@ -14,6 +14,7 @@ import base64
 import datetime
 import json
 import math
+import re
 import uuid
 import zoneinfo
 from collections import Counter, defaultdict
@@ -163,12 +164,63 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _finite_number(text: str) -> float | None:
-    try:
-        number = float(text)
-    except ValueError:
+# Go's strconv.ParseFloat syntax (what the server's CEL `double()` calls), ASCII only:
+# decimal with optional fraction and exponent, or hexadecimal with a `p` exponent, digits
+# optionally separated by single underscores; or inf, infinity, nan in any case.
+_GO_DECIMAL = re.compile(
+    r"[+-]?(?:[0-9_]+\.?[0-9_]*|\.[0-9_]+)(?:[eE][+-]?[0-9][0-9_]*)?", re.ASCII
+)
+_GO_HEX = re.compile(
+    r"[+-]?0[xX](?:[0-9a-fA-F_]+\.?[0-9a-fA-F_]*|\.[0-9a-fA-F_]+)[pP][+-]?[0-9][0-9_]*", re.ASCII
+)
+_GO_SPECIAL = re.compile(r"[+-]?(?:inf|infinity)|nan", re.ASCII | re.IGNORECASE)
+
+
+def _underscores_ok(text: str) -> bool:
+    """Go's strconv.underscoreOK: each `_` between two digits (a base prefix counts as
+    one)."""
+    text = text.lstrip("+-")
+    hex_digits = text[:2].lower() == "0x"
+    saw = "0" if hex_digits else "^"
+    for char in text[2:] if hex_digits else text:
+        if char.isdigit() or (hex_digits and char.lower() in "abcdef"):
+            saw = "0"
+        elif char == "_":
+            if saw != "0":
+                return False
+            saw = "_"
+        elif saw == "_":
+            return False
+        else:
+            saw = "!"
+    return saw != "_"
+
+
+def go_float(text: str) -> float | None:
+    """`text` as Go's strconv.ParseFloat(text, 64) reads it, or None where it fails (bad
+    syntax, or out of range). Python's float() is wider: it strips spaces and reads any
+    Unicode digit (' 1', '١٢')."""
+    if _GO_SPECIAL.fullmatch(text):
+        return float(text)
+    if _GO_HEX.fullmatch(text):
+        mantissa = text.split("p")[0].split("P")[0]
+        if not any(c in "0123456789abcdefABCDEF" for c in mantissa.lower().split("0x", 1)[1]):
+            return None
+        number = float.fromhex(text.replace("_", ""))
+    elif _GO_DECIMAL.fullmatch(text):
+        if not any(c.isdigit() for c in re.split("[eE]", text)[0]):
+            return None
+        number = float(text.replace("_", ""))
+    else:
         return None
-    return number if math.isfinite(number) else None
+    if "_" in text and not _underscores_ok(text):
+        return None
+    return number if math.isfinite(number) else None  # overflow: ErrRange
+
+
+def _finite_number(text: str) -> float | None:
+    number = go_float(text)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _number(value: object) -> float | None:
@@ -180,6 +232,14 @@ def _number(value: object) -> float | None:
     if isinstance(value, str):
         return _finite_number(value)
     return None
+
+
+def _checked(text: str) -> float:
+    """A filter's number, which the request's check made sure Go reads."""
+    number = go_float(text)
+    if number is None:
+        raise ValueError(f"not a number: {text!r}")
+    return number
 
 
 def _equals(value: object, text: str) -> bool:
@@ -267,9 +327,9 @@ def _passes(op: FilterOperator, f: PropertyFilter, found: bool, value: object) -
     if number is None:
         return False
     if op in COMPARISONS:
-        return COMPARISONS[op](number, float(text))
+        return COMPARISONS[op](number, _checked(text))
     if op == FilterOperator.BETWEEN:
-        return float(f.values[0]) <= number <= float(f.values[1])
+        return _checked(f.values[0]) <= number <= _checked(f.values[1])
     return False
 
 

@@ -74,7 +74,6 @@ from pug.event import PugEvent
 from pug.proto.common.v1 import (
     EventFilter,
     FilterOperator,
-    LogicalOperator,
     PropertyFilter,
     PropertyValue,
     TimeRange,
@@ -83,15 +82,15 @@ from pug.proto.sdk.events.v1 import BatchCreateRequest, Event
 from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
 from pug.proto.shared.profiles import v1 as profiles_v1
-from pug.testing.fake import assertions
+from pug.testing.fake import assertions, wire
 from pug.testing.fake.assertions import ReceivedEvent
 from pug.testing.fake.query import (
     COMPARISONS,
     NUMERIC_AGGREGATIONS,
     FilterGroup,
     Store,
+    go_float,
     now,
-    utc,
 )
 from pug.transports.memory import InMemoryTransport
 
@@ -181,9 +180,6 @@ def _broken(out: list[_Violation], path: str, rule_id: str) -> None:
 _FIELD_CEL: dict[str, Callable[[Any], bool]] = {
     "external_id.reserved_prefix": lambda v: not v.startswith(rules.RESERVED_ID_PREFIX),
 }
-# Not in the contract, applied since the first release (issue 15 lists it as a difference
-# from the server; kept here so that this change alters no behaviour).
-_DEFINED_ONLY = rules.Field(type="enum", defined_only=True)
 
 
 def _check(out: list[_Violation], path: str, value: object, rule: rules.Field) -> bool:
@@ -200,8 +196,11 @@ def _check(out: list[_Violation], path: str, value: object, rule: rules.Field) -
         if rule.items is not None:
             for i, item in enumerate(value):
                 _check(out, f"{path}[{i}]", item, rule.items)
-    elif isinstance(value, betterproto2.Enum):
-        if int(value) not in {int(member) for member in type(value)}:
+    elif rule.type == "enum" and isinstance(value, int):
+        # Only the rules the contract gives: an unknown number is legal without
+        # defined_only (betterproto2 keeps it as a pseudo-member, not iterated).
+        members = {int(m) for m in type(value)} if isinstance(value, betterproto2.Enum) else ()
+        if rule.defined_only and int(value) not in members:
             message = "value must be one of the defined enum values"
             out.append(_Violation(path, "enum.defined_only", message))
         elif int(value) in rule.not_in:
@@ -315,12 +314,12 @@ def _batch_violations(request: BatchCreateRequest) -> list[_Violation]:
     _check(out, "events", request.events, _rules(BatchCreateRequest).fields["events"])
     for index, event in enumerate(request.events):
         out.extend(_event_violations(index, event))
-    # BatchCreateRequest's own CEL rules; the event that breaks one is named.
-    for index, event in enumerate(request.events):
-        if event.cookieless and (event.distinct_id or event.session_id):
-            _broken(out, f"events[{index}]", "batch.cookieless_identity_server_owned")
-        if (event.distinct_id or "").startswith(rules.RESERVED_ID_PREFIX):
-            _broken(out, f"events[{index}]", "batch.distinct_id_reserved_prefix")
+    # BatchCreateRequest's own CEL rules (`this.events.all(...)`): protovalidate reports
+    # each once, at the request (no field path), whichever events break it.
+    if any(e.cookieless and (e.distinct_id or e.session_id) for e in request.events):
+        _broken(out, "", "batch.cookieless_identity_server_owned")
+    if any((e.distinct_id or "").startswith(rules.RESERVED_ID_PREFIX) for e in request.events):
+        _broken(out, "", "batch.distinct_id_reserved_prefix")
     return out
 
 
@@ -349,17 +348,23 @@ def _filter_violations(path: str, f: PropertyFilter) -> list[_Violation]:
     if op in _SET_OPERATORS and value != "":
         _broken(out, path, "property_filter.value_not_allowed_for_set_operators")
     numeric_range = op in _RANGE_OPERATORS and _numbers_given(op, value, values)
-    if numeric_range and float(values[0]) > float(values[1]):
+    if numeric_range and _float(values[0]) > _float(values[1]):
         _broken(out, path, "property_filter.between_ordered_values")
     return out
 
 
 def _is_number(text: str) -> bool:
-    """CEL's `double(text) == double(text)`: the text parses as a number, and not NaN."""
-    try:
-        return not math.isnan(float(text))
-    except ValueError:
-        return False
+    """CEL's `double(text) == double(text)`: the text parses as a number (Go's
+    strconv.ParseFloat, which the server's CEL calls), and not NaN. Where the server's CEL
+    fails to convert, the server answers invalid_argument; the fake names this rule."""
+    number = go_float(text)
+    return number is not None and not math.isnan(number)
+
+
+def _float(text: str) -> float:
+    number = go_float(text)
+    assert number is not None  # checked by _numbers_given
+    return number
 
 
 def _numbers_given(op: FilterOperator | None, value: str, values: Sequence[str]) -> bool:
@@ -383,39 +388,40 @@ def _event_filter_violations(path: str, event_filter: EventFilter) -> list[_Viol
     return out
 
 
-def _groups_violations(
-    prefix: str, groups: Sequence[FilterGroup], operator: LogicalOperator | None
-) -> list[_Violation]:
+def _groups_violations(prefix: str, groups: Sequence[FilterGroup]) -> list[_Violation]:
+    # The contract has no rule on a group's `operator` nor on `filter_groups_operator`.
     out: list[_Violation] = []
     for i, group in enumerate(groups):
         at = f"{prefix}filter_groups[{i}]"
         _check_fields(out, f"{at}.", group)
         out.extend(_filters_violations(f"{at}.filters", group.filters))
-        _check(out, f"{at}.operator", group.operator, _DEFINED_ONLY)
-    _check(out, f"{prefix}filter_groups_operator", operator, _DEFINED_ONLY)
     return out
 
 
-def _time_range_violations(path: str, time_range: TimeRange | None) -> list[_Violation]:
-    """common.v1.TimeRange's rules, when one is given."""
+def _time_range_violations(
+    path: str, time_range: TimeRange | None, times: wire.Times
+) -> list[_Violation]:
+    """common.v1.TimeRange's rules, when one is given; the times compared exactly as
+    sent (nanoseconds, any year), as CEL compares them."""
     out: list[_Violation] = []
     if time_range is None:
         return out
     _check_fields(out, f"{path}.", time_range)
-    given = time_range.from_ is not None and time_range.to is not None
-    if given and not utc(time_range.from_) < utc(time_range.to):
+    start, end = times.nanos(f"{path}.from"), times.nanos(f"{path}.to")
+    if start is not None and end is not None and not start < end:
         _broken(out, path, "time_range.from_before_to")
     return out
 
 
 def _feed_violations(
     request: activity_v1.GetActivityFeedRequest | activity_v1.GetEventExplorerRequest,
+    times: wire.Times,
 ) -> list[_Violation]:
     out: list[_Violation] = []
     rule = _rules(type(request))
     if "distinct_id" in rule.fields:
         _check(out, "distinct_id", request.distinct_id, rule.fields["distinct_id"])
-    out.extend(_time_range_violations("time_range", request.time_range))
+    out.extend(_time_range_violations("time_range", request.time_range, times))
     _check(out, "property_filters", request.property_filters, rule.fields["property_filters"])
     out.extend(_filters_violations("property_filters", request.property_filters))
     _check(out, "page_size", request.page_size, rule.fields["page_size"])
@@ -428,8 +434,10 @@ def _feed_violations(
     return out
 
 
-def _heatmap_violations(request: activity_v1.GetActivityHeatmapRequest) -> list[_Violation]:
-    return _violations(request) + _time_range_violations("time_range", request.time_range)
+def _heatmap_violations(
+    request: activity_v1.GetActivityHeatmapRequest, times: wire.Times
+) -> list[_Violation]:
+    return _violations(request) + _time_range_violations("time_range", request.time_range, times)
 
 
 def _event_queries_violations(
@@ -446,7 +454,7 @@ def _event_queries_violations(
     return out
 
 
-def _query_violations(request: insights_v1.QueryRequest) -> list[_Violation]:
+def _query_violations(request: insights_v1.QueryRequest, times: wire.Times) -> list[_Violation]:
     out: list[_Violation] = []
     fields = _rules(insights_v1.QueryRequest).fields
     spec = request.spec
@@ -454,36 +462,41 @@ def _query_violations(request: insights_v1.QueryRequest) -> list[_Violation]:
         insight_type = _rules(insights_v1.InsightQuerySpec).fields["insight_type"]
         _check(out, "spec.insight_type", spec.insight_type, insight_type)
         out.extend(_event_queries_violations("spec.events", spec.events))
-        out.extend(_groups_violations("spec.", spec.filter_groups, spec.filter_groups_operator))
+        out.extend(_groups_violations("spec.", spec.filter_groups))
     _check(out, "time_range", request.time_range, fields["time_range"])
-    found = _time_range_violations("time_range", request.time_range)
+    found = _time_range_violations("time_range", request.time_range, times)
     out.extend(found)
     for name in ("granularity", "timezone"):
         _check(out, name, getattr(request, name), fields[name])
     # The CEL rules bounding the range of each granularity, once the range itself is valid.
     limit = rules.GRANULARITY_MAX_RANGES.get(int(request.granularity or 0))
-    time_range = request.time_range
-    if limit is not None and time_range is not None and not found:
-        span = utc(time_range.to) - utc(time_range.from_)
-        if span > limit.longest:
-            _broken(out, "", limit.rule.id)
+    start, end = times.nanos("time_range.from"), times.nanos("time_range.to")
+    known = limit is not None and start is not None and end is not None and not found
+    if known and limit and start is not None and end is not None and end - start > _nanos(limit):
+        _broken(out, "", limit.rule.id)
     return out
 
 
-def _segment_violations(request: insights_v1.SegmentUsersRequest) -> list[_Violation]:
+def _nanos(limit: rules.MaxRange) -> int:
+    return limit.longest // datetime.timedelta(microseconds=1) * 1000
+
+
+def _segment_violations(
+    request: insights_v1.SegmentUsersRequest, times: wire.Times
+) -> list[_Violation]:
     out: list[_Violation] = []
     fields = _rules(insights_v1.SegmentUsersRequest).fields
     _check(out, "time_range", request.time_range, fields["time_range"])
-    out.extend(_time_range_violations("time_range", request.time_range))
+    out.extend(_time_range_violations("time_range", request.time_range, times))
     _check(out, "events", request.events, fields["events"])
     out.extend(_event_queries_violations("events", request.events))
     _check(out, "page_size", request.page_size, fields["page_size"])
-    out.extend(_groups_violations("", request.filter_groups, request.filter_groups_operator))
+    out.extend(_groups_violations("", request.filter_groups))
     return out
 
 
 def _delete_data_subject_violations(
-    request: profiles_v1.DeleteDataSubjectRequest,
+    request: profiles_v1.DeleteDataSubjectRequest, times: wire.Times
 ) -> list[_Violation]:
     out = _violations(request)
     if request.external_id == "":
@@ -493,25 +506,23 @@ def _delete_data_subject_violations(
 
 
 # What the fake checks of each request, by its type (the rest of each is in pug.rules).
-_REQUEST_RULES: dict[type[betterproto2.Message], Callable[[Any], list[_Violation]]] = {
-    BatchCreateRequest: _batch_violations,
+_REQUEST_RULES: dict[type[betterproto2.Message], Callable[[Any, wire.Times], list[_Violation]]] = {
+    BatchCreateRequest: lambda r, _: _batch_violations(r),
     activity_v1.GetActivityFeedRequest: _feed_violations,
     activity_v1.GetEventExplorerRequest: _feed_violations,
     activity_v1.GetActivityHeatmapRequest: _heatmap_violations,
-    profiles_v1.ListRequest: lambda r: _groups_violations(
-        "", r.filter_groups, r.filter_groups_operator
-    ),
+    profiles_v1.ListRequest: lambda r, _: _groups_violations("", r.filter_groups),
     profiles_v1.DeleteDataSubjectRequest: _delete_data_subject_violations,
     insights_v1.QueryRequest: _query_violations,
     insights_v1.SegmentUsersRequest: _segment_violations,
 }
 
 
-def _request_violations(request: betterproto2.Message) -> list[_Violation]:
+def _request_violations(request: betterproto2.Message, times: wire.Times) -> list[_Violation]:
     """Every rule a request breaks: its own checks, or (a flat request: Get, Identify,
     GetPropertyValues, GetFilterSchema, ...) the rules of its fields."""
-    check = _REQUEST_RULES.get(type(request), _violations)
-    return check(request)
+    check = _REQUEST_RULES.get(type(request))
+    return _violations(request) if check is None else check(request, times)
 
 
 # ---- the fake -----------------------------------------------------------------------------
@@ -521,11 +532,14 @@ class _Flushable(Protocol):
     def flush(self) -> object: ...
 
 
-def _parse(cls: type[M], body: bytes) -> M:
+def _parse(cls: type[M], body: bytes) -> tuple[M, wire.Times]:
+    """The request as the server reads it (`wire.canonical`), and its exact times. Bytes
+    the server cannot unmarshal are `invalid_argument`, as connect-go answers them."""
     try:
-        return cls.parse(body)
-    except Exception as exc:  # betterproto2 raises assorted errors for malformed bytes
+        readable, times = wire.canonical(cls, body)
+    except wire.Unreadable as exc:
         raise error_for("invalid_argument", f"unreadable {cls.__name__}: {exc}") from None
+    return cls.parse(readable), times
 
 
 _Answer: TypeAlias = Callable[[Any], Any]
@@ -581,9 +595,9 @@ class FakePug(InMemoryTransport):
             raise error_for("unimplemented", f"FakePug does not implement {method}")
         if route.streams != streaming:
             raise self._wrong_call(method, streams=route.streams)
-        request = _parse(route.request, body)
+        request, times = _parse(route.request, body)
         with self._state_lock:
-            _raise_if(_request_violations(request))
+            _raise_if(_request_violations(request, times))
             return answer(request)
 
     def _answers(self, route: Method | None) -> _Answer | None:
