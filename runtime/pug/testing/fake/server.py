@@ -55,7 +55,6 @@ import builtins
 import datetime
 import functools
 import importlib
-import json
 import keyword
 import math
 import pkgutil
@@ -286,7 +285,7 @@ def _event_violations(index: int, event: Event) -> list[_Violation]:
     for name, props in (("auto_properties", event.auto_properties),
                         ("custom_properties", event.custom_properties)):  # fmt: skip
         for key, value in props.items():
-            out.extend(_property_value_violations(f"{at}.{name}[{json.dumps(key)}]", value))
+            out.extend(_property_value_violations(f"{at}.{name}[{_go_quote(key)}]", value))
     for name in ("kind", "occur_time", "session_id"):
         _check(out, f"{at}.{name}", getattr(event, name), fields[name])
     prefix = rules.AUTO_PROPERTY_PREFIX
@@ -297,6 +296,27 @@ def _event_violations(index: int, event: Event) -> list[_Violation]:
     if not event.cookieless and not (event.distinct_id and event.session_id):
         _broken(out, at, "event.identity_required_unless_cookieless")
     return out
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v", '"': '\\"', "\\": "\\\\"}  # fmt: skip
+
+
+def _go_quote(key: str) -> str:
+    """A map key in a field path as protovalidate-go writes it (Go's strconv.Quote):
+    printable characters as they are, others escaped (JSON would escape every non-ASCII)."""
+    out = []
+    for char in key:
+        code = ord(char)
+        if char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _property_value_violations(path: str, value: PropertyValue) -> list[_Violation]:
@@ -347,8 +367,12 @@ def _filter_violations(path: str, f: PropertyFilter) -> list[_Violation]:
         _broken(out, path, "property_filter.between_requires_two_values")
     if op in _SET_OPERATORS and value != "":
         _broken(out, path, "property_filter.value_not_allowed_for_set_operators")
-    numeric_range = op in _RANGE_OPERATORS and _numbers_given(op, value, values)
-    if numeric_range and _float(values[0]) > _float(values[1]):
+    # `double(values[0]) <= double(values[1])`: false with a NaN too (so NaN breaks both
+    # this rule and numeric_value_required); text that is not a number fails the server's
+    # evaluation instead, which the fake reports as numeric_value_required alone.
+    bounds = [go_float(v) for v in values[:2]] if op in _RANGE_OPERATORS else []
+    low, high = [*bounds, None, None][:2]
+    if low is not None and high is not None and not low <= high:
         _broken(out, path, "property_filter.between_ordered_values")
     return out
 
@@ -359,12 +383,6 @@ def _is_number(text: str) -> bool:
     fails to convert, the server answers invalid_argument; the fake names this rule."""
     number = go_float(text)
     return number is not None and not math.isnan(number)
-
-
-def _float(text: str) -> float:
-    number = go_float(text)
-    assert number is not None  # checked by _numbers_given
-    return number
 
 
 def _numbers_given(op: FilterOperator | None, value: str, values: Sequence[str]) -> bool:
