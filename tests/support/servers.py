@@ -43,7 +43,7 @@ from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_fa
 from google.protobuf.message import Message
 from protobuf.wkt import Any as ConnectAny
 from protoc_helpers import GoogleMessages
-from pug import wire
+from pug._wire import protobuf as pb
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 LIST = "shared.profiles.v1.ProfilesService/List"
@@ -552,7 +552,7 @@ def batch_answer(path: str, body: bytes, content_encoding: str | None) -> bytes:
     empty message (a valid answer to Identify)."""
     if not path.endswith("/" + BATCH_CREATE):
         return b""
-    return wire.accept_all(gzip.decompress(body) if content_encoding == "gzip" else body)
+    return pb.accept_all(gzip.decompress(body) if content_encoding == "gzip" else body)
 
 
 class RecordingHTTPServer:
