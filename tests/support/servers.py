@@ -413,6 +413,14 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released): connections to
+    it are refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class ConnectServer:
     """`connectrpc` serving `METHODS` on 127.0.0.1 (TLS when given a cert file)."""
 

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import traceback
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from accounting import DeadLetters, assert_stats_add_up, wait_until
+from accounting import DeadLetters, assert_stats_add_up, ids, wait_until
 from google.protobuf.message import Message as GoogleMessage
 from protoc_helpers import GoogleMessages
 from pug import AsyncPug, BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent
@@ -37,6 +36,7 @@ from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
 from pug.transports.base import BATCH_CREATE, IDENTIFY
+from servers import closed_port
 
 API_KEY = "prv_test"
 # Event kinds here are custom ("rel.*"): the typed-event registry is process-wide, and other
@@ -70,10 +70,6 @@ def make_pug() -> Iterator[MakePug]:
     for pug in made:
         pug.close(1)
         assert_stats_add_up(pug)
-
-
-def ids(events: list[Any]) -> list[str]:
-    return [event.event_id for event in events]
 
 
 def ints(events: list[Any], key: str) -> list[int]:
@@ -718,13 +714,6 @@ def test_forked_child_sends_only_its_own_events(make_pug: MakePug) -> None:
 # --- 8. the API key never leaks --------------------------------------------------------------
 
 SECRET = "SECRET_KEY_123"
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (connections to it are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_api_key_never_appears_in_reprs_errors_or_logs(
