@@ -6,28 +6,5 @@ a module still registers its encoders in the one registry. Regenerate the module
 this import; the SDK's own code does not use it, and it will be removed in a later release.
 """
 
-from pug._wire.codegen_support import (
-    ENCODERS,
-    EXACT_INT,
-    UTC,
-    bool_entries,
-    double_prefix,
-    integer,
-    pack_double,
-    register,
-    string,
-    timestamp,
-)
-
-__all__ = [
-    "ENCODERS",
-    "EXACT_INT",
-    "UTC",
-    "bool_entries",
-    "double_prefix",
-    "integer",
-    "pack_double",
-    "register",
-    "string",
-    "timestamp",
-]
+from pug._wire.codegen_support import *  # noqa: F403
+from pug._wire.codegen_support import __all__ as __all__
