@@ -19,7 +19,8 @@ import random
 import time
 
 from common import PROPS, median, spread, versions, write
-from pug import BatchConfig, Pug, wire
+from pug import BatchConfig, Pug
+from pug._wire import protobuf as pb
 from pug.testing import InMemoryTransport
 
 EVENTS = 1000
@@ -57,7 +58,7 @@ def main() -> None:
         track_us.append((time.perf_counter() - start) / (EVENTS - 1) * 1e6)
         queued = list(pug._core.queue._items)  # type: ignore[attr-defined]
         pug.close(0)
-        body = wire.batch(queued)
+        body = pb.batch(queued)
         start = time.perf_counter()
         gzip.compress(body, compresslevel=1)
         compress_us.append((time.perf_counter() - start) / len(queued) * 1e6)

@@ -68,9 +68,9 @@ def _connect_answer(path: str, body: bytes, encoding: str | None) -> bytes:
     an empty message for anything else."""
     if not path.endswith("/BatchCreate"):
         return b""
-    from pug import wire
+    from pug._wire import protobuf as pb
 
-    return wire.accept_all(gzip.decompress(body) if encoding == "gzip" else body)
+    return pb.accept_all(gzip.decompress(body) if encoding == "gzip" else body)
 
 
 def serve_http(port_file: Path) -> None:
@@ -95,11 +95,11 @@ def serve_grpc(port_file: Path) -> None:
 
     class Sink:
         async def unary(self, stream: Stream[bytes, bytes]) -> None:
-            from pug import wire
+            from pug._wire import protobuf as pb
 
             request = await stream.recv_message()
             batch = stream.method_name.endswith("/BatchCreate")
-            await stream.send_message(wire.accept_all(request) if batch else b"")  # type: ignore[arg-type]
+            await stream.send_message(pb.accept_all(request) if batch else b"")  # type: ignore[arg-type]
 
         def __mapping__(self) -> dict[str, grpclib.const.Handler]:
             methods = ["/sdk.events.v1.EventsService/BatchCreate",

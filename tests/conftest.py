@@ -18,7 +18,7 @@ from protoc_helpers import GoogleMessages, build_pool, compile_descriptor_set
 from pug import Pug
 from pug.event import REGISTRY
 from pug.testing import InMemoryTransport
-from servers import ConnectServer, FakePug
+from servers import ConnectServer, FakePug, GrpcServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -78,6 +78,20 @@ def server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
 def fake(server: ConnectServer) -> FakePug:
     server.fake.reset()
     return server.fake
+
+
+# A Connect and a gRPC server (plain HTTP, h2c) for the read and stream tests: one of each
+# per module (tests/e2e/test_transports_e2e.py has TLS ones of its own).
+@pytest.fixture(scope="module")
+def connect_server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
+    with ConnectServer(FakePug(google_pb2)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def grpc_server(google_pb2: GoogleMessages) -> Iterator[GrpcServer]:
+    with GrpcServer(FakePug(google_pb2), tls_key_and_chain=None) as server:
+        yield server
 
 
 # Scripted hostile HTTP/1.1 servers (tests/support/hostile.py): `hostile(handler)` starts one on

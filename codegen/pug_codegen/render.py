@@ -167,7 +167,7 @@ def encoder_fields(e: Event) -> list[dict[str, object]]:
                 rules.append(f"{low} <= v <= {high}")
         elif p.type in ("double", "duration"):
             kind = p.type
-            consts.append(f"{const} = _encoders.double_prefix({pyrepr(p.wire_name)})")
+            consts.append(f"{const} = _support.double_prefix({pyrepr(p.wire_name)})")
             var = "v" if p.type == "double" else "s"
             if p.type == "double":
                 rules.append("v - v == 0.0")  # finite: inf - inf and nan - nan are nan
@@ -177,7 +177,7 @@ def encoder_fields(e: Event) -> list[dict[str, object]]:
                     rules.append(f"{var} {op} {float(limit)!r}")
         elif p.type == "bool":
             kind = "bool"
-            consts.append(f"{const} = _encoders.bool_entries({pyrepr(p.wire_name)})")
+            consts.append(f"{const} = _support.bool_entries({pyrepr(p.wire_name)})")
         else:
             kind = "timestamp"
         fields.append(

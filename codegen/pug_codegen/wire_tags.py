@@ -1,4 +1,4 @@
-"""The field tags the SDK's hand-written protobuf writer (`pug.wire`) uses, read from
+"""The field tags the SDK's hand-written protobuf writer (`pug._wire.protobuf`) uses, read from
 catalog/proto so the encoder's field numbers come from the schema, not from memory."""
 
 from __future__ import annotations

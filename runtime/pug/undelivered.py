@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pug import wire
+from pug._wire import protobuf as pb
 
 if TYPE_CHECKING:
     from pug.proto.sdk.events.v1 import Event
@@ -41,7 +41,7 @@ class Undelivered:
     @property
     def encoded(self) -> bytes:
         """The message's protobuf encoding (an `Event`, or an `IdentifyRequest`)."""
-        return self.queued if self.is_identify else wire.unframe(self.queued)
+        return self.queued if self.is_identify else pb.unframe(self.queued)
 
     @property
     def message(self) -> Event | IdentifyRequest:

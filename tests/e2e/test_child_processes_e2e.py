@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from accounting import delivered_ns
 from servers import ConnectServer, FakePug
 
 EXIT_TIMEOUT = 5.0
@@ -74,14 +75,6 @@ def run_program(source: str, tmp_path: Path, env: dict[str, str]) -> tuple[str, 
     elapsed = time.monotonic() - start
     assert process.returncode == 0, err
     return out, elapsed
-
-
-def delivered_ns(fake: FakePug) -> list[int]:
-    """The `n` of every delivered event, after checking no event id arrived twice."""
-    events: list[Any] = fake.delivered_events()  # Google protobuf Events
-    ids = collections.Counter(e.event_id for e in events)
-    assert [i for i, count in ids.items() if count > 1] == []
-    return sorted(e.custom_properties["n"].int_value for e in events)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -10,7 +10,6 @@ by the workers' exit. Every wait is bounded: a worker that hangs fails the test 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import http.client
 import os
@@ -25,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from accounting import delivered_ns
 from servers import ConnectServer, FakePug
 
 WORKERS = 4
@@ -206,14 +206,6 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, float]:
     except subprocess.TimeoutExpired:
         pytest.fail("gunicorn did not stop after SIGTERM")
     return process.returncode, time.monotonic() - start
-
-
-def delivered_ns(fake: FakePug) -> list[int]:
-    """The `n` of every delivered event, after checking no event id arrived twice."""
-    events = fake.delivered_events()
-    ids = collections.Counter(e.event_id for e in events)
-    assert [i for i, count in ids.items() if count > 1] == []
-    return sorted(e.custom_properties["n"].int_value for e in events)
 
 
 @pytest.mark.parametrize("worker_class", ["sync", "gevent"])

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import pytest
-from accounting import DeadLetters, assert_stats_add_up
+from accounting import DeadLetters, assert_stats_add_up, ids
 from hostile import (
     GIB,
     HTTP_HANDLERS,
@@ -48,6 +48,7 @@ from hostile import (
     Hostile,
     Received,
     answer,
+    events_of,
     grpc_answer,
     grpc_endless_message,
     grpc_message,
@@ -367,11 +368,6 @@ def expected_message(mode: Mode) -> str:
     return mode.message.replace(BOMB_SIZE, str(len(gzip_bomb())))
 
 
-def events_of(received: Received, messages: GoogleMessages) -> list[Any]:
-    batch: Any = messages["sdk.events.v1.BatchCreateRequest"].FromString(received.message())
-    return list(batch.events)
-
-
 def dead_events(dead: DeadLetters, messages: GoogleMessages) -> list[Any]:
     """What on_error was handed, decoded with Google's protobuf."""
     event = messages["sdk.events.v1.Event"]
@@ -380,10 +376,6 @@ def dead_events(dead: DeadLetters, messages: GoogleMessages) -> list[Any]:
 
 def indices(events: list[Any]) -> list[int]:
     return sorted(event.custom_properties["i"].int_value for event in events)
-
-
-def ids(events: list[Any]) -> list[str]:
-    return [event.event_id for event in events]
 
 
 def pug_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from pug import BatchConfig, Pug, PugError, wire
+from pug import BatchConfig, Pug, PugError
+from pug._wire import protobuf as pb
 from pug.transports._url import parse_base_url
 from pug.transports.base import BATCH_CREATE
 from pug.transports.connect import ConnectTransport, uses_proxy
@@ -285,7 +286,7 @@ def test_a_configured_proxy_carries_unary_calls(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         (answer,) = calls("http://pug.invalid:8080", 1)
-    assert answer == wire.accept_all(BODY)  # what the proxy passed on
+    assert answer == pb.accept_all(BODY)  # what the proxy passed on
     # A forward proxy is asked for the absolute URL.
     assert proxy.paths == [f"http://pug.invalid:8080/{BATCH_CREATE}"]
 

@@ -54,9 +54,7 @@ from servers import (
     INSIGHTS_QUERY,
     LIST,
     BadRequest,
-    ConnectServer,
     FakePug,
-    GrpcServer,
 )
 
 API_KEY = "prv_test_key"
@@ -67,18 +65,6 @@ FAILS_WITHIN = 3.0
 SLOW_SERVER = 0.3  # seconds a "slow" server takes to answer
 
 # --- servers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def connect_server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
-    with ConnectServer(FakePug(google_pb2)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def grpc_server(google_pb2: GoogleMessages) -> Iterator[GrpcServer]:
-    with GrpcServer(FakePug(google_pb2), tls_key_and_chain=None) as server:
-        yield server
 
 
 @dataclass(frozen=True)

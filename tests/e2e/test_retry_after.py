@@ -33,6 +33,7 @@ from hostile import (
     Handler,
     Hostile,
     Received,
+    events_of,
     grpc_answer,
     grpc_message,
     head,
@@ -169,11 +170,6 @@ def make_pug() -> Iterator[Callable[..., Pug]]:
 def track(pug: Pug) -> None:
     for i in range(N):
         pug.track("user_1", "retry.after", {"i": i})
-
-
-def events_of(received: Received, messages: GoogleMessages) -> list[Any]:
-    batch: Any = messages["sdk.events.v1.BatchCreateRequest"].FromString(received.message())
-    return list(batch.events)
 
 
 def assert_delivered_once(requests: list[Received], messages: GoogleMessages) -> None:

@@ -18,30 +18,18 @@ import gc
 import logging
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from protoc_helpers import GoogleMessages
 from pug import AsyncPug, Pug, PugError
-from servers import ConnectServer, FakePug, GrpcServer, Refusal
+from servers import Refusal
 
 API_KEY = "prv_test_key"
 ROUNDS = 5
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
-
-
-@pytest.fixture(scope="module")
-def connect_server(google_pb2: GoogleMessages) -> Iterator[ConnectServer]:
-    with ConnectServer(FakePug(google_pb2)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def grpc_server(google_pb2: GoogleMessages) -> Iterator[GrpcServer]:
-    with GrpcServer(FakePug(google_pb2), tls_key_and_chain=None) as server:
-        yield server
 
 
 @pytest.fixture(params=["connect", "grpc"])

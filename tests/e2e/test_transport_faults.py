@@ -69,7 +69,7 @@ from pug.transports.base import BATCH_CREATE
 from pug.transports.connect import ConnectTransport, parse_retry_after
 from pug.transports.grpc import GrpcTransport
 from pug.transports.redact import quote, redact
-from servers import GET, LIST, ConnectServer, FakePug, GrpcServer
+from servers import GET, LIST, ConnectServer, FakePug, GrpcServer, closed_port
 
 # A fresh random key per run: whatever shows it leaked it.
 KEY = "prv_" + secrets.token_hex(16)
@@ -992,12 +992,6 @@ def test_on_error_and_the_clients_logs_never_show_the_key(
     for error, items in dead:
         texts += [*error_texts(error), repr(items)]
     assert_no_key(texts)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # === 6. base_url ===============================================================================

@@ -16,18 +16,17 @@ import asyncio
 import datetime
 import gc
 import random
-import socket
-import threading
 import urllib.parse
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pug
 import pytest
 import trustme
+from accounting import DeadLetters
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from protoc_helpers import GoogleMessages
@@ -37,7 +36,15 @@ from pug.events import Purchase
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 from pug.transports.connect import ConnectTransport, error_from_json
 from pug.transports.grpc import GrpcTransport
-from servers import LIST, ConnectServer, FakePug, GrpcServer, RecordingHTTPServer, Refusal
+from servers import (
+    LIST,
+    ConnectServer,
+    FakePug,
+    GrpcServer,
+    RecordingHTTPServer,
+    Refusal,
+    closed_port,
+)
 
 API_KEY = "prv_test_key"
 USER_AGENT = f"pug-python/{pug.__version__}"
@@ -135,18 +142,6 @@ def target(request: pytest.FixtureRequest, tls: Tls) -> Target:
 
 
 # --- client helpers ---------------------------------------------------------------------------
-
-
-@dataclass
-class DeadLetters:
-    """An `on_error` that keeps what it is given (it has run when flush/close return)."""
-
-    calls: list[tuple[PugError, list[Any]]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, error: PugError, items: list[Any]) -> None:
-        with self._lock:
-            self.calls.append((error, items))
 
 
 MakePug = Callable[..., Pug]
@@ -588,13 +583,6 @@ def test_error_from_json_maps_a_non_connect_body_by_status() -> None:
 
 
 # === 8. nobody listening =======================================================================
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("protocol", ["connect", "grpc"])

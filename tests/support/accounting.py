@@ -3,14 +3,18 @@ records what it was given, and waiting for states the SDK gives no signal for.""
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pug import Pug, PugError
+
+if TYPE_CHECKING:
+    from servers import FakePug
 
 
 def assert_stats_add_up(pug: Pug) -> None:
@@ -50,6 +54,19 @@ class DeadLetters:
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: len(self.items) >= count, timeout)
+
+
+def ids(events: list[Any]) -> list[str]:
+    """The event ids of `events` (stubs or Google messages), in order."""
+    return [event.event_id for event in events]
+
+
+def delivered_ns(fake: FakePug) -> list[int]:
+    """The `n` of every event `fake` was delivered, after checking no event id arrived twice."""
+    events: list[Any] = fake.delivered_events()  # Google protobuf Events
+    counts = collections.Counter(e.event_id for e in events)
+    assert [i for i, count in counts.items() if count > 1] == []
+    return sorted(e.custom_properties["n"].int_value for e in events)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:

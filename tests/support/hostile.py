@@ -21,11 +21,15 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+
+if TYPE_CHECKING:
+    from protoc_helpers import GoogleMessages
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -53,12 +57,27 @@ class Received:
         return self.body[5 : 5 + length]
 
 
+def events_of(received: Received, messages: GoogleMessages) -> list[Any]:
+    """The events of a BatchCreate request `received`, decoded with Google's protobuf."""
+    batch: Any = messages["sdk.events.v1.BatchCreateRequest"].FromString(received.message())
+    return list(batch.events)
+
+
 class _Recorder:
-    """What both servers share: the requests received, and a wait for the n-th."""
+    """What both servers share: a listener on 127.0.0.1, the threads they start, the
+    requests received, and a wait for the n-th."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self._received = threading.Condition()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+
+    def _start(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _record(self, received: Received) -> int:
         with self._received:
@@ -87,12 +106,9 @@ class Hostile(_Recorder):
         self.handler = handler
         self.heads: list[bytes] = []
         self.connection_of: list[int] = []  # request n came on connection i
-        self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self.stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._conns: list[socket.socket] = []
 
     def __enter__(self) -> Hostile:
@@ -111,11 +127,6 @@ class Hostile(_Recorder):
                 conn.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join(5)
-
-    def _start(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self._threads.append(thread)
 
     def _accept(self) -> None:
         index = 0
@@ -344,9 +355,6 @@ class H2Server(_Recorder):
     def __init__(self, script: Script) -> None:
         super().__init__()
         self.script = script
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> H2Server:
         self._start(self._accept)
@@ -358,11 +366,6 @@ class H2Server(_Recorder):
         self._listener.close()
         for thread in self._threads:
             thread.join(5)
-
-    def _start(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self._threads.append(thread)
 
     def _accept(self) -> None:
         index = 0

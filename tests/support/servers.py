@@ -43,7 +43,7 @@ from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_fa
 from google.protobuf.message import Message
 from protobuf.wkt import Any as ConnectAny
 from protoc_helpers import GoogleMessages
-from pug import wire
+from pug._wire import protobuf as pb
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 LIST = "shared.profiles.v1.ProfilesService/List"
@@ -413,6 +413,14 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released): connections to
+    it are refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class ConnectServer:
     """`connectrpc` serving `METHODS` on 127.0.0.1 (TLS when given a cert file)."""
 
@@ -552,7 +560,7 @@ def batch_answer(path: str, body: bytes, content_encoding: str | None) -> bytes:
     empty message (a valid answer to Identify)."""
     if not path.endswith("/" + BATCH_CREATE):
         return b""
-    return wire.accept_all(gzip.decompress(body) if content_encoding == "gzip" else body)
+    return pb.accept_all(gzip.decompress(body) if content_encoding == "gzip" else body)
 
 
 class RecordingHTTPServer:

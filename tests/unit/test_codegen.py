@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+import pug
 import pytest
 from pug.errors import PugValidationError
 from pug.event import Variant, event_class, event_properties, validate
@@ -143,13 +145,16 @@ def test_user_module_passes_mypy_strict_and_mypy_rejects_wrong_types(
         "bad.py",
     )
 
+    # The pug under test (its runtime and generated folders), not whichever is installed.
+    pug_path = os.pathsep.join(dict.fromkeys(str(Path(p).parent) for p in pug.__path__))
+
     def mypy(path: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(path)],
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            env={"MYPYPATH": str(out.parent), "PATH": ""},
+            env={"MYPYPATH": str(out.parent), "PYTHONPATH": pug_path, "PATH": ""},
         )
 
     ok = mypy(good)

@@ -76,8 +76,8 @@ def test_a_new_session_starts_the_heads_again() -> None:
 
 # Names whose use frames an event: the framing tag, and the writer's frame/event functions.
 FRAMING = {"EVENTS_TAG", "frame", "event", "EVENT_ID_PREFIX"}
-# The encoder frames; the writer defines; pug.wire re-exports the writer for old imports.
-ALLOWED = {"_ingest/encode.py", "_wire/protobuf.py", "wire.py"}
+# The encoder frames; the writer defines.
+ALLOWED = {"_ingest/encode.py", "_wire/protobuf.py"}
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_only_the_encoder_frames_events(path: Path) -> None:
     imported = {
         alias.name
         for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module in ("pug._wire.protobuf", "pug.wire")
+        if isinstance(node, ast.ImportFrom) and node.module == "pug._wire.protobuf"
         for alias in node.names
     }
     assert not (used | imported) & FRAMING

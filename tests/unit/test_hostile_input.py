@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from protoc_helpers import GoogleMessages
-from pug import BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent, Undelivered, wire
+from pug import BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent, Undelivered
+from pug._wire import protobuf as pb
 from pug.errors import ECHO_LIMIT
 from pug.testing import InMemoryTransport
 
@@ -274,7 +275,7 @@ class Discarding(InMemoryTransport):
     """Accepts every batch and keeps nothing (an InMemoryTransport records each request)."""
 
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
-        return wire.accept_all(request)
+        return pb.accept_all(request)
 
 
 def test_caches_are_bounded_in_bytes_whatever_the_ids_and_kinds() -> None:

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pug import Pug, PugValidationError
-from pug.encoders import ENCODERS
+from pug._wire.codegen_support import ENCODERS
 from pug.event import PugEvent, event_class
 from pug.proto.common.v1 import PropertyValue
 from pug.proto.sdk.events.v1 import BatchCreateRequest, Event

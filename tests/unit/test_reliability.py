@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import traceback
@@ -28,14 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from accounting import DeadLetters, assert_stats_add_up, wait_until
+from accounting import DeadLetters, assert_stats_add_up, ids, wait_until
 from google.protobuf.message import Message as GoogleMessage
 from protoc_helpers import GoogleMessages
-from pug import AsyncPug, BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent, wire
+from pug import AsyncPug, BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent
+from pug._wire import protobuf as pb
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS
 from pug.proto.sdk.events.v1 import BatchCreateRequest
 from pug.testing import InMemoryTransport
 from pug.transports.base import BATCH_CREATE, IDENTIFY
+from servers import closed_port
 
 API_KEY = "prv_test"
 # Event kinds here are custom ("rel.*"): the typed-event registry is process-wide, and other
@@ -69,10 +70,6 @@ def make_pug() -> Iterator[MakePug]:
     for pug in made:
         pug.close(1)
         assert_stats_add_up(pug)
-
-
-def ids(events: list[Any]) -> list[str]:
-    return [event.event_id for event in events]
 
 
 def ints(events: list[Any], key: str) -> list[int]:
@@ -244,7 +241,7 @@ def test_a_batch_refused_as_invalid_is_split_and_only_the_refused_events_dead_le
         if any(e.custom_properties["i"].int_value in bad for e in events):
             raise PugError("invalid_argument", "events[0].kind: value does not match regex")
         delivered.extend(events)
-        return b"\x08" + wire.varint(len(events))
+        return b"\x08" + pb.varint(len(events))
 
     transport = InMemoryTransport(handler=refuse_batches_with_a_bad_event)
     dead = DeadLetters()
@@ -275,7 +272,7 @@ def test_an_answer_that_does_not_account_for_the_batch_is_retried(
     answers = [answer]
 
     def answer_badly_once(method: str, body: bytes) -> bytes:
-        return answers.pop() if answers else b"\x08" + wire.varint(wire.count_events(body))
+        return answers.pop() if answers else b"\x08" + pb.varint(pb.count_events(body))
 
     transport = InMemoryTransport(handler=answer_badly_once)
     pug = make_pug(transport)
@@ -293,9 +290,9 @@ def test_an_answer_that_does_not_account_for_the_batch_is_retried(
 
 def test_events_the_server_drops_are_counted_per_reason_not_as_sent(make_pug: MakePug) -> None:
     def drop_two(method: str, body: bytes) -> bytes:
-        n = wire.count_events(body)
+        n = pb.count_events(body)
         reason = b"\n\x05quota\x10\x02"  # dropped_by_reason {"quota": 2}
-        return b"\x08" + wire.varint(n - 2) + b"\x10\x02" + b"\x1a" + bytes([len(reason)]) + reason
+        return b"\x08" + pb.varint(n - 2) + b"\x10\x02" + b"\x1a" + bytes([len(reason)]) + reason
 
     transport = InMemoryTransport(handler=drop_two)
     pug = make_pug(transport)
@@ -719,13 +716,6 @@ def test_forked_child_sends_only_its_own_events(make_pug: MakePug) -> None:
 SECRET = "SECRET_KEY_123"
 
 
-def closed_port() -> int:
-    """A local port nothing listens on (connections to it are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_api_key_never_appears_in_reprs_errors_or_logs(
     make_pug: MakePug, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -944,7 +934,7 @@ def held_client(make_pug: MakePug) -> tuple[Pug, InMemoryTransport, threading.Ev
     def hold_the_first_request(method: str, body: bytes) -> bytes:
         entered.set()
         assert gate.wait(5)
-        return b"\x08" + wire.varint(wire.count_events(body))
+        return b"\x08" + pb.varint(pb.count_events(body))
 
     transport = InMemoryTransport(handler=hold_the_first_request)
     pug = make_pug(transport, batch=BatchConfig(max_size=1, max_wait=60.0))

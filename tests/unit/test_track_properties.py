@@ -54,7 +54,7 @@ MAX_EVENTS_PER_REQUEST = 1000
 def raw_fields(data: bytes) -> list[tuple[int, bytes | int]]:
     """(field number, value) of each field of a protobuf message, in wire order.
 
-    A few lines of our own rather than pug.wire's reader: Google's parser lets the last
+    A few lines of our own rather than pug._wire.protobuf's reader: Google's parser lets the last
     member of a oneof win, so only the raw fields show whether a value has two variants.
     """
     out: list[tuple[int, bytes | int]] = []

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protoc_helpers import GoogleMessages
 from pug._ingest import encode
-from pug.encoders import ENCODERS
+from pug._wire.codegen_support import ENCODERS
 from pug.errors import PugValidationError
 from pug.event import PugEvent, Variant, event_properties, registered_events
 from pug_codegen.cli import main
@@ -230,7 +230,7 @@ def test_the_fast_path_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_generated_module_source_is_importable_alone(tmp_path: Path) -> None:
-    # The encoders need only pug.encoders and msgspec at import: no generator at run time.
+    # The encoders need only pug._wire.codegen_support and msgspec at import: no generator.
     out = tmp_path / "alone.py"
     plan = write(tmp_path, "events:\n  solo.thing:\n    properties:\n      n: int32\n")
     assert main(["events", "--catalog", str(plan), "--out", str(out)]) == 0
@@ -238,3 +238,16 @@ def test_generated_module_source_is_importable_alone(tmp_path: Path) -> None:
     assert "pug_codegen" not in text.split('"""', 2)[2]
     module = load_module(out, "alone_events")
     assert ENCODERS[module.SoloThing](module.SoloThing(n=5)) is not None
+
+
+def test_a_module_generated_before_the_move_still_registers(tmp_path: Path) -> None:
+    # Modules users generated earlier import `pug.encoders` (now a deprecated re-export).
+    out = tmp_path / "old.py"
+    plan = write(tmp_path, "events:\n  old.thing:\n    properties:\n      n: int32\n")
+    assert main(["events", "--catalog", str(plan), "--out", str(out)]) == 0
+    new_import = "from pug._wire import codegen_support as _support\n"
+    text = out.read_text()
+    assert new_import in text
+    out.write_text(text.replace(new_import, "from pug import encoders as _support\n"))
+    module = load_module(out, "old_events")
+    assert ENCODERS[module.OldThing](module.OldThing(n=5)) is not None

@@ -31,9 +31,10 @@ from google.protobuf.message import Message as GoogleMessage
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from protoc_helpers import GoogleMessages
-from pug import Pug, ids, wire
+from pug import Pug, ids
 from pug._ingest import encode
 from pug._ingest.encode import EventEncoder
+from pug._wire import protobuf as pb
 from pug.event import Variant
 from pug.events import Purchase
 from pug.proto.sdk.events.v1 import BatchCreateRequest
@@ -690,7 +691,7 @@ def batch_response(google_pb2: GoogleMessages, **fields: Any) -> bytes:
 def test_parse_batch_response(
     google_pb2: GoogleMessages, fields: dict[str, Any], expected: tuple[int, int, dict[str, int]]
 ) -> None:
-    assert pug.wire.parse_batch_response(batch_response(google_pb2, **fields)) == expected
+    assert pb.parse_batch_response(batch_response(google_pb2, **fields)) == expected
 
 
 def test_server_drops_are_logged_and_counted(
@@ -953,13 +954,13 @@ def test_a_first_seen_value_encodes_as_the_generic_entry(
     # reused); it must write the generic encoder's bytes exactly, for any length.
     variant = Variant.STRING if isinstance(value, str) else Variant.DOUBLE
     encoded = new_encoder().new_entry(key, variant, value)
-    assert encoded == wire.entry(wire.CUSTOM, key, variant, value)
+    assert encoded == pb.entry(pb.CUSTOM, key, variant, value)
     event = google_pb2["sdk.events.v1.Event"].FromString(encoded)
     (decoded_key,) = event.custom_properties
-    assert decoded_key == wire.utf8(key).decode()
+    assert decoded_key == pb.utf8(key).decode()
     decoded = event.custom_properties[decoded_key]
     if isinstance(value, str):
-        assert decoded.string_value == wire.utf8(value, wire.MAX_STRING_BYTES).decode()
+        assert decoded.string_value == pb.utf8(value, pb.MAX_STRING_BYTES).decode()
     else:
         assert decoded.double_value == value
         assert math.copysign(1, decoded.double_value) == math.copysign(1, value)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -42,7 +42,7 @@ class ApiKeyRevoked(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _ApiKeyCreated_api_key_id: dict[str, bytes] = {}
@@ -60,7 +60,7 @@ def _encode_ApiKeyCreated(e: ApiKeyCreated) -> bytes | None:
         try:
             out.append(_ApiKeyCreated_api_key_id[v])
         except KeyError:
-            out.append(_encoders.string(_ApiKeyCreated_api_key_id, "apiKeyId", v))
+            out.append(_support.string(_ApiKeyCreated_api_key_id, "apiKeyId", v))
     v = e.name
     if v is not UNSET:
         if type(v) is not str:
@@ -68,7 +68,7 @@ def _encode_ApiKeyCreated(e: ApiKeyCreated) -> bytes | None:
         try:
             out.append(_ApiKeyCreated_name[v])
         except KeyError:
-            out.append(_encoders.string(_ApiKeyCreated_name, "name", v))
+            out.append(_support.string(_ApiKeyCreated_name, "name", v))
     v = e.scope
     if v is not UNSET:
         if type(v) is not str:
@@ -76,7 +76,7 @@ def _encode_ApiKeyCreated(e: ApiKeyCreated) -> bytes | None:
         try:
             out.append(_ApiKeyCreated_scope[v])
         except KeyError:
-            out.append(_encoders.string(_ApiKeyCreated_scope, "scope", v))
+            out.append(_support.string(_ApiKeyCreated_scope, "scope", v))
     return b"".join(out)
 
 
@@ -95,7 +95,7 @@ def _encode_ApiKeyRevoked(e: ApiKeyRevoked) -> bytes | None:
         try:
             out.append(_ApiKeyRevoked_api_key_id[v])
         except KeyError:
-            out.append(_encoders.string(_ApiKeyRevoked_api_key_id, "apiKeyId", v))
+            out.append(_support.string(_ApiKeyRevoked_api_key_id, "apiKeyId", v))
     v = e.name
     if v is not UNSET:
         if type(v) is not str:
@@ -103,7 +103,7 @@ def _encode_ApiKeyRevoked(e: ApiKeyRevoked) -> bytes | None:
         try:
             out.append(_ApiKeyRevoked_name[v])
         except KeyError:
-            out.append(_encoders.string(_ApiKeyRevoked_name, "name", v))
+            out.append(_support.string(_ApiKeyRevoked_name, "name", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -111,11 +111,11 @@ def _encode_ApiKeyRevoked(e: ApiKeyRevoked) -> bytes | None:
         try:
             out.append(_ApiKeyRevoked_reason[v])
         except KeyError:
-            out.append(_encoders.string(_ApiKeyRevoked_reason, "reason", v))
+            out.append(_support.string(_ApiKeyRevoked_reason, "reason", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         ApiKeyCreated: _encode_ApiKeyCreated,
         ApiKeyRevoked: _encode_ApiKeyRevoked,

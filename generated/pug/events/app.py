@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -28,7 +28,7 @@ class FeatureUsed(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _FeatureUsed_feature_id: dict[str, bytes] = {}
@@ -44,7 +44,7 @@ def _encode_FeatureUsed(e: FeatureUsed) -> bytes | None:
     try:
         out.append(_FeatureUsed_feature_id[v])
     except KeyError:
-        out.append(_encoders.string(_FeatureUsed_feature_id, "featureId", v))
+        out.append(_support.string(_FeatureUsed_feature_id, "featureId", v))
     v = e.feature_name
     if v is not UNSET:
         if type(v) is not str:
@@ -52,11 +52,11 @@ def _encode_FeatureUsed(e: FeatureUsed) -> bytes | None:
         try:
             out.append(_FeatureUsed_feature_name[v])
         except KeyError:
-            out.append(_encoders.string(_FeatureUsed_feature_name, "featureName", v))
+            out.append(_support.string(_FeatureUsed_feature_name, "featureName", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         FeatureUsed: _encode_FeatureUsed,
     }

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -98,7 +98,7 @@ class Signup(PugEvent, kw_only=True):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 
@@ -122,7 +122,7 @@ def _encode_MfaDisabled(e: MfaDisabled) -> bytes | None:
         try:
             out.append(_MfaDisabled_method[v])
         except KeyError:
-            out.append(_encoders.string(_MfaDisabled_method, "method", v))
+            out.append(_support.string(_MfaDisabled_method, "method", v))
     return b"".join(out)
 
 
@@ -139,7 +139,7 @@ def _encode_MfaEnabled(e: MfaEnabled) -> bytes | None:
         try:
             out.append(_MfaEnabled_method[v])
         except KeyError:
-            out.append(_encoders.string(_MfaEnabled_method, "method", v))
+            out.append(_support.string(_MfaEnabled_method, "method", v))
     return b"".join(out)
 
 
@@ -183,7 +183,7 @@ def _encode_Signup(e: Signup) -> bytes | None:
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         EmailVerified: _encode_EmailVerified,
         MfaDisabled: _encode_MfaDisabled,

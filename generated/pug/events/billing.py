@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -234,12 +234,12 @@ class TrialStarted(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _InvoiceFailed_invoice_id: dict[str, bytes] = {}
 _InvoiceFailed_subscription_id: dict[str, bytes] = {}
-_InvoiceFailed_amount = _encoders.double_prefix("amount")
+_InvoiceFailed_amount = _support.double_prefix("amount")
 _InvoiceFailed_currency: dict[str, bytes] = {}
 _InvoiceFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
 _InvoiceFailed_reason: dict[str, bytes] = {}
@@ -254,7 +254,7 @@ def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
     try:
         out.append(_InvoiceFailed_invoice_id[v])
     except KeyError:
-        out.append(_encoders.string(_InvoiceFailed_invoice_id, "invoiceId", v))
+        out.append(_support.string(_InvoiceFailed_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
@@ -262,14 +262,14 @@ def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
         try:
             out.append(_InvoiceFailed_subscription_id[v])
         except KeyError:
-            out.append(_encoders.string(_InvoiceFailed_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_InvoiceFailed_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_InvoiceFailed_amount + _encoders.pack_double(v))
+        out.append(_InvoiceFailed_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -279,7 +279,7 @@ def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
         except KeyError:
             if not (_InvoiceFailed_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_InvoiceFailed_currency, "currency", v))
+            out.append(_support.string(_InvoiceFailed_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -287,13 +287,13 @@ def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
         try:
             out.append(_InvoiceFailed_reason[v])
         except KeyError:
-            out.append(_encoders.string(_InvoiceFailed_reason, "reason", v))
+            out.append(_support.string(_InvoiceFailed_reason, "reason", v))
     return b"".join(out)
 
 
 _InvoicePaid_invoice_id: dict[str, bytes] = {}
 _InvoicePaid_subscription_id: dict[str, bytes] = {}
-_InvoicePaid_amount = _encoders.double_prefix("amount")
+_InvoicePaid_amount = _support.double_prefix("amount")
 _InvoicePaid_currency: dict[str, bytes] = {}
 _InvoicePaid_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -307,7 +307,7 @@ def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
     try:
         out.append(_InvoicePaid_invoice_id[v])
     except KeyError:
-        out.append(_encoders.string(_InvoicePaid_invoice_id, "invoiceId", v))
+        out.append(_support.string(_InvoicePaid_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
@@ -315,14 +315,14 @@ def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
         try:
             out.append(_InvoicePaid_subscription_id[v])
         except KeyError:
-            out.append(_encoders.string(_InvoicePaid_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_InvoicePaid_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_InvoicePaid_amount + _encoders.pack_double(v))
+        out.append(_InvoicePaid_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -332,14 +332,14 @@ def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
         except KeyError:
             if not (_InvoicePaid_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_InvoicePaid_currency, "currency", v))
+            out.append(_support.string(_InvoicePaid_currency, "currency", v))
     return b"".join(out)
 
 
 _PaymentFailed_payment_id: dict[str, bytes] = {}
 _PaymentFailed_invoice_id: dict[str, bytes] = {}
 _PaymentFailed_subscription_id: dict[str, bytes] = {}
-_PaymentFailed_amount = _encoders.double_prefix("amount")
+_PaymentFailed_amount = _support.double_prefix("amount")
 _PaymentFailed_currency: dict[str, bytes] = {}
 _PaymentFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
 _PaymentFailed_reason: dict[str, bytes] = {}
@@ -355,7 +355,7 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
         try:
             out.append(_PaymentFailed_payment_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentFailed_payment_id, "paymentId", v))
+            out.append(_support.string(_PaymentFailed_payment_id, "paymentId", v))
     v = e.invoice_id
     if v is not UNSET:
         if type(v) is not str:
@@ -363,7 +363,7 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
         try:
             out.append(_PaymentFailed_invoice_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentFailed_invoice_id, "invoiceId", v))
+            out.append(_support.string(_PaymentFailed_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
@@ -371,14 +371,14 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
         try:
             out.append(_PaymentFailed_subscription_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentFailed_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_PaymentFailed_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_PaymentFailed_amount + _encoders.pack_double(v))
+        out.append(_PaymentFailed_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -388,7 +388,7 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
         except KeyError:
             if not (_PaymentFailed_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_PaymentFailed_currency, "currency", v))
+            out.append(_support.string(_PaymentFailed_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -396,7 +396,7 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
         try:
             out.append(_PaymentFailed_reason[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentFailed_reason, "reason", v))
+            out.append(_support.string(_PaymentFailed_reason, "reason", v))
     return b"".join(out)
 
 
@@ -414,7 +414,7 @@ def _encode_PaymentMethodAdded(e: PaymentMethodAdded) -> bytes | None:
         try:
             out.append(_PaymentMethodAdded_payment_method_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentMethodAdded_payment_method_id, "paymentMethodId", v))
+            out.append(_support.string(_PaymentMethodAdded_payment_method_id, "paymentMethodId", v))
     v = e.payment_method_type
     if v is not UNSET:
         if type(v) is not str:
@@ -422,7 +422,7 @@ def _encode_PaymentMethodAdded(e: PaymentMethodAdded) -> bytes | None:
         try:
             out.append(_PaymentMethodAdded_payment_method_type[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentMethodAdded_payment_method_type, "paymentMethodType", v))
+            out.append(_support.string(_PaymentMethodAdded_payment_method_type, "paymentMethodType", v))
     return b"".join(out)
 
 
@@ -440,7 +440,7 @@ def _encode_PaymentMethodRemoved(e: PaymentMethodRemoved) -> bytes | None:
         try:
             out.append(_PaymentMethodRemoved_payment_method_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentMethodRemoved_payment_method_id, "paymentMethodId", v))
+            out.append(_support.string(_PaymentMethodRemoved_payment_method_id, "paymentMethodId", v))
     v = e.payment_method_type
     if v is not UNSET:
         if type(v) is not str:
@@ -448,14 +448,14 @@ def _encode_PaymentMethodRemoved(e: PaymentMethodRemoved) -> bytes | None:
         try:
             out.append(_PaymentMethodRemoved_payment_method_type[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentMethodRemoved_payment_method_type, "paymentMethodType", v))
+            out.append(_support.string(_PaymentMethodRemoved_payment_method_type, "paymentMethodType", v))
     return b"".join(out)
 
 
 _PaymentSucceeded_payment_id: dict[str, bytes] = {}
 _PaymentSucceeded_invoice_id: dict[str, bytes] = {}
 _PaymentSucceeded_subscription_id: dict[str, bytes] = {}
-_PaymentSucceeded_amount = _encoders.double_prefix("amount")
+_PaymentSucceeded_amount = _support.double_prefix("amount")
 _PaymentSucceeded_currency: dict[str, bytes] = {}
 _PaymentSucceeded_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -470,7 +470,7 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
         try:
             out.append(_PaymentSucceeded_payment_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentSucceeded_payment_id, "paymentId", v))
+            out.append(_support.string(_PaymentSucceeded_payment_id, "paymentId", v))
     v = e.invoice_id
     if v is not UNSET:
         if type(v) is not str:
@@ -478,7 +478,7 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
         try:
             out.append(_PaymentSucceeded_invoice_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentSucceeded_invoice_id, "invoiceId", v))
+            out.append(_support.string(_PaymentSucceeded_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
@@ -486,14 +486,14 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
         try:
             out.append(_PaymentSucceeded_subscription_id[v])
         except KeyError:
-            out.append(_encoders.string(_PaymentSucceeded_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_PaymentSucceeded_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_PaymentSucceeded_amount + _encoders.pack_double(v))
+        out.append(_PaymentSucceeded_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -503,13 +503,13 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
         except KeyError:
             if not (_PaymentSucceeded_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_PaymentSucceeded_currency, "currency", v))
+            out.append(_support.string(_PaymentSucceeded_currency, "currency", v))
     return b"".join(out)
 
 
 _RefundFailed_order_id: dict[str, bytes] = {}
 _RefundFailed_refund_id: dict[str, bytes] = {}
-_RefundFailed_amount = _encoders.double_prefix("amount")
+_RefundFailed_amount = _support.double_prefix("amount")
 _RefundFailed_currency: dict[str, bytes] = {}
 _RefundFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
 _RefundFailed_reason: dict[str, bytes] = {}
@@ -524,7 +524,7 @@ def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
     try:
         out.append(_RefundFailed_order_id[v])
     except KeyError:
-        out.append(_encoders.string(_RefundFailed_order_id, "orderId", v))
+        out.append(_support.string(_RefundFailed_order_id, "orderId", v))
     v = e.refund_id
     if v is not UNSET:
         if type(v) is not str:
@@ -532,14 +532,14 @@ def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
         try:
             out.append(_RefundFailed_refund_id[v])
         except KeyError:
-            out.append(_encoders.string(_RefundFailed_refund_id, "refundId", v))
+            out.append(_support.string(_RefundFailed_refund_id, "refundId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_RefundFailed_amount + _encoders.pack_double(v))
+        out.append(_RefundFailed_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -549,7 +549,7 @@ def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
         except KeyError:
             if not (_RefundFailed_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_RefundFailed_currency, "currency", v))
+            out.append(_support.string(_RefundFailed_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -557,7 +557,7 @@ def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
         try:
             out.append(_RefundFailed_reason[v])
         except KeyError:
-            out.append(_encoders.string(_RefundFailed_reason, "reason", v))
+            out.append(_support.string(_RefundFailed_reason, "reason", v))
     return b"".join(out)
 
 
@@ -575,7 +575,7 @@ def _encode_SubscriptionCanceled(e: SubscriptionCanceled) -> bytes | None:
     try:
         out.append(_SubscriptionCanceled_subscription_id[v])
     except KeyError:
-        out.append(_encoders.string(_SubscriptionCanceled_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_SubscriptionCanceled_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -583,7 +583,7 @@ def _encode_SubscriptionCanceled(e: SubscriptionCanceled) -> bytes | None:
         try:
             out.append(_SubscriptionCanceled_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionCanceled_plan_id, "planId", v))
+            out.append(_support.string(_SubscriptionCanceled_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -591,7 +591,7 @@ def _encode_SubscriptionCanceled(e: SubscriptionCanceled) -> bytes | None:
         try:
             out.append(_SubscriptionCanceled_reason[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionCanceled_reason, "reason", v))
+            out.append(_support.string(_SubscriptionCanceled_reason, "reason", v))
     return b"".join(out)
 
 
@@ -609,7 +609,7 @@ def _encode_SubscriptionChanged(e: SubscriptionChanged) -> bytes | None:
     try:
         out.append(_SubscriptionChanged_subscription_id[v])
     except KeyError:
-        out.append(_encoders.string(_SubscriptionChanged_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_SubscriptionChanged_subscription_id, "subscriptionId", v))
     v = e.previous_plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -617,7 +617,7 @@ def _encode_SubscriptionChanged(e: SubscriptionChanged) -> bytes | None:
         try:
             out.append(_SubscriptionChanged_previous_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionChanged_previous_plan_id, "previousPlanId", v))
+            out.append(_support.string(_SubscriptionChanged_previous_plan_id, "previousPlanId", v))
     v = e.new_plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -625,7 +625,7 @@ def _encode_SubscriptionChanged(e: SubscriptionChanged) -> bytes | None:
         try:
             out.append(_SubscriptionChanged_new_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionChanged_new_plan_id, "newPlanId", v))
+            out.append(_support.string(_SubscriptionChanged_new_plan_id, "newPlanId", v))
     return b"".join(out)
 
 
@@ -643,7 +643,7 @@ def _encode_SubscriptionPaused(e: SubscriptionPaused) -> bytes | None:
     try:
         out.append(_SubscriptionPaused_subscription_id[v])
     except KeyError:
-        out.append(_encoders.string(_SubscriptionPaused_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_SubscriptionPaused_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -651,7 +651,7 @@ def _encode_SubscriptionPaused(e: SubscriptionPaused) -> bytes | None:
         try:
             out.append(_SubscriptionPaused_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionPaused_plan_id, "planId", v))
+            out.append(_support.string(_SubscriptionPaused_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -659,13 +659,13 @@ def _encode_SubscriptionPaused(e: SubscriptionPaused) -> bytes | None:
         try:
             out.append(_SubscriptionPaused_reason[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionPaused_reason, "reason", v))
+            out.append(_support.string(_SubscriptionPaused_reason, "reason", v))
     return b"".join(out)
 
 
 _SubscriptionRenewed_subscription_id: dict[str, bytes] = {}
 _SubscriptionRenewed_plan_id: dict[str, bytes] = {}
-_SubscriptionRenewed_amount = _encoders.double_prefix("amount")
+_SubscriptionRenewed_amount = _support.double_prefix("amount")
 _SubscriptionRenewed_currency: dict[str, bytes] = {}
 _SubscriptionRenewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -679,7 +679,7 @@ def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
     try:
         out.append(_SubscriptionRenewed_subscription_id[v])
     except KeyError:
-        out.append(_encoders.string(_SubscriptionRenewed_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_SubscriptionRenewed_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -687,14 +687,14 @@ def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
         try:
             out.append(_SubscriptionRenewed_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionRenewed_plan_id, "planId", v))
+            out.append(_support.string(_SubscriptionRenewed_plan_id, "planId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_SubscriptionRenewed_amount + _encoders.pack_double(v))
+        out.append(_SubscriptionRenewed_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -704,7 +704,7 @@ def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
         except KeyError:
             if not (_SubscriptionRenewed_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_SubscriptionRenewed_currency, "currency", v))
+            out.append(_support.string(_SubscriptionRenewed_currency, "currency", v))
     return b"".join(out)
 
 
@@ -722,7 +722,7 @@ def _encode_SubscriptionResumed(e: SubscriptionResumed) -> bytes | None:
     try:
         out.append(_SubscriptionResumed_subscription_id[v])
     except KeyError:
-        out.append(_encoders.string(_SubscriptionResumed_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_SubscriptionResumed_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -730,7 +730,7 @@ def _encode_SubscriptionResumed(e: SubscriptionResumed) -> bytes | None:
         try:
             out.append(_SubscriptionResumed_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionResumed_plan_id, "planId", v))
+            out.append(_support.string(_SubscriptionResumed_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -738,13 +738,13 @@ def _encode_SubscriptionResumed(e: SubscriptionResumed) -> bytes | None:
         try:
             out.append(_SubscriptionResumed_reason[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionResumed_reason, "reason", v))
+            out.append(_support.string(_SubscriptionResumed_reason, "reason", v))
     return b"".join(out)
 
 
 _SubscriptionStarted_subscription_id: dict[str, bytes] = {}
 _SubscriptionStarted_plan_id: dict[str, bytes] = {}
-_SubscriptionStarted_amount = _encoders.double_prefix("amount")
+_SubscriptionStarted_amount = _support.double_prefix("amount")
 _SubscriptionStarted_currency: dict[str, bytes] = {}
 _SubscriptionStarted_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -758,7 +758,7 @@ def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
     try:
         out.append(_SubscriptionStarted_subscription_id[v])
     except KeyError:
-        out.append(_encoders.string(_SubscriptionStarted_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_SubscriptionStarted_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -766,14 +766,14 @@ def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
         try:
             out.append(_SubscriptionStarted_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionStarted_plan_id, "planId", v))
+            out.append(_support.string(_SubscriptionStarted_plan_id, "planId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_SubscriptionStarted_amount + _encoders.pack_double(v))
+        out.append(_SubscriptionStarted_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -783,7 +783,7 @@ def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
         except KeyError:
             if not (_SubscriptionStarted_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_SubscriptionStarted_currency, "currency", v))
+            out.append(_support.string(_SubscriptionStarted_currency, "currency", v))
     return b"".join(out)
 
 
@@ -801,7 +801,7 @@ def _encode_SubscriptionTrialWillEnd(e: SubscriptionTrialWillEnd) -> bytes | Non
     try:
         out.append(_SubscriptionTrialWillEnd_subscription_id[v])
     except KeyError:
-        out.append(_encoders.string(_SubscriptionTrialWillEnd_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_SubscriptionTrialWillEnd_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -809,7 +809,7 @@ def _encode_SubscriptionTrialWillEnd(e: SubscriptionTrialWillEnd) -> bytes | Non
         try:
             out.append(_SubscriptionTrialWillEnd_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionTrialWillEnd_plan_id, "planId", v))
+            out.append(_support.string(_SubscriptionTrialWillEnd_plan_id, "planId", v))
     v = e.trial_id
     if v is not UNSET:
         if type(v) is not str:
@@ -817,7 +817,7 @@ def _encode_SubscriptionTrialWillEnd(e: SubscriptionTrialWillEnd) -> bytes | Non
         try:
             out.append(_SubscriptionTrialWillEnd_trial_id[v])
         except KeyError:
-            out.append(_encoders.string(_SubscriptionTrialWillEnd_trial_id, "trialId", v))
+            out.append(_support.string(_SubscriptionTrialWillEnd_trial_id, "trialId", v))
     return b"".join(out)
 
 
@@ -836,7 +836,7 @@ def _encode_TrialConverted(e: TrialConverted) -> bytes | None:
         try:
             out.append(_TrialConverted_trial_id[v])
         except KeyError:
-            out.append(_encoders.string(_TrialConverted_trial_id, "trialId", v))
+            out.append(_support.string(_TrialConverted_trial_id, "trialId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
@@ -844,7 +844,7 @@ def _encode_TrialConverted(e: TrialConverted) -> bytes | None:
         try:
             out.append(_TrialConverted_subscription_id[v])
         except KeyError:
-            out.append(_encoders.string(_TrialConverted_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_TrialConverted_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -852,7 +852,7 @@ def _encode_TrialConverted(e: TrialConverted) -> bytes | None:
         try:
             out.append(_TrialConverted_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_TrialConverted_plan_id, "planId", v))
+            out.append(_support.string(_TrialConverted_plan_id, "planId", v))
     return b"".join(out)
 
 
@@ -870,7 +870,7 @@ def _encode_TrialStarted(e: TrialStarted) -> bytes | None:
         try:
             out.append(_TrialStarted_trial_id[v])
         except KeyError:
-            out.append(_encoders.string(_TrialStarted_trial_id, "trialId", v))
+            out.append(_support.string(_TrialStarted_trial_id, "trialId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
@@ -878,11 +878,11 @@ def _encode_TrialStarted(e: TrialStarted) -> bytes | None:
         try:
             out.append(_TrialStarted_plan_id[v])
         except KeyError:
-            out.append(_encoders.string(_TrialStarted_plan_id, "planId", v))
+            out.append(_support.string(_TrialStarted_plan_id, "planId", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         InvoiceFailed: _encode_InvoiceFailed,
         InvoicePaid: _encode_InvoicePaid,

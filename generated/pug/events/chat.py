@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -426,7 +426,7 @@ class ChatUserBlocked(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _ChatArchived_conversation_id: dict[str, bytes] = {}
@@ -442,7 +442,7 @@ def _encode_ChatArchived(e: ChatArchived) -> bytes | None:
     try:
         out.append(_ChatArchived_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatArchived_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatArchived_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -450,7 +450,7 @@ def _encode_ChatArchived(e: ChatArchived) -> bytes | None:
         try:
             out.append(_ChatArchived_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatArchived_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatArchived_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -471,7 +471,7 @@ def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | Non
     try:
         out.append(_ChatAttachmentDownloaded_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatAttachmentDownloaded_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatAttachmentDownloaded_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -479,14 +479,14 @@ def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | Non
         try:
             out.append(_ChatAttachmentDownloaded_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatAttachmentDownloaded_message_id, "messageId", v))
+            out.append(_support.string(_ChatAttachmentDownloaded_message_id, "messageId", v))
     v = e.attachment_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatAttachmentDownloaded_attachment_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatAttachmentDownloaded_attachment_id, "attachmentId", v))
+        out.append(_support.string(_ChatAttachmentDownloaded_attachment_id, "attachmentId", v))
     v = e.attachment_type
     if v is not UNSET:
         if type(v) is not str:
@@ -494,7 +494,7 @@ def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | Non
         try:
             out.append(_ChatAttachmentDownloaded_attachment_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatAttachmentDownloaded_attachment_type, "attachmentType", v))
+            out.append(_support.string(_ChatAttachmentDownloaded_attachment_type, "attachmentType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
@@ -504,7 +504,7 @@ def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | Non
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_encoders.integer(_ChatAttachmentDownloaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_ChatAttachmentDownloaded_size_bytes, "sizeBytes", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -512,7 +512,7 @@ def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | Non
         try:
             out.append(_ChatAttachmentDownloaded_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatAttachmentDownloaded_thread_id, "threadId", v))
+            out.append(_support.string(_ChatAttachmentDownloaded_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -533,7 +533,7 @@ def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
     try:
         out.append(_ChatAttachmentUploaded_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatAttachmentUploaded_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatAttachmentUploaded_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -541,14 +541,14 @@ def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
         try:
             out.append(_ChatAttachmentUploaded_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatAttachmentUploaded_message_id, "messageId", v))
+            out.append(_support.string(_ChatAttachmentUploaded_message_id, "messageId", v))
     v = e.attachment_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatAttachmentUploaded_attachment_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatAttachmentUploaded_attachment_id, "attachmentId", v))
+        out.append(_support.string(_ChatAttachmentUploaded_attachment_id, "attachmentId", v))
     v = e.attachment_type
     if v is not UNSET:
         if type(v) is not str:
@@ -556,7 +556,7 @@ def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
         try:
             out.append(_ChatAttachmentUploaded_attachment_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatAttachmentUploaded_attachment_type, "attachmentType", v))
+            out.append(_support.string(_ChatAttachmentUploaded_attachment_type, "attachmentType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
@@ -566,7 +566,7 @@ def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_encoders.integer(_ChatAttachmentUploaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_ChatAttachmentUploaded_size_bytes, "sizeBytes", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -574,7 +574,7 @@ def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
         try:
             out.append(_ChatAttachmentUploaded_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatAttachmentUploaded_thread_id, "threadId", v))
+            out.append(_support.string(_ChatAttachmentUploaded_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -592,14 +592,14 @@ def _encode_ChatCallJoined(e: ChatCallJoined) -> bytes | None:
     try:
         out.append(_ChatCallJoined_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallJoined_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatCallJoined_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatCallJoined_call_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallJoined_call_id, "callId", v))
+        out.append(_support.string(_ChatCallJoined_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
@@ -607,14 +607,14 @@ def _encode_ChatCallJoined(e: ChatCallJoined) -> bytes | None:
         try:
             out.append(_ChatCallJoined_call_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatCallJoined_call_type, "callType", v))
+            out.append(_support.string(_ChatCallJoined_call_type, "callType", v))
     return b"".join(out)
 
 
 _ChatCallLeft_conversation_id: dict[str, bytes] = {}
 _ChatCallLeft_call_id: dict[str, bytes] = {}
 _ChatCallLeft_call_type: dict[str, bytes] = {}
-_ChatCallLeft_duration = _encoders.double_prefix("duration")
+_ChatCallLeft_duration = _support.double_prefix("duration")
 
 
 def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
@@ -626,14 +626,14 @@ def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
     try:
         out.append(_ChatCallLeft_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallLeft_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatCallLeft_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatCallLeft_call_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallLeft_call_id, "callId", v))
+        out.append(_support.string(_ChatCallLeft_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
@@ -641,7 +641,7 @@ def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
         try:
             out.append(_ChatCallLeft_call_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatCallLeft_call_type, "callType", v))
+            out.append(_support.string(_ChatCallLeft_call_type, "callType", v))
     v = e.duration
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -649,7 +649,7 @@ def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_ChatCallLeft_duration + _encoders.pack_double(s))
+        out.append(_ChatCallLeft_duration + _support.pack_double(s))
     return b"".join(out)
 
 
@@ -666,14 +666,14 @@ def _encode_ChatCallRecordingStarted(e: ChatCallRecordingStarted) -> bytes | Non
     try:
         out.append(_ChatCallRecordingStarted_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallRecordingStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatCallRecordingStarted_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatCallRecordingStarted_call_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallRecordingStarted_call_id, "callId", v))
+        out.append(_support.string(_ChatCallRecordingStarted_call_id, "callId", v))
     return b"".join(out)
 
 
@@ -690,14 +690,14 @@ def _encode_ChatCallScreenShared(e: ChatCallScreenShared) -> bytes | None:
     try:
         out.append(_ChatCallScreenShared_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallScreenShared_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatCallScreenShared_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatCallScreenShared_call_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallScreenShared_call_id, "callId", v))
+        out.append(_support.string(_ChatCallScreenShared_call_id, "callId", v))
     return b"".join(out)
 
 
@@ -715,14 +715,14 @@ def _encode_ChatCallStarted(e: ChatCallStarted) -> bytes | None:
     try:
         out.append(_ChatCallStarted_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatCallStarted_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatCallStarted_call_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCallStarted_call_id, "callId", v))
+        out.append(_support.string(_ChatCallStarted_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
@@ -730,7 +730,7 @@ def _encode_ChatCallStarted(e: ChatCallStarted) -> bytes | None:
         try:
             out.append(_ChatCallStarted_call_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatCallStarted_call_type, "callType", v))
+            out.append(_support.string(_ChatCallStarted_call_type, "callType", v))
     return b"".join(out)
 
 
@@ -748,7 +748,7 @@ def _encode_ChatCreated(e: ChatCreated) -> bytes | None:
     try:
         out.append(_ChatCreated_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatCreated_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatCreated_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -756,7 +756,7 @@ def _encode_ChatCreated(e: ChatCreated) -> bytes | None:
         try:
             out.append(_ChatCreated_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatCreated_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatCreated_conversation_type, "conversationType", v))
     v = e.participant_count
     if v is not UNSET:
         if type(v) is not int:
@@ -766,7 +766,7 @@ def _encode_ChatCreated(e: ChatCreated) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_ChatCreated_participant_count, "participantCount", v))
+            out.append(_support.integer(_ChatCreated_participant_count, "participantCount", v))
     return b"".join(out)
 
 
@@ -784,7 +784,7 @@ def _encode_ChatDeleted(e: ChatDeleted) -> bytes | None:
     try:
         out.append(_ChatDeleted_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatDeleted_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatDeleted_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -792,7 +792,7 @@ def _encode_ChatDeleted(e: ChatDeleted) -> bytes | None:
         try:
             out.append(_ChatDeleted_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatDeleted_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatDeleted_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -800,7 +800,7 @@ def _encode_ChatDeleted(e: ChatDeleted) -> bytes | None:
         try:
             out.append(_ChatDeleted_reason[v])
         except KeyError:
-            out.append(_encoders.string(_ChatDeleted_reason, "reason", v))
+            out.append(_support.string(_ChatDeleted_reason, "reason", v))
     return b"".join(out)
 
 
@@ -817,7 +817,7 @@ def _encode_ChatJoined(e: ChatJoined) -> bytes | None:
     try:
         out.append(_ChatJoined_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatJoined_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatJoined_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -825,7 +825,7 @@ def _encode_ChatJoined(e: ChatJoined) -> bytes | None:
         try:
             out.append(_ChatJoined_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatJoined_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatJoined_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -843,7 +843,7 @@ def _encode_ChatLeft(e: ChatLeft) -> bytes | None:
     try:
         out.append(_ChatLeft_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatLeft_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatLeft_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -851,7 +851,7 @@ def _encode_ChatLeft(e: ChatLeft) -> bytes | None:
         try:
             out.append(_ChatLeft_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatLeft_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatLeft_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -859,7 +859,7 @@ def _encode_ChatLeft(e: ChatLeft) -> bytes | None:
         try:
             out.append(_ChatLeft_reason[v])
         except KeyError:
-            out.append(_encoders.string(_ChatLeft_reason, "reason", v))
+            out.append(_support.string(_ChatLeft_reason, "reason", v))
     return b"".join(out)
 
 
@@ -877,14 +877,14 @@ def _encode_ChatMemberAdded(e: ChatMemberAdded) -> bytes | None:
     try:
         out.append(_ChatMemberAdded_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberAdded_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMemberAdded_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatMemberAdded_member_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberAdded_member_id, "memberId", v))
+        out.append(_support.string(_ChatMemberAdded_member_id, "memberId", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
@@ -892,13 +892,13 @@ def _encode_ChatMemberAdded(e: ChatMemberAdded) -> bytes | None:
         try:
             out.append(_ChatMemberAdded_role[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMemberAdded_role, "role", v))
+            out.append(_support.string(_ChatMemberAdded_role, "role", v))
     return b"".join(out)
 
 
 _ChatMemberMuted_conversation_id: dict[str, bytes] = {}
 _ChatMemberMuted_member_id: dict[str, bytes] = {}
-_ChatMemberMuted_mute_duration = _encoders.double_prefix("muteDuration")
+_ChatMemberMuted_mute_duration = _support.double_prefix("muteDuration")
 
 
 def _encode_ChatMemberMuted(e: ChatMemberMuted) -> bytes | None:
@@ -910,14 +910,14 @@ def _encode_ChatMemberMuted(e: ChatMemberMuted) -> bytes | None:
     try:
         out.append(_ChatMemberMuted_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberMuted_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMemberMuted_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatMemberMuted_member_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberMuted_member_id, "memberId", v))
+        out.append(_support.string(_ChatMemberMuted_member_id, "memberId", v))
     v = e.mute_duration
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -925,7 +925,7 @@ def _encode_ChatMemberMuted(e: ChatMemberMuted) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_ChatMemberMuted_mute_duration + _encoders.pack_double(s))
+        out.append(_ChatMemberMuted_mute_duration + _support.pack_double(s))
     return b"".join(out)
 
 
@@ -943,14 +943,14 @@ def _encode_ChatMemberRemoved(e: ChatMemberRemoved) -> bytes | None:
     try:
         out.append(_ChatMemberRemoved_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberRemoved_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMemberRemoved_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatMemberRemoved_member_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberRemoved_member_id, "memberId", v))
+        out.append(_support.string(_ChatMemberRemoved_member_id, "memberId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -958,7 +958,7 @@ def _encode_ChatMemberRemoved(e: ChatMemberRemoved) -> bytes | None:
         try:
             out.append(_ChatMemberRemoved_reason[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMemberRemoved_reason, "reason", v))
+            out.append(_support.string(_ChatMemberRemoved_reason, "reason", v))
     return b"".join(out)
 
 
@@ -977,14 +977,14 @@ def _encode_ChatMemberRoleChanged(e: ChatMemberRoleChanged) -> bytes | None:
     try:
         out.append(_ChatMemberRoleChanged_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberRoleChanged_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMemberRoleChanged_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
         out.append(_ChatMemberRoleChanged_member_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberRoleChanged_member_id, "memberId", v))
+        out.append(_support.string(_ChatMemberRoleChanged_member_id, "memberId", v))
     v = e.previous_role
     if v is not UNSET:
         if type(v) is not str:
@@ -992,14 +992,14 @@ def _encode_ChatMemberRoleChanged(e: ChatMemberRoleChanged) -> bytes | None:
         try:
             out.append(_ChatMemberRoleChanged_previous_role[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMemberRoleChanged_previous_role, "previousRole", v))
+            out.append(_support.string(_ChatMemberRoleChanged_previous_role, "previousRole", v))
     v = e.new_role
     if type(v) is not str:
         return None
     try:
         out.append(_ChatMemberRoleChanged_new_role[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMemberRoleChanged_new_role, "newRole", v))
+        out.append(_support.string(_ChatMemberRoleChanged_new_role, "newRole", v))
     return b"".join(out)
 
 
@@ -1019,7 +1019,7 @@ def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
     try:
         out.append(_ChatMessageDeleted_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageDeleted_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessageDeleted_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1027,7 +1027,7 @@ def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
         try:
             out.append(_ChatMessageDeleted_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageDeleted_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessageDeleted_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1035,7 +1035,7 @@ def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
         try:
             out.append(_ChatMessageDeleted_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageDeleted_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessageDeleted_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -1043,7 +1043,7 @@ def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
         try:
             out.append(_ChatMessageDeleted_reason[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageDeleted_reason, "reason", v))
+            out.append(_support.string(_ChatMessageDeleted_reason, "reason", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1051,7 +1051,7 @@ def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
         try:
             out.append(_ChatMessageDeleted_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageDeleted_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessageDeleted_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1070,7 +1070,7 @@ def _encode_ChatMessageEdited(e: ChatMessageEdited) -> bytes | None:
     try:
         out.append(_ChatMessageEdited_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageEdited_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessageEdited_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1078,7 +1078,7 @@ def _encode_ChatMessageEdited(e: ChatMessageEdited) -> bytes | None:
         try:
             out.append(_ChatMessageEdited_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageEdited_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessageEdited_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1086,7 +1086,7 @@ def _encode_ChatMessageEdited(e: ChatMessageEdited) -> bytes | None:
         try:
             out.append(_ChatMessageEdited_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageEdited_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessageEdited_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1094,7 +1094,7 @@ def _encode_ChatMessageEdited(e: ChatMessageEdited) -> bytes | None:
         try:
             out.append(_ChatMessageEdited_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageEdited_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessageEdited_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1114,7 +1114,7 @@ def _encode_ChatMessageFailed(e: ChatMessageFailed) -> bytes | None:
     try:
         out.append(_ChatMessageFailed_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageFailed_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessageFailed_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1122,7 +1122,7 @@ def _encode_ChatMessageFailed(e: ChatMessageFailed) -> bytes | None:
         try:
             out.append(_ChatMessageFailed_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageFailed_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessageFailed_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1130,14 +1130,14 @@ def _encode_ChatMessageFailed(e: ChatMessageFailed) -> bytes | None:
         try:
             out.append(_ChatMessageFailed_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageFailed_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessageFailed_conversation_type, "conversationType", v))
     v = e.reason
     if type(v) is not str:
         return None
     try:
         out.append(_ChatMessageFailed_reason[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageFailed_reason, "reason", v))
+        out.append(_support.string(_ChatMessageFailed_reason, "reason", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1145,7 +1145,7 @@ def _encode_ChatMessageFailed(e: ChatMessageFailed) -> bytes | None:
         try:
             out.append(_ChatMessageFailed_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageFailed_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessageFailed_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1164,7 +1164,7 @@ def _encode_ChatMessagePinned(e: ChatMessagePinned) -> bytes | None:
     try:
         out.append(_ChatMessagePinned_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessagePinned_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessagePinned_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1172,7 +1172,7 @@ def _encode_ChatMessagePinned(e: ChatMessagePinned) -> bytes | None:
         try:
             out.append(_ChatMessagePinned_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessagePinned_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessagePinned_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1180,7 +1180,7 @@ def _encode_ChatMessagePinned(e: ChatMessagePinned) -> bytes | None:
         try:
             out.append(_ChatMessagePinned_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessagePinned_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessagePinned_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1188,7 +1188,7 @@ def _encode_ChatMessagePinned(e: ChatMessagePinned) -> bytes | None:
         try:
             out.append(_ChatMessagePinned_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessagePinned_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessagePinned_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1207,7 +1207,7 @@ def _encode_ChatMessageRead(e: ChatMessageRead) -> bytes | None:
     try:
         out.append(_ChatMessageRead_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageRead_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessageRead_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1215,7 +1215,7 @@ def _encode_ChatMessageRead(e: ChatMessageRead) -> bytes | None:
         try:
             out.append(_ChatMessageRead_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageRead_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessageRead_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1223,7 +1223,7 @@ def _encode_ChatMessageRead(e: ChatMessageRead) -> bytes | None:
         try:
             out.append(_ChatMessageRead_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageRead_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessageRead_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1231,7 +1231,7 @@ def _encode_ChatMessageRead(e: ChatMessageRead) -> bytes | None:
         try:
             out.append(_ChatMessageRead_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageRead_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessageRead_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1254,7 +1254,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
     try:
         out.append(_ChatMessageReceived_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageReceived_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessageReceived_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1262,7 +1262,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
         try:
             out.append(_ChatMessageReceived_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageReceived_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessageReceived_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1270,7 +1270,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
         try:
             out.append(_ChatMessageReceived_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageReceived_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessageReceived_conversation_type, "conversationType", v))
     v = e.message_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1278,7 +1278,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
         try:
             out.append(_ChatMessageReceived_message_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageReceived_message_type, "messageType", v))
+            out.append(_support.string(_ChatMessageReceived_message_type, "messageType", v))
     v = e.character_count
     if v is not UNSET:
         if type(v) is not int:
@@ -1288,7 +1288,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_ChatMessageReceived_character_count, "characterCount", v))
+            out.append(_support.integer(_ChatMessageReceived_character_count, "characterCount", v))
     v = e.attachment_count
     if v is not UNSET:
         if type(v) is not int:
@@ -1298,7 +1298,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_ChatMessageReceived_attachment_count, "attachmentCount", v))
+            out.append(_support.integer(_ChatMessageReceived_attachment_count, "attachmentCount", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1306,7 +1306,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
         try:
             out.append(_ChatMessageReceived_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageReceived_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessageReceived_thread_id, "threadId", v))
     v = e.parent_message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1314,7 +1314,7 @@ def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
         try:
             out.append(_ChatMessageReceived_parent_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageReceived_parent_message_id, "parentMessageId", v))
+            out.append(_support.string(_ChatMessageReceived_parent_message_id, "parentMessageId", v))
     return b"".join(out)
 
 
@@ -1337,7 +1337,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
     try:
         out.append(_ChatMessageSent_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageSent_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessageSent_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1345,7 +1345,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
         try:
             out.append(_ChatMessageSent_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageSent_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessageSent_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1353,7 +1353,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
         try:
             out.append(_ChatMessageSent_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageSent_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessageSent_conversation_type, "conversationType", v))
     v = e.message_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1361,7 +1361,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
         try:
             out.append(_ChatMessageSent_message_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageSent_message_type, "messageType", v))
+            out.append(_support.string(_ChatMessageSent_message_type, "messageType", v))
     v = e.character_count
     if v is not UNSET:
         if type(v) is not int:
@@ -1371,7 +1371,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_ChatMessageSent_character_count, "characterCount", v))
+            out.append(_support.integer(_ChatMessageSent_character_count, "characterCount", v))
     v = e.attachment_count
     if v is not UNSET:
         if type(v) is not int:
@@ -1381,7 +1381,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_ChatMessageSent_attachment_count, "attachmentCount", v))
+            out.append(_support.integer(_ChatMessageSent_attachment_count, "attachmentCount", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1389,7 +1389,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
         try:
             out.append(_ChatMessageSent_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageSent_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessageSent_thread_id, "threadId", v))
     v = e.parent_message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1397,7 +1397,7 @@ def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
         try:
             out.append(_ChatMessageSent_parent_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageSent_parent_message_id, "parentMessageId", v))
+            out.append(_support.string(_ChatMessageSent_parent_message_id, "parentMessageId", v))
     return b"".join(out)
 
 
@@ -1416,7 +1416,7 @@ def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned) -> bytes | None:
     try:
         out.append(_ChatMessageUnpinned_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatMessageUnpinned_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatMessageUnpinned_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1424,7 +1424,7 @@ def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned) -> bytes | None:
         try:
             out.append(_ChatMessageUnpinned_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageUnpinned_message_id, "messageId", v))
+            out.append(_support.string(_ChatMessageUnpinned_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1432,7 +1432,7 @@ def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned) -> bytes | None:
         try:
             out.append(_ChatMessageUnpinned_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageUnpinned_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatMessageUnpinned_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1440,7 +1440,7 @@ def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned) -> bytes | None:
         try:
             out.append(_ChatMessageUnpinned_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatMessageUnpinned_thread_id, "threadId", v))
+            out.append(_support.string(_ChatMessageUnpinned_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1459,7 +1459,7 @@ def _encode_ChatReactionAdded(e: ChatReactionAdded) -> bytes | None:
     try:
         out.append(_ChatReactionAdded_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatReactionAdded_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatReactionAdded_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1467,14 +1467,14 @@ def _encode_ChatReactionAdded(e: ChatReactionAdded) -> bytes | None:
         try:
             out.append(_ChatReactionAdded_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatReactionAdded_message_id, "messageId", v))
+            out.append(_support.string(_ChatReactionAdded_message_id, "messageId", v))
     v = e.reaction
     if type(v) is not str:
         return None
     try:
         out.append(_ChatReactionAdded_reaction[v])
     except KeyError:
-        out.append(_encoders.string(_ChatReactionAdded_reaction, "reaction", v))
+        out.append(_support.string(_ChatReactionAdded_reaction, "reaction", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1482,7 +1482,7 @@ def _encode_ChatReactionAdded(e: ChatReactionAdded) -> bytes | None:
         try:
             out.append(_ChatReactionAdded_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatReactionAdded_thread_id, "threadId", v))
+            out.append(_support.string(_ChatReactionAdded_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1501,7 +1501,7 @@ def _encode_ChatReactionRemoved(e: ChatReactionRemoved) -> bytes | None:
     try:
         out.append(_ChatReactionRemoved_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatReactionRemoved_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatReactionRemoved_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1509,14 +1509,14 @@ def _encode_ChatReactionRemoved(e: ChatReactionRemoved) -> bytes | None:
         try:
             out.append(_ChatReactionRemoved_message_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatReactionRemoved_message_id, "messageId", v))
+            out.append(_support.string(_ChatReactionRemoved_message_id, "messageId", v))
     v = e.reaction
     if type(v) is not str:
         return None
     try:
         out.append(_ChatReactionRemoved_reaction[v])
     except KeyError:
-        out.append(_encoders.string(_ChatReactionRemoved_reaction, "reaction", v))
+        out.append(_support.string(_ChatReactionRemoved_reaction, "reaction", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
@@ -1524,7 +1524,7 @@ def _encode_ChatReactionRemoved(e: ChatReactionRemoved) -> bytes | None:
         try:
             out.append(_ChatReactionRemoved_thread_id[v])
         except KeyError:
-            out.append(_encoders.string(_ChatReactionRemoved_thread_id, "threadId", v))
+            out.append(_support.string(_ChatReactionRemoved_thread_id, "threadId", v))
     return b"".join(out)
 
 
@@ -1541,7 +1541,7 @@ def _encode_ChatTypingStarted(e: ChatTypingStarted) -> bytes | None:
     try:
         out.append(_ChatTypingStarted_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatTypingStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatTypingStarted_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1549,7 +1549,7 @@ def _encode_ChatTypingStarted(e: ChatTypingStarted) -> bytes | None:
         try:
             out.append(_ChatTypingStarted_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatTypingStarted_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatTypingStarted_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -1566,7 +1566,7 @@ def _encode_ChatTypingStopped(e: ChatTypingStopped) -> bytes | None:
     try:
         out.append(_ChatTypingStopped_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatTypingStopped_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatTypingStopped_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1574,7 +1574,7 @@ def _encode_ChatTypingStopped(e: ChatTypingStopped) -> bytes | None:
         try:
             out.append(_ChatTypingStopped_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatTypingStopped_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatTypingStopped_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -1591,7 +1591,7 @@ def _encode_ChatUnarchived(e: ChatUnarchived) -> bytes | None:
     try:
         out.append(_ChatUnarchived_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatUnarchived_conversation_id, "conversationId", v))
+        out.append(_support.string(_ChatUnarchived_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
@@ -1599,7 +1599,7 @@ def _encode_ChatUnarchived(e: ChatUnarchived) -> bytes | None:
         try:
             out.append(_ChatUnarchived_conversation_type[v])
         except KeyError:
-            out.append(_encoders.string(_ChatUnarchived_conversation_type, "conversationType", v))
+            out.append(_support.string(_ChatUnarchived_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
@@ -1615,11 +1615,11 @@ def _encode_ChatUserBlocked(e: ChatUserBlocked) -> bytes | None:
     try:
         out.append(_ChatUserBlocked_user_id[v])
     except KeyError:
-        out.append(_encoders.string(_ChatUserBlocked_user_id, "userId", v))
+        out.append(_support.string(_ChatUserBlocked_user_id, "userId", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         ChatArchived: _encode_ChatArchived,
         ChatAttachmentDownloaded: _encode_ChatAttachmentDownloaded,

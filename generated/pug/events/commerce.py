@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -214,11 +214,11 @@ class WishlistRemoved(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _AddToCart_product_id: dict[str, bytes] = {}
-_AddToCart_price = _encoders.double_prefix("price")
+_AddToCart_price = _support.double_prefix("price")
 _AddToCart_currency: dict[str, bytes] = {}
 _AddToCart_currency_re = re.compile("^[A-Z]{3}\\Z")
 _AddToCart_cart_id: dict[str, bytes] = {}
@@ -237,14 +237,14 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
     try:
         out.append(_AddToCart_product_id[v])
     except KeyError:
-        out.append(_encoders.string(_AddToCart_product_id, "productId", v))
+        out.append(_support.string(_AddToCart_product_id, "productId", v))
     v = e.price
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_AddToCart_price + _encoders.pack_double(v))
+        out.append(_AddToCart_price + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -254,7 +254,7 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
         except KeyError:
             if not (_AddToCart_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_AddToCart_currency, "currency", v))
+            out.append(_support.string(_AddToCart_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
@@ -262,7 +262,7 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
         try:
             out.append(_AddToCart_cart_id[v])
         except KeyError:
-            out.append(_encoders.string(_AddToCart_cart_id, "cartId", v))
+            out.append(_support.string(_AddToCart_cart_id, "cartId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
@@ -272,7 +272,7 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_AddToCart_quantity, "quantity", v))
+            out.append(_support.integer(_AddToCart_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -280,7 +280,7 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
         try:
             out.append(_AddToCart_category[v])
         except KeyError:
-            out.append(_encoders.string(_AddToCart_category, "category", v))
+            out.append(_support.string(_AddToCart_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
@@ -288,7 +288,7 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
         try:
             out.append(_AddToCart_brand[v])
         except KeyError:
-            out.append(_encoders.string(_AddToCart_brand, "brand", v))
+            out.append(_support.string(_AddToCart_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
@@ -296,13 +296,13 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
         try:
             out.append(_AddToCart_sku[v])
         except KeyError:
-            out.append(_encoders.string(_AddToCart_sku, "sku", v))
+            out.append(_support.string(_AddToCart_sku, "sku", v))
     return b"".join(out)
 
 
 _CartViewed_cart_id: dict[str, bytes] = {}
 _CartViewed_item_count: dict[int, bytes] = {}
-_CartViewed_amount = _encoders.double_prefix("amount")
+_CartViewed_amount = _support.double_prefix("amount")
 _CartViewed_currency: dict[str, bytes] = {}
 _CartViewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -317,7 +317,7 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
         try:
             out.append(_CartViewed_cart_id[v])
         except KeyError:
-            out.append(_encoders.string(_CartViewed_cart_id, "cartId", v))
+            out.append(_support.string(_CartViewed_cart_id, "cartId", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
@@ -327,14 +327,14 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_CartViewed_item_count, "itemCount", v))
+            out.append(_support.integer(_CartViewed_item_count, "itemCount", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_CartViewed_amount + _encoders.pack_double(v))
+        out.append(_CartViewed_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -344,12 +344,12 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
         except KeyError:
             if not (_CartViewed_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_CartViewed_currency, "currency", v))
+            out.append(_support.string(_CartViewed_currency, "currency", v))
     return b"".join(out)
 
 
 _CheckoutStarted_product_id: dict[str, bytes] = {}
-_CheckoutStarted_amount = _encoders.double_prefix("amount")
+_CheckoutStarted_amount = _support.double_prefix("amount")
 _CheckoutStarted_currency: dict[str, bytes] = {}
 _CheckoutStarted_currency_re = re.compile("^[A-Z]{3}\\Z")
 _CheckoutStarted_cart_id: dict[str, bytes] = {}
@@ -367,14 +367,14 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
         try:
             out.append(_CheckoutStarted_product_id[v])
         except KeyError:
-            out.append(_encoders.string(_CheckoutStarted_product_id, "productId", v))
+            out.append(_support.string(_CheckoutStarted_product_id, "productId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_CheckoutStarted_amount + _encoders.pack_double(v))
+        out.append(_CheckoutStarted_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -384,7 +384,7 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
         except KeyError:
             if not (_CheckoutStarted_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_CheckoutStarted_currency, "currency", v))
+            out.append(_support.string(_CheckoutStarted_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
@@ -392,7 +392,7 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
         try:
             out.append(_CheckoutStarted_cart_id[v])
         except KeyError:
-            out.append(_encoders.string(_CheckoutStarted_cart_id, "cartId", v))
+            out.append(_support.string(_CheckoutStarted_cart_id, "cartId", v))
     v = e.checkout_id
     if v is not UNSET:
         if type(v) is not str:
@@ -400,7 +400,7 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
         try:
             out.append(_CheckoutStarted_checkout_id[v])
         except KeyError:
-            out.append(_encoders.string(_CheckoutStarted_checkout_id, "checkoutId", v))
+            out.append(_support.string(_CheckoutStarted_checkout_id, "checkoutId", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
@@ -410,7 +410,7 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_CheckoutStarted_item_count, "itemCount", v))
+            out.append(_support.integer(_CheckoutStarted_item_count, "itemCount", v))
     return b"".join(out)
 
 
@@ -428,14 +428,14 @@ def _encode_CheckoutStepCompleted(e: CheckoutStepCompleted) -> bytes | None:
     try:
         out.append(_CheckoutStepCompleted_checkout_id[v])
     except KeyError:
-        out.append(_encoders.string(_CheckoutStepCompleted_checkout_id, "checkoutId", v))
+        out.append(_support.string(_CheckoutStepCompleted_checkout_id, "checkoutId", v))
     v = e.step
     if type(v) is not str:
         return None
     try:
         out.append(_CheckoutStepCompleted_step[v])
     except KeyError:
-        out.append(_encoders.string(_CheckoutStepCompleted_step, "step", v))
+        out.append(_support.string(_CheckoutStepCompleted_step, "step", v))
     v = e.step_index
     if v is not UNSET:
         if type(v) is not int:
@@ -445,14 +445,14 @@ def _encode_CheckoutStepCompleted(e: CheckoutStepCompleted) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_CheckoutStepCompleted_step_index, "stepIndex", v))
+            out.append(_support.integer(_CheckoutStepCompleted_step_index, "stepIndex", v))
     return b"".join(out)
 
 
 _CouponApplied_coupon_id: dict[str, bytes] = {}
 _CouponApplied_coupon_code: dict[str, bytes] = {}
 _CouponApplied_cart_id: dict[str, bytes] = {}
-_CouponApplied_discount_amount = _encoders.double_prefix("discountAmount")
+_CouponApplied_discount_amount = _support.double_prefix("discountAmount")
 _CouponApplied_currency: dict[str, bytes] = {}
 _CouponApplied_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -466,7 +466,7 @@ def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
     try:
         out.append(_CouponApplied_coupon_id[v])
     except KeyError:
-        out.append(_encoders.string(_CouponApplied_coupon_id, "couponId", v))
+        out.append(_support.string(_CouponApplied_coupon_id, "couponId", v))
     v = e.coupon_code
     if v is not UNSET:
         if type(v) is not str:
@@ -474,7 +474,7 @@ def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
         try:
             out.append(_CouponApplied_coupon_code[v])
         except KeyError:
-            out.append(_encoders.string(_CouponApplied_coupon_code, "couponCode", v))
+            out.append(_support.string(_CouponApplied_coupon_code, "couponCode", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
@@ -482,14 +482,14 @@ def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
         try:
             out.append(_CouponApplied_cart_id[v])
         except KeyError:
-            out.append(_encoders.string(_CouponApplied_cart_id, "cartId", v))
+            out.append(_support.string(_CouponApplied_cart_id, "cartId", v))
     v = e.discount_amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_CouponApplied_discount_amount + _encoders.pack_double(v))
+        out.append(_CouponApplied_discount_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -499,7 +499,7 @@ def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
         except KeyError:
             if not (_CouponApplied_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_CouponApplied_currency, "currency", v))
+            out.append(_support.string(_CouponApplied_currency, "currency", v))
     return b"".join(out)
 
 
@@ -518,7 +518,7 @@ def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
     try:
         out.append(_CouponRemoved_coupon_id[v])
     except KeyError:
-        out.append(_encoders.string(_CouponRemoved_coupon_id, "couponId", v))
+        out.append(_support.string(_CouponRemoved_coupon_id, "couponId", v))
     v = e.coupon_code
     if v is not UNSET:
         if type(v) is not str:
@@ -526,7 +526,7 @@ def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
         try:
             out.append(_CouponRemoved_coupon_code[v])
         except KeyError:
-            out.append(_encoders.string(_CouponRemoved_coupon_code, "couponCode", v))
+            out.append(_support.string(_CouponRemoved_coupon_code, "couponCode", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
@@ -534,7 +534,7 @@ def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
         try:
             out.append(_CouponRemoved_cart_id[v])
         except KeyError:
-            out.append(_encoders.string(_CouponRemoved_cart_id, "cartId", v))
+            out.append(_support.string(_CouponRemoved_cart_id, "cartId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -542,12 +542,12 @@ def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
         try:
             out.append(_CouponRemoved_reason[v])
         except KeyError:
-            out.append(_encoders.string(_CouponRemoved_reason, "reason", v))
+            out.append(_support.string(_CouponRemoved_reason, "reason", v))
     return b"".join(out)
 
 
 _OrderRefunded_order_id: dict[str, bytes] = {}
-_OrderRefunded_amount = _encoders.double_prefix("amount")
+_OrderRefunded_amount = _support.double_prefix("amount")
 _OrderRefunded_currency: dict[str, bytes] = {}
 _OrderRefunded_currency_re = re.compile("^[A-Z]{3}\\Z")
 _OrderRefunded_reason: dict[str, bytes] = {}
@@ -562,14 +562,14 @@ def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
     try:
         out.append(_OrderRefunded_order_id[v])
     except KeyError:
-        out.append(_encoders.string(_OrderRefunded_order_id, "orderId", v))
+        out.append(_support.string(_OrderRefunded_order_id, "orderId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_OrderRefunded_amount + _encoders.pack_double(v))
+        out.append(_OrderRefunded_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -579,7 +579,7 @@ def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
         except KeyError:
             if not (_OrderRefunded_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_OrderRefunded_currency, "currency", v))
+            out.append(_support.string(_OrderRefunded_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -587,7 +587,7 @@ def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
         try:
             out.append(_OrderRefunded_reason[v])
         except KeyError:
-            out.append(_encoders.string(_OrderRefunded_reason, "reason", v))
+            out.append(_support.string(_OrderRefunded_reason, "reason", v))
     return b"".join(out)
 
 
@@ -606,7 +606,7 @@ def _encode_ProductListViewed(e: ProductListViewed) -> bytes | None:
     try:
         out.append(_ProductListViewed_list_id[v])
     except KeyError:
-        out.append(_encoders.string(_ProductListViewed_list_id, "listId", v))
+        out.append(_support.string(_ProductListViewed_list_id, "listId", v))
     v = e.list_name
     if v is not UNSET:
         if type(v) is not str:
@@ -614,7 +614,7 @@ def _encode_ProductListViewed(e: ProductListViewed) -> bytes | None:
         try:
             out.append(_ProductListViewed_list_name[v])
         except KeyError:
-            out.append(_encoders.string(_ProductListViewed_list_name, "listName", v))
+            out.append(_support.string(_ProductListViewed_list_name, "listName", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -622,7 +622,7 @@ def _encode_ProductListViewed(e: ProductListViewed) -> bytes | None:
         try:
             out.append(_ProductListViewed_category[v])
         except KeyError:
-            out.append(_encoders.string(_ProductListViewed_category, "category", v))
+            out.append(_support.string(_ProductListViewed_category, "category", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
@@ -632,7 +632,7 @@ def _encode_ProductListViewed(e: ProductListViewed) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_ProductListViewed_item_count, "itemCount", v))
+            out.append(_support.integer(_ProductListViewed_item_count, "itemCount", v))
     return b"".join(out)
 
 
@@ -641,7 +641,7 @@ _ProductViewed_product_name: dict[str, bytes] = {}
 _ProductViewed_category: dict[str, bytes] = {}
 _ProductViewed_brand: dict[str, bytes] = {}
 _ProductViewed_sku: dict[str, bytes] = {}
-_ProductViewed_price = _encoders.double_prefix("price")
+_ProductViewed_price = _support.double_prefix("price")
 _ProductViewed_currency: dict[str, bytes] = {}
 _ProductViewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -655,7 +655,7 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
     try:
         out.append(_ProductViewed_product_id[v])
     except KeyError:
-        out.append(_encoders.string(_ProductViewed_product_id, "productId", v))
+        out.append(_support.string(_ProductViewed_product_id, "productId", v))
     v = e.product_name
     if v is not UNSET:
         if type(v) is not str:
@@ -663,7 +663,7 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
         try:
             out.append(_ProductViewed_product_name[v])
         except KeyError:
-            out.append(_encoders.string(_ProductViewed_product_name, "productName", v))
+            out.append(_support.string(_ProductViewed_product_name, "productName", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -671,7 +671,7 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
         try:
             out.append(_ProductViewed_category[v])
         except KeyError:
-            out.append(_encoders.string(_ProductViewed_category, "category", v))
+            out.append(_support.string(_ProductViewed_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
@@ -679,7 +679,7 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
         try:
             out.append(_ProductViewed_brand[v])
         except KeyError:
-            out.append(_encoders.string(_ProductViewed_brand, "brand", v))
+            out.append(_support.string(_ProductViewed_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
@@ -687,14 +687,14 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
         try:
             out.append(_ProductViewed_sku[v])
         except KeyError:
-            out.append(_encoders.string(_ProductViewed_sku, "sku", v))
+            out.append(_support.string(_ProductViewed_sku, "sku", v))
     v = e.price
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_ProductViewed_price + _encoders.pack_double(v))
+        out.append(_ProductViewed_price + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -704,12 +704,12 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
         except KeyError:
             if not (_ProductViewed_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_ProductViewed_currency, "currency", v))
+            out.append(_support.string(_ProductViewed_currency, "currency", v))
     return b"".join(out)
 
 
 _Purchase_product_id: dict[str, bytes] = {}
-_Purchase_amount = _encoders.double_prefix("amount")
+_Purchase_amount = _support.double_prefix("amount")
 _Purchase_currency: dict[str, bytes] = {}
 _Purchase_currency_re = re.compile("^[A-Z]{3}\\Z")
 _Purchase_order_id: dict[str, bytes] = {}
@@ -729,14 +729,14 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         try:
             out.append(_Purchase_product_id[v])
         except KeyError:
-            out.append(_encoders.string(_Purchase_product_id, "productId", v))
+            out.append(_support.string(_Purchase_product_id, "productId", v))
     v = e.amount
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_Purchase_amount + _encoders.pack_double(v))
+        out.append(_Purchase_amount + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -746,7 +746,7 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         except KeyError:
             if not (_Purchase_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_Purchase_currency, "currency", v))
+            out.append(_support.string(_Purchase_currency, "currency", v))
     v = e.order_id
     if v is not UNSET:
         if type(v) is not str:
@@ -754,7 +754,7 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         try:
             out.append(_Purchase_order_id[v])
         except KeyError:
-            out.append(_encoders.string(_Purchase_order_id, "orderId", v))
+            out.append(_support.string(_Purchase_order_id, "orderId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
@@ -764,7 +764,7 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_Purchase_quantity, "quantity", v))
+            out.append(_support.integer(_Purchase_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -772,7 +772,7 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         try:
             out.append(_Purchase_category[v])
         except KeyError:
-            out.append(_encoders.string(_Purchase_category, "category", v))
+            out.append(_support.string(_Purchase_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
@@ -780,7 +780,7 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         try:
             out.append(_Purchase_brand[v])
         except KeyError:
-            out.append(_encoders.string(_Purchase_brand, "brand", v))
+            out.append(_support.string(_Purchase_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
@@ -788,12 +788,12 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         try:
             out.append(_Purchase_sku[v])
         except KeyError:
-            out.append(_encoders.string(_Purchase_sku, "sku", v))
+            out.append(_support.string(_Purchase_sku, "sku", v))
     return b"".join(out)
 
 
 _RemoveFromCart_product_id: dict[str, bytes] = {}
-_RemoveFromCart_price = _encoders.double_prefix("price")
+_RemoveFromCart_price = _support.double_prefix("price")
 _RemoveFromCart_currency: dict[str, bytes] = {}
 _RemoveFromCart_currency_re = re.compile("^[A-Z]{3}\\Z")
 _RemoveFromCart_cart_id: dict[str, bytes] = {}
@@ -812,14 +812,14 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
     try:
         out.append(_RemoveFromCart_product_id[v])
     except KeyError:
-        out.append(_encoders.string(_RemoveFromCart_product_id, "productId", v))
+        out.append(_support.string(_RemoveFromCart_product_id, "productId", v))
     v = e.price
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_RemoveFromCart_price + _encoders.pack_double(v))
+        out.append(_RemoveFromCart_price + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -829,7 +829,7 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
         except KeyError:
             if not (_RemoveFromCart_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_RemoveFromCart_currency, "currency", v))
+            out.append(_support.string(_RemoveFromCart_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
@@ -837,7 +837,7 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
         try:
             out.append(_RemoveFromCart_cart_id[v])
         except KeyError:
-            out.append(_encoders.string(_RemoveFromCart_cart_id, "cartId", v))
+            out.append(_support.string(_RemoveFromCart_cart_id, "cartId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
@@ -847,7 +847,7 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_RemoveFromCart_quantity, "quantity", v))
+            out.append(_support.integer(_RemoveFromCart_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -855,7 +855,7 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
         try:
             out.append(_RemoveFromCart_category[v])
         except KeyError:
-            out.append(_encoders.string(_RemoveFromCart_category, "category", v))
+            out.append(_support.string(_RemoveFromCart_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
@@ -863,7 +863,7 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
         try:
             out.append(_RemoveFromCart_brand[v])
         except KeyError:
-            out.append(_encoders.string(_RemoveFromCart_brand, "brand", v))
+            out.append(_support.string(_RemoveFromCart_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
@@ -871,13 +871,13 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
         try:
             out.append(_RemoveFromCart_sku[v])
         except KeyError:
-            out.append(_encoders.string(_RemoveFromCart_sku, "sku", v))
+            out.append(_support.string(_RemoveFromCart_sku, "sku", v))
     return b"".join(out)
 
 
 _WishlistAdded_product_id: dict[str, bytes] = {}
 _WishlistAdded_wishlist_id: dict[str, bytes] = {}
-_WishlistAdded_price = _encoders.double_prefix("price")
+_WishlistAdded_price = _support.double_prefix("price")
 _WishlistAdded_currency: dict[str, bytes] = {}
 _WishlistAdded_currency_re = re.compile("^[A-Z]{3}\\Z")
 
@@ -891,7 +891,7 @@ def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
     try:
         out.append(_WishlistAdded_product_id[v])
     except KeyError:
-        out.append(_encoders.string(_WishlistAdded_product_id, "productId", v))
+        out.append(_support.string(_WishlistAdded_product_id, "productId", v))
     v = e.wishlist_id
     if v is not UNSET:
         if type(v) is not str:
@@ -899,14 +899,14 @@ def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
         try:
             out.append(_WishlistAdded_wishlist_id[v])
         except KeyError:
-            out.append(_encoders.string(_WishlistAdded_wishlist_id, "wishlistId", v))
+            out.append(_support.string(_WishlistAdded_wishlist_id, "wishlistId", v))
     v = e.price
     if v is not UNSET:
-        if type(v) is not float and not (type(v) is int and -_encoders.EXACT_INT <= v <= _encoders.EXACT_INT):
+        if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
             return None
         if not (v - v == 0.0 and v > 0.0):
             return None
-        out.append(_WishlistAdded_price + _encoders.pack_double(v))
+        out.append(_WishlistAdded_price + _support.pack_double(v))
     v = e.currency
     if v is not UNSET:
         if type(v) is not str:
@@ -916,7 +916,7 @@ def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
         except KeyError:
             if not (_WishlistAdded_currency_re.search(v)):
                 return None
-            out.append(_encoders.string(_WishlistAdded_currency, "currency", v))
+            out.append(_support.string(_WishlistAdded_currency, "currency", v))
     return b"".join(out)
 
 
@@ -933,7 +933,7 @@ def _encode_WishlistRemoved(e: WishlistRemoved) -> bytes | None:
     try:
         out.append(_WishlistRemoved_product_id[v])
     except KeyError:
-        out.append(_encoders.string(_WishlistRemoved_product_id, "productId", v))
+        out.append(_support.string(_WishlistRemoved_product_id, "productId", v))
     v = e.wishlist_id
     if v is not UNSET:
         if type(v) is not str:
@@ -941,11 +941,11 @@ def _encode_WishlistRemoved(e: WishlistRemoved) -> bytes | None:
         try:
             out.append(_WishlistRemoved_wishlist_id[v])
         except KeyError:
-            out.append(_encoders.string(_WishlistRemoved_wishlist_id, "wishlistId", v))
+            out.append(_support.string(_WishlistRemoved_wishlist_id, "wishlistId", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         AddToCart: _encode_AddToCart,
         CartViewed: _encode_CartViewed,

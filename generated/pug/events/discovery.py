@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -92,7 +92,7 @@ class SortChanged(PugEvent, kw_only=True):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _FilterApplied_key: dict[str, bytes] = {}
@@ -108,7 +108,7 @@ def _encode_FilterApplied(e: FilterApplied) -> bytes | None:
     try:
         out.append(_FilterApplied_key[v])
     except KeyError:
-        out.append(_encoders.string(_FilterApplied_key, "key", v))
+        out.append(_support.string(_FilterApplied_key, "key", v))
     v = e.value
     if v is not UNSET:
         if type(v) is not str:
@@ -116,7 +116,7 @@ def _encode_FilterApplied(e: FilterApplied) -> bytes | None:
         try:
             out.append(_FilterApplied_value[v])
         except KeyError:
-            out.append(_encoders.string(_FilterApplied_value, "value", v))
+            out.append(_support.string(_FilterApplied_value, "value", v))
     return b"".join(out)
 
 
@@ -135,14 +135,14 @@ def _encode_RecommendationClicked(e: RecommendationClicked) -> bytes | None:
     try:
         out.append(_RecommendationClicked_recommendation_id[v])
     except KeyError:
-        out.append(_encoders.string(_RecommendationClicked_recommendation_id, "recommendationId", v))
+        out.append(_support.string(_RecommendationClicked_recommendation_id, "recommendationId", v))
     v = e.item_id
     if type(v) is not str:
         return None
     try:
         out.append(_RecommendationClicked_item_id[v])
     except KeyError:
-        out.append(_encoders.string(_RecommendationClicked_item_id, "itemId", v))
+        out.append(_support.string(_RecommendationClicked_item_id, "itemId", v))
     v = e.source
     if v is not UNSET:
         if type(v) is not str:
@@ -150,7 +150,7 @@ def _encode_RecommendationClicked(e: RecommendationClicked) -> bytes | None:
         try:
             out.append(_RecommendationClicked_source[v])
         except KeyError:
-            out.append(_encoders.string(_RecommendationClicked_source, "source", v))
+            out.append(_support.string(_RecommendationClicked_source, "source", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
@@ -160,7 +160,7 @@ def _encode_RecommendationClicked(e: RecommendationClicked) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_RecommendationClicked_index, "index", v))
+            out.append(_support.integer(_RecommendationClicked_index, "index", v))
     return b"".join(out)
 
 
@@ -179,7 +179,7 @@ def _encode_RecommendationViewed(e: RecommendationViewed) -> bytes | None:
     try:
         out.append(_RecommendationViewed_recommendation_id[v])
     except KeyError:
-        out.append(_encoders.string(_RecommendationViewed_recommendation_id, "recommendationId", v))
+        out.append(_support.string(_RecommendationViewed_recommendation_id, "recommendationId", v))
     v = e.item_id
     if v is not UNSET:
         if type(v) is not str:
@@ -187,7 +187,7 @@ def _encode_RecommendationViewed(e: RecommendationViewed) -> bytes | None:
         try:
             out.append(_RecommendationViewed_item_id[v])
         except KeyError:
-            out.append(_encoders.string(_RecommendationViewed_item_id, "itemId", v))
+            out.append(_support.string(_RecommendationViewed_item_id, "itemId", v))
     v = e.source
     if v is not UNSET:
         if type(v) is not str:
@@ -195,7 +195,7 @@ def _encode_RecommendationViewed(e: RecommendationViewed) -> bytes | None:
         try:
             out.append(_RecommendationViewed_source[v])
         except KeyError:
-            out.append(_encoders.string(_RecommendationViewed_source, "source", v))
+            out.append(_support.string(_RecommendationViewed_source, "source", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
@@ -205,7 +205,7 @@ def _encode_RecommendationViewed(e: RecommendationViewed) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_RecommendationViewed_index, "index", v))
+            out.append(_support.integer(_RecommendationViewed_index, "index", v))
     return b"".join(out)
 
 
@@ -221,7 +221,7 @@ def _encode_Search(e: Search) -> bytes | None:
     try:
         out.append(_Search_query[v])
     except KeyError:
-        out.append(_encoders.string(_Search_query, "query", v))
+        out.append(_support.string(_Search_query, "query", v))
     return b"".join(out)
 
 
@@ -239,14 +239,14 @@ def _encode_SearchResultClicked(e: SearchResultClicked) -> bytes | None:
     try:
         out.append(_SearchResultClicked_query[v])
     except KeyError:
-        out.append(_encoders.string(_SearchResultClicked_query, "query", v))
+        out.append(_support.string(_SearchResultClicked_query, "query", v))
     v = e.result_id
     if type(v) is not str:
         return None
     try:
         out.append(_SearchResultClicked_result_id[v])
     except KeyError:
-        out.append(_encoders.string(_SearchResultClicked_result_id, "resultId", v))
+        out.append(_support.string(_SearchResultClicked_result_id, "resultId", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
@@ -256,7 +256,7 @@ def _encode_SearchResultClicked(e: SearchResultClicked) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_SearchResultClicked_index, "index", v))
+            out.append(_support.integer(_SearchResultClicked_index, "index", v))
     return b"".join(out)
 
 
@@ -273,7 +273,7 @@ def _encode_SortChanged(e: SortChanged) -> bytes | None:
     try:
         out.append(_SortChanged_key[v])
     except KeyError:
-        out.append(_encoders.string(_SortChanged_key, "key", v))
+        out.append(_support.string(_SortChanged_key, "key", v))
     v = e.direction
     if v is not UNSET:
         if type(v) is not str:
@@ -281,11 +281,11 @@ def _encode_SortChanged(e: SortChanged) -> bytes | None:
         try:
             out.append(_SortChanged_direction[v])
         except KeyError:
-            out.append(_encoders.string(_SortChanged_direction, "direction", v))
+            out.append(_support.string(_SortChanged_direction, "direction", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         FilterApplied: _encode_FilterApplied,
         RecommendationClicked: _encode_RecommendationClicked,

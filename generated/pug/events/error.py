@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -31,13 +31,13 @@ class ErrorOccurred(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _ErrorOccurred_error_code: dict[str, bytes] = {}
 _ErrorOccurred_message: dict[str, bytes] = {}
 _ErrorOccurred_severity: dict[str, bytes] = {}
-_ErrorOccurred_unhandled = _encoders.bool_entries("unhandled")
+_ErrorOccurred_unhandled = _support.bool_entries("unhandled")
 _ErrorOccurred_stack: dict[str, bytes] = {}
 
 
@@ -50,7 +50,7 @@ def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
     try:
         out.append(_ErrorOccurred_error_code[v])
     except KeyError:
-        out.append(_encoders.string(_ErrorOccurred_error_code, "errorCode", v))
+        out.append(_support.string(_ErrorOccurred_error_code, "errorCode", v))
     v = e.message
     if v is not UNSET:
         if type(v) is not str:
@@ -58,7 +58,7 @@ def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
         try:
             out.append(_ErrorOccurred_message[v])
         except KeyError:
-            out.append(_encoders.string(_ErrorOccurred_message, "message", v))
+            out.append(_support.string(_ErrorOccurred_message, "message", v))
     v = e.severity
     if v is not UNSET:
         if type(v) is not str:
@@ -66,7 +66,7 @@ def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
         try:
             out.append(_ErrorOccurred_severity[v])
         except KeyError:
-            out.append(_encoders.string(_ErrorOccurred_severity, "severity", v))
+            out.append(_support.string(_ErrorOccurred_severity, "severity", v))
     v = e.unhandled
     if v is not UNSET:
         if type(v) is not bool:
@@ -79,11 +79,11 @@ def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
         try:
             out.append(_ErrorOccurred_stack[v])
         except KeyError:
-            out.append(_encoders.string(_ErrorOccurred_stack, "stack", v))
+            out.append(_support.string(_ErrorOccurred_stack, "stack", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         ErrorOccurred: _encode_ErrorOccurred,
     }

@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -69,7 +69,7 @@ class FileUploaded(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _ExportCompleted_export_id: dict[str, bytes] = {}
@@ -86,7 +86,7 @@ def _encode_ExportCompleted(e: ExportCompleted) -> bytes | None:
     try:
         out.append(_ExportCompleted_export_id[v])
     except KeyError:
-        out.append(_encoders.string(_ExportCompleted_export_id, "exportId", v))
+        out.append(_support.string(_ExportCompleted_export_id, "exportId", v))
     v = e.export_type
     if v is not UNSET:
         if type(v) is not str:
@@ -94,7 +94,7 @@ def _encode_ExportCompleted(e: ExportCompleted) -> bytes | None:
         try:
             out.append(_ExportCompleted_export_type[v])
         except KeyError:
-            out.append(_encoders.string(_ExportCompleted_export_type, "exportType", v))
+            out.append(_support.string(_ExportCompleted_export_type, "exportType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
@@ -104,7 +104,7 @@ def _encode_ExportCompleted(e: ExportCompleted) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_encoders.integer(_ExportCompleted_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_ExportCompleted_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
@@ -121,7 +121,7 @@ def _encode_ExportStarted(e: ExportStarted) -> bytes | None:
     try:
         out.append(_ExportStarted_export_id[v])
     except KeyError:
-        out.append(_encoders.string(_ExportStarted_export_id, "exportId", v))
+        out.append(_support.string(_ExportStarted_export_id, "exportId", v))
     v = e.export_type
     if v is not UNSET:
         if type(v) is not str:
@@ -129,7 +129,7 @@ def _encode_ExportStarted(e: ExportStarted) -> bytes | None:
         try:
             out.append(_ExportStarted_export_type[v])
         except KeyError:
-            out.append(_encoders.string(_ExportStarted_export_type, "exportType", v))
+            out.append(_support.string(_ExportStarted_export_type, "exportType", v))
     return b"".join(out)
 
 
@@ -148,7 +148,7 @@ def _encode_FileDownloaded(e: FileDownloaded) -> bytes | None:
     try:
         out.append(_FileDownloaded_file_id[v])
     except KeyError:
-        out.append(_encoders.string(_FileDownloaded_file_id, "fileId", v))
+        out.append(_support.string(_FileDownloaded_file_id, "fileId", v))
     v = e.file_name
     if v is not UNSET:
         if type(v) is not str:
@@ -156,7 +156,7 @@ def _encode_FileDownloaded(e: FileDownloaded) -> bytes | None:
         try:
             out.append(_FileDownloaded_file_name[v])
         except KeyError:
-            out.append(_encoders.string(_FileDownloaded_file_name, "fileName", v))
+            out.append(_support.string(_FileDownloaded_file_name, "fileName", v))
     v = e.file_type
     if v is not UNSET:
         if type(v) is not str:
@@ -164,7 +164,7 @@ def _encode_FileDownloaded(e: FileDownloaded) -> bytes | None:
         try:
             out.append(_FileDownloaded_file_type[v])
         except KeyError:
-            out.append(_encoders.string(_FileDownloaded_file_type, "fileType", v))
+            out.append(_support.string(_FileDownloaded_file_type, "fileType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
@@ -174,7 +174,7 @@ def _encode_FileDownloaded(e: FileDownloaded) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_encoders.integer(_FileDownloaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_FileDownloaded_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
@@ -193,7 +193,7 @@ def _encode_FileUploaded(e: FileUploaded) -> bytes | None:
     try:
         out.append(_FileUploaded_file_id[v])
     except KeyError:
-        out.append(_encoders.string(_FileUploaded_file_id, "fileId", v))
+        out.append(_support.string(_FileUploaded_file_id, "fileId", v))
     v = e.file_name
     if v is not UNSET:
         if type(v) is not str:
@@ -201,7 +201,7 @@ def _encode_FileUploaded(e: FileUploaded) -> bytes | None:
         try:
             out.append(_FileUploaded_file_name[v])
         except KeyError:
-            out.append(_encoders.string(_FileUploaded_file_name, "fileName", v))
+            out.append(_support.string(_FileUploaded_file_name, "fileName", v))
     v = e.file_type
     if v is not UNSET:
         if type(v) is not str:
@@ -209,7 +209,7 @@ def _encode_FileUploaded(e: FileUploaded) -> bytes | None:
         try:
             out.append(_FileUploaded_file_type[v])
         except KeyError:
-            out.append(_encoders.string(_FileUploaded_file_type, "fileType", v))
+            out.append(_support.string(_FileUploaded_file_type, "fileType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
@@ -219,11 +219,11 @@ def _encode_FileUploaded(e: FileUploaded) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_encoders.integer(_FileUploaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_FileUploaded_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         ExportCompleted: _encode_ExportCompleted,
         ExportStarted: _encode_ExportStarted,

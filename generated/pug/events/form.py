@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -41,7 +41,7 @@ class FormSubmit(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _FormStart_form_id: dict[str, bytes] = {}
@@ -57,7 +57,7 @@ def _encode_FormStart(e: FormStart) -> bytes | None:
     try:
         out.append(_FormStart_form_id[v])
     except KeyError:
-        out.append(_encoders.string(_FormStart_form_id, "formId", v))
+        out.append(_support.string(_FormStart_form_id, "formId", v))
     v = e.form_name
     if v is not UNSET:
         if type(v) is not str:
@@ -65,7 +65,7 @@ def _encode_FormStart(e: FormStart) -> bytes | None:
         try:
             out.append(_FormStart_form_name[v])
         except KeyError:
-            out.append(_encoders.string(_FormStart_form_name, "formName", v))
+            out.append(_support.string(_FormStart_form_name, "formName", v))
     return b"".join(out)
 
 
@@ -83,7 +83,7 @@ def _encode_FormSubmit(e: FormSubmit) -> bytes | None:
     try:
         out.append(_FormSubmit_form_id[v])
     except KeyError:
-        out.append(_encoders.string(_FormSubmit_form_id, "formId", v))
+        out.append(_support.string(_FormSubmit_form_id, "formId", v))
     v = e.form_name
     if v is not UNSET:
         if type(v) is not str:
@@ -91,7 +91,7 @@ def _encode_FormSubmit(e: FormSubmit) -> bytes | None:
         try:
             out.append(_FormSubmit_form_name[v])
         except KeyError:
-            out.append(_encoders.string(_FormSubmit_form_name, "formName", v))
+            out.append(_support.string(_FormSubmit_form_name, "formName", v))
     v = e.action
     if v is not UNSET:
         if type(v) is not str:
@@ -99,11 +99,11 @@ def _encode_FormSubmit(e: FormSubmit) -> bytes | None:
         try:
             out.append(_FormSubmit_action[v])
         except KeyError:
-            out.append(_encoders.string(_FormSubmit_action, "action", v))
+            out.append(_support.string(_FormSubmit_action, "action", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         FormStart: _encode_FormStart,
         FormSubmit: _encode_FormSubmit,

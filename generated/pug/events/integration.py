@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -41,7 +41,7 @@ class IntegrationDisconnected(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _IntegrationConnected_integration_id: dict[str, bytes] = {}
@@ -58,14 +58,14 @@ def _encode_IntegrationConnected(e: IntegrationConnected) -> bytes | None:
         try:
             out.append(_IntegrationConnected_integration_id[v])
         except KeyError:
-            out.append(_encoders.string(_IntegrationConnected_integration_id, "integrationId", v))
+            out.append(_support.string(_IntegrationConnected_integration_id, "integrationId", v))
     v = e.integration_type
     if type(v) is not str:
         return None
     try:
         out.append(_IntegrationConnected_integration_type[v])
     except KeyError:
-        out.append(_encoders.string(_IntegrationConnected_integration_type, "integrationType", v))
+        out.append(_support.string(_IntegrationConnected_integration_type, "integrationType", v))
     return b"".join(out)
 
 
@@ -84,14 +84,14 @@ def _encode_IntegrationDisconnected(e: IntegrationDisconnected) -> bytes | None:
         try:
             out.append(_IntegrationDisconnected_integration_id[v])
         except KeyError:
-            out.append(_encoders.string(_IntegrationDisconnected_integration_id, "integrationId", v))
+            out.append(_support.string(_IntegrationDisconnected_integration_id, "integrationId", v))
     v = e.integration_type
     if type(v) is not str:
         return None
     try:
         out.append(_IntegrationDisconnected_integration_type[v])
     except KeyError:
-        out.append(_encoders.string(_IntegrationDisconnected_integration_type, "integrationType", v))
+        out.append(_support.string(_IntegrationDisconnected_integration_type, "integrationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -99,11 +99,11 @@ def _encode_IntegrationDisconnected(e: IntegrationDisconnected) -> bytes | None:
         try:
             out.append(_IntegrationDisconnected_reason[v])
         except KeyError:
-            out.append(_encoders.string(_IntegrationDisconnected_reason, "reason", v))
+            out.append(_support.string(_IntegrationDisconnected_reason, "reason", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         IntegrationConnected: _encode_IntegrationConnected,
         IntegrationDisconnected: _encode_IntegrationDisconnected,

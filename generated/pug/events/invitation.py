@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -48,7 +48,7 @@ class InviteSent(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _InviteAccepted_invite_id: dict[str, bytes] = {}
@@ -69,7 +69,7 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
         try:
             out.append(_InviteAccepted_invite_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteAccepted_invite_id, "inviteId", v))
+            out.append(_support.string(_InviteAccepted_invite_id, "inviteId", v))
     v = e.workspace_id
     if v is not UNSET:
         if type(v) is not str:
@@ -77,7 +77,7 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
         try:
             out.append(_InviteAccepted_workspace_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteAccepted_workspace_id, "workspaceId", v))
+            out.append(_support.string(_InviteAccepted_workspace_id, "workspaceId", v))
     v = e.inviter_id
     if v is not UNSET:
         if type(v) is not str:
@@ -85,7 +85,7 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
         try:
             out.append(_InviteAccepted_inviter_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteAccepted_inviter_id, "inviterId", v))
+            out.append(_support.string(_InviteAccepted_inviter_id, "inviterId", v))
     v = e.invitee_id
     if v is not UNSET:
         if type(v) is not str:
@@ -93,7 +93,7 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
         try:
             out.append(_InviteAccepted_invitee_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteAccepted_invitee_id, "inviteeId", v))
+            out.append(_support.string(_InviteAccepted_invitee_id, "inviteeId", v))
     v = e.invitee_email
     if v is not UNSET:
         if type(v) is not str:
@@ -101,7 +101,7 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
         try:
             out.append(_InviteAccepted_invitee_email[v])
         except KeyError:
-            out.append(_encoders.string(_InviteAccepted_invitee_email, "inviteeEmail", v))
+            out.append(_support.string(_InviteAccepted_invitee_email, "inviteeEmail", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
@@ -109,7 +109,7 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
         try:
             out.append(_InviteAccepted_role[v])
         except KeyError:
-            out.append(_encoders.string(_InviteAccepted_role, "role", v))
+            out.append(_support.string(_InviteAccepted_role, "role", v))
     return b"".join(out)
 
 
@@ -131,7 +131,7 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
         try:
             out.append(_InviteSent_invite_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteSent_invite_id, "inviteId", v))
+            out.append(_support.string(_InviteSent_invite_id, "inviteId", v))
     v = e.workspace_id
     if v is not UNSET:
         if type(v) is not str:
@@ -139,7 +139,7 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
         try:
             out.append(_InviteSent_workspace_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteSent_workspace_id, "workspaceId", v))
+            out.append(_support.string(_InviteSent_workspace_id, "workspaceId", v))
     v = e.inviter_id
     if v is not UNSET:
         if type(v) is not str:
@@ -147,7 +147,7 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
         try:
             out.append(_InviteSent_inviter_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteSent_inviter_id, "inviterId", v))
+            out.append(_support.string(_InviteSent_inviter_id, "inviterId", v))
     v = e.invitee_id
     if v is not UNSET:
         if type(v) is not str:
@@ -155,7 +155,7 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
         try:
             out.append(_InviteSent_invitee_id[v])
         except KeyError:
-            out.append(_encoders.string(_InviteSent_invitee_id, "inviteeId", v))
+            out.append(_support.string(_InviteSent_invitee_id, "inviteeId", v))
     v = e.invitee_email
     if v is not UNSET:
         if type(v) is not str:
@@ -163,7 +163,7 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
         try:
             out.append(_InviteSent_invitee_email[v])
         except KeyError:
-            out.append(_encoders.string(_InviteSent_invitee_email, "inviteeEmail", v))
+            out.append(_support.string(_InviteSent_invitee_email, "inviteeEmail", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
@@ -171,11 +171,11 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
         try:
             out.append(_InviteSent_role[v])
         except KeyError:
-            out.append(_encoders.string(_InviteSent_role, "role", v))
+            out.append(_support.string(_InviteSent_role, "role", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         InviteAccepted: _encode_InviteAccepted,
         InviteSent: _encode_InviteSent,

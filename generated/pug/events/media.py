@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -135,7 +135,7 @@ class VideoStarted(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _AudioCompleted_audio_id: dict[str, bytes] = {}
@@ -150,12 +150,12 @@ def _encode_AudioCompleted(e: AudioCompleted) -> bytes | None:
     try:
         out.append(_AudioCompleted_audio_id[v])
     except KeyError:
-        out.append(_encoders.string(_AudioCompleted_audio_id, "audioId", v))
+        out.append(_support.string(_AudioCompleted_audio_id, "audioId", v))
     return b"".join(out)
 
 
 _AudioPause_audio_id: dict[str, bytes] = {}
-_AudioPause_position = _encoders.double_prefix("position")
+_AudioPause_position = _support.double_prefix("position")
 
 
 def _encode_AudioPause(e: AudioPause) -> bytes | None:
@@ -167,7 +167,7 @@ def _encode_AudioPause(e: AudioPause) -> bytes | None:
     try:
         out.append(_AudioPause_audio_id[v])
     except KeyError:
-        out.append(_encoders.string(_AudioPause_audio_id, "audioId", v))
+        out.append(_support.string(_AudioPause_audio_id, "audioId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -175,12 +175,12 @@ def _encode_AudioPause(e: AudioPause) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_AudioPause_position + _encoders.pack_double(s))
+        out.append(_AudioPause_position + _support.pack_double(s))
     return b"".join(out)
 
 
 _AudioPlay_audio_id: dict[str, bytes] = {}
-_AudioPlay_position = _encoders.double_prefix("position")
+_AudioPlay_position = _support.double_prefix("position")
 
 
 def _encode_AudioPlay(e: AudioPlay) -> bytes | None:
@@ -192,7 +192,7 @@ def _encode_AudioPlay(e: AudioPlay) -> bytes | None:
     try:
         out.append(_AudioPlay_audio_id[v])
     except KeyError:
-        out.append(_encoders.string(_AudioPlay_audio_id, "audioId", v))
+        out.append(_support.string(_AudioPlay_audio_id, "audioId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -200,13 +200,13 @@ def _encode_AudioPlay(e: AudioPlay) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_AudioPlay_position + _encoders.pack_double(s))
+        out.append(_AudioPlay_position + _support.pack_double(s))
     return b"".join(out)
 
 
 _AudioSeeked_audio_id: dict[str, bytes] = {}
-_AudioSeeked_from_position = _encoders.double_prefix("fromPosition")
-_AudioSeeked_to_position = _encoders.double_prefix("toPosition")
+_AudioSeeked_from_position = _support.double_prefix("fromPosition")
+_AudioSeeked_to_position = _support.double_prefix("toPosition")
 
 
 def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
@@ -218,7 +218,7 @@ def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
     try:
         out.append(_AudioSeeked_audio_id[v])
     except KeyError:
-        out.append(_encoders.string(_AudioSeeked_audio_id, "audioId", v))
+        out.append(_support.string(_AudioSeeked_audio_id, "audioId", v))
     v = e.from_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -226,7 +226,7 @@ def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_AudioSeeked_from_position + _encoders.pack_double(s))
+        out.append(_AudioSeeked_from_position + _support.pack_double(s))
     v = e.to_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -234,7 +234,7 @@ def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_AudioSeeked_to_position + _encoders.pack_double(s))
+        out.append(_AudioSeeked_to_position + _support.pack_double(s))
     return b"".join(out)
 
 
@@ -250,7 +250,7 @@ def _encode_AudioStarted(e: AudioStarted) -> bytes | None:
     try:
         out.append(_AudioStarted_audio_id[v])
     except KeyError:
-        out.append(_encoders.string(_AudioStarted_audio_id, "audioId", v))
+        out.append(_support.string(_AudioStarted_audio_id, "audioId", v))
     return b"".join(out)
 
 
@@ -266,12 +266,12 @@ def _encode_VideoCompleted(e: VideoCompleted) -> bytes | None:
     try:
         out.append(_VideoCompleted_video_id[v])
     except KeyError:
-        out.append(_encoders.string(_VideoCompleted_video_id, "videoId", v))
+        out.append(_support.string(_VideoCompleted_video_id, "videoId", v))
     return b"".join(out)
 
 
 _VideoPause_video_id: dict[str, bytes] = {}
-_VideoPause_position = _encoders.double_prefix("position")
+_VideoPause_position = _support.double_prefix("position")
 
 
 def _encode_VideoPause(e: VideoPause) -> bytes | None:
@@ -283,7 +283,7 @@ def _encode_VideoPause(e: VideoPause) -> bytes | None:
     try:
         out.append(_VideoPause_video_id[v])
     except KeyError:
-        out.append(_encoders.string(_VideoPause_video_id, "videoId", v))
+        out.append(_support.string(_VideoPause_video_id, "videoId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -291,12 +291,12 @@ def _encode_VideoPause(e: VideoPause) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_VideoPause_position + _encoders.pack_double(s))
+        out.append(_VideoPause_position + _support.pack_double(s))
     return b"".join(out)
 
 
 _VideoPlay_video_id: dict[str, bytes] = {}
-_VideoPlay_position = _encoders.double_prefix("position")
+_VideoPlay_position = _support.double_prefix("position")
 
 
 def _encode_VideoPlay(e: VideoPlay) -> bytes | None:
@@ -308,7 +308,7 @@ def _encode_VideoPlay(e: VideoPlay) -> bytes | None:
     try:
         out.append(_VideoPlay_video_id[v])
     except KeyError:
-        out.append(_encoders.string(_VideoPlay_video_id, "videoId", v))
+        out.append(_support.string(_VideoPlay_video_id, "videoId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -316,13 +316,13 @@ def _encode_VideoPlay(e: VideoPlay) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_VideoPlay_position + _encoders.pack_double(s))
+        out.append(_VideoPlay_position + _support.pack_double(s))
     return b"".join(out)
 
 
 _VideoSeeked_video_id: dict[str, bytes] = {}
-_VideoSeeked_from_position = _encoders.double_prefix("fromPosition")
-_VideoSeeked_to_position = _encoders.double_prefix("toPosition")
+_VideoSeeked_from_position = _support.double_prefix("fromPosition")
+_VideoSeeked_to_position = _support.double_prefix("toPosition")
 
 
 def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
@@ -334,7 +334,7 @@ def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
     try:
         out.append(_VideoSeeked_video_id[v])
     except KeyError:
-        out.append(_encoders.string(_VideoSeeked_video_id, "videoId", v))
+        out.append(_support.string(_VideoSeeked_video_id, "videoId", v))
     v = e.from_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -342,7 +342,7 @@ def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_VideoSeeked_from_position + _encoders.pack_double(s))
+        out.append(_VideoSeeked_from_position + _support.pack_double(s))
     v = e.to_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -350,7 +350,7 @@ def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
         s = v.total_seconds()
         if not (s >= 0.0):
             return None
-        out.append(_VideoSeeked_to_position + _encoders.pack_double(s))
+        out.append(_VideoSeeked_to_position + _support.pack_double(s))
     return b"".join(out)
 
 
@@ -366,11 +366,11 @@ def _encode_VideoStarted(e: VideoStarted) -> bytes | None:
     try:
         out.append(_VideoStarted_video_id[v])
     except KeyError:
-        out.append(_encoders.string(_VideoStarted_video_id, "videoId", v))
+        out.append(_support.string(_VideoStarted_video_id, "videoId", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         AudioCompleted: _encode_AudioCompleted,
         AudioPause: _encode_AudioPause,

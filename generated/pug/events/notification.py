@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -52,7 +52,7 @@ class NotificationReceived(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _NotificationClicked_campaign_id: dict[str, bytes] = {}
@@ -68,7 +68,7 @@ def _encode_NotificationClicked(e: NotificationClicked) -> bytes | None:
     try:
         out.append(_NotificationClicked_campaign_id[v])
     except KeyError:
-        out.append(_encoders.string(_NotificationClicked_campaign_id, "campaignId", v))
+        out.append(_support.string(_NotificationClicked_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
@@ -76,7 +76,7 @@ def _encode_NotificationClicked(e: NotificationClicked) -> bytes | None:
         try:
             out.append(_NotificationClicked_notification_type[v])
         except KeyError:
-            out.append(_encoders.string(_NotificationClicked_notification_type, "notificationType", v))
+            out.append(_support.string(_NotificationClicked_notification_type, "notificationType", v))
     return b"".join(out)
 
 
@@ -93,7 +93,7 @@ def _encode_NotificationDismissed(e: NotificationDismissed) -> bytes | None:
     try:
         out.append(_NotificationDismissed_campaign_id[v])
     except KeyError:
-        out.append(_encoders.string(_NotificationDismissed_campaign_id, "campaignId", v))
+        out.append(_support.string(_NotificationDismissed_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
@@ -101,7 +101,7 @@ def _encode_NotificationDismissed(e: NotificationDismissed) -> bytes | None:
         try:
             out.append(_NotificationDismissed_notification_type[v])
         except KeyError:
-            out.append(_encoders.string(_NotificationDismissed_notification_type, "notificationType", v))
+            out.append(_support.string(_NotificationDismissed_notification_type, "notificationType", v))
     return b"".join(out)
 
 
@@ -118,7 +118,7 @@ def _encode_NotificationReceived(e: NotificationReceived) -> bytes | None:
     try:
         out.append(_NotificationReceived_campaign_id[v])
     except KeyError:
-        out.append(_encoders.string(_NotificationReceived_campaign_id, "campaignId", v))
+        out.append(_support.string(_NotificationReceived_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
@@ -126,11 +126,11 @@ def _encode_NotificationReceived(e: NotificationReceived) -> bytes | None:
         try:
             out.append(_NotificationReceived_notification_type[v])
         except KeyError:
-            out.append(_encoders.string(_NotificationReceived_notification_type, "notificationType", v))
+            out.append(_support.string(_NotificationReceived_notification_type, "notificationType", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         NotificationClicked: _encode_NotificationClicked,
         NotificationDismissed: _encode_NotificationDismissed,

@@ -4,7 +4,7 @@
 
 from typing import Any, ClassVar
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -24,7 +24,7 @@ class Share(PugEvent, kw_only=True):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 
@@ -35,7 +35,7 @@ def _encode_Share(e: Share) -> bytes | None:
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         Share: _encode_Share,
     }

@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -114,7 +114,7 @@ class SurveyStarted(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _FeedbackSubmitted_feedback_id: dict[str, bytes] = {}
@@ -132,7 +132,7 @@ def _encode_FeedbackSubmitted(e: FeedbackSubmitted) -> bytes | None:
         try:
             out.append(_FeedbackSubmitted_feedback_id[v])
         except KeyError:
-            out.append(_encoders.string(_FeedbackSubmitted_feedback_id, "feedbackId", v))
+            out.append(_support.string(_FeedbackSubmitted_feedback_id, "feedbackId", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -140,7 +140,7 @@ def _encode_FeedbackSubmitted(e: FeedbackSubmitted) -> bytes | None:
         try:
             out.append(_FeedbackSubmitted_category[v])
         except KeyError:
-            out.append(_encoders.string(_FeedbackSubmitted_category, "category", v))
+            out.append(_support.string(_FeedbackSubmitted_category, "category", v))
     v = e.comment
     if v is not UNSET:
         if type(v) is not str:
@@ -148,7 +148,7 @@ def _encode_FeedbackSubmitted(e: FeedbackSubmitted) -> bytes | None:
         try:
             out.append(_FeedbackSubmitted_comment[v])
         except KeyError:
-            out.append(_encoders.string(_FeedbackSubmitted_comment, "comment", v))
+            out.append(_support.string(_FeedbackSubmitted_comment, "comment", v))
     return b"".join(out)
 
 
@@ -166,7 +166,7 @@ def _encode_HelpArticleViewed(e: HelpArticleViewed) -> bytes | None:
     try:
         out.append(_HelpArticleViewed_article_id[v])
     except KeyError:
-        out.append(_encoders.string(_HelpArticleViewed_article_id, "articleId", v))
+        out.append(_support.string(_HelpArticleViewed_article_id, "articleId", v))
     v = e.article_title
     if v is not UNSET:
         if type(v) is not str:
@@ -174,7 +174,7 @@ def _encode_HelpArticleViewed(e: HelpArticleViewed) -> bytes | None:
         try:
             out.append(_HelpArticleViewed_article_title[v])
         except KeyError:
-            out.append(_encoders.string(_HelpArticleViewed_article_title, "articleTitle", v))
+            out.append(_support.string(_HelpArticleViewed_article_title, "articleTitle", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -182,7 +182,7 @@ def _encode_HelpArticleViewed(e: HelpArticleViewed) -> bytes | None:
         try:
             out.append(_HelpArticleViewed_category[v])
         except KeyError:
-            out.append(_encoders.string(_HelpArticleViewed_category, "category", v))
+            out.append(_support.string(_HelpArticleViewed_category, "category", v))
     return b"".join(out)
 
 
@@ -202,7 +202,7 @@ def _encode_NpsSubmitted(e: NpsSubmitted) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 10):
                 return None
-            out.append(_encoders.integer(_NpsSubmitted_score, "score", v))
+            out.append(_support.integer(_NpsSubmitted_score, "score", v))
     v = e.comment
     if v is not UNSET:
         if type(v) is not str:
@@ -210,7 +210,7 @@ def _encode_NpsSubmitted(e: NpsSubmitted) -> bytes | None:
         try:
             out.append(_NpsSubmitted_comment[v])
         except KeyError:
-            out.append(_encoders.string(_NpsSubmitted_comment, "comment", v))
+            out.append(_support.string(_NpsSubmitted_comment, "comment", v))
     return b"".join(out)
 
 
@@ -227,7 +227,7 @@ def _encode_SupportChatStarted(e: SupportChatStarted) -> bytes | None:
     try:
         out.append(_SupportChatStarted_conversation_id[v])
     except KeyError:
-        out.append(_encoders.string(_SupportChatStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_SupportChatStarted_conversation_id, "conversationId", v))
     v = e.topic
     if v is not UNSET:
         if type(v) is not str:
@@ -235,7 +235,7 @@ def _encode_SupportChatStarted(e: SupportChatStarted) -> bytes | None:
         try:
             out.append(_SupportChatStarted_topic[v])
         except KeyError:
-            out.append(_encoders.string(_SupportChatStarted_topic, "topic", v))
+            out.append(_support.string(_SupportChatStarted_topic, "topic", v))
     return b"".join(out)
 
 
@@ -253,7 +253,7 @@ def _encode_SupportTicketCreated(e: SupportTicketCreated) -> bytes | None:
     try:
         out.append(_SupportTicketCreated_ticket_id[v])
     except KeyError:
-        out.append(_encoders.string(_SupportTicketCreated_ticket_id, "ticketId", v))
+        out.append(_support.string(_SupportTicketCreated_ticket_id, "ticketId", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
@@ -261,7 +261,7 @@ def _encode_SupportTicketCreated(e: SupportTicketCreated) -> bytes | None:
         try:
             out.append(_SupportTicketCreated_category[v])
         except KeyError:
-            out.append(_encoders.string(_SupportTicketCreated_category, "category", v))
+            out.append(_support.string(_SupportTicketCreated_category, "category", v))
     v = e.priority
     if v is not UNSET:
         if type(v) is not str:
@@ -269,7 +269,7 @@ def _encode_SupportTicketCreated(e: SupportTicketCreated) -> bytes | None:
         try:
             out.append(_SupportTicketCreated_priority[v])
         except KeyError:
-            out.append(_encoders.string(_SupportTicketCreated_priority, "priority", v))
+            out.append(_support.string(_SupportTicketCreated_priority, "priority", v))
     return b"".join(out)
 
 
@@ -286,7 +286,7 @@ def _encode_SupportTicketResolved(e: SupportTicketResolved) -> bytes | None:
     try:
         out.append(_SupportTicketResolved_ticket_id[v])
     except KeyError:
-        out.append(_encoders.string(_SupportTicketResolved_ticket_id, "ticketId", v))
+        out.append(_support.string(_SupportTicketResolved_ticket_id, "ticketId", v))
     v = e.resolution
     if v is not UNSET:
         if type(v) is not str:
@@ -294,7 +294,7 @@ def _encode_SupportTicketResolved(e: SupportTicketResolved) -> bytes | None:
         try:
             out.append(_SupportTicketResolved_resolution[v])
         except KeyError:
-            out.append(_encoders.string(_SupportTicketResolved_resolution, "resolution", v))
+            out.append(_support.string(_SupportTicketResolved_resolution, "resolution", v))
     return b"".join(out)
 
 
@@ -311,7 +311,7 @@ def _encode_SurveyCompleted(e: SurveyCompleted) -> bytes | None:
     try:
         out.append(_SurveyCompleted_survey_id[v])
     except KeyError:
-        out.append(_encoders.string(_SurveyCompleted_survey_id, "surveyId", v))
+        out.append(_support.string(_SurveyCompleted_survey_id, "surveyId", v))
     v = e.question_count
     if v is not UNSET:
         if type(v) is not int:
@@ -321,7 +321,7 @@ def _encode_SurveyCompleted(e: SurveyCompleted) -> bytes | None:
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_encoders.integer(_SurveyCompleted_question_count, "questionCount", v))
+            out.append(_support.integer(_SurveyCompleted_question_count, "questionCount", v))
     return b"".join(out)
 
 
@@ -337,11 +337,11 @@ def _encode_SurveyStarted(e: SurveyStarted) -> bytes | None:
     try:
         out.append(_SurveyStarted_survey_id[v])
     except KeyError:
-        out.append(_encoders.string(_SurveyStarted_survey_id, "surveyId", v))
+        out.append(_support.string(_SurveyStarted_survey_id, "surveyId", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         FeedbackSubmitted: _encode_FeedbackSubmitted,
         HelpArticleViewed: _encode_HelpArticleViewed,

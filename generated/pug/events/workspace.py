@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from msgspec import UNSET, UnsetType
 
-from pug import encoders as _encoders
+from pug._wire import codegen_support as _support
 from pug.event import PugEvent
 
 __all__ = [
@@ -78,7 +78,7 @@ class WorkspaceSettingsUpdated(PugEvent, kw_only=True, rename="camel"):
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
 # (checked when first seen). None means "take the checked path", which names the rule a
-# value breaks; see pug.encoders.
+# value breaks; see pug._wire.codegen_support.
 
 
 _WorkspaceCreated_workspace_id: dict[str, bytes] = {}
@@ -94,7 +94,7 @@ def _encode_WorkspaceCreated(e: WorkspaceCreated) -> bytes | None:
     try:
         out.append(_WorkspaceCreated_workspace_id[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceCreated_workspace_id, "workspaceId", v))
+        out.append(_support.string(_WorkspaceCreated_workspace_id, "workspaceId", v))
     v = e.workspace_name
     if v is not UNSET:
         if type(v) is not str:
@@ -102,7 +102,7 @@ def _encode_WorkspaceCreated(e: WorkspaceCreated) -> bytes | None:
         try:
             out.append(_WorkspaceCreated_workspace_name[v])
         except KeyError:
-            out.append(_encoders.string(_WorkspaceCreated_workspace_name, "workspaceName", v))
+            out.append(_support.string(_WorkspaceCreated_workspace_name, "workspaceName", v))
     return b"".join(out)
 
 
@@ -119,7 +119,7 @@ def _encode_WorkspaceDeleted(e: WorkspaceDeleted) -> bytes | None:
     try:
         out.append(_WorkspaceDeleted_workspace_id[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceDeleted_workspace_id, "workspaceId", v))
+        out.append(_support.string(_WorkspaceDeleted_workspace_id, "workspaceId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
@@ -127,7 +127,7 @@ def _encode_WorkspaceDeleted(e: WorkspaceDeleted) -> bytes | None:
         try:
             out.append(_WorkspaceDeleted_reason[v])
         except KeyError:
-            out.append(_encoders.string(_WorkspaceDeleted_reason, "reason", v))
+            out.append(_support.string(_WorkspaceDeleted_reason, "reason", v))
     return b"".join(out)
 
 
@@ -144,7 +144,7 @@ def _encode_WorkspaceJoined(e: WorkspaceJoined) -> bytes | None:
     try:
         out.append(_WorkspaceJoined_workspace_id[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceJoined_workspace_id, "workspaceId", v))
+        out.append(_support.string(_WorkspaceJoined_workspace_id, "workspaceId", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
@@ -152,7 +152,7 @@ def _encode_WorkspaceJoined(e: WorkspaceJoined) -> bytes | None:
         try:
             out.append(_WorkspaceJoined_role[v])
         except KeyError:
-            out.append(_encoders.string(_WorkspaceJoined_role, "role", v))
+            out.append(_support.string(_WorkspaceJoined_role, "role", v))
     return b"".join(out)
 
 
@@ -171,14 +171,14 @@ def _encode_WorkspaceRoleChanged(e: WorkspaceRoleChanged) -> bytes | None:
     try:
         out.append(_WorkspaceRoleChanged_workspace_id[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceRoleChanged_workspace_id, "workspaceId", v))
+        out.append(_support.string(_WorkspaceRoleChanged_workspace_id, "workspaceId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
         out.append(_WorkspaceRoleChanged_member_id[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceRoleChanged_member_id, "memberId", v))
+        out.append(_support.string(_WorkspaceRoleChanged_member_id, "memberId", v))
     v = e.previous_role
     if v is not UNSET:
         if type(v) is not str:
@@ -186,14 +186,14 @@ def _encode_WorkspaceRoleChanged(e: WorkspaceRoleChanged) -> bytes | None:
         try:
             out.append(_WorkspaceRoleChanged_previous_role[v])
         except KeyError:
-            out.append(_encoders.string(_WorkspaceRoleChanged_previous_role, "previousRole", v))
+            out.append(_support.string(_WorkspaceRoleChanged_previous_role, "previousRole", v))
     v = e.new_role
     if type(v) is not str:
         return None
     try:
         out.append(_WorkspaceRoleChanged_new_role[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceRoleChanged_new_role, "newRole", v))
+        out.append(_support.string(_WorkspaceRoleChanged_new_role, "newRole", v))
     return b"".join(out)
 
 
@@ -210,18 +210,18 @@ def _encode_WorkspaceSettingsUpdated(e: WorkspaceSettingsUpdated) -> bytes | Non
     try:
         out.append(_WorkspaceSettingsUpdated_workspace_id[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceSettingsUpdated_workspace_id, "workspaceId", v))
+        out.append(_support.string(_WorkspaceSettingsUpdated_workspace_id, "workspaceId", v))
     v = e.setting
     if type(v) is not str:
         return None
     try:
         out.append(_WorkspaceSettingsUpdated_setting[v])
     except KeyError:
-        out.append(_encoders.string(_WorkspaceSettingsUpdated_setting, "setting", v))
+        out.append(_support.string(_WorkspaceSettingsUpdated_setting, "setting", v))
     return b"".join(out)
 
 
-_encoders.register(
+_support.register(
     {
         WorkspaceCreated: _encode_WorkspaceCreated,
         WorkspaceDeleted: _encode_WorkspaceDeleted,

@@ -22,7 +22,7 @@ from typing import Any
 
 from pug._ingest import validate
 from pug._wire import protobuf as pb
-from pug.encoders import ENCODERS
+from pug._wire.codegen_support import ENCODERS
 from pug.errors import PugValidationError
 from pug.event import REGISTRY, PugEvent, Variant, WireProperties, event_class, event_properties
 from pug.ids import uuid7_run

@@ -120,7 +120,7 @@ class _StatusDetails(StatusDetailsCodecBase):
 def _message_fields(data: bytes) -> Iterator[tuple[int, bytes]]:
     """The length-delimited fields of a protobuf message, as (number, bytes): all that a
     google.rpc.Status and its Any details are read for (other fields are skipped). Here, not
-    in pug.wire: the gRPC transport needs nothing else of the SDK's protobuf code.
+    in pug._wire.protobuf: the gRPC transport needs nothing else of the SDK's protobuf code.
     ValueError (IndexError for a cut varint) if the message is malformed."""
     pos = 0
     while pos < len(data):

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pug import wire
+from pug._wire import protobuf as pb
 from pug.errors import PugError, error_for
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 
@@ -73,7 +73,7 @@ class InMemoryTransport:
         if self.handler is not None:
             return self.handler(method, request)
         if method == BATCH_CREATE:
-            return wire.accept_all(request)
+            return pb.accept_all(request)
         return b""
 
     async def stream(self, method: str, request: bytes, *, timeout: float) -> AsyncIterator[bytes]:

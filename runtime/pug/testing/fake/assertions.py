@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec.inspect as mi
 
-from pug import wire
+from pug._wire import protobuf as wire
 from pug.errors import PugValidationError
 from pug.event import PugEvent, coerce, event_class, event_properties
 from pug.properties import wire_value
