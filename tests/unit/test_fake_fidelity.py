@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from protovalidate_pool import Found, annotated_messages, violations
 from pug import PugError
 from pug.testing import FakePug
+from pug.testing.fake.server import service_methods
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 LIST = "shared.profiles.v1.ProfilesService/List"
@@ -125,13 +126,13 @@ def fake_answer(method: str, body: bytes) -> tuple[str, list[Found]]:
     """The fake's code ("ok" when it answers) and violations for the bytes."""
     fake = FakePug()
     try:
-        if method == LIST:
+        if service_methods()[method].streams:
             fake.handle_stream(method, body)
         else:
             fake.handle(method, body)
     except PugError as error:
         details: Any = error.details
-        found = [Found(d["field"], d["rule_id"], d["message"]) for d in details]
+        found = [Found(d["field"], d["rule_id"], d["message"]) for d in details or []]
         return error.code, found
     return "ok", []
 
@@ -148,7 +149,10 @@ def _is_cel(rule_id: str) -> bool:
     return rule_id in pug.rules.CEL
 
 
-def check(method: str, request: message.Message) -> None:
+def check(method: str, request: message.Message, answers: tuple[str, ...] = ("ok",)) -> None:
+    """The fake answers `request` as protovalidate judges it: invalid_argument with the
+    same violations, or (a valid request) one of `answers` with none (a read of an empty
+    store may be not_found; a query the fake cannot compute, unimplemented)."""
     body = request.SerializeToString()
     code, found = fake_answer(method, body)
     try:
@@ -160,7 +164,7 @@ def check(method: str, request: message.Message) -> None:
         assert code == "invalid_argument"
         assert comparable(found) == comparable(expected)
     else:
-        assert (code, found) == ("ok", [])
+        assert code in answers and found == [], (code, found)
 
 
 COMMON = settings(
@@ -194,3 +198,348 @@ def test_a_map_key_in_a_field_path_is_quoted_as_go_quotes_it(key: str) -> None:
     event = request.events.add()  # type: ignore[attr-defined]
     event.custom_properties[key].Clear()  # an entry whose value has no member: a violation
     check(BATCH_CREATE, request)
+
+
+# ---- the read methods ----------------------------------------------------------------------
+
+ACTIVITY = "shared.activity.v1.ActivityService/"
+INSIGHTS = "shared.insights.v1.InsightsService/"
+PROFILES = "shared.profiles.v1.ProfilesService/"
+READ_ANSWERS = ("ok", "not_found")  # a valid read of an empty store may find nothing
+
+KINDS_OR_EMPTY = st.sampled_from(["signup", "", "a b"])
+PROPERTY_KEYS = st.sampled_from(["plan", "$lib", "", "a b", "a.b", "$"])
+# Seconds around the granularities' longest ranges (6 h, 14 d, 365 d, ...) and beyond.
+TIMES = st.sampled_from([0, 1, 3600, 6 * 3600, 6 * 3600 + 1, 86400 * 366, 86400 * 4000])
+
+
+def build(name: str) -> message.Message:
+    return annotated_messages()[name]()
+
+
+@st.composite
+def time_ranges(draw: st.DrawFn, target: message.Message, name: str = "time_range") -> None:
+    """Maybe a time range: each end maybe set, `to` after, at or before `from`."""
+    if not draw(st.booleans()):
+        return
+    time_range = getattr(target, name)
+    time_range.SetInParent()
+    start = draw(maybe(TIMES))
+    if start is not None:
+        getattr(time_range, "from").seconds = start
+    end = draw(maybe(TIMES))
+    if end is not None:
+        time_range.to.seconds = end
+        time_range.to.nanos = draw(st.sampled_from([0, 1]))
+
+
+def cheap_filters(target: Any, count: int) -> None:
+    """`count` valid filters (to cross a max_items cheaply)."""
+    for _ in range(count):
+        f = target.add()
+        f.property, f.operator, f.value = "plan", 1, "x"
+
+
+@st.composite
+def property_filters(draw: st.DrawFn, target: Any, most: int) -> None:
+    """0 to 2 generated filters, or one more than `most` valid ones."""
+    if draw(st.integers(0, 9)) == 0:
+        cheap_filters(target, most + 1)
+        return
+    for _ in range(draw(st.integers(0, 2))):
+        draw(filters(target.add()))
+
+
+@st.composite
+def event_filters(draw: st.DrawFn, target: message.Message) -> None:
+    target.SetInParent()
+    setter(target, "kind", draw(maybe(KINDS_OR_EMPTY)))
+    for _ in range(draw(st.integers(0, 1))):
+        draw(filters(target.filters.add()))  # type: ignore[attr-defined]
+
+
+@st.composite
+def feeds(draw: st.DrawFn, name: str) -> message.Message:
+    request = build(name)
+    setter(request, "distinct_id", draw(maybe(IDS)))
+    setter(request, "session_id", draw(maybe(st.sampled_from(["", "s1"]))))
+    draw(time_ranges(request))
+    draw(property_filters(request.property_filters, 20))  # type: ignore[attr-defined]
+    setter(request, "page_size", draw(maybe(st.sampled_from([-1, 0, 1, 1000, 1001]))))
+    events = request.events  # type: ignore[attr-defined]
+    if draw(st.integers(0, 9)) == 0:
+        for _ in range(51):
+            events.add().kind = "k"
+    for _ in range(draw(st.integers(0, 3))):
+        draw(event_filters(events.add()))
+    return request
+
+
+@st.composite
+def heatmaps(draw: st.DrawFn) -> message.Message:
+    request = build("shared.activity.v1.GetActivityHeatmapRequest")
+    setter(request, "distinct_id", draw(maybe(IDS)))
+    draw(time_ranges(request))
+    return request
+
+
+@st.composite
+def profile_stats(draw: st.DrawFn) -> message.Message:
+    request = build("shared.activity.v1.GetProfileStatsRequest")
+    setter(request, "distinct_id", draw(maybe(IDS)))
+    return request
+
+
+@st.composite
+def filter_schemas(draw: st.DrawFn) -> message.Message:
+    request = build("common.v1.GetFilterSchemaRequest")
+    setter(request, "event_kind", draw(maybe(KINDS_OR_EMPTY)))
+    types = draw(st.lists(st.integers(0, 8), max_size=3))
+    request.allowed_types.extend(types)  # type: ignore[attr-defined]
+    return request
+
+
+@st.composite
+def property_values_requests(draw: st.DrawFn, name: str) -> message.Message:
+    request = build(name)
+    setter(request, "property_key", draw(maybe(st.sampled_from(["plan", "a.b", "", "a..b"]))))
+    setter(request, "source", draw(maybe(st.integers(0, 4))))
+    setter(request, "event_kind", draw(maybe(KINDS_OR_EMPTY)))
+    return request
+
+
+@st.composite
+def event_queries(draw: st.DrawFn, target: Any, most: int = 3) -> None:
+    for _ in range(draw(st.integers(0, most))):
+        query = target.add()
+        if draw(st.booleans()):
+            draw(event_filters(query.event))
+        setter(query, "aggregation", draw(maybe(st.integers(0, 8))))
+        setter(query, "aggregation_property", draw(maybe(st.sampled_from(["", "amount", "a b"]))))
+
+
+@st.composite
+def filter_groups(draw: st.DrawFn, target: message.Message) -> None:
+    for _ in range(draw(st.integers(0, 1))):
+        group = target.filter_groups.add()  # type: ignore[attr-defined]
+        setter(group, "operator", draw(maybe(st.integers(0, 3))))
+        for _ in range(draw(st.integers(0, 1))):
+            draw(filters(group.filters.add()))
+    setter(target, "filter_groups_operator", draw(maybe(st.integers(0, 3))))
+
+
+@st.composite
+def scopes(draw: st.DrawFn, target: message.Message) -> None:
+    if draw(st.integers(0, 4)) == 0:
+        draw(event_filters(target.scope))  # type: ignore[attr-defined]
+
+
+def mostly(valid: Any, *others: Any) -> st.SearchStrategy[Any]:
+    """`valid` three times in four, else one of `others` (so rules break one at a time)."""
+    return st.sampled_from([valid, valid, valid, *others]) if others else st.just(valid)
+
+
+@st.composite
+def specs(draw: st.DrawFn, spec: message.Message) -> None:
+    """An InsightQuerySpec touching each of its rules: mostly coherent for its insight type
+    (the sub-query of its type, events where it takes them) with one thing changed now and
+    then: another type's sub-query, limits at and past their bounds, unset or unknown enums."""
+    spec.SetInParent()
+    kind = draw(st.sampled_from([1, 1, 2, 3, 4, 5, 6, 0, 7, None]))
+    setter(spec, "insight_type", kind)
+    stray = draw(st.integers(0, 3)) == 0  # add what this type does not take
+    events = spec.events  # type: ignore[attr-defined]
+    if draw(st.integers(0, 19)) == 0:
+        for _ in range(21):  # past funnel_max_steps
+            events.add().aggregation = 1
+    elif kind not in (5, 6) or stray:
+        for _ in range(draw(st.sampled_from([1, 1, 2, 3, 0]))):
+            query = events.add()
+            query.event.kind = draw(mostly("signup", "", "a b"))
+            setter(query, "aggregation", draw(mostly(1, 2, 3, 4, 8, None)))
+            setter(query, "aggregation_property", draw(mostly("amount", "", "a b", None)))
+    if draw(st.integers(0, 9)) == 0:
+        draw(event_queries(events))
+    if kind not in (2, 5, 6) or stray:
+        keys = st.sampled_from(["plan", "$lib", "", "a b", None])
+        for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2, 6]))):
+            setter(spec.breakdowns.add(), "property", draw(keys))  # type: ignore[attr-defined]
+    setter(spec, "breakdown_limit", draw(mostly(None, 0, -1, 1, 100, 101)))
+    if draw(st.integers(0, 9)) == 0:
+        draw(filter_groups(spec))
+    if (kind == 3 or stray) and draw(st.booleans()):
+        spec.conversion_window.seconds = draw(mostly(60, -1, 0, 1))  # type: ignore[attr-defined]
+        spec.conversion_window.nanos = draw(mostly(0, 5))  # type: ignore[attr-defined]
+    if kind == 3 or stray:
+        setter(spec, "include_step_timing", draw(maybe(st.booleans())))
+    takes_session = (kind in (1, 2) and not spec.events) or stray  # type: ignore[attr-defined]
+    if takes_session and draw(st.booleans()):
+        session = spec.session  # type: ignore[attr-defined]
+        session.SetInParent()
+        setter(session, "metric", draw(mostly(1, 4, 5, 6, 0, 7, None)))
+        draw(scopes(session))
+    if kind == 5 or stray:
+        flow = spec.user_flow  # type: ignore[attr-defined]
+        flow.SetInParent()
+        setter(flow, "node_kind", draw(mostly(1, 2, 0, 3, None)))
+        setter(flow, "node_property", draw(mostly("plan", "", "a b", "$lib", None)))
+        setter(flow, "group_by", draw(maybe(st.integers(0, 2))))
+        draw(scopes(flow))
+        setter(flow, "max_hops", draw(maybe(mostly(3, -1, 0, 1, 10, 11))))
+        setter(flow, "max_nodes", draw(maybe(mostly(10, -1, 0, 1, 2, 50, 51))))
+        setter(flow, "max_links", draw(maybe(mostly(10, -1, 0, 1, 500, 501))))
+    if kind == 6 or stray:
+        top_k = spec.top_k  # type: ignore[attr-defined]
+        top_k.SetInParent()
+        setter(top_k, "dimension", draw(mostly(1, 2, 3, 0, 4, None)))
+        setter(top_k, "property", draw(mostly("plan", "", "a b", "$lib", None)))
+        draw(scopes(top_k))
+        setter(top_k, "metric", draw(mostly(1, 2, 3, 4, 0, 8, None)))
+        setter(top_k, "metric_property", draw(mostly("amount", "", "a b", None)))
+        setter(top_k, "limit", draw(maybe(mostly(10, -1, 0, 100, 101))))
+        setter(top_k, "omit_others", draw(maybe(st.booleans())))
+    setter(spec, "include_cookieless", draw(maybe(st.booleans())))
+
+
+@st.composite
+def queries(draw: st.DrawFn) -> message.Message:
+    request = build("shared.insights.v1.QueryRequest")
+    if draw(st.integers(0, 19)):
+        draw(specs(request.spec))  # type: ignore[attr-defined]
+    if draw(st.integers(0, 4)):
+        time_range = request.time_range  # type: ignore[attr-defined]
+        getattr(time_range, "from").seconds = 0
+        time_range.to.seconds = draw(TIMES.filter(bool))
+    else:
+        draw(time_ranges(request))
+    setter(request, "granularity", draw(mostly(draw(st.integers(1, 5)), 0, 6, None)))
+    timezones = mostly("UTC", "", "Europe/Paris", "a b", "x" * 65, None)
+    setter(request, "timezone", draw(timezones))
+    return request
+
+
+@st.composite
+def segment_users(draw: st.DrawFn) -> message.Message:
+    request = build("shared.insights.v1.SegmentUsersRequest")
+    draw(time_ranges(request))
+    draw(event_queries(request.events, most=2))  # type: ignore[attr-defined]
+    setter(request, "page_size", draw(maybe(st.sampled_from([-1, 0, 1, 1000, 1001]))))
+    draw(filter_groups(request))
+    return request
+
+
+@st.composite
+def by_id(draw: st.DrawFn, name: str, field: str) -> message.Message:
+    request = build(name)
+    setter(request, field, draw(maybe(st.sampled_from(["", "u1", "cookieless-1"]))))
+    return request
+
+
+@COMMON
+@given(st.sampled_from(["GetActivityFeed", "GetEventExplorer"]).flatmap(
+    lambda rpc: st.tuples(st.just(rpc), feeds(f"shared.activity.v1.{rpc}Request"))
+))  # fmt: skip
+def test_feeds_answer_as_protovalidate(call: tuple[str, message.Message]) -> None:
+    rpc, request = call
+    check(ACTIVITY + rpc, request)
+
+
+@COMMON
+@given(heatmaps())
+def test_heatmap_answers_as_protovalidate(request_: message.Message) -> None:
+    check(ACTIVITY + "GetActivityHeatmap", request_)
+
+
+@settings(COMMON, max_examples=50)
+@given(profile_stats())
+def test_profile_stats_answer_as_protovalidate(request_: message.Message) -> None:
+    check(ACTIVITY + "GetProfileStats", request_, READ_ANSWERS)
+
+
+@settings(COMMON, max_examples=100)
+@given(st.sampled_from([ACTIVITY, INSIGHTS]), filter_schemas())
+def test_filter_schemas_answer_as_protovalidate(service: str, request_: message.Message) -> None:
+    check(service + "GetFilterSchema", request_)
+
+
+@settings(COMMON, max_examples=100)
+@given(st.sampled_from(["shared.activity.v1", "shared.insights.v1"]).flatmap(
+    lambda package: st.tuples(
+        st.just(package), property_values_requests(f"{package}.GetPropertyValuesRequest")
+    )
+))  # fmt: skip
+def test_property_values_answer_as_protovalidate(call: tuple[str, message.Message]) -> None:
+    package, request = call
+    service = ACTIVITY if package == "shared.activity.v1" else INSIGHTS
+    check(service + "GetPropertyValues", request)
+
+
+@settings(COMMON, max_examples=600)
+@given(queries())
+def test_queries_answer_as_protovalidate(request_: message.Message) -> None:
+    # A valid query of a type the fake cannot compute answers unimplemented.
+    check(INSIGHTS + "Query", request_, ("ok", "unimplemented"))
+
+
+@COMMON
+@given(segment_users())
+def test_segment_users_answers_as_protovalidate(request_: message.Message) -> None:
+    check(INSIGHTS + "SegmentUsers", request_)
+
+
+BY_ID = [
+    ("Get", "shared.profiles.v1.GetRequest", "id"),
+    ("GetByExternalId", "shared.profiles.v1.GetByExternalIdRequest", "external_id"),
+    ("Delete", "shared.profiles.v1.DeleteRequest", "id"),
+    ("DeleteDataSubject", "shared.profiles.v1.DeleteDataSubjectRequest", "external_id"),
+    ("GetDeletionRequest", "shared.profiles.v1.GetDeletionRequestRequest", "request_id"),
+]
+
+
+@settings(COMMON, max_examples=30)
+@pytest.mark.parametrize(("rpc", "name", "field"), BY_ID, ids=[rpc for rpc, _, _ in BY_ID])
+@given(data=st.data())
+def test_profile_reads_answer_as_protovalidate(
+    rpc: str, name: str, field: str, data: st.DataObject
+) -> None:
+    # DeleteDataSubject refuses "" in its handler (no violations): see Store.
+    answers = (*READ_ANSWERS, "invalid_argument") if rpc == "DeleteDataSubject" else READ_ANSWERS
+    check(PROFILES + rpc, data.draw(by_id(name, field)), answers)
+
+
+def test_an_empty_time_range_breaks_from_before_to_beside_required() -> None:
+    request = build("shared.activity.v1.GetActivityHeatmapRequest")
+    request.distinct_id = ""  # type: ignore[attr-defined]
+    request.time_range.SetInParent()  # type: ignore[attr-defined]
+    check(ACTIVITY + "GetActivityHeatmap", request)
+
+
+def test_a_granularity_range_rule_reads_an_unset_from_as_the_epoch() -> None:
+    request = build("shared.insights.v1.QueryRequest")
+    request.spec.insight_type = 1  # type: ignore[attr-defined]
+    request.time_range.to.seconds = 86400  # type: ignore[attr-defined]
+    request.granularity = 1  # type: ignore[attr-defined]
+    check(INSIGHTS + "Query", request)
+
+
+@pytest.mark.parametrize("kind", [3, 4, 5, 6, 2, 1])
+def test_a_spec_of_every_type_is_validated_by_its_cel_rules(kind: int) -> None:
+    request = build("shared.insights.v1.QueryRequest")
+    spec = request.spec  # type: ignore[attr-defined]
+    spec.insight_type = kind
+    spec.breakdown_limit = 3
+    spec.session.metric = 4
+    spec.top_k.dimension = 1
+    spec.user_flow.max_hops = 11
+    spec.conversion_window.nanos = 5
+    request.time_range.to.seconds = 60  # type: ignore[attr-defined]
+    request.granularity = 1  # type: ignore[attr-defined]
+    check(INSIGHTS + "Query", request)
+
+
+def test_delete_data_subject_with_an_empty_external_id_breaks_no_rule() -> None:
+    request = build("shared.profiles.v1.DeleteDataSubjectRequest")
+    request.external_id = ""  # type: ignore[attr-defined]
+    assert violations(request) == []
+    code, found = fake_answer(PROFILES + "DeleteDataSubject", request.SerializeToString())
+    assert (code, found) == ("invalid_argument", [])

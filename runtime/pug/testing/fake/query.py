@@ -687,7 +687,13 @@ class Store:
     def delete_data_subject(
         self, request: profiles_v1.DeleteDataSubjectRequest
     ) -> profiles_v1.DeleteDataSubjectResponse:
-        deletion = self._erase(request.external_id or "")
+        if not request.external_id:
+            # external_id is proto3 `optional`: sent as "", it is present and passes
+            # `required` (protovalidate checks presence). Erasing "nobody" is refused by
+            # the handler (an empty id would match cookieless data): a decision of the
+            # fake, invalid_argument without violations.
+            raise error_for("invalid_argument", "external_id: must not be empty")
+        deletion = self._erase(request.external_id)
         return profiles_v1.DeleteDataSubjectResponse(
             request_id=deletion.request_id,
             status=profiles_v1.ComplianceRequestStatus.COMPLETED,

@@ -425,8 +425,10 @@ def _time_range_violations(
     if time_range is None:
         return out
     _check_fields(out, f"{path}.", time_range)
-    start, end = times.nanos(f"{path}.from"), times.nanos(f"{path}.to")
-    if start is not None and end is not None and not start < end:
+    # An unset end reads as the epoch in CEL (the default Timestamp), so protovalidate
+    # evaluates the rule beside `required`: an empty range breaks both.
+    start, end = times.nanos(f"{path}.from") or 0, times.nanos(f"{path}.to") or 0
+    if not start < end:
         _broken(out, path, "time_range.from_before_to")
     return out
 
@@ -477,21 +479,197 @@ def _query_violations(request: insights_v1.QueryRequest, times: wire.Times) -> l
     fields = _rules(insights_v1.QueryRequest).fields
     spec = request.spec
     if _check(out, "spec", spec, fields["spec"]) and spec is not None:
-        insight_type = _rules(insights_v1.InsightQuerySpec).fields["insight_type"]
-        _check(out, "spec.insight_type", spec.insight_type, insight_type)
-        out.extend(_event_queries_violations("spec.events", spec.events))
-        out.extend(_groups_violations("spec.", spec.filter_groups))
+        out.extend(_spec_violations("spec", spec, times))
     _check(out, "time_range", request.time_range, fields["time_range"])
-    found = _time_range_violations("time_range", request.time_range, times)
-    out.extend(found)
+    out.extend(_time_range_violations("time_range", request.time_range, times))
     for name in ("granularity", "timezone"):
         _check(out, name, getattr(request, name), fields[name])
-    # The CEL rules bounding the range of each granularity, once the range itself is valid.
+    # The CEL rules bounding the range of each granularity, evaluated whatever else is
+    # broken, an unset time reading as the epoch (CEL's default Timestamp).
     limit = rules.GRANULARITY_MAX_RANGES.get(int(request.granularity or 0))
-    start, end = times.nanos("time_range.from"), times.nanos("time_range.to")
-    known = limit is not None and start is not None and end is not None and not found
-    if known and limit and start is not None and end is not None and end - start > _nanos(limit):
+    start, end = times.nanos("time_range.from") or 0, times.nanos("time_range.to") or 0
+    if limit is not None and end - start > _nanos(limit):
         _broken(out, "", limit.rule.id)
+    return out
+
+
+_Spec: TypeAlias = insights_v1.InsightQuerySpec
+_Type = insights_v1.InsightType
+_TOP_K, _USER_FLOW = _Type.TOP_K, _Type.USER_FLOW
+_PROPERTY_KEY = rules.PROPERTY_KEY_PATTERN  # the pattern the CEL rules `matches()`
+_PAGE_METRICS = {insights_v1.SessionMetric.ENTRY, insights_v1.SessionMetric.EXIT}
+_USER_METRICS = {
+    insights_v1.AggregationType.UNIQUE_USERS, insights_v1.AggregationType.PER_USER_AVG
+}  # fmt: skip
+
+
+def _kind(spec: _Spec) -> int:
+    """`this.insight_type`: unset reads as 0 in CEL."""
+    return int(spec.insight_type or 0)
+
+
+def _top_k(spec: _Spec) -> insights_v1.TopKQuery:
+    """`this.top_k`: an unset message reads as its defaults in CEL."""
+    return spec.top_k or insights_v1.TopKQuery()
+
+
+def _flow(spec: _Spec) -> insights_v1.UserFlowQuery:
+    return spec.user_flow or insights_v1.UserFlowQuery()
+
+
+def _in_range(value: int | None, low: int, high: int) -> bool:
+    """`v == 0 || (v >= low && v <= high)`: an unset limit reads as 0 (the default)."""
+    return not value or low <= value <= high
+
+
+def _key_given(text: str | None) -> bool:
+    """`p.size() > 0 && p.matches('^\\$?[a-zA-Z0-9_.-]+$')`."""
+    return bool(text) and _PROPERTY_KEY.matches(text or "")
+
+
+# InsightQuerySpec's CEL rules, by rule id: true when the spec passes. Each is the
+# contract's expression in Python (unset fields read as their defaults, as in CEL); the
+# ids, messages and order come from pug.rules, which must name exactly these.
+_SPEC_CEL: dict[str, Callable[[_Spec], bool]] = {
+    "insight_query_spec.funnel_retention_require_events": lambda s: (
+        _kind(s) not in (_Type.FUNNEL, _Type.RETENTION) or len(s.events) > 0
+    ),
+    "insight_query_spec.funnel_only_conversion_window": lambda s: (
+        _kind(s) == _Type.FUNNEL or s.conversion_window is None
+    ),
+    "insight_query_spec.funnel_only_step_timing": lambda s: (
+        _kind(s) == _Type.FUNNEL or not s.include_step_timing
+    ),
+    "insight_query_spec.session_only_trends_segmentation": lambda s: (
+        s.session is None or _kind(s) in (_Type.TRENDS, _Type.SEGMENTATION)
+    ),
+    "insight_query_spec.session_no_events": lambda s: s.session is None or not s.events,
+    "insight_query_spec.session_page_metrics_require_trends_breakdown": lambda s: (
+        s.session is None
+        or s.session.metric not in _PAGE_METRICS
+        or (_kind(s) == _Type.TRENDS and len(s.breakdowns) == 1)
+    ),
+    "insight_query_spec.segmentation_no_breakdowns": lambda s: (
+        _kind(s) != _Type.SEGMENTATION or not s.breakdowns
+    ),
+    "insight_query_spec.unique_breakdown_properties": lambda s: (
+        len({b.property or "" for b in s.breakdowns}) == len(s.breakdowns)
+    ),
+    "insight_query_spec.breakdown_limit_requires_breakdowns": lambda s: (
+        not s.breakdown_limit or len(s.breakdowns) > 0
+    ),
+    "insight_query_spec.retention_max_events": lambda s: (
+        _kind(s) != _Type.RETENTION or len(s.events) <= 2
+    ),
+    "insight_query_spec.funnel_max_steps": lambda s: (
+        _kind(s) != _Type.FUNNEL or len(s.events) <= 20
+    ),
+    "insight_query_spec.numeric_agg_only_trends_segmentation": lambda s: (
+        _kind(s) in (_Type.TRENDS, _Type.SEGMENTATION)
+        or not any(e.aggregation in NUMERIC_AGGREGATIONS for e in s.events)
+    ),
+    "insight_query_spec.user_flow_only_for_user_flow": lambda s: (
+        s.user_flow is None or _kind(s) == _USER_FLOW
+    ),
+    "insight_query_spec.user_flow_required": lambda s: (
+        _kind(s) != _USER_FLOW or s.user_flow is not None
+    ),
+    "insight_query_spec.user_flow_no_events": lambda s: _kind(s) != _USER_FLOW or not s.events,
+    "insight_query_spec.user_flow_no_session": lambda s: (
+        _kind(s) != _USER_FLOW or s.session is None
+    ),
+    "insight_query_spec.user_flow_no_breakdowns": lambda s: (
+        _kind(s) != _USER_FLOW or not s.breakdowns
+    ),
+    "insight_query_spec.user_flow_no_breakdown_limit": lambda s: (
+        _kind(s) != _USER_FLOW or not s.breakdown_limit
+    ),
+    "insight_query_spec.user_flow_property_required": lambda s: (
+        _kind(s) != _USER_FLOW
+        or _flow(s).node_kind != insights_v1.UserFlowQueryNodeKind.PROPERTY
+        or _key_given(_flow(s).node_property)
+    ),
+    "insight_query_spec.user_flow_max_hops_range": lambda s: (
+        _kind(s) != _USER_FLOW or _in_range(_flow(s).max_hops, 1, 10)
+    ),
+    "insight_query_spec.user_flow_max_nodes_range": lambda s: (
+        _kind(s) != _USER_FLOW or _in_range(_flow(s).max_nodes, 2, 50)
+    ),
+    "insight_query_spec.user_flow_max_links_range": lambda s: (
+        _kind(s) != _USER_FLOW or _in_range(_flow(s).max_links, 1, 500)
+    ),
+    "insight_query_spec.top_k_only_for_top_k": lambda s: s.top_k is None or _kind(s) == _TOP_K,
+    "insight_query_spec.top_k_required": lambda s: _kind(s) != _TOP_K or s.top_k is not None,
+    "insight_query_spec.top_k_no_events": lambda s: _kind(s) != _TOP_K or not s.events,
+    "insight_query_spec.top_k_no_session": lambda s: _kind(s) != _TOP_K or s.session is None,
+    "insight_query_spec.top_k_no_breakdowns": lambda s: _kind(s) != _TOP_K or not s.breakdowns,
+    "insight_query_spec.top_k_no_breakdown_limit": lambda s: (
+        _kind(s) != _TOP_K or not s.breakdown_limit
+    ),
+    "insight_query_spec.top_k_property_required": lambda s: (
+        _kind(s) != _TOP_K
+        or _top_k(s).dimension != insights_v1.TopKQueryDimension.PROPERTY
+        or _key_given(_top_k(s).property)
+    ),
+    "insight_query_spec.top_k_property_only_for_property_dimension": lambda s: (
+        _kind(s) != _TOP_K
+        or _top_k(s).dimension == insights_v1.TopKQueryDimension.PROPERTY
+        or not _top_k(s).property
+    ),
+    "insight_query_spec.top_k_metric_property_required": lambda s: (
+        _kind(s) != _TOP_K
+        or _top_k(s).metric not in NUMERIC_AGGREGATIONS
+        or bool(_top_k(s).metric_property)
+    ),
+    "insight_query_spec.top_k_user_dimension_metric": lambda s: (
+        _kind(s) != _TOP_K
+        or _top_k(s).dimension != insights_v1.TopKQueryDimension.USER
+        or _top_k(s).metric not in _USER_METRICS
+    ),
+}
+assert {c.id for c in _rules(insights_v1.InsightQuerySpec).cel} == set(_SPEC_CEL)
+
+_NANOS_PER_SECOND = 1_000_000_000
+
+
+def _spec_violations(path: str, spec: _Spec, times: wire.Times) -> list[_Violation]:
+    """shared.insights.v1.InsightQuerySpec: its fields' rules, the messages inside it
+    (events, breakdowns, filter groups, session, user flow, top k and their scopes), then
+    its CEL rules in the contract's order, all evaluated (protovalidate reports every one)."""
+    out: list[_Violation] = []
+    rule = _rules(insights_v1.InsightQuerySpec)
+    for name in ("insight_type", "breakdowns", "breakdown_limit"):
+        _check(out, f"{path}.{name}", getattr(spec, name), rule.fields[name])
+    out.extend(_event_queries_violations(f"{path}.events", spec.events))
+    for i, breakdown in enumerate(spec.breakdowns):
+        _check_fields(out, f"{path}.breakdowns[{i}].", breakdown)
+    out.extend(_groups_violations(f"{path}.", spec.filter_groups))
+    window = times.nanos(f"{path}.conversion_window")
+    if window is not None:
+        out.extend(_window_violations(f"{path}.conversion_window", window, rule))
+    for name in ("session", "user_flow", "top_k"):
+        sub = getattr(spec, name)
+        if sub is not None:
+            _check_fields(out, f"{path}.{name}.", sub)
+            if sub.scope is not None:
+                out.extend(_event_filter_violations(f"{path}.{name}.scope", sub.scope))
+    for cel in rule.cel:
+        if not _SPEC_CEL[cel.id](spec):
+            _broken(out, path, cel.id)
+    return out
+
+
+def _window_violations(path: str, nanos: int, rule: rules.Message) -> list[_Violation]:
+    """conversion_window: `duration.gte` (from pug.rules, in seconds) and its CEL rule
+    (a whole number of seconds), on the exact value sent."""
+    out: list[_Violation] = []
+    field = rule.fields["conversion_window"]
+    if field.gte is not None and nanos < field.gte * _NANOS_PER_SECOND:
+        message = f"value must be greater than or equal to {field.gte:g}s"
+        out.append(_Violation(path, "duration.gte", message))
+    for cel in field.cel:  # conversion_window.whole_seconds
+        if nanos % _NANOS_PER_SECOND:
+            _broken(out, path, cel.id)
     return out
 
 
@@ -513,16 +691,6 @@ def _segment_violations(
     return out
 
 
-def _delete_data_subject_violations(
-    request: profiles_v1.DeleteDataSubjectRequest, times: wire.Times
-) -> list[_Violation]:
-    out = _violations(request)
-    if request.external_id == "":
-        # Erasing "nobody" is refused: an empty id would match cookieless data.
-        out.append(_Violation("external_id", "required", "value is required"))
-    return out
-
-
 # What the fake checks of each request, by its type (the rest of each is in pug.rules).
 _REQUEST_RULES: dict[type[betterproto2.Message], Callable[[Any, wire.Times], list[_Violation]]] = {
     BatchCreateRequest: lambda r, _: _batch_violations(r),
@@ -530,7 +698,6 @@ _REQUEST_RULES: dict[type[betterproto2.Message], Callable[[Any, wire.Times], lis
     activity_v1.GetEventExplorerRequest: _feed_violations,
     activity_v1.GetActivityHeatmapRequest: _heatmap_violations,
     profiles_v1.ListRequest: lambda r, _: _groups_violations("", r.filter_groups),
-    profiles_v1.DeleteDataSubjectRequest: _delete_data_subject_violations,
     insights_v1.QueryRequest: _query_violations,
     insights_v1.SegmentUsersRequest: _segment_violations,
 }
