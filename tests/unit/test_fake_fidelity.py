@@ -2,8 +2,13 @@
 violations (field path, rule id) are those protovalidate reports for the same bytes, with
 the contract's rules on the descriptors (tests/support/protovalidate_pool.py).
 
-Covered: BatchCreate, Identify and ProfilesService/List (filter groups and every
-PropertyFilter rule). Messages: a CEL rule's message is the contract's and is compared
+Covered: every method the fake answers: BatchCreate, Identify, the profiles methods (List
+with its filter groups and every PropertyFilter rule, Get, GetByExternalId, Delete,
+DeleteDataSubject, GetDeletionRequest), the activity methods (feed, event explorer,
+heatmap, profile stats, filter schema, property values) and insights (Query with every
+InsightQuerySpec rule, SegmentUsers, filter schema, property values). A valid read may
+answer not_found (the store is empty), a valid query unimplemented (a type the fake does
+not compute), never with violations. Messages: a CEL rule's message is the contract's and is compared
 exactly; the standard rules' wording changed across protovalidate releases (protovalidate-py
 2.x writes "must be at most 1024 characters" where the fake, like protovalidate-go before
 1.0, writes "value length must be at most 1024 characters"), so those are compared by rule

@@ -22,9 +22,12 @@ takes the requests and checks them; `query` holds the state and computes the ans
 - reads, computed from what it received: profiles (get, list with filter groups, delete,
   data-subject deletion), activity (feed, event explorer, heatmap, profile stats, filter
   schema, property values) and insights (trends, segment users, filter schema, property
-  values). Funnels, retention, user flows, top-k, segmentation and trends breakdowns
-  answer `unimplemented`. Read requests are checked by the server's rules too: as on a
-  real server, the activity feed and heatmap need `distinct_id` set ("" for everyone).
+  values). Read requests are checked by the server's rules too (every rule of
+  InsightQuerySpec and the queries inside it included): as on a real server, the activity
+  feed and heatmap need `distinct_id` set ("" for everyone). A valid query of a type the
+  fake cannot compute (funnel, retention, user flow, top-k, segmentation, trends with
+  breakdowns or a session metric) answers `unimplemented`; an invalid one, the server's
+  `invalid_argument` with its violations.
 
 Every pattern, limit and prefix comes from `pug.rules` (generated from the wire contract);
 the CEL rules are written here as Python, their ids and messages read from `pug.rules`.
@@ -46,7 +49,10 @@ Where the real server's behaviour is not pinned down, the fake decides:
 - days and buckets are UTC (trends honour `timezone`); weeks start on Monday;
 - cookieless events belong to no profile: trends count them only with
   `include_cookieless`, and never as users;
-- SegmentUsers returns the users who did every one of the given events (sorted).
+- SegmentUsers returns the users who did every one of the given events (sorted);
+- DeleteDataSubject with `external_id` sent as "" breaks no rule (a present "" passes
+  `required`) but is refused, `invalid_argument` without violations: it would erase
+  "nobody" (an empty id matches cookieless data).
 """
 
 from __future__ import annotations
