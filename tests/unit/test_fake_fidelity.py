@@ -11,10 +11,11 @@ answer not_found (the store is empty), a valid query unimplemented (a type the f
 not compute), never with violations.
 
 Messages: a CEL rule's message is the contract's and is compared exactly; the standard
-rules' wording changed across protovalidate releases (protovalidate-py 2.x writes "must be at most 1024 characters" where the fake, like protovalidate-go before
-1.0, writes "value length must be at most 1024 characters"), so those are compared by rule
-id and field only. Where protovalidate cannot evaluate a rule (CEL's double() of text that
-is not a number), the server answers invalid_argument without violations; the fake must
+rules' wording changed across protovalidate releases (protovalidate-py 2.x writes "must
+be at most 1024 characters" where the fake, like protovalidate-go before 1.0, writes
+"value length must be at most 1024 characters"), so those are compared by rule id and
+field only. Where protovalidate cannot evaluate a rule (CEL's double() of text that is
+not a number), the server answers invalid_argument without violations; the fake must
 answer invalid_argument (it names property_filter.numeric_value_required).
 """
 
