@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pug.rules as rules
 import pytest
 from pug import AsyncPug, InvalidArgumentError, NotFoundError, Pug, PugError, RetryPolicy
 from pug.events import Purchase, Signup, VideoPlay
@@ -40,6 +41,7 @@ from pug.proto.shared.profiles.v1 import (
     ListResponse,
 )
 from pug.testing import FakePug, ReceivedEvent
+from pug.testing.fake import server
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 UTC = datetime.UTC
@@ -203,6 +205,38 @@ def test_every_violation_is_reported_with_its_rule_id(fake: FakePug) -> None:
             "rule_id": "event.custom_properties_no_dollar_prefix",
             "message": DOLLAR_CUSTOM,
         },
+    ]
+
+
+def test_the_cel_table_holds_exactly_the_contracts_cel_rules() -> None:
+    # Every message of pug.rules is one the fake validates, so every CEL rule is in it.
+    assert set(server._CEL) == server.contract_cel_ids() == set(rules.CEL)
+
+
+def test_contract_cel_ids_reads_message_field_and_item_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cel = [rules.Cel(f"x.{where}", "m", "true") for where in ("message", "field", "item")]
+    item = rules.Field(cel=(cel[2],))
+    message = rules.Message({"f": rules.Field(cel=(cel[1],), items=item)}, cel=(cel[0],))
+    monkeypatch.setattr(rules, "MESSAGES", {"x.X": message})
+    assert server.contract_cel_ids() == {"x.message", "x.field", "x.item"}
+
+
+def test_cel_rules_are_reported_in_the_contracts_order(fake: FakePug) -> None:
+    # An IS_SET filter with a value and values breaks two PropertyFilter rules: the fake
+    # reports them in pug.rules' order, whatever the table's.
+    broken = PropertyFilter(property="plan", operator=FilterOperator.IS_SET, value="x")
+    broken.values = ["1"]
+    with pytest.raises(InvalidArgumentError) as raised:
+        fake.handle_stream(LIST, bytes(ListRequest(filter_groups=[FilterGroup(filters=[broken])])))
+    order = [c.id for c in rules.MESSAGES["common.v1.PropertyFilter"].cel]
+    details: Any = raised.value.details
+    found = [d["rule_id"] for d in details]
+    assert found == sorted(found, key=order.index)
+    assert found == [
+        "property_filter.values_not_allowed",
+        "property_filter.value_not_allowed_for_set_operators",
     ]
 
 

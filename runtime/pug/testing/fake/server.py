@@ -30,7 +30,8 @@ takes the requests and checks them; `query` holds the state and computes the ans
   `invalid_argument` with its violations.
 
 Every pattern, limit and prefix comes from `pug.rules` (generated from the wire contract);
-the CEL rules are written here as Python, their ids and messages read from `pug.rules`.
+the CEL rules are written here as Python, in one table by rule id (`_CEL`, checked at
+import against the contract), their ids, messages and order read from `pug.rules`.
 The methods served are those of the generated service definitions (`service_methods`,
 shared with the dev server), each answered by the `Store` method named after it.
 
@@ -68,7 +69,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import betterproto2
 
@@ -102,6 +103,7 @@ from pug.transports.memory import InMemoryTransport
 __all__ = ["FakePug", "Method", "service_methods"]
 
 FLUSH_TIMEOUT = 10.0  # seconds an assertion waits for an attached client's flush
+_NANOS_PER_SECOND = 1_000_000_000
 M = TypeVar("M", bound=betterproto2.Message)
 
 
@@ -176,15 +178,13 @@ def _rules(message: type[betterproto2.Message]) -> rules.Message:
     return rules.MESSAGES[f"{package}.{message.__name__}"]
 
 
-def _broken(out: list[_Violation], path: str, rule_id: str) -> None:
-    """A CEL rule of the contract broken at `path`: its id and message from pug.rules."""
-    out.append(_Violation(path, rule_id, rules.CEL[rule_id].message))
-
-
-# Field-level CEL rules the fake implements, by id: true when the value passes.
-_FIELD_CEL: dict[str, Callable[[Any], bool]] = {
-    "external_id.reserved_prefix": lambda v: not v.startswith(rules.RESERVED_ID_PREFIX),
-}
+def _cel(out: list[_Violation], path: str, cels: Sequence[rules.Cel], this: object) -> None:
+    """The CEL rules `cels` (a message's or a field's, from pug.rules, in the contract's
+    order) on `this`, each by its entry in `_CEL`; a broken one is reported at `path` with
+    its id and message from pug.rules. All are evaluated, as protovalidate does."""
+    for cel in cels:
+        if not _CEL[cel.id](this):
+            out.append(_Violation(path, cel.id, cel.message))
 
 
 def _check(out: list[_Violation], path: str, value: object, rule: rules.Field) -> bool:
@@ -213,10 +213,7 @@ def _check(out: list[_Violation], path: str, value: object, rule: rules.Field) -
             out.append(_Violation(path, "enum.not_in", message))
     elif isinstance(value, int | float) and not isinstance(value, bool):
         _check_number(out, path, value, rule)
-    for cel in rule.cel:
-        passes = _FIELD_CEL.get(cel.id)
-        if passes is not None and not passes(value):
-            _broken(out, path, cel.id)
+    _cel(out, path, rule.cel, value)
     return True
 
 
@@ -294,13 +291,7 @@ def _event_violations(index: int, event: Event) -> list[_Violation]:
             out.extend(_property_value_violations(f"{at}.{name}[{_go_quote(key)}]", value))
     for name in ("kind", "occur_time", "session_id"):
         _check(out, f"{at}.{name}", getattr(event, name), fields[name])
-    prefix = rules.AUTO_PROPERTY_PREFIX
-    if not all(key.startswith(prefix) for key in event.auto_properties):
-        _broken(out, at, "event.auto_properties_dollar_prefix")
-    if any(key.startswith(prefix) for key in event.custom_properties):
-        _broken(out, at, "event.custom_properties_no_dollar_prefix")
-    if not event.cookieless and not (event.distinct_id and event.session_id):
-        _broken(out, at, "event.identity_required_unless_cookieless")
+    _cel(out, at, _rules(Event).cel, event)
     return out
 
 
@@ -342,10 +333,7 @@ def _batch_violations(request: BatchCreateRequest) -> list[_Violation]:
         out.extend(_event_violations(index, event))
     # BatchCreateRequest's own CEL rules (`this.events.all(...)`): protovalidate reports
     # each once, at the request (no field path), whichever events break it.
-    if any(e.cookieless and (e.distinct_id or e.session_id) for e in request.events):
-        _broken(out, "", "batch.cookieless_identity_server_owned")
-    if any((e.distinct_id or "").startswith(rules.RESERVED_ID_PREFIX) for e in request.events):
-        _broken(out, "", "batch.distinct_id_reserved_prefix")
+    _cel(out, "", _rules(BatchCreateRequest).cel, request)
     return out
 
 
@@ -360,27 +348,17 @@ def _filter_violations(path: str, f: PropertyFilter) -> list[_Violation]:
     """common.v1.PropertyFilter: its field rules, then its CEL rules in contract order."""
     out: list[_Violation] = []
     _check_fields(out, f"{path}.", f)
-    op, value, values = f.operator, f.value or "", f.values
-    if op not in _SET_OPERATORS | _LIST_OPERATORS and value == "":
-        _broken(out, path, "property_filter.value_required")
-    if not _numbers_given(op, value, values):
-        _broken(out, path, "property_filter.numeric_value_required")
-    if op in _LIST_OPERATORS and not values:
-        _broken(out, path, "property_filter.values_required")
-    if op not in _LIST_OPERATORS and values:
-        _broken(out, path, "property_filter.values_not_allowed")
-    if op in _RANGE_OPERATORS and len(values) != 2:
-        _broken(out, path, "property_filter.between_requires_two_values")
-    if op in _SET_OPERATORS and value != "":
-        _broken(out, path, "property_filter.value_not_allowed_for_set_operators")
-    # `double(values[0]) <= double(values[1])`: false with a NaN too (so NaN breaks both
-    # this rule and numeric_value_required); text that is not a number fails the server's
-    # evaluation instead, which the fake reports as numeric_value_required alone.
-    bounds = [go_float(v) for v in values[:2]] if op in _RANGE_OPERATORS else []
-    low, high = [*bounds, None, None][:2]
-    if low is not None and high is not None and not low <= high:
-        _broken(out, path, "property_filter.between_ordered_values")
+    _cel(out, path, _rules(PropertyFilter).cel, f)
     return out
+
+
+def _ordered(f: PropertyFilter) -> bool:
+    """`double(values[0]) <= double(values[1])` for a range: false with a NaN too (so NaN
+    breaks both this rule and numeric_value_required); text that is not a number fails the
+    server's evaluation instead, which the fake reports as numeric_value_required alone."""
+    bounds = [go_float(v) for v in f.values[:2]] if f.operator in _RANGE_OPERATORS else []
+    low, high = [*bounds, None, None][:2]
+    return low is None or high is None or low <= high
 
 
 def _is_number(text: str) -> bool:
@@ -433,9 +411,8 @@ def _time_range_violations(
     _check_fields(out, f"{path}.", time_range)
     # An unset end reads as the epoch in CEL (the default Timestamp), so protovalidate
     # evaluates the rule beside `required`: an empty range breaks both.
-    start, end = times.nanos(f"{path}.from") or 0, times.nanos(f"{path}.to") or 0
-    if not start < end:
-        _broken(out, path, "time_range.from_before_to")
+    span = _Span(times.nanos(f"{path}.from") or 0, times.nanos(f"{path}.to") or 0)
+    _cel(out, path, _rules(TimeRange).cel, span)
     return out
 
 
@@ -454,9 +431,7 @@ def _feed_violations(
     _check(out, "events", request.events, rule.fields["events"])
     for i, event_filter in enumerate(request.events):
         out.extend(_event_filter_violations(f"events[{i}]", event_filter))
-    if len(request.events) > 1 and not all(e.kind or e.filters for e in request.events):
-        (cel,) = rule.cel  # `<rpc>.events_non_empty_in_multi`
-        _broken(out, "", cel.id)
+    _cel(out, "", rule.cel, request)  # `<rpc>.events_non_empty_in_multi`
     return out
 
 
@@ -475,8 +450,7 @@ def _event_queries_violations(
         if query.event is not None:
             out.extend(_event_filter_violations(f"{at}.event", query.event))
         _check_fields(out, f"{at}.", query)
-        if query.aggregation in NUMERIC_AGGREGATIONS and not query.aggregation_property:
-            _broken(out, at, "event_query.property_required_for_numeric_agg")
+        _cel(out, at, _rules(insights_v1.EventQuery).cel, query)
     return out
 
 
@@ -492,10 +466,9 @@ def _query_violations(request: insights_v1.QueryRequest, times: wire.Times) -> l
         _check(out, name, getattr(request, name), fields[name])
     # The CEL rules bounding the range of each granularity, evaluated whatever else is
     # broken, an unset time reading as the epoch (CEL's default Timestamp).
-    limit = rules.GRANULARITY_MAX_RANGES.get(int(request.granularity or 0))
     start, end = times.nanos("time_range.from") or 0, times.nanos("time_range.to") or 0
-    if limit is not None and end - start > _nanos(limit):
-        _broken(out, "", limit.rule.id)
+    ranged = _Ranged(int(request.granularity or 0), end - start)
+    _cel(out, "", _rules(insights_v1.QueryRequest).cel, ranged)
     return out
 
 
@@ -533,10 +506,99 @@ def _key_given(text: str | None) -> bool:
     return bool(text) and _PROPERTY_KEY.matches(text or "")
 
 
-# InsightQuerySpec's CEL rules, by rule id: true when the spec passes. Each is the
-# contract's expression in Python (unset fields read as their defaults, as in CEL); the
-# ids, messages and order come from pug.rules, which must name exactly these.
-_SPEC_CEL: dict[str, Callable[[_Spec], bool]] = {
+class _Span(NamedTuple):
+    """`this` of common.v1.TimeRange's CEL rule: its ends in nanoseconds, exactly as sent
+    (an unset end reads as the epoch, CEL's default Timestamp)."""
+
+    start: int
+    end: int
+
+
+class _Ranged(NamedTuple):
+    """`this` of QueryRequest's CEL rules: its granularity's number and the length of its
+    time range in nanoseconds, exactly as sent."""
+
+    granularity: int
+    length: int
+
+
+def _within(number: int, limit: rules.MaxRange) -> Callable[[_Ranged], bool]:
+    """`query_request.granularity_*_max_range`: granularity `number`'s range at most
+    `limit.longest` (pug.rules.GRANULARITY_MAX_RANGES)."""
+    return lambda q: q.granularity != number or q.length <= _nanos(limit)
+
+
+def _auto_keys_prefixed(e: Event) -> bool:
+    return all(key.startswith(rules.AUTO_PROPERTY_PREFIX) for key in e.auto_properties)
+
+
+def _custom_keys_unprefixed(e: Event) -> bool:
+    return not any(key.startswith(rules.AUTO_PROPERTY_PREFIX) for key in e.custom_properties)
+
+
+def _events_named(r: activity_v1.GetActivityFeedRequest) -> bool:
+    """`<rpc>.events_non_empty_in_multi`: with several event filters, each has a kind or a
+    property filter."""
+    return len(r.events) <= 1 or all(e.kind or e.filters for e in r.events)
+
+
+# Every CEL rule the fake implements, by rule id: true when `this` passes. Each is the
+# contract's expression in Python (unset fields read as their defaults, as in CEL) on
+# `this` as the fake holds it: the message (or field value) the rule is on, or, for the
+# rules on times, their exact nanoseconds (`_Span`, `_Ranged`, a duration's int). The
+# ids, messages and order come from pug.rules; `_CEL_IDS_UNCOVERED` below holds the
+# table to exactly the contract's CEL rules of the messages the fake validates.
+_CEL: dict[str, Callable[[Any], bool]] = {
+    # sdk.events.v1.BatchCreateRequest (`this.events.all(...)`)
+    "batch.cookieless_identity_server_owned": lambda r: (
+        not any(e.cookieless and (e.distinct_id or e.session_id) for e in r.events)
+    ),
+    "batch.distinct_id_reserved_prefix": lambda r: (
+        not any((e.distinct_id or "").startswith(rules.RESERVED_ID_PREFIX) for e in r.events)
+    ),
+    # sdk.events.v1.Event
+    "event.auto_properties_dollar_prefix": _auto_keys_prefixed,
+    "event.custom_properties_no_dollar_prefix": _custom_keys_unprefixed,
+    "event.identity_required_unless_cookieless": lambda e: bool(
+        e.cookieless or (e.distinct_id and e.session_id)
+    ),
+    # sdk.profiles.v1.IdentifyRequest.external_id (a field rule: `this` is the string)
+    "external_id.reserved_prefix": lambda v: not v.startswith(rules.RESERVED_ID_PREFIX),
+    # common.v1.PropertyFilter
+    "property_filter.value_required": lambda f: (
+        f.operator in _SET_OPERATORS | _LIST_OPERATORS or bool(f.value)
+    ),
+    "property_filter.numeric_value_required": lambda f: _numbers_given(
+        f.operator, f.value or "", f.values
+    ),
+    "property_filter.values_required": lambda f: (
+        f.operator not in _LIST_OPERATORS or bool(f.values)
+    ),
+    "property_filter.values_not_allowed": lambda f: f.operator in _LIST_OPERATORS or not f.values,
+    "property_filter.between_requires_two_values": lambda f: (
+        f.operator not in _RANGE_OPERATORS or len(f.values) == 2
+    ),
+    "property_filter.value_not_allowed_for_set_operators": lambda f: (
+        f.operator not in _SET_OPERATORS or not f.value
+    ),
+    "property_filter.between_ordered_values": _ordered,
+    # common.v1.TimeRange
+    "time_range.from_before_to": lambda span: span.start < span.end,
+    # shared.activity.v1.GetActivityFeedRequest, GetEventExplorerRequest
+    "activity_feed.events_non_empty_in_multi": _events_named,
+    "event_explorer.events_non_empty_in_multi": _events_named,
+    # shared.insights.v1.EventQuery
+    "event_query.property_required_for_numeric_agg": lambda q: (
+        q.aggregation not in NUMERIC_AGGREGATIONS or bool(q.aggregation_property)
+    ),
+    # shared.insights.v1.QueryRequest: the longest range of each granularity
+    **{
+        limit.rule.id: _within(number, limit)
+        for number, limit in rules.GRANULARITY_MAX_RANGES.items()
+    },
+    # shared.insights.v1.InsightQuerySpec.conversion_window (`this` in nanoseconds)
+    "conversion_window.whole_seconds": lambda nanos: nanos % _NANOS_PER_SECOND == 0,
+    # shared.insights.v1.InsightQuerySpec
     "insight_query_spec.funnel_retention_require_events": lambda s: (
         _kind(s) not in (_Type.FUNNEL, _Type.RETENTION) or len(s.events) > 0
     ),
@@ -633,9 +695,28 @@ _SPEC_CEL: dict[str, Callable[[_Spec], bool]] = {
         or _top_k(s).metric not in _USER_METRICS
     ),
 }
-assert {c.id for c in _rules(insights_v1.InsightQuerySpec).cel} == set(_SPEC_CEL)
 
-_NANOS_PER_SECOND = 1_000_000_000
+
+def contract_cel_ids() -> set[str]:
+    """The ids of every CEL rule of the messages the fake validates: those of pug.rules'
+    MESSAGES (each method's request and the messages inside it), on a message, a field or
+    a field's items."""
+    ids: set[str] = set()
+    for message in rules.MESSAGES.values():
+        ids.update(cel.id for cel in message.cel)
+        for field in message.fields.values():
+            item: rules.Field | None = field
+            while item is not None:
+                ids.update(cel.id for cel in item.cel)
+                item = item.items
+    return ids
+
+
+# A rule the contract gains must be written here before the fake starts (one it drops,
+# removed): checked at import, so no request can meet a rule the fake would skip.
+_CEL_IDS_UNCOVERED = contract_cel_ids() ^ set(_CEL)
+if _CEL_IDS_UNCOVERED:
+    raise RuntimeError(f"FakePug's _CEL and pug.rules differ on {sorted(_CEL_IDS_UNCOVERED)}")
 
 
 def _spec_violations(path: str, spec: _Spec, times: wire.Times) -> list[_Violation]:
@@ -659,9 +740,7 @@ def _spec_violations(path: str, spec: _Spec, times: wire.Times) -> list[_Violati
             _check_fields(out, f"{path}.{name}.", sub)
             if sub.scope is not None:
                 out.extend(_event_filter_violations(f"{path}.{name}.scope", sub.scope))
-    for cel in rule.cel:
-        if not _SPEC_CEL[cel.id](spec):
-            _broken(out, path, cel.id)
+    _cel(out, path, rule.cel, spec)
     return out
 
 
@@ -673,9 +752,7 @@ def _window_violations(path: str, nanos: int, rule: rules.Message) -> list[_Viol
     if field.gte is not None and nanos < field.gte * _NANOS_PER_SECOND:
         message = f"value must be greater than or equal to {field.gte:g}s"
         out.append(_Violation(path, "duration.gte", message))
-    for cel in field.cel:  # conversion_window.whole_seconds
-        if nanos % _NANOS_PER_SECOND:
-            _broken(out, path, cel.id)
+    _cel(out, path, field.cel, nanos)  # conversion_window.whole_seconds
     return out
 
 
