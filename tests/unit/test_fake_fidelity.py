@@ -8,7 +8,9 @@ DeleteDataSubject, GetDeletionRequest), the activity methods (feed, event explor
 heatmap, profile stats, filter schema, property values) and insights (Query with every
 InsightQuerySpec rule, SegmentUsers, filter schema, property values). A valid read may
 answer not_found (the store is empty), a valid query unimplemented (a type the fake does
-not compute), never with violations.
+not compute), never with violations. `valid_queries` builds queries breaking no rule, of
+each insight type (one in five of the generated queries, and a test per type); every rule
+is broken on every run by the fixed examples of tests/unit/test_fake_rule_examples.py.
 
 Messages: a CEL rule's message is the contract's and is compared exactly; the standard
 rules' wording changed across protovalidate releases (protovalidate-py 2.x writes "must
@@ -408,8 +410,163 @@ def specs(draw: st.DrawFn, spec: message.Message) -> None:
     setter(spec, "include_cookieless", draw(maybe(st.booleans())))
 
 
+# ---- valid queries: every rule of InsightQuerySpec kept, for each insight type ------------
+
+TRENDS, SEGMENTATION, FUNNEL, RETENTION, USER_FLOW, TOP_K = range(1, 7)
+NUMERIC = (4, 5, 6, 7)  # SUM, AVG, MIN, MAX: need an aggregation_property
+VALID_KEYS = st.sampled_from(["plan", "$lib", "a.b", "x-y_1", "$os.version"])
+
+
+@st.composite
+def valid_filters(draw: st.DrawFn, target: message.Message) -> None:
+    """A PropertyFilter keeping every rule: the value or values its operator takes."""
+    setter(target, "property", draw(st.sampled_from(["plan", "$lib", "a.b"])))
+    operator = draw(st.integers(1, 14))
+    target.operator = operator  # type: ignore[attr-defined]
+    if operator <= 4:  # EQUALS, NOT_EQUALS, CONTAINS, NOT_CONTAINS
+        target.value = draw(st.sampled_from(["x", "1", "é"]))  # type: ignore[attr-defined]
+    elif 7 <= operator <= 10:  # LTE, GTE, LT, GT
+        target.value = draw(st.sampled_from(["1", "-2.5", "1e5", "Inf"]))  # type: ignore[attr-defined]
+    elif operator in (11, 12):  # IN, NOT_IN
+        values = draw(st.lists(st.sampled_from(["a", "b", "1"]), min_size=1, max_size=3))
+        target.values.extend(values)  # type: ignore[attr-defined]
+    elif operator in (13, 14):  # BETWEEN, NOT_BETWEEN: two ordered numbers
+        low, high = sorted(
+            draw(st.lists(st.sampled_from([-1, 0, 2.5, 10]), min_size=2, max_size=2))
+        )
+        target.values.extend([str(low), str(high)])  # type: ignore[attr-defined]
+    setter(target, "source", draw(maybe(st.integers(0, 3))))
+
+
+@st.composite
+def valid_event_filters(draw: st.DrawFn, target: message.Message) -> None:
+    target.SetInParent()
+    setter(target, "kind", draw(maybe(st.sampled_from(["signup", "page_view", ""]))))
+    for _ in range(draw(st.integers(0, 1))):
+        draw(valid_filters(target.filters.add()))  # type: ignore[attr-defined]
+
+
+@st.composite
+def valid_event_queries(draw: st.DrawFn, target: Any, kind: int) -> None:
+    """1 to 3 events (a funnel up to 20 steps, a retention 2); numeric aggregations only
+    for trends and segmentation, each with its property."""
+    most = {FUNNEL: 20, RETENTION: 2}.get(kind, 3)
+    count = draw(st.integers(1, most) if most <= 3 else st.sampled_from([1, 2, 3, most]))
+    numeric = kind in (TRENDS, SEGMENTATION)
+    for _ in range(count):
+        query = target.add()
+        if draw(st.booleans()):
+            draw(valid_event_filters(query.event))
+        aggregation = draw(maybe(st.integers(0, 7 if numeric else 3)))
+        setter(query, "aggregation", aggregation)
+        if aggregation in NUMERIC or draw(st.booleans()):
+            query.aggregation_property = draw(VALID_KEYS)
+
+
+@st.composite
+def valid_scopes(draw: st.DrawFn, target: message.Message) -> None:
+    if draw(st.booleans()):
+        draw(valid_event_filters(target.scope))  # type: ignore[attr-defined]
+
+
+@st.composite
+def valid_specs(draw: st.DrawFn, spec: Any, kind: int) -> None:
+    """An InsightQuerySpec of insight type `kind` that breaks no rule: what the type takes
+    (events, breakdowns, a session, a conversion window, a user flow, a top k) within
+    its limits, nothing it does not."""
+    spec.SetInParent()
+    spec.insight_type = kind
+    session = kind in (TRENDS, SEGMENTATION) and draw(st.integers(0, 3)) == 0
+    if kind in (TRENDS, SEGMENTATION, FUNNEL, RETENTION) and not session:
+        draw(valid_event_queries(spec.events, kind))
+    if session:
+        page_metric = kind == TRENDS and draw(st.booleans())  # ENTRY, EXIT: one breakdown
+        spec.session.metric = draw(st.sampled_from([4, 5] if page_metric else [1, 2, 3, 6]))
+        draw(valid_scopes(spec.session))
+        if page_metric:
+            spec.breakdowns.add().property = draw(VALID_KEYS)
+    elif kind in (TRENDS, FUNNEL, RETENTION):
+        for key in draw(st.lists(VALID_KEYS, max_size=5, unique=True)):
+            spec.breakdowns.add().property = key
+    if spec.breakdowns:
+        setter(spec, "breakdown_limit", draw(maybe(st.integers(0, 100))))
+    if kind == FUNNEL:
+        if draw(st.booleans()):
+            spec.conversion_window.seconds = draw(st.sampled_from([1, 60, 86400 * 30]))
+        setter(spec, "include_step_timing", draw(maybe(st.booleans())))
+    if kind == USER_FLOW:
+        flow = spec.user_flow
+        flow.SetInParent()
+        flow.node_kind = draw(st.integers(1, 2))
+        if flow.node_kind == 2 or draw(st.booleans()):  # PROPERTY needs a property
+            flow.node_property = draw(VALID_KEYS)
+        setter(flow, "group_by", draw(maybe(st.integers(0, 2))))
+        draw(valid_scopes(flow))
+        setter(flow, "max_hops", draw(maybe(st.sampled_from([0, 1, 5, 10]))))
+        setter(flow, "max_nodes", draw(maybe(st.sampled_from([0, 2, 20, 50]))))
+        setter(flow, "max_links", draw(maybe(st.sampled_from([0, 1, 100, 500]))))
+    if kind == TOP_K:
+        top_k = spec.top_k
+        dimension = draw(st.integers(1, 3))  # PROPERTY, EVENT_KIND, USER
+        top_k.dimension = dimension
+        if dimension == 1:
+            top_k.property = draw(VALID_KEYS)
+        draw(valid_scopes(top_k))
+        # USER counts users already: not by UNIQUE_USERS or PER_USER_AVG.
+        metric = draw(maybe(st.sampled_from([0, 1, 4, 5, 6, 7] if dimension == 3 else range(8))))
+        setter(top_k, "metric", metric)
+        if metric in NUMERIC:
+            top_k.metric_property = draw(VALID_KEYS)
+        setter(top_k, "limit", draw(maybe(st.sampled_from([0, 1, 100]))))
+        setter(top_k, "omit_others", draw(maybe(st.booleans())))
+    if draw(st.booleans()):
+        group = spec.filter_groups.add()
+        setter(group, "operator", draw(maybe(st.integers(0, 2))))
+        for _ in range(draw(st.integers(1, 2))):
+            draw(valid_filters(group.filters.add()))
+    setter(spec, "include_cookieless", draw(maybe(st.booleans())))
+
+
+# A granularity and the longest time range it takes (seconds): 6 h for minutes, ...
+GRANULARITY_RANGES = [(1, 6 * 3600), (2, 14 * 86400), (3, 365 * 86400), (4, 4 * 365 * 86400)]
+
+
+@st.composite
+def valid_queries(draw: st.DrawFn, kind: int) -> message.Message:
+    request = build("shared.insights.v1.QueryRequest")
+    draw(valid_specs(request.spec, kind))
+    granularity, longest = draw(st.sampled_from(GRANULARITY_RANGES))
+    request.granularity = granularity  # type: ignore[attr-defined]
+    time_range = request.time_range  # type: ignore[attr-defined]
+    getattr(time_range, "from").seconds = start = draw(st.sampled_from([0, 1_700_000_000]))
+    time_range.to.seconds = start + draw(st.sampled_from([1, 3600, longest]))
+    setter(request, "timezone", draw(st.sampled_from(["UTC", "", "Europe/Paris", None])))
+    return request
+
+
+def computed(spec: Any) -> bool:
+    """Whether the fake computes a query (trends of events without breakdowns), rather
+    than answering unimplemented."""
+    return spec.insight_type == TRENDS and not spec.breakdowns and not spec.HasField("session")
+
+
+@settings(COMMON, max_examples=80)
+@pytest.mark.parametrize(
+    "kind", [TRENDS, SEGMENTATION, FUNNEL, RETENTION, USER_FLOW, TOP_K],
+    ids=["trends", "segmentation", "funnel", "retention", "user_flow", "top_k"],
+)  # fmt: skip
+@given(data=st.data())
+def test_valid_queries_of_every_type_are_answered(kind: int, data: st.DataObject) -> None:
+    request = data.draw(valid_queries(kind))
+    assert violations(request) == []
+    expected = "ok" if computed(request.spec) else "unimplemented"  # type: ignore[attr-defined]
+    check(INSIGHTS + "Query", request, (expected,))
+
+
 @st.composite
 def queries(draw: st.DrawFn) -> message.Message:
+    if not draw(st.integers(0, 4)):  # one in five valid, so valid ones are compared too
+        return draw(valid_queries(draw(st.integers(TRENDS, TOP_K))))
     request = build("shared.insights.v1.QueryRequest")
     if draw(st.integers(0, 19)):
         draw(specs(request.spec))  # type: ignore[attr-defined]
