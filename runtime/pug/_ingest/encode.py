@@ -9,8 +9,10 @@ cache is an attribute of one encoder (one per client), bounded by entries and by
 so a client's caches hold a few MiB at most whatever callers send.
 
 Validation is not done here (see `pug._ingest.validate`), with one exception that is a
-cache's contract: a head is cached only for a (distinct id, kind) pair that passed
-`validate.check_event_ids`, so a cached head is a checked pair and a hit skips the checks.
+cache's contract: heads are held by kind, then distinct id, and a kind is held only once
+a pair with it passed `validate.check_event_ids`, so a cached head is a checked pair and
+a hit skips the checks; a distinct id new to a held kind is checked alone (the rules of
+`validate.check_distinct_id`, which raises with its message when one is broken).
 """
 
 from __future__ import annotations
