@@ -6,12 +6,16 @@ Every client sends the same 8-property event to a local HTTP sink in another pro
 (this SDK over Connect). Contenders run interleaved, A B C A B C, for several rounds;
 tables give medians and the spread of the round medians.
 
-1. Caller path: time of each call, median and p99 (this SDK also as a typed Purchase).
+1. Caller path: time of each call, median and p99 (this SDK also as a typed Purchase),
+   for the all-cached call (the same distinct id and 8 values every call) and for
+   REALISTIC TRAFFIC: a distinct id never seen before on every call and 2 of the 8 values
+   (order id, amount) new, the same pattern for every SDK. The realistic arguments are
+   built before each timed run, outside the timings.
 2. CPU per delivered event: process CPU (all threads) from the first call until flush
-   returns, 50 000 events (10 000 with --quick); this SDK also with gzip off and via
-   InMemoryTransport. Queues are large enough that nothing is dropped; delivery is
-   checked. The upb floor is timed at each round's start and end, and each round's
-   CPU is divided by its own floor.
+   returns, 50 000 events (10 000 with --quick); this SDK also with gzip off, via
+   InMemoryTransport, and with realistic traffic (posthog-python too). Queues are large
+   enough that nothing is dropped; delivery is checked. The upb floor is timed at each
+   round's start and end, and each round's CPU is divided by its own floor.
 3. Memory per queued event with the sink down (a closed port): tracemalloc growth over
    10 000 queued events, in a fresh client each.
 4. Burst: 100 000 calls with each SDK's default settings; delivered vs dropped.
@@ -46,6 +50,9 @@ from pug.transports.connect import ConnectTransport
 
 POSTHOG = "posthog-python"
 SEGMENT = "Segment"
+PUG_REALISTIC = "pug, realistic (Connect)"
+POSTHOG_REALISTIC = "posthog-python, realistic"
+SEGMENT_REALISTIC = "Segment, realistic"
 FLUSH_TIMEOUT = 300.0
 FLOOR = "upb Event.SerializeToString() (the floor)"
 FLOOR_CALLS = 100_000
@@ -61,6 +68,25 @@ class Contender:
     flush: Callable[[], object]
     delivered: Callable[[], int]
     close: Callable[[], object]
+    # Realistic traffic: builds the next n calls' arguments before a timed run.
+    prepare: Callable[[int], None] | None = None
+
+
+class Realistic:
+    """Arguments of realistic traffic: a new distinct id on every call, and 2 of the 8
+    values (an order id, an amount) never seen before; built ahead, outside the timings."""
+
+    def __init__(self, offset: int) -> None:
+        self.next_index = offset  # contenders apart: no SDK sees another's ids (no matter)
+        self.queued: list[tuple[str, dict[str, object]]] = []
+        self.pop = self.queued.pop
+
+    def prepare(self, n: int) -> None:
+        start, self.next_index = self.next_index, self.next_index + n
+        self.queued[:] = [
+            (f"user_{i:09x}", dict(PROPS, order_id=f"ord_{i:09x}", amount=i / 100 + 0.01))
+            for i in range(start + n - 1, start - 1, -1)
+        ]  # reversed: pop() from the end gives them in order
 
 
 # --- clients -------------------------------------------------------------------------
@@ -86,6 +112,19 @@ def pug_contender(name: str, client: Pug, typed: bool = False) -> Contender:
     )
 
 
+def pug_realistic(name: str, client: Pug, offset: int) -> Contender:
+    args = Realistic(offset)
+
+    def track() -> object:
+        user, props = args.pop()
+        return client.track(user, "order.completed", props)
+
+    return Contender(
+        name, track, lambda: client.flush(FLUSH_TIMEOUT), lambda: client.stats().sent,
+        client.close, args.prepare,
+    )  # fmt: skip
+
+
 def posthog_client(url: str, **settings: Any) -> Any:
     from posthog import Posthog
 
@@ -109,6 +148,34 @@ def posthog_contender(url: str, **settings: Any) -> Contender:
     )
 
 
+def posthog_realistic(url: str, offset: int, **settings: Any) -> Contender:
+    client = posthog_client(url, **settings)
+    args = Realistic(offset)
+
+    def track() -> object:
+        user, props = args.pop()
+        return client.capture("order.completed", distinct_id=user, properties=props)
+
+    return Contender(
+        POSTHOG_REALISTIC, track, lambda: client.flush(FLUSH_TIMEOUT), lambda: sink_events(url),
+        client.shutdown, args.prepare,
+    )  # fmt: skip
+
+
+def segment_realistic(url: str, offset: int, **settings: Any) -> Contender:
+    client = segment_client(url, **settings)
+    args = Realistic(offset)
+
+    def track() -> object:
+        user, props = args.pop()
+        return client.track(user_id=user, event="order.completed", properties=props)
+
+    return Contender(
+        SEGMENT_REALISTIC, track, client.flush, lambda: sink_events(url), client.shutdown,
+        args.prepare,
+    )  # fmt: skip
+
+
 def segment_contender(url: str, **settings: Any) -> Contender:
     client = segment_client(url, **settings)
     return Contender(
@@ -128,6 +195,9 @@ def big_queue_contenders(url: str, n: int) -> list[Contender]:
         pug_contender("pug, typed Purchase (Connect)", connect, typed=True),
         posthog_contender(url, max_queue_size=n * 2),
         segment_contender(url, max_queue_size=n * 2),
+        pug_realistic(PUG_REALISTIC, connect, 0),
+        posthog_realistic(url, 1 << 32, max_queue_size=n * 2),
+        segment_realistic(url, 2 << 32, max_queue_size=n * 2),
     ]
 
 
@@ -153,10 +223,14 @@ def caller_path(contenders: list[Contender], rounds: int, calls: int) -> dict[st
     samples: dict[str, list[int]] = {c.name: [] for c in contenders}
     round_medians: dict[str, list[float]] = {c.name: [] for c in contenders}
     for c in contenders:  # warm up
+        if c.prepare is not None:
+            c.prepare(200)
         per_call_ns(c.track, 200)
         c.flush()
     for _ in range(rounds):
         for c in contenders:
+            if c.prepare is not None:
+                c.prepare(calls)
             values = per_call_ns(c.track, calls)
             c.flush()
             samples[c.name] += values
@@ -169,6 +243,8 @@ def caller_path(contenders: list[Contender], rounds: int, calls: int) -> dict[st
 
 def cpu_per_event(c: Contender, n: int) -> float:
     """µs of process CPU per event, first call until flush returns; asserts delivery."""
+    if c.prepare is not None:
+        c.prepare(n)
     before = c.delivered()
     start = time.process_time()
     for _ in range(n):
@@ -340,15 +416,18 @@ def ratio(value: float, base: float) -> str:
 def caller_table(result: dict[str, Any]) -> tuple[list[str], dict[str, dict[str, float]]]:
     samples, rounds = result["samples"], result["rounds"]
     stats = {n: {"median": median(v) / 1e3, "p99": p99(v) / 1e3} for n, v in samples.items()}
-    ph, sg = stats[POSTHOG], stats[SEGMENT]
     lines = [
         "## 1. Caller path per call",
+        "",
+        "Realistic rows are compared with the same SDKs' realistic rows (a new distinct id",
+        "and 2 new values of 8 on every call), the others with their all-cached calls.",
         "",
         "| caller | median µs | round medians | p99 µs | median × posthog | median × Segment "
         "| p99 × posthog |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in stats.items():
+        ph, sg = baselines(stats, name)
         lines.append(
             f"| {name} | {s['median']:.2f} | {spread(rounds[name], '.2f')} | {s['p99']:.2f} | "
             f"{ratio(s['median'], ph['median'])} | {ratio(s['median'], sg['median'])} | "
@@ -357,15 +436,26 @@ def caller_table(result: dict[str, Any]) -> tuple[list[str], dict[str, dict[str,
     return lines, stats
 
 
+def baselines(by_name: dict[str, Any], name: str) -> tuple[Any, Any]:
+    """posthog-python's and Segment's figures to compare `name` with: their realistic
+    ones for a realistic row (Segment's may be absent: then its all-cached one)."""
+    if "realistic" in name:
+        return by_name[POSTHOG_REALISTIC], by_name.get(SEGMENT_REALISTIC, by_name[SEGMENT])
+    return by_name[POSTHOG], by_name[SEGMENT]
+
+
 def cpu_table(
     cpu: dict[str, list[float]], floors: list[float], build_us: float, n: int
 ) -> list[str]:
-    ph, sg = median(cpu[POSTHOG]), median(cpu[SEGMENT])
+    medians = {name: median(values) for name, values in cpu.items()}
     lines = [
         f"## 2. CPU per delivered event ({n} events per round, all delivered)",
         "",
         "The upb floor is timed at the start and the end of each round; a round's ratio is",
         f"to its own floor (median {median(floors):.2f} µs, rounds {spread(floors, '.2f')}).",
+        "",
+        "Realistic rows: × posthog is to posthog-python's realistic row, × Segment to",
+        "Segment's all-cached one.",
         "",
         "| sender | CPU µs/event | spread | × posthog | × Segment | × upb floor | spread "
         "| × upb build + serialize |",
@@ -373,6 +463,8 @@ def cpu_table(
     ]
     for name, values in cpu.items():
         m = median(values)
+        ph = medians[POSTHOG_REALISTIC if "realistic" in name else POSTHOG]
+        sg = medians[SEGMENT]
         to_floor = floor_ratios(values, floors)
         lines.append(
             f"| {name} | {m:.2f} | {spread(values, '.2f')} | {ratio(m, ph)} | {ratio(m, sg)} | "
@@ -440,7 +532,14 @@ def target_rows(
     pug_c, ph_c, sg_c = caller["pug, custom (Connect)"], caller[POSTHOG], caller[SEGMENT]
     pug_cpu = median(cpu["pug, custom (Connect)"])
     pug_mem = median([b for b, _ in mem["pug"]])
+    real, ph_real = caller[PUG_REALISTIC], caller[POSTHOG_REALISTIC]
     return [
+        ("realistic traffic: caller median × posthog's", real["median"] / ph_real["median"], 0.07),
+        (
+            "realistic traffic: CPU/event × posthog's",
+            median(cpu[PUG_REALISTIC]) / median(cpu[POSTHOG_REALISTIC]),
+            0.1,
+        ),
         ("caller median × posthog", pug_c["median"] / ph_c["median"], 0.1),
         ("caller median × Segment", pug_c["median"] / sg_c["median"], 0.15),
         ("caller p99 × posthog", pug_c["p99"] / ph_c["p99"], 0.2),
@@ -536,8 +635,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             contenders[0],
             pug_contender("pug, custom (Connect, gzip off)", plain),
             pug_contender("pug, custom (InMemoryTransport)", in_memory),
-            *contenders[2:],
+            *contenders[2:4],
+            contenders[4],  # realistic traffic: pug and posthog-python
+            contenders[5],
         ]
+        contenders[6].close()
         print("2. CPU per delivered event")
         out["cpu"], out["floors"] = cpu_rounds(cpu_set, args.rounds, args.events, floor_timer())
         for c in cpu_set:

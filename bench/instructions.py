@@ -10,7 +10,9 @@ sent during the count), warms it up, and calls `track()` N times under
 `valgrind --tool=callgrind`. The count of a run with 0 calls is subtracted, so the figure
 is instructions per call. The clock is pinned (`time.time_ns` returns a constant) so
 every revision does the same work for the same millisecond; the worker thread idles.
-The "delivered" case counts the whole process instead, caller and worker: 5×N events
+The "realistic" case is real traffic's call: a distinct id the client has not seen and 2
+of the 8 values new (an order id and an amount) on every call. The "delivered" case
+counts the whole process instead, caller and worker: 5×N events
 with default settings through Connect to a local sink (bench/sink.py, another process,
 not counted), until flush() returns.
 
@@ -52,12 +54,16 @@ if case == "delivered":
     os._exit(0)
 pug = Pug(api_key="prv_bench", transport=InMemoryTransport(),
           batch=BatchConfig(max_size=1000, max_wait=1000.0))
-# Built whatever n is (so the 0-call run builds them too): an order id and an amount
-# that the client has not seen, as in real traffic.
-VARIED = iter([dict(PROPS, order_id=f"ord_{i:08x}", amount=i / 100) for i in range(1003)])
+# Built for the largest run whatever n is (so the 0-call run builds them too): an order
+# id and an amount that the client has not seen, as in real traffic, and for "realistic"
+# a distinct id not seen either.
+size = int(sys.argv[3])
+VARIED = iter([dict(PROPS, order_id=f"ord_{i:08x}", amount=i / 100) for i in range(size)])
+USERS = iter([f"user_{i:08x}" for i in range(size)])
 calls = {
     "custom": lambda: pug.track("user_42", "order.completed", PROPS),
     "varied": lambda: pug.track("user_42", "order.completed", next(VARIED)),
+    "realistic": lambda: pug.track(next(USERS), "order.completed", next(VARIED)),
     "typed": lambda: pug.track("user_42", typed),
 }
 call = calls[case]
@@ -71,13 +77,14 @@ os._exit(0)  # no exit flush: only the calls are counted
 CASES = {
     "custom": "track(), custom 8 properties",
     "varied": "track(), the same with 2 values new each call",
+    "realistic": "track(), realistic: a new distinct id and 2 new values each call",
     "typed": "track(), typed Purchase (built once)",
     "delivered": "per event delivered over Connect (caller + worker)",
 }
-SCALE = {"custom": 1, "varied": 1, "typed": 1, "delivered": 5}
+SCALE = {"custom": 1, "varied": 1, "realistic": 1, "typed": 1, "delivered": 5}
 
 
-def instructions(tree: Path, calls: int, case: str, sink_url: str) -> int:
+def instructions(tree: Path, calls: int, case: str, sink_url: str, size: int) -> int:
     env = {
         **os.environ,
         "PYTHONPATH": f"{tree / 'runtime'}:{tree / 'generated'}",
@@ -87,7 +94,7 @@ def instructions(tree: Path, calls: int, case: str, sink_url: str) -> int:
         "PYTHONHASHSEED": "0",
     }
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    command += [sys.executable, "-c", CHILD, str(calls), case]
+    command += [sys.executable, "-c", CHILD, str(calls), case, str(size)]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
@@ -97,7 +104,10 @@ def instructions(tree: Path, calls: int, case: str, sink_url: str) -> int:
 
 def per_call(tree: Path, calls: int, case: str, sink_url: str) -> float:
     n = calls * SCALE[case]
-    return (instructions(tree, n, case, sink_url) - instructions(tree, 0, case, sink_url)) / n
+    size = n + 3  # the warm-up's calls too
+    return (
+        instructions(tree, n, case, sink_url, size) - instructions(tree, 0, case, sink_url, size)
+    ) / n
 
 
 def describe(rev: str | None) -> str:

@@ -9,8 +9,10 @@ cache is an attribute of one encoder (one per client), bounded by entries and by
 so a client's caches hold a few MiB at most whatever callers send.
 
 Validation is not done here (see `pug._ingest.validate`), with one exception that is a
-cache's contract: a head is cached only for a (distinct id, kind) pair that passed
-`validate.check_event_ids`, so a cached head is a checked pair and a hit skips the checks.
+cache's contract: heads are held by kind, then distinct id, and a kind is held only once
+a pair with it passed `validate.check_event_ids`, so a cached head is a checked pair and
+a hit skips the checks; a distinct id new to a held kind is checked alone (the rules of
+`validate.check_distinct_id`, which raises with its message when one is broken).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ _SMALL = pb.SMALL
 _STRING, _DOUBLE = Variant.STRING, Variant.DOUBLE  # enum lookups cost ~0.2 µs each
 _CUSTOM, _MAP_KEY, _MAP_VALUE = pb.CUSTOM, pb.MAP_KEY, pb.MAP_VALUE
 _PV_STRING = pb.PV_STRING
+_DISTINCT_ID, _KIND = pb.DISTINCT_ID, pb.KIND
+_RESERVED_ID_PREFIX = validate.RESERVED_ID_PREFIX
+_RESERVED_FIRST = _RESERVED_ID_PREFIX[0]  # a distinct id's first character, then startswith
+_INF = float("inf")
 
 # ---- the caches' bounds ----------------------------------------------------------------
 # The largest encoding a cache keeps: with its key (no longer than it), an entry costs at
@@ -42,7 +48,8 @@ _PV_STRING = pb.PV_STRING
 CACHED_BYTES_MAX = 512
 ENTRIES_HELD = 4096  # custom (key, value) entries, in all (then they start again)
 KEY_PARTS_HELD = 4096  # what a key alone decides (double heads, string key fields), each
-HEADS_HELD = 4096  # (distinct id, kind) pairs, by pair: one user may send many kinds
+HEADS_HELD = 4096  # (distinct id, kind) pairs, by pair: one user may send many kinds;
+# and at most as many kinds (each held once checked, with the heads of its distinct ids)
 FRAMES_HELD = 4096  # frames by event length (events vary little in length)
 # Strings longer than this are not kept as entries: they rarely repeat.
 LONG_STRING = 64
@@ -107,11 +114,14 @@ class EventEncoder:
 
     def _start_session(self, session_id: str) -> None:
         self.session_id = session_id
-        # Heads by distinct id then kind: custom kinds and typed events apart. The session
-        # id is in them, so a new session starts them again.
+        # Heads by kind then distinct id: custom kinds and typed events apart. A kind is
+        # held once checked (and, as a string, found to name no typed event), so a
+        # distinct id first seen with it is checked alone. The session id is in every
+        # head, so a new session starts them again.
         self._custom_heads: dict[str, dict[str, bytes]] = {}
         self._typed_heads: dict[str, dict[str, bytes]] = {}
         self._heads_held = 0
+        self._session_auto = pb.session_field(session_id) + self._auto  # every head ends so
         self._registry_size = -1
         self._now = _NO_MILLISECOND
 
@@ -143,13 +153,16 @@ class EventEncoder:
                 return None
             heads = self._typed_heads
             kind = event.KIND  # type: ignore[union-attr]
+        by_id: dict[str, bytes] | None
         try:
-            head = heads[distinct_id][kind]  # subscripts: a hit costs no method call
-        except (KeyError, TypeError):  # not seen yet (or not even hashable)
-            if custom is None and event_class(kind) is not None:  # a typed kind, as a string
+            by_id = heads[kind]  # a kind held has passed its checks
+            head = by_id.get(distinct_id)  # not a subscript: a new distinct id raises nothing
+        except (KeyError, TypeError):  # a kind not held (or a distinct id not even hashable)
+            by_id = head = None
+        if head is None:
+            head = self._new_head(heads, by_id, distinct_id, kind, custom is None)
+            if head is None:  # a typed kind, as a string
                 return None
-            validate.check_event_ids(distinct_id, kind)
-            head = self._new_head(heads, distinct_id, kind)
         if custom is None:
             custom = self.custom_properties(properties)
         # Now, to the millisecond (the precision of the official SDKs; the id carries the
@@ -193,19 +206,59 @@ class EventEncoder:
             framing = _remember(self._frames, n, pb.EVENTS_TAG + pb.varint(n), FRAMES_HELD)
         return framing
 
-    def _new_head(self, heads: dict[str, dict[str, bytes]], distinct_id: str, kind: str) -> bytes:
-        """Encode and remember the head of a checked (distinct id, kind) pair: at most
-        HEADS_HELD pairs in all, none over CACHED_BYTES_MAX beyond the constant part."""
-        head = pb.head(distinct_id, kind, self.session_id, self._auto)
-        if len(head) - len(self._auto) > CACHED_BYTES_MAX:
+    def _new_head(
+        self,
+        heads: dict[str, dict[str, bytes]],
+        by_id: dict[str, bytes] | None,
+        distinct_id: str,
+        kind: str,
+        as_string: bool,
+    ) -> bytes | None:
+        """The head of a (distinct id, kind) pair not cached, once the pair passed
+        `validate`'s checks (`by_id`, a kind held, is checked already, so only the distinct
+        id is), then remembered: at most HEADS_HELD pairs and kinds in all, none over
+        CACHED_BYTES_MAX beyond the constant part. None for a kind string naming a typed
+        event (`as_string`): `encode` takes it."""
+        if by_id is None:  # a kind not held (since the heads last started again)
+            if as_string and event_class(kind) is not None:
+                return None
+            validate.check_event_ids(distinct_id, kind)
+            by_id = heads.get(kind)
+            if by_id is None and len(kind) <= CACHED_BYTES_MAX:
+                if len(heads) >= HEADS_HELD:
+                    self._clear_heads()
+                by_id = heads[kind] = {}
+        elif (
+            type(distinct_id) is not str
+            or not distinct_id
+            or (distinct_id[0] == _RESERVED_FIRST and distinct_id.startswith(_RESERVED_ID_PREFIX))
+        ):
+            validate.check_distinct_id(distinct_id, "distinct_id")  # raises (but for subclasses)
+        try:
+            data = distinct_id.encode()
+        except UnicodeEncodeError:  # lone surrogates: replaced, as pb.utf8 does
+            data = pb.utf8(distinct_id)
+        kind_data = kind.encode()  # checked: ASCII
+        n, m = len(data), len(kind_data)
+        if n < 128 and m < 128:  # one-byte lengths
+            head = b"".join(
+                (_DISTINCT_ID, _SMALL[n], data, _KIND, _SMALL[m], kind_data, self._session_auto)
+            )
+        else:
+            head = pb.head(distinct_id, kind, self.session_id, self._auto)
+        if by_id is None or len(head) - len(self._auto) > CACHED_BYTES_MAX:
             return head
         if self._heads_held >= HEADS_HELD:
-            self._custom_heads.clear()
-            self._typed_heads.clear()
-            self._heads_held = 0
-        heads.setdefault(distinct_id, {})[kind] = head
+            self._clear_heads()
+            by_id = heads[kind] = {}
+        by_id[distinct_id] = head
         self._heads_held += 1
         return head
+
+    def _clear_heads(self) -> None:
+        self._custom_heads.clear()
+        self._typed_heads.clear()
+        self._heads_held = 0
 
     # ---- custom properties ------------------------------------------------------------
 
@@ -227,18 +280,59 @@ class EventEncoder:
                 continue
             except Exception:  # not seen yet, a type never cached, or an __eq__ that raises
                 pass
-            try:
-                k = key if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX else check_key(key)
-                if k is None:
-                    continue
-                mapped = wire_value(k, value)
-                if mapped is not None:
-                    append(self.custom_entry(k, mapped[0], mapped[1]))
-            except PugValidationError:
-                raise
-            except Exception as exc:
-                omit_failed(key, exc)
+            encoded = self._first_seen(key, value)
+            if encoded is not None:  # else left out
+                append(encoded)
         return b"".join(parts)
+
+    def _first_seen(self, key: object, value: object) -> bytes | None:
+        """The entry of a (key, value) pair the entry cache does not hold, remembered if
+        worth keeping (as `custom_entry` does); None when it is left out (pug.properties).
+        A string of at most LONG_STRING characters or a finite non-zero float under a key
+        seen before is written from what the key decides, in a few steps; the rest takes
+        the generic path."""
+        encoded = None
+        if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX:
+            if type(value) is str:
+                key_field = self._key_fields.get(key)
+                if key_field is not None and len(value) <= LONG_STRING:
+                    try:  # at most 256 bytes: within MAX_STRING_BYTES, nothing to cut
+                        data = value.encode()
+                    except UnicodeEncodeError:  # lone surrogates: the generic path
+                        data = b"\xff" * 126
+                    n = len(data)
+                    if n < 126 and len(key_field) < 124 - n:  # every length fits one byte
+                        encoded = b"".join(
+                            (_CUSTOM, _SMALL[len(key_field) + n + 4], key_field, _MAP_VALUE,
+                             _SMALL[n + 2], _PV_STRING, _SMALL[n], data)
+                        )  # fmt: skip
+            elif type(value) is float and value and -_INF < value < _INF:  # finite, not 0
+                double_head = self._double_heads.get(key)
+                if double_head is not None and len(double_head) < CACHED_BYTES_MAX - 8:
+                    encoded = double_head + _pack_double(value)
+        if encoded is not None:  # remembered: within the bounds by construction
+            if self._entries_held >= ENTRIES_HELD:
+                for kept in self._entries.values():
+                    kept.clear()
+                self._entries_held = 0
+            by_key: dict[Any, dict[object, bytes]] = self._entries[type(value)]  # key: a str
+            by_value = by_key.get(key)
+            if by_value is None:
+                by_value = by_key[key] = {}
+            by_value[value] = encoded
+            self._entries_held += 1
+            return encoded
+        try:
+            k = key if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX else check_key(key)
+            if k is None:
+                return None
+            mapped = wire_value(k, value)
+            return None if mapped is None else self.custom_entry(k, mapped[0], mapped[1])
+        except PugValidationError:
+            raise
+        except Exception as exc:
+            omit_failed(key, exc)
+            return None
 
     def custom_field(self, props: WireProperties) -> bytes:
         """The custom_properties field of mapped properties, reusing entries seen before (a
@@ -265,7 +359,10 @@ class EventEncoder:
                 for kept in self._entries.values():
                     kept.clear()
                 self._entries_held = 0
-            by_key.setdefault(key, {})[value] = encoded
+            by_value = by_key.get(key)
+            if by_value is None:
+                by_value = by_key[key] = {}
+            by_value[value] = encoded
             self._entries_held += 1
         return encoded
 
@@ -300,7 +397,8 @@ class EventEncoder:
             for key, by_value in by_key.items():
                 total += sum(len(key) + len(v) for v in by_value.values())
         for heads in (self._custom_heads, self._typed_heads):
-            total += sum(len(h) for by_kind in heads.values() for h in by_kind.values())
+            for kind, by_id in heads.items():
+                total += len(kind) + sum(len(h) for h in by_id.values())
         return total
 
     def cached_entries(self) -> int:

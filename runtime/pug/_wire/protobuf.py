@@ -182,6 +182,12 @@ def head(distinct_id: str, kind: str, session_id: str, auto: bytes) -> bytes:
     )
 
 
+def session_field(session_id: str) -> bytes:
+    """The session_id field: with auto_properties, the part of a head one client repeats."""
+    return field(_SESSION_ID, utf8(session_id))
+
+
+DISTINCT_ID, KIND = _DISTINCT_ID, _KIND  # a head's first two fields' tags
 EVENT_ID_PREFIX = _EVENT_ID + _UUID_LEN  # event ids are 36-character UUID strings
 OCCUR_TIME = _OCCUR_TIME
 SMALL = _SMALL  # one-byte varints, by value
