@@ -19,6 +19,7 @@ from grpclib.client import Channel
 from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from grpclib.stream import recv_message as _grpclib_recv_message
 
+from pug._wire.protobuf import read_fields
 from pug.errors import PugError, error_for
 from pug.transports._url import parse_base_url
 from pug.transports.base import (
@@ -119,39 +120,9 @@ class _StatusDetails(StatusDetailsCodecBase):
 
 def _message_fields(data: bytes) -> Iterator[tuple[int, bytes]]:
     """The length-delimited fields of a protobuf message, as (number, bytes): all that a
-    google.rpc.Status and its Any details are read for (other fields are skipped). Here, not
-    in pug._wire.protobuf: the gRPC transport needs nothing else of the SDK's protobuf code.
+    google.rpc.Status and its Any details are read for (other fields are skipped).
     ValueError (IndexError for a cut varint) if the message is malformed."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, kind = key >> 3, key & 7
-        if kind == 0:
-            _, pos = _varint(data, pos)
-        elif kind == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > len(data):
-                raise ValueError("truncated field")
-            yield number, data[pos : pos + length]
-            pos += length
-        elif kind in (1, 5):
-            pos += 8 if kind == 1 else 4
-        else:
-            raise ValueError(f"unsupported wire type {kind}")
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint at `pos` and the position after it."""
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
+    return ((number, value) for number, value in read_fields(data) if isinstance(value, bytes))
 
 
 def _code_name(status: grpclib.const.Status) -> str:
