@@ -7,12 +7,13 @@ import asyncio
 import datetime
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pug.rules as rules
 import pytest
-from pug import AsyncPug, InvalidArgumentError, NotFoundError, Pug, PugError, RetryPolicy
+from fake_clients import client_over, new_fake
+from pug import AsyncPug, InvalidArgumentError, NotFoundError, Pug, PugError
 from pug.events import Purchase, Signup, VideoPlay
 from pug.proto.common.v1 import (
     EventFilter,
@@ -49,17 +50,8 @@ T0 = datetime.datetime(2024, 5, 6, 12, 0, tzinfo=UTC)  # a Monday
 LIST = "shared.profiles.v1.ProfilesService/List"
 
 
-@pytest.fixture
-def fake() -> FakePug:
-    return FakePug()
-
-
-@pytest.fixture
-def client(fake: FakePug) -> Iterator[Pug]:
-    pug = Pug(api_key="prv_test", transport=fake, retry=RetryPolicy(base=0.001, cap=0.01))
-    fake.attach(pug)
-    yield pug
-    pug.close()
+fake = pytest.fixture(new_fake, name="fake")
+client = pytest.fixture(client_over, name="client")
 
 
 def at(minutes: float = 0, days: int = 0) -> datetime.datetime:
@@ -725,20 +717,6 @@ def test_trends_reject_a_range_too_long_for_the_granularity(activity: Pug) -> No
     with pytest.raises(InvalidArgumentError) as raised:
         _trend(activity, EventQuery(event=EventFilter()), granularity=Granularity.MINUTE)
     assert raised.value.message == "GRANULARITY_MINUTE requires a time range of at most 6 hours"
-
-
-def test_only_trends_queries_are_implemented(activity: Pug) -> None:
-    with pytest.raises(PugError) as raised:
-        activity.insights.query(
-            spec=InsightQuerySpec(
-                insight_type=InsightType.FUNNEL,
-                events=[EventQuery(event=EventFilter(kind="page_view"))],
-            ),
-            time_range=TimeRange(from_=at(0), to=at(0, days=1)),
-            granularity=Granularity.DAY,
-        )
-    assert raised.value.code == "unimplemented"
-    assert raised.value.message == "FakePug implements only trends queries"
 
 
 def test_segment_users(activity: Pug) -> None:

@@ -13,7 +13,7 @@ from pug.proto.common.v1 import FilterOperator, LogicalOperator, PropertyFilter
 from pug.proto.sdk.events.v1 import BatchCreateRequest, BatchCreateResponse, Event
 from pug.proto.shared.profiles.v1 import FilterGroup, ListRequest
 from pug.testing import FakePug
-from pug.testing.fake import query
+from pug.testing.fake import values
 from pug.transports.base import BATCH_CREATE, IDENTIFY
 
 LIST = "shared.profiles.v1.ProfilesService/List"
@@ -146,7 +146,7 @@ def test_no_enum_rule_on_filter_group_operators() -> None:
     ],
 )  # fmt: skip
 def test_numbers_are_read_as_go_reads_them(text: str, number: float | None) -> None:
-    assert query.go_float(text) == number
+    assert values.go_float(text) == number
 
 
 @pytest.mark.parametrize("text", [" 1", "١٢", "1 "])

@@ -17,7 +17,7 @@ from pug._wire import protobuf as wire
 from pug.errors import PugValidationError
 from pug.event import PugEvent, coerce, event_class, event_properties
 from pug.properties import wire_value
-from pug.testing.fake.query import StoredEvent, iso, utc
+from pug.testing.fake.values import StoredEvent, iso, utc
 
 _CLOSEST = 3  # received events shown when assert_tracked fails
 

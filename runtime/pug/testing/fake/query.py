@@ -1,5 +1,6 @@
 """What FakePug holds and how it answers from it: the stored events, profiles and
-deletions (`Store`), the filters, pagination, trends and schema summaries of the read API.
+deletions (`Store`), pagination and schema summaries of the read API; insights queries are
+computed by `insights`, values and filters read by `values`.
 
 `Store` has one method per RPC, named after it (`get_activity_feed`, `list_` for List:
 PEP 8's trailing underscore for a builtin's name), taking a request already checked by the
@@ -12,351 +13,51 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
-import math
-import re
 import uuid
-import zoneinfo
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
-
-import betterproto2
+from typing import Any, TypeVar
 
 import pug.rules as rules
 from pug.errors import error_for
 from pug.proto.common.v1 import (
     EventFilter,
     EventNameMeta,
-    FilterOperator,
     GetFilterSchemaRequest,
     GetFilterSchemaResponse,
-    LogicalOperator,
-    PropertyFilter,
     PropertyKeyMeta,
     PropertySource,
-    PropertyValue,
     PropertyValueType,
-    TimeRange,
 )
-from pug.proto.google.protobuf import Struct
 from pug.proto.sdk.events.v1 import BatchCreateRequest, BatchCreateResponse, Event
 from pug.proto.sdk.profiles.v1 import IdentifyRequest, IdentifyResponse
 from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
 from pug.proto.shared.profiles import v1 as profiles_v1
+from pug.testing.fake import insights
+from pug.testing.fake.values import (
+    Deletion,
+    PropertyLookup,
+    StoredEvent,
+    StoredProfile,
+    as_text,
+    event_lookup,
+    event_matches,
+    event_value_type,
+    filter_matches,
+    groups_match,
+    in_time_range,
+    plain_map,
+    profile_value_type,
+    property_at,
+    to_struct,
+    utc,
+)
 
 PROJECT_ID = "fake-project"
 # Page sizes are the fake's choice (the contract bounds them, it does not fix them).
 LIST_PAGE_SIZE = 100  # profiles per ListResponse message
 DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size is 0
-
-_UTC = datetime.UTC
-_Plain: TypeAlias = str | int | float | bool | datetime.datetime
-FilterGroup: TypeAlias = profiles_v1.FilterGroup | insights_v1.FilterGroup
-Granularity = insights_v1.Granularity
-COMPARISONS: dict[FilterOperator, Callable[[float, float], bool]] = {
-    FilterOperator.LT: float.__lt__,
-    FilterOperator.LTE: float.__le__,
-    FilterOperator.GT: float.__gt__,
-    FilterOperator.GTE: float.__ge__,
-}
-NUMERIC_AGGREGATIONS = {
-    insights_v1.AggregationType.SUM,
-    insights_v1.AggregationType.AVG,
-    insights_v1.AggregationType.MIN,
-    insights_v1.AggregationType.MAX,
-}
-
-
-# ---- what the fake holds ------------------------------------------------------------------
-
-
-@dataclass
-class StoredEvent:
-    seq: int  # arrival order
-    event_id: str
-    kind: str
-    distinct_id: str  # as sent ("" for a cookieless event)
-    session_id: str | None
-    occur_time: datetime.datetime
-    cookieless: bool
-    auto: dict[str, _Plain]
-    custom: dict[str, _Plain]
-    owner: str  # external id of the profile it belongs to now ("" when cookieless)
-
-
-@dataclass
-class StoredProfile:
-    id: str
-    external_id: str
-    properties: dict[str, Any]
-    create_time: datetime.datetime
-    update_time: datetime.datetime
-
-
-@dataclass(frozen=True)
-class Deletion:
-    request_id: str
-    external_id: str
-    profile_id: str | None
-    events: int
-    requested_at: datetime.datetime
-    completed_at: datetime.datetime
-
-
-# ---- values -------------------------------------------------------------------------------
-
-
-def utc(value: datetime.datetime | None) -> datetime.datetime:
-    """An aware UTC datetime (a naive one is taken as UTC, as the SDK sends it)."""
-    assert value is not None
-    return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(_UTC)
-
-
-def _plain(value: PropertyValue) -> _Plain | None:
-    """The Python value of a PropertyValue's set variant."""
-    _, got = betterproto2.which_one_of(value, "value")
-    if isinstance(got, datetime.datetime):
-        return utc(got)
-    return got if isinstance(got, str | int | float | bool) else None
-
-
-def _plain_map(values: Mapping[str, PropertyValue]) -> dict[str, _Plain]:
-    out: dict[str, _Plain] = {}
-    for key, value in values.items():
-        plain = _plain(value)
-        if plain is not None:
-            out[key] = plain
-    return out
-
-
-def _json_value(value: object) -> object:
-    """A value for google.protobuf.Struct: datetimes become ISO-8601 strings."""
-    if isinstance(value, datetime.datetime):
-        return iso(value)
-    return value
-
-
-def iso(value: datetime.datetime) -> str:
-    return utc(value).isoformat().replace("+00:00", "Z")
-
-
-def _struct(values: Mapping[str, object]) -> Struct:
-    return Struct.from_dict({key: _json_value(value) for key, value in values.items()})
-
-
-def _text(value: object) -> str:
-    """A value as filters and property-value lists show it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    if isinstance(value, datetime.datetime):
-        return iso(value)
-    if isinstance(value, list | dict):
-        return json.dumps(value, separators=(",", ":"))
-    return "" if value is None else str(value)
-
-
-# Go's strconv.ParseFloat syntax (what the server's CEL `double()` calls), ASCII only:
-# decimal with optional fraction and exponent, or hexadecimal with a `p` exponent, digits
-# optionally separated by single underscores; or inf, infinity, nan in any case.
-_GO_DECIMAL = re.compile(
-    r"[+-]?(?:[0-9_]+\.?[0-9_]*|\.[0-9_]+)(?:[eE][+-]?[0-9][0-9_]*)?", re.ASCII
-)
-_GO_HEX = re.compile(
-    r"[+-]?0[xX](?:[0-9a-fA-F_]+\.?[0-9a-fA-F_]*|\.[0-9a-fA-F_]+)[pP][+-]?[0-9][0-9_]*", re.ASCII
-)
-_GO_SPECIAL = re.compile(r"[+-]?(?:inf|infinity)|nan", re.ASCII | re.IGNORECASE)
-
-
-def _underscores_ok(text: str) -> bool:
-    """Go's strconv.underscoreOK: each `_` between two digits (a base prefix counts as
-    one)."""
-    text = text.lstrip("+-")
-    hex_digits = text[:2].lower() == "0x"
-    saw = "0" if hex_digits else "^"
-    for char in text[2:] if hex_digits else text:
-        if char.isdigit() or (hex_digits and char.lower() in "abcdef"):
-            saw = "0"
-        elif char == "_":
-            if saw != "0":
-                return False
-            saw = "_"
-        elif saw == "_":
-            return False
-        else:
-            saw = "!"
-    return saw != "_"
-
-
-def go_float(text: str) -> float | None:
-    """`text` as Go's strconv.ParseFloat(text, 64) reads it, or None where it fails (bad
-    syntax, or out of range). Python's float() is wider: it strips spaces and reads any
-    Unicode digit (' 1', '١٢')."""
-    if _GO_SPECIAL.fullmatch(text):
-        return float(text)
-    if _GO_HEX.fullmatch(text):
-        mantissa = text.split("p")[0].split("P")[0]
-        if not any(c in "0123456789abcdefABCDEF" for c in mantissa.lower().split("0x", 1)[1]):
-            return None
-        number = float.fromhex(text.replace("_", ""))
-    elif _GO_DECIMAL.fullmatch(text):
-        if not any(c.isdigit() for c in re.split("[eE]", text)[0]):
-            return None
-        number = float(text.replace("_", ""))
-    else:
-        return None
-    if "_" in text and not _underscores_ok(text):
-        return None
-    return number if math.isfinite(number) else None  # overflow: ErrRange
-
-
-def _finite_number(text: str) -> float | None:
-    number = go_float(text)
-    return number if number is not None and math.isfinite(number) else None
-
-
-def _number(value: object) -> float | None:
-    """A property value as a number, if it is one (numeric strings included)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        return _finite_number(value)
-    return None
-
-
-def _checked(text: str) -> float:
-    """A filter's number, which the request's check made sure Go reads."""
-    number = go_float(text)
-    if number is None:
-        raise ValueError(f"not a number: {text!r}")
-    return number
-
-
-def _equals(value: object, text: str) -> bool:
-    """Whether a property value equals a filter's text value."""
-    if isinstance(value, bool):
-        return text.lower() == _text(value)
-    number, wanted = _number(value), _finite_number(text)
-    if isinstance(value, int | float) and number is not None and wanted is not None:
-        return number == wanted
-    if isinstance(value, datetime.datetime):
-        try:
-            return utc(value) == utc(datetime.datetime.fromisoformat(text))
-        except ValueError:
-            return False
-    return _text(value) == text
-
-
-def _event_value_type(value: object) -> PropertyValueType:
-    """PropertyValueType of an event property, from its PropertyValue variant."""
-    if isinstance(value, bool):
-        return PropertyValueType.BOOLEAN
-    if isinstance(value, int):
-        return PropertyValueType.INTEGER
-    if isinstance(value, float):
-        return PropertyValueType.FLOAT
-    if isinstance(value, datetime.datetime):
-        return PropertyValueType.DATETIME
-    return PropertyValueType.STRING if isinstance(value, str) else PropertyValueType.OTHER
-
-
-def _profile_value_type(value: object) -> PropertyValueType:
-    """PropertyValueType of a profile property (a Struct value, where every number is a
-    double: a whole one is stored as an integer, as the server's JSON columns do)."""
-    if isinstance(value, float) and value.is_integer():
-        return PropertyValueType.INTEGER
-    if value is None or isinstance(value, list | dict):
-        return PropertyValueType.OTHER
-    return _event_value_type(value)
-
-
-def _lookup(props: Mapping[str, Any], key: str) -> tuple[bool, Any]:
-    """(found, value) of `key`; a dotted key also walks nested objects (`address.city`)."""
-    if key in props:
-        return True, props[key]
-    head, dot, rest = key.partition(".")
-    nested = props.get(head)
-    if dot and isinstance(nested, Mapping):
-        return _lookup(nested, rest)
-    return False, None
-
-
-# ---- filters ------------------------------------------------------------------------------
-
-_NEGATIONS = {
-    FilterOperator.NOT_EQUALS: FilterOperator.EQUALS,
-    FilterOperator.NOT_CONTAINS: FilterOperator.CONTAINS,
-    FilterOperator.IS_NOT_SET: FilterOperator.IS_SET,
-    FilterOperator.NOT_IN: FilterOperator.IN,
-    FilterOperator.NOT_BETWEEN: FilterOperator.BETWEEN,
-}
-
-
-def _matches(f: PropertyFilter, found: bool, value: object) -> bool:
-    """Whether a property (found or not, and its value) passes one filter."""
-    op = f.operator or FilterOperator.UNSPECIFIED
-    positive = _NEGATIONS.get(op)
-    if positive is not None:
-        return not _passes(positive, f, found, value)
-    return _passes(op, f, found, value)
-
-
-def _passes(op: FilterOperator, f: PropertyFilter, found: bool, value: object) -> bool:
-    if op == FilterOperator.IS_SET:
-        return found and value is not None
-    if not found or value is None:
-        return False
-    text = f.value or ""
-    if op == FilterOperator.EQUALS:
-        return _equals(value, text)
-    if op == FilterOperator.CONTAINS:
-        return text.casefold() in _text(value).casefold()
-    if op == FilterOperator.IN:
-        return any(_equals(value, v) for v in f.values)
-    number = _number(value)
-    if number is None:
-        return False
-    if op in COMPARISONS:
-        return COMPARISONS[op](number, _checked(text))
-    if op == FilterOperator.BETWEEN:
-        return _checked(f.values[0]) <= number <= _checked(f.values[1])
-    return False
-
-
-_Lookup: TypeAlias = Callable[[PropertyFilter], tuple[bool, Any]]
-
-
-def _combine(operator: LogicalOperator | None, results: Iterable[bool]) -> bool:
-    return any(results) if operator == LogicalOperator.OR else all(results)
-
-
-def _groups_match(
-    groups: Sequence[FilterGroup], operator: LogicalOperator | None, lookup: _Lookup
-) -> bool:
-    """Filter groups: each combines its filters with its operator, the groups combine with
-    `operator` (AND when unspecified)."""
-    return _combine(
-        operator,
-        (_combine(g.operator, (_matches(f, *lookup(f)) for f in g.filters)) for g in groups),
-    )
-
-
-def _in_range(when: datetime.datetime, time_range: TimeRange | None) -> bool:
-    if time_range is None:
-        return True
-    start = utc(time_range.from_) if time_range.from_ is not None else None
-    end = utc(time_range.to) if time_range.to is not None else None
-    return (start is None or start <= when) and (end is None or when < end)
 
 
 # ---- pagination ---------------------------------------------------------------------------
@@ -389,88 +90,6 @@ def _page(items: Sequence[T], token: str | None, size: int | None) -> tuple[list
     size = size or DEFAULT_PAGE_SIZE
     end = offset + size
     return list(items[offset:end]), _page_token(end) if end < len(items) else ""
-
-
-# ---- trends -------------------------------------------------------------------------------
-
-
-def _zone(name: str | None) -> datetime.tzinfo:
-    if not name or name == "UTC":
-        return _UTC
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise error_for("invalid_argument", f"timezone: unknown time zone {name!r}") from None
-
-
-def _bucket_start(
-    when: datetime.datetime, granularity: Granularity, zone: datetime.tzinfo
-) -> datetime.datetime:
-    local = when.astimezone(zone)
-    if granularity == Granularity.MINUTE:
-        return local.replace(second=0, microsecond=0)
-    if granularity == Granularity.HOUR:
-        return local.replace(minute=0, second=0, microsecond=0)
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    if granularity == Granularity.WEEK:
-        return day - datetime.timedelta(days=day.weekday())
-    if granularity == Granularity.MONTH:
-        return day.replace(day=1)
-    return day
-
-
-def _next_bucket(
-    start: datetime.datetime, granularity: Granularity, zone: datetime.tzinfo
-) -> datetime.datetime:
-    # Minutes and hours step in real time; days, weeks and months by the local calendar
-    # (aware datetime arithmetic in Python is wall-clock arithmetic).
-    if granularity == Granularity.MINUTE:
-        return (start.astimezone(_UTC) + datetime.timedelta(minutes=1)).astimezone(zone)
-    if granularity == Granularity.HOUR:
-        return (start.astimezone(_UTC) + datetime.timedelta(hours=1)).astimezone(zone)
-    if granularity == Granularity.WEEK:
-        return start + datetime.timedelta(days=7)
-    if granularity == Granularity.MONTH:
-        year, month = divmod(start.month, 12)
-        return start.replace(year=start.year + year, month=month + 1)
-    return start + datetime.timedelta(days=1)
-
-
-def _buckets(
-    time_range: TimeRange, granularity: Granularity, zone: datetime.tzinfo
-) -> list[datetime.datetime]:
-    """Start of every bucket that overlaps the time range."""
-    start, end = utc(time_range.from_), utc(time_range.to)
-    current = _bucket_start(start, granularity, zone)
-    out = []
-    while current < end:
-        out.append(current)
-        current = _next_bucket(current, granularity, zone)
-    return out
-
-
-def _event_property(event: StoredEvent, key: str) -> tuple[bool, Any]:
-    return _lookup(event.auto if key.startswith(rules.AUTO_PROPERTY_PREFIX) else event.custom, key)
-
-
-def _aggregate(query: insights_v1.EventQuery, events: Sequence[StoredEvent]) -> float:
-    kind = query.aggregation or insights_v1.AggregationType.TOTAL
-    users = {e.owner for e in events if e.owner}
-    if kind in (insights_v1.AggregationType.TOTAL, insights_v1.AggregationType.UNSPECIFIED):
-        return float(len(events))
-    if kind == insights_v1.AggregationType.UNIQUE_USERS:
-        return float(len(users))
-    if kind == insights_v1.AggregationType.PER_USER_AVG:
-        return len(events) / len(users) if users else 0.0
-    key = query.aggregation_property or ""
-    numbers = [n for n in (_number(_event_property(e, key)[1]) for e in events) if n is not None]
-    if not numbers:
-        return 0.0
-    if kind == insights_v1.AggregationType.SUM:
-        return math.fsum(numbers)
-    if kind == insights_v1.AggregationType.AVG:
-        return math.fsum(numbers) / len(numbers)
-    return min(numbers) if kind == insights_v1.AggregationType.MIN else max(numbers)
 
 
 # ---- schema summaries ---------------------------------------------------------------------
@@ -510,7 +129,7 @@ def _key_metas(
 
 def _ranked_texts(values: Iterable[object]) -> list[str]:
     """Distinct values as text, the most frequent first."""
-    counts = Counter(_text(v) for v in values if v is not None)
+    counts = Counter(as_text(v) for v in values if v is not None)
     return sorted(counts, key=lambda text: (-counts[text], text))
 
 
@@ -561,8 +180,8 @@ class Store:
                 session_id=event.session_id,
                 occur_time=occur_time,
                 cookieless=bool(event.cookieless),
-                auto=_plain_map(event.auto_properties),
-                custom=_plain_map(event.custom_properties),
+                auto=plain_map(event.auto_properties),
+                custom=plain_map(event.custom_properties),
                 owner=owner,
             )
         )
@@ -629,7 +248,7 @@ class Store:
             create_time=profile.create_time,
             external_id=profile.external_id,
             id=profile.id,
-            properties=_struct(profile.properties),
+            properties=to_struct(profile.properties),
             project_id=PROJECT_ID,
             update_time=profile.update_time,
             activity=summary,
@@ -658,7 +277,7 @@ class Store:
         chosen = [
             p
             for p in self.profiles.values()
-            if _groups_match(
+            if groups_match(
                 request.filter_groups,
                 request.filter_groups_operator,
                 self._profile_lookup(p.external_id),
@@ -737,29 +356,6 @@ class Store:
 
     # ---- activity ----------------------------------------------------------------------
 
-    def _event_lookup(self, event: StoredEvent) -> _Lookup:
-        """How a filter reads an event: PROFILE from its profile, AUTO from its auto
-        properties, CUSTOM from its custom ones (unspecified: auto for `$` keys)."""
-
-        def lookup(f: PropertyFilter) -> tuple[bool, Any]:
-            key, source = f.property or "", f.source or PropertySource.UNSPECIFIED
-            if source == PropertySource.PROFILE:
-                profile = self.profiles.get(event.owner)
-                return _lookup(profile.properties if profile else {}, key)
-            if source == PropertySource.AUTO:
-                return _lookup(event.auto, key)
-            if source == PropertySource.CUSTOM:
-                return _lookup(event.custom, key)
-            return _event_property(event, key)
-
-        return lookup
-
-    def _event_filter_matches(self, event: StoredEvent, event_filter: EventFilter) -> bool:
-        if event_filter.kind and event.kind != event_filter.kind:
-            return False
-        lookup = self._event_lookup(event)
-        return all(_matches(f, *lookup(f)) for f in event_filter.filters)
-
     def _select_events(
         self, request: activity_v1.GetActivityFeedRequest | activity_v1.GetEventExplorerRequest
     ) -> list[StoredEvent]:
@@ -767,15 +363,15 @@ class Store:
         owner = self._owner(request.distinct_id) if request.distinct_id else None
         chosen = []
         for e in self.events:
-            lookup = self._event_lookup(e)
+            lookup = event_lookup(e, self.profiles)
             if (
                 (owner is None or e.owner == owner)
                 and (not request.session_id or e.session_id == request.session_id)
-                and _in_range(e.occur_time, request.time_range)
-                and all(_matches(f, *lookup(f)) for f in request.property_filters)
+                and in_time_range(e.occur_time, request.time_range)
+                and all(filter_matches(f, *lookup(f)) for f in request.property_filters)
                 and (
                     not request.events
-                    or any(self._event_filter_matches(e, f) for f in request.events)
+                    or any(event_matches(e, f, self.profiles) for f in request.events)
                 )
             ):
                 chosen.append(e)
@@ -808,7 +404,8 @@ class Store:
         events = [
             e
             for e in self.events
-            if (owner is None or e.owner == owner) and _in_range(e.occur_time, request.time_range)
+            if (owner is None or e.owner == owner)
+            and in_time_range(e.occur_time, request.time_range)
         ]
         return activity_v1.GetActivityHeatmapResponse(days=_heatmap(events))
 
@@ -825,7 +422,7 @@ class Store:
             stats.first_seen = min(e.occur_time for e in events)
             stats.last_seen = max(e.occur_time for e in events)
         return activity_v1.GetProfileStatsResponse(
-            stats=stats, heatmap=_heatmap(events), properties=_struct(profile.properties)
+            stats=stats, heatmap=_heatmap(events), properties=to_struct(profile.properties)
         )
 
     def get_filter_schema(self, request: GetFilterSchemaRequest) -> GetFilterSchemaResponse:
@@ -834,14 +431,14 @@ class Store:
         return GetFilterSchemaResponse(
             events=_kind_metas(events),
             auto_property_keys=_key_metas(
-                ((e.auto, e.occur_time) for e in events), _event_value_type, allowed
+                ((e.auto, e.occur_time) for e in events), event_value_type, allowed
             ),
             custom_property_keys=_key_metas(
-                ((e.custom, e.occur_time) for e in events), _event_value_type, allowed
+                ((e.custom, e.occur_time) for e in events), event_value_type, allowed
             ),
             profile_property_keys=_key_metas(
                 ((p.properties, p.update_time) for p in self.profiles.values()),
-                _profile_value_type,
+                profile_value_type,
                 allowed,
             ),
         )
@@ -853,14 +450,18 @@ class Store:
         RPC, each with its own response message."""
         key, source = request.property_key or "", request.source
         if source == PropertySource.PROFILE:
-            values = _ranked_texts(_lookup(p.properties, key)[1] for p in self.profiles.values())
+            values = _ranked_texts(
+                property_at(p.properties, key)[1] for p in self.profiles.values()
+            )
         else:
             auto = source == PropertySource.AUTO or (
                 source == PropertySource.UNSPECIFIED and key.startswith(rules.AUTO_PROPERTY_PREFIX)
             )
             kind = request.event_kind
             events = [e for e in self.events if not kind or e.kind == kind]
-            values = _ranked_texts(_lookup(e.auto if auto else e.custom, key)[1] for e in events)
+            values = _ranked_texts(
+                property_at(e.auto if auto else e.custom, key)[1] for e in events
+            )
         if isinstance(request, insights_v1.GetPropertyValuesRequest):
             return insights_v1.GetPropertyValuesResponse(values=values)
         return activity_v1.GetPropertyValuesResponse(values=values)
@@ -868,66 +469,23 @@ class Store:
     # ---- insights ----------------------------------------------------------------------
 
     def query(self, request: insights_v1.QueryRequest) -> insights_v1.QueryResponse:
-        spec, time_range = request.spec, request.time_range
-        assert spec is not None and time_range is not None and request.granularity is not None
-        if spec.insight_type != insights_v1.InsightType.TRENDS:
-            raise error_for("unimplemented", "FakePug implements only trends queries")
-        if spec.breakdowns or spec.session is not None:
-            message = "FakePug does not implement trends breakdowns or session metrics"
-            raise error_for("unimplemented", message)
-        zone = _zone(request.timezone)
-        buckets = _buckets(time_range, request.granularity, zone)
-        events = [
-            e
-            for e in self.events
-            if _in_range(e.occur_time, time_range)
-            and (spec.include_cookieless or not e.cookieless)
-            and _groups_match(
-                spec.filter_groups, spec.filter_groups_operator, self._event_lookup(e)
-            )
-        ]
-        series = [
-            self._trend_series(query, events, buckets, request.granularity, zone)
-            for query in spec.events
-        ]
-        return insights_v1.QueryResponse(trends=insights_v1.TrendsResult(series=series))
-
-    def _trend_series(
-        self,
-        query: insights_v1.EventQuery,
-        events: Sequence[StoredEvent],
-        buckets: Sequence[datetime.datetime],
-        granularity: Granularity,
-        zone: datetime.tzinfo,
-    ) -> insights_v1.TrendSeries:
-        event_filter = query.event or EventFilter()
-        by_bucket: dict[datetime.datetime, list[StoredEvent]] = defaultdict(list)
-        for e in events:
-            if self._event_filter_matches(e, event_filter):
-                by_bucket[_bucket_start(e.occur_time, granularity, zone)].append(e)
-        points = [
-            insights_v1.DataPoint(
-                time=start.astimezone(_UTC), value=_aggregate(query, by_bucket[start])
-            )
-            for start in buckets
-        ]
-        return insights_v1.TrendSeries(event_kind=event_filter.kind or "", points=points)
+        return insights.answer(request, self.events, self.profiles)
 
     def segment_users(
         self, request: insights_v1.SegmentUsersRequest
     ) -> insights_v1.SegmentUsersResponse:
         candidates = [
-            e for e in self.events if e.owner and _in_range(e.occur_time, request.time_range)
+            e for e in self.events if e.owner and in_time_range(e.occur_time, request.time_range)
         ]
         users: set[str] | None = None
         for query in request.events:
             event_filter = query.event or EventFilter()
-            did = {e.owner for e in candidates if self._event_filter_matches(e, event_filter)}
+            did = {e.owner for e in candidates if event_matches(e, event_filter, self.profiles)}
             users = did if users is None else users & did
         chosen = sorted(
             user
             for user in users or set()
-            if _groups_match(
+            if groups_match(
                 request.filter_groups,
                 request.filter_groups_operator,
                 self._profile_lookup(user),
@@ -936,10 +494,10 @@ class Store:
         page, token = _page(chosen, request.page_token, request.page_size)
         return insights_v1.SegmentUsersResponse(distinct_ids=page, next_page_token=token)
 
-    def _profile_lookup(self, external_id: str) -> _Lookup:
+    def _profile_lookup(self, external_id: str) -> PropertyLookup:
         profile = self.profiles.get(external_id)
         props = profile.properties if profile is not None else {}
-        return lambda f: _lookup(props, f.property or "")
+        return lambda f: property_at(props, f.property or "")
 
 
 def activity_event(e: StoredEvent) -> activity_v1.ActivityEvent:
@@ -949,6 +507,6 @@ def activity_event(e: StoredEvent) -> activity_v1.ActivityEvent:
         distinct_id=e.owner,
         occur_time=e.occur_time,
         session_id=e.session_id,
-        auto_properties=_struct(e.auto),
-        custom_properties=_struct(e.custom),
+        auto_properties=to_struct(e.auto),
+        custom_properties=to_struct(e.custom),
     )

@@ -22,11 +22,11 @@ takes the requests and checks them; `query` holds the state and computes the ans
 - reads, computed from what it received: profiles (get, list with filter groups, delete,
   data-subject deletion), activity (feed, event explorer, heatmap, profile stats, filter
   schema, property values) and insights (trends, segment users, filter schema, property
-  values). Read requests are checked by the server's rules too (every rule of
-  InsightQuerySpec and the queries inside it included): as on a real server, the activity
-  feed and heatmap need `distinct_id` set ("" for everyone). A valid query of a type the
-  fake cannot compute (funnel, retention, user flow, top-k, segmentation, trends with
-  breakdowns or a session metric) answers `unimplemented`; an invalid one, the server's
+  values). Insights queries of every type are computed (`insights`): trends (with
+  breakdowns), segmentation, session metrics, funnels, retention, user flow and top k.
+  Read requests are checked by the server's rules too (every rule of InsightQuerySpec and
+  the queries inside it included): as on a real server, the activity feed and heatmap need
+  `distinct_id` set ("" for everyone); an invalid request gets the server's
   `invalid_argument` with its violations.
 
 Every pattern, limit and prefix comes from `pug.rules` (generated from the wire contract);
@@ -47,9 +47,37 @@ Where the real server's behaviour is not pinned down, the fake decides:
 - filters: EQUALS/IN compare numbers numerically and the rest as text, CONTAINS ignores
   case, LT/LTE/GT/GTE/BETWEEN (inclusive) need a number; each NOT_ operator matches
   exactly what its positive form does not (an unset property included);
-- days and buckets are UTC (trends honour `timezone`); weeks start on Monday;
-- cookieless events belong to no profile: trends count them only with
-  `include_cookieless`, and never as users;
+- days and buckets are UTC (insights honour `timezone`); weeks start on Monday; minute
+  and hour buckets step in real time, longer ones by the local calendar;
+- cookieless events belong to no profile: insights count them only with
+  `include_cookieless`, and never as users (funnels, retention, top-k users);
+- a breakdown value is the property as text ("" when unset): the event's own (trends),
+  a user's first step-matching event (funnel), first start event (retention), a session's
+  entry event (exit event for EXIT);
+- breakdowns keep the top `breakdown_limit` (10 when unset) combinations, by the sum of
+  their points (trends), their users (funnel, retention), heaviest first, ties by value,
+  then one `$others` series computed over the rest (not summed);
+- trends with breakdowns and no event have no series, retention without a cohort none,
+  a funnel without users one series of zero steps; trends points cover every bucket;
+- segmentation: the first event query's aggregation over the events matching any of
+  them (every event when none is given);
+- sessions group events by session_id (after scope and filter groups), count when they
+  start in the range, measured over all their events; AVG_DURATION is in seconds,
+  BOUNCE_RATE the percentage of one-event sessions; with no scope kind the series is
+  `$session`;
+- funnel: per user, the longest chain of steps in order within `conversion_window` (the
+  range's length when unset) of its first step, from any start; an event fills one step;
+  timing is from the previous step (none on the first), p95 by nearest rank, the 8
+  buckets' bounds exclusive;
+- retention: a user's cohort is the bucket of their first start event in the range; a
+  point per bucket from the cohort's on, the percent of the cohort with a return event
+  in it at or after their start (with one event, the start event counts); `cohort` is
+  the bucket's start in the request's timezone, RFC 3339;
+- user flow: each session's first `max_hops`+1 events (defaults 5 hops, 20 nodes per
+  depth, 250 links); a link counts sessions; node ids are `depth:label`; a depth's
+  labels past `max_nodes` merge into its `$others` node;
+- top k: 10 rows by default, ties by value; the `$others` row aggregates the other rows'
+  events; a USER row's value is the profile id, with its profile;
 - SegmentUsers returns the users who did every one of the given events (sorted);
 - DeleteDataSubject with `external_id` sent as "" breaks no rule (a present "" passes
   `required`) but is refused, `invalid_argument` without violations: it would erase
@@ -90,14 +118,8 @@ from pug.proto.shared.insights import v1 as insights_v1
 from pug.proto.shared.profiles import v1 as profiles_v1
 from pug.testing.fake import assertions, wire
 from pug.testing.fake.assertions import ReceivedEvent
-from pug.testing.fake.query import (
-    COMPARISONS,
-    NUMERIC_AGGREGATIONS,
-    FilterGroup,
-    Store,
-    go_float,
-    now,
-)
+from pug.testing.fake.query import Store
+from pug.testing.fake.values import COMPARISONS, NUMERIC_AGGREGATIONS, FilterGroup, go_float, now
 from pug.transports.memory import InMemoryTransport
 
 __all__ = ["FakePug", "Method", "service_methods"]
