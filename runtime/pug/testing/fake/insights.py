@@ -63,7 +63,7 @@ Key = tuple[str, ...]  # breakdown values, in the order of spec.breakdowns
 # ---- time buckets -------------------------------------------------------------------------
 
 
-def zone(name: str | None) -> datetime.tzinfo:
+def _zone(name: str | None) -> datetime.tzinfo:
     if not name or name == "UTC":
         return UTC
     try:
@@ -72,7 +72,7 @@ def zone(name: str | None) -> datetime.tzinfo:
         raise error_for("invalid_argument", f"timezone: unknown time zone {name!r}") from None
 
 
-def bucket_start(
+def _bucket_start(
     when: datetime.datetime, granularity: Granularity, tz: datetime.tzinfo
 ) -> datetime.datetime:
     local = when.astimezone(tz)
@@ -110,7 +110,7 @@ def _buckets(
 ) -> list[datetime.datetime]:
     """Start of every bucket that overlaps the time range."""
     start, end = utc(time_range.from_), utc(time_range.to)
-    current = bucket_start(start, granularity, tz)
+    current = _bucket_start(start, granularity, tz)
     out = []
     while current < end:
         out.append(current)
@@ -148,7 +148,7 @@ class _Query:
         return _buckets(self.time_range, self.granularity, self.tz)
 
     def bucket(self, when: datetime.datetime) -> datetime.datetime:
-        return bucket_start(when, self.granularity, self.tz)
+        return _bucket_start(when, self.granularity, self.tz)
 
     def breakdown_properties(self) -> list[str]:
         return [b.property or "" for b in self.spec.breakdowns]
@@ -164,7 +164,7 @@ def answer(
 ) -> insights_v1.QueryResponse:
     spec, time_range, granularity = request.spec, request.time_range, request.granularity
     assert spec is not None and time_range is not None and granularity is not None
-    tz = zone(request.timezone)
+    tz = _zone(request.timezone)
     scoped = sorted(
         (
             e
@@ -197,7 +197,7 @@ def answer(
 # ---- shared pieces ------------------------------------------------------------------------
 
 
-def aggregate(
+def _aggregate(
     aggregation: insights_v1.AggregationType | None, prop: str | None, events: Sequence[StoredEvent]
 ) -> float:
     """One number for `events`: their count (TOTAL, the default), their users, events per
@@ -218,6 +218,10 @@ def aggregate(
     if aggregation == _Agg.AVG:
         return math.fsum(numbers) / len(numbers)
     return min(numbers) if aggregation == _Agg.MIN else max(numbers)
+
+
+def _kind_of(event_filter: EventFilter | None) -> str:
+    return (event_filter or EventFilter()).kind or ""
 
 
 def _breakdown_key(event: StoredEvent | None, properties: Sequence[str]) -> Key:
@@ -255,9 +259,11 @@ def _breakdown(properties: Sequence[str], key: Key) -> dict[str, str]:
 
 
 def _points(
-    q: _Query, members: Sequence[T], when: Callable[[T], datetime.datetime],
+    q: _Query,
+    members: Sequence[T],
+    when: Callable[[T], datetime.datetime],
     value: Callable[[list[T]], float],
-) -> list[insights_v1.DataPoint]:  # fmt: skip
+) -> list[insights_v1.DataPoint]:
     """One point per bucket of the range (0 where nothing happened)."""
     by_bucket = _group(members, lambda m: q.bucket(when(m)))
     return [
@@ -301,11 +307,8 @@ def _trends(q: _Query) -> list[insights_v1.TrendSeries]:
     in_range = q.events
     for query in q.spec.events:
         chosen = [e for e in in_range if q.matches(e, query.event)]
-
-        def value(events: list[StoredEvent], query: insights_v1.EventQuery = query) -> float:
-            return aggregate(query.aggregation, query.aggregation_property, events)
-
-        kind = query.event.kind or "" if query.event is not None else ""
+        value = functools.partial(_aggregate, query.aggregation, query.aggregation_property)
+        kind = _kind_of(query.event)
         series.extend(_series(q, kind, chosen, lambda e: e.occur_time, value, lambda e: e))
     return series
 
@@ -318,7 +321,7 @@ def _segmentation(q: _Query) -> float:
         e for e in q.events if not queries or any(q.matches(e, query.event) for query in queries)
     ]
     first = queries[0] if queries else insights_v1.EventQuery()
-    return aggregate(first.aggregation, first.aggregation_property, chosen)
+    return _aggregate(first.aggregation, first.aggregation_property, chosen)
 
 
 # ---- sessions -----------------------------------------------------------------------------
@@ -374,10 +377,9 @@ def _session_metric(metric: insights_v1.SessionMetric | None) -> Callable[[list[
 def _session_trends(q: _Query) -> list[insights_v1.TrendSeries]:
     session = q.spec.session
     assert session is not None
-    kind = session.scope.kind if session.scope is not None and session.scope.kind else ""
+    kind = _kind_of(session.scope) or SESSION_SERIES
     value = _session_metric(session.metric)
-    sessions = _sessions(q)
-    return _series(q, kind or SESSION_SERIES, sessions, lambda s: s.start, value, _carrier)
+    return _series(q, kind, _sessions(q), lambda s: s.start, value, _carrier)
 
 
 def _session_total(q: _Query) -> float:
@@ -447,8 +449,9 @@ def _funnel_steps(q: _Query, journeys: Sequence[_Journey]) -> list[insights_v1.F
     out = []
     for i, step in enumerate(q.spec.events):
         reached = [j.times for j in journeys if len(j.times) > i]
-        kind = step.event.kind or "" if step.event is not None else ""
-        funnel_step = insights_v1.FunnelStep(event_kind=kind, total=float(len(reached)))
+        funnel_step = insights_v1.FunnelStep(
+            event_kind=_kind_of(step.event), total=float(len(reached))
+        )
         if q.spec.include_step_timing and i > 0:
             funnel_step.timing = _timing([(t[i] - t[i - 1]).total_seconds() for t in reached])
         out.append(funnel_step)
@@ -632,7 +635,7 @@ def _top_k(q: _Query) -> insights_v1.TopKResult:
         groups = _group(events, lambda e: as_text(event_property(e, top.property or "")[1]))
 
     def value(members: list[StoredEvent]) -> float:
-        return aggregate(top.metric, top.metric_property, members)
+        return _aggregate(top.metric, top.metric_property, members)
 
     ranked = sorted(groups, key=lambda k: (-value(groups[k]), k))
     limit = top.limit or DEFAULT_TOP_K_LIMIT
