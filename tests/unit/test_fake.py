@@ -80,7 +80,7 @@ def send(fake: FakePug, *events: Event) -> BatchCreateResponse:
 
 # ---- BatchCreate: every rule of the contract, one case each -------------------------------
 
-BAD_KIND = "value does not match regex pattern `^[a-zA-Z0-9_.-]+$`"
+BAD_KIND = "does not match regex pattern `^[a-zA-Z0-9_.-]+$`"
 INVALID_BATCHES: dict[str, tuple[Callable[[], list[Event]], str]] = {
     "event_id required": (
         lambda: [raw_event(event_id=None)],
@@ -88,7 +88,7 @@ INVALID_BATCHES: dict[str, tuple[Callable[[], list[Event]], str]] = {
     ),
     "event_id uuid": (
         lambda: [raw_event(), raw_event(event_id="evt-1")],
-        "events[1].event_id: value must be a valid UUID",
+        "events[1].event_id: must be a valid UUID",
     ),
     "event_id uuid (empty)": (
         lambda: [raw_event(event_id="")],
@@ -112,7 +112,7 @@ INVALID_BATCHES: dict[str, tuple[Callable[[], list[Event]], str]] = {
     ),
     "session_id uuid": (
         lambda: [raw_event(session_id="s1")],
-        "events[0].session_id: value must be a valid UUID",
+        "events[0].session_id: must be a valid UUID",
     ),
     "distinct_id required unless cookieless": (
         lambda: [raw_event(distinct_id=None)],
@@ -145,16 +145,15 @@ INVALID_BATCHES: dict[str, tuple[Callable[[], list[Event]], str]] = {
     ),
     "string_value max_len": (
         lambda: [raw_event(custom_properties={"note": PropertyValue(string_value="x" * 1025)})],
-        'events[0].custom_properties["note"].string_value: '
-        "value length must be at most 1024 characters",
+        'events[0].custom_properties["note"].string_value: must be at most 1024 characters',
     ),
     "double_value finite": (
         lambda: [raw_event(auto_properties={"$load": PropertyValue(double_value=float("nan"))})],
-        'events[0].auto_properties["$load"].double_value: value must be finite',
+        'events[0].auto_properties["$load"].double_value: must be finite',
     ),
     "events max_items": (
         lambda: [raw_event() for _ in range(1001)],
-        "events: value must contain no more than 1000 item(s)",
+        "events: must contain no more than 1000 item(s)",
     ),
 }
 
@@ -289,15 +288,15 @@ INVALID_IDENTIFIES = {
     ),
     "anonymous_id pattern": (
         IdentifyRequest(external_id="u1", anonymous_id="guest-1"),
-        "anonymous_id: value does not match regex pattern `^$|^anon-`",
+        "anonymous_id: does not match regex pattern `^$|^anon-`",
     ),
     "anonymous_id max_len": (
         IdentifyRequest(external_id="u1", anonymous_id="anon-" + "x" * 251),
-        "anonymous_id: value length must be at most 255 characters",
+        "anonymous_id: must be at most 255 characters",
     ),
     "device_id max_len": (
         IdentifyRequest(external_id="u1", device_id="d" * 37),
-        "device_id: value length must be at most 36 characters",
+        "device_id: must be at most 36 characters",
     ),
 }
 
@@ -678,7 +677,7 @@ def test_property_values(activity: Pug) -> None:
     assert ages.values == ["36"]
     with pytest.raises(InvalidArgumentError) as raised:
         activity.activity.property_values(property_key="bad key", source=PropertySource.CUSTOM)
-    assert raised.value.message.startswith("property_key: value does not match regex pattern")
+    assert raised.value.message.startswith("property_key: does not match regex pattern")
 
 
 # ---- InsightsService ----------------------------------------------------------------------
@@ -746,7 +745,7 @@ def test_segment_users(activity: Pug) -> None:
     assert paged == ["u1", "u2"]
     with pytest.raises(InvalidArgumentError) as raised:
         client.insights.segment_users(time_range=whole, events=[])
-    assert raised.value.message == "events: value must contain at least 1 item(s)"
+    assert raised.value.message == "events: must contain at least 1 item(s)"
 
 
 # ---- typed views and assertions -----------------------------------------------------------

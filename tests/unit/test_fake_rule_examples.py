@@ -705,3 +705,18 @@ def test_an_example_breaking_each_rule(rule: Rule) -> None:
     request = request_for(method, changes)
     assert _reports(violations(request), rule), violations(request)
     check(method, request)
+
+
+def test_standard_rule_messages_are_protovalidates() -> None:
+    """A standard rule's message is protovalidate's word for word (the wording of
+    buf/validate/validate.proto, which the server's protovalidate-go shares), in every
+    example breaking one."""
+    for (_, _, rule_id), (method, changes) in sorted(EXAMPLES.items()):
+        if rule_id in rules.CEL:
+            continue
+        request = request_for(method, changes)
+        expected = {(f.field, f.rule_id): f.message for f in violations(request)}
+        _, found = fake_answer(method, request.SerializeToString())
+        broken = [f for f in found if f.rule_id == rule_id]
+        assert broken, rule_id
+        assert [f.message for f in broken] == [expected[f.field, f.rule_id] for f in broken]

@@ -232,14 +232,14 @@ SPEC = insights_v1.InsightQuerySpec(insight_type=insights_v1.InsightType.TRENDS)
 DAY = insights_v1.Granularity.DAY
 REJECTED = [
     ("batch max_items", "sdk.events.v1.EventsService/BatchCreate", batch(*[event()] * 1001),
-     "events: value must contain no more than 1000 item(s)"),
+     "events: must contain no more than 1000 item(s)"),
     ("kind pattern", "sdk.events.v1.EventsService/BatchCreate", batch(event(kind="a b")),
-     "events[0].kind: value does not match regex pattern `^[a-zA-Z0-9_.-]+$`"),
+     "events[0].kind: does not match regex pattern `^[a-zA-Z0-9_.-]+$`"),
     ("uuid", "sdk.events.v1.EventsService/BatchCreate", batch(event(event_id="x")),
-     "events[0].event_id: value must be a valid UUID"),
+     "events[0].event_id: must be a valid UUID"),
     ("string max_len", "sdk.events.v1.EventsService/BatchCreate",
      batch(event(custom_properties={"k": PropertyValue(string_value="é" * 1025)})),
-     'events[0].custom_properties["k"].string_value: value length must be at most 1024'
+     'events[0].custom_properties["k"].string_value: must be at most 1024'
      " characters"),
     ("auto prefix", "sdk.events.v1.EventsService/BatchCreate",
      batch(event(auto_properties={"lib": PropertyValue(bool_value=True)})),
@@ -251,13 +251,13 @@ REJECTED = [
     ("anonymous id", "sdk.profiles.v1.ProfilesSDKService/Identify",
      IdentifyRequest(external_id="cookieless-u", anonymous_id="a" * 256),
      "external_id: external_id must not start with the reserved 'cookieless-' prefix; "
-     "anonymous_id: value length must be at most 255 characters; "
-     "anonymous_id: value does not match regex pattern `^$|^anon-`"),
+     "anonymous_id: must be at most 255 characters; "
+     "anonymous_id: does not match regex pattern `^$|^anon-`"),
     ("page size", FEED, activity_v1.GetActivityFeedRequest(distinct_id="", page_size=1001),
-     "page_size: value must be greater than or equal to 0 and less than or equal to 1000"),
+     "page_size: must be greater than or equal to 0 and less than or equal to 1000"),
     ("filters", FEED, activity_v1.GetActivityFeedRequest(distinct_id="", property_filters=[
         PropertyFilter(property="$a b", operator=FilterOperator.GT, value="x")]),
-     "property_filters[0].property: value does not match regex pattern "
+     "property_filters[0].property: does not match regex pattern "
      "`^\\$?[a-zA-Z0-9_-]+(\\.[a-zA-Z0-9_-]+)*$`; property_filters[0]: value/values must "
      "contain valid numbers for lte/gte/lt/gt/between/not_between operators"),
     ("multi events", FEED, activity_v1.GetActivityFeedRequest(
@@ -265,11 +265,11 @@ REJECTED = [
      "each event filter must specify a kind or at least one property filter"),
     ("allowed types", "shared.activity.v1.ActivityService/GetFilterSchema",
      GetFilterSchemaRequest(allowed_types=[PropertyValueType.UNSPECIFIED]),
-     "allowed_types[0]: value must not be in list [0]"),
+     "allowed_types[0]: must not be in list [0]"),
     ("time range", QUERY, insights_v1.QueryRequest(
         spec=SPEC, time_range=TimeRange(from_=T0, to=T0), granularity=DAY, timezone="a b"),
      "time_range: time_range.from must be before time_range.to; "
-     "timezone: value does not match regex pattern `^[A-Za-z0-9_+/-]*$`"),
+     "timezone: does not match regex pattern `^[A-Za-z0-9_+/-]*$`"),
     ("granularity range", QUERY, insights_v1.QueryRequest(
         spec=SPEC, time_range=TimeRange(from_=T0, to=T0 + datetime.timedelta(hours=7)),
         granularity=insights_v1.Granularity.MINUTE),

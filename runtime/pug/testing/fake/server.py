@@ -47,6 +47,8 @@ Where the real server's behaviour is not pinned down, the fake decides:
 - filters: EQUALS/IN compare numbers numerically and the rest as text, CONTAINS ignores
   case, LT/LTE/GT/GTE/BETWEEN (inclusive) need a number; each NOT_ operator matches
   exactly what its positive form does not (an unset property included);
+- a `timezone` the pattern allows but Python's tz database does not know is refused
+  `invalid_argument` without violations (the server's handler refuses unknown zones);
 - days and buckets are UTC (insights honour `timezone`); weeks start on Monday; minute
   and hour buckets step in real time, longer ones by the local calendar;
 - cookieless events belong to no profile: insights count them only with
@@ -231,7 +233,7 @@ def _check(out: list[_Violation], path: str, value: object, rule: rules.Field) -
             message = "value must be one of the defined enum values"
             out.append(_Violation(path, "enum.defined_only", message))
         elif int(value) in rule.not_in:
-            message = f"value must not be in list [{', '.join(map(str, rule.not_in))}]"
+            message = f"must not be in list [{', '.join(map(str, rule.not_in))}]"
             out.append(_Violation(path, "enum.not_in", message))
     elif isinstance(value, int | float) and not isinstance(value, bool):
         _check_number(out, path, value, rule)
@@ -246,10 +248,10 @@ def _check_string(out: list[_Violation], path: str, value: str, rule: rules.Fiel
             _Violation(path, "string.uuid_empty", "value is empty, which is not a valid UUID")
         )
     elif rule.uuid and not rules.UUID_PATTERN.matches(value):
-        out.append(_Violation(path, "string.uuid", "value must be a valid UUID"))
+        out.append(_Violation(path, "string.uuid", "must be a valid UUID"))
     _check_size(out, path, len(value), rule)
     if rule.pattern is not None and not rule.pattern.matches(value):
-        message = f"value does not match regex pattern `{rule.pattern.source}`"
+        message = f"does not match regex pattern `{rule.pattern.source}`"
         out.append(_Violation(path, "string.pattern", message))
 
 
@@ -257,10 +259,10 @@ def _check_string(out: list[_Violation], path: str, value: str, rule: rules.Fiel
 # is the least size allowed, a `max_` one the most). A string has only the lengths, a list
 # only the item counts.
 _SIZE_RULES = (
-    ("min_len", "string.min_len", "value length must be at least {} characters"),
-    ("max_len", "string.max_len", "value length must be at most {} characters"),
-    ("min_items", "repeated.min_items", "value must contain at least {} item(s)"),
-    ("max_items", "repeated.max_items", "value must contain no more than {} item(s)"),
+    ("min_len", "string.min_len", "must be at least {} characters"),
+    ("max_len", "string.max_len", "must be at most {} characters"),
+    ("min_items", "repeated.min_items", "must contain at least {} item(s)"),
+    ("max_items", "repeated.max_items", "must contain no more than {} item(s)"),
 )
 
 
@@ -273,16 +275,16 @@ def _check_size(out: list[_Violation], path: str, size: int, rule: rules.Field) 
 
 def _check_number(out: list[_Violation], path: str, value: float, rule: rules.Field) -> None:
     if rule.finite and not math.isfinite(value):
-        out.append(_Violation(path, f"{rule.type}.finite", "value must be finite"))
+        out.append(_Violation(path, f"{rule.type}.finite", "must be finite"))
     low, high = rule.gte, rule.lte
     if low is not None and high is not None and not low <= value <= high:
-        message = f"value must be greater than or equal to {low} and less than or equal to {high}"
+        message = f"must be greater than or equal to {low} and less than or equal to {high}"
         out.append(_Violation(path, f"{rule.type}.gte_lte", message))
     elif high is None and low is not None and value < low:
-        message = f"value must be greater than or equal to {low}"
+        message = f"must be greater than or equal to {low}"
         out.append(_Violation(path, f"{rule.type}.gte", message))
     elif low is None and high is not None and value > high:
-        message = f"value must be less than or equal to {high}"
+        message = f"must be less than or equal to {high}"
         out.append(_Violation(path, f"{rule.type}.lte", message))
 
 
@@ -772,7 +774,7 @@ def _window_violations(path: str, nanos: int, rule: rules.Message) -> list[_Viol
     out: list[_Violation] = []
     field = rule.fields["conversion_window"]
     if field.gte is not None and nanos < field.gte * _NANOS_PER_SECOND:
-        message = f"value must be greater than or equal to {field.gte:g}s"
+        message = f"must be greater than or equal to {field.gte:g}s"
         out.append(_Violation(path, "duration.gte", message))
     _cel(out, path, field.cel, nanos)  # conversion_window.whole_seconds
     return out
