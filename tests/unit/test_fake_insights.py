@@ -158,6 +158,8 @@ def test_trend_buckets_follow_the_timezone(client: Pug) -> None:
     ]
     (utc_days,) = _series(ask(client, InsightType.TRENDS, of("login"), time_range=days(0, 2)))
     assert utc_days[2] == [2.0, 2.0]
+    # No event query: every event, counted.
+    assert _series(ask(client, InsightType.TRENDS, time_range=days(0, 2))) == [("", {}, [2.0, 2.0])]
 
 
 def test_trend_buckets_across_a_daylight_saving_change(client: Pug) -> None:

@@ -309,7 +309,7 @@ def _series(
 def _trends(q: _Query) -> list[insights_v1.TrendSeries]:
     series: list[insights_v1.TrendSeries] = []
     in_range = q.events
-    for query in q.spec.events:
+    for query in q.spec.events or [insights_v1.EventQuery()]:  # none: every event, counted
         chosen = [e for e in in_range if q.matches(e, query.event)]
         value = functools.partial(_aggregate, query.aggregation, query.aggregation_property)
         kind = _kind_of(query.event)

@@ -61,20 +61,17 @@ Where the real server's behaviour is not pinned down, the fake decides:
   then one `$others` series computed over the rest (not summed);
 - trends with breakdowns and no event have no series, retention without a cohort none,
   a funnel without users one series of zero steps; trends points cover every bucket;
-- segmentation: the first event query's aggregation over the events matching any of
-  them (every event when none is given);
-- sessions group events by session_id (after scope and filter groups), count when they
-  start in the range, measured over all their events; AVG_DURATION is in seconds,
-  BOUNCE_RATE the percentage of one-event sessions; with no scope kind the series is
-  `$session`;
-- funnel: per user, the longest chain of steps in order within `conversion_window` (the
-  range's length when unset) of its first step, from any start; an event fills one step;
-  timing is from the previous step (none on the first), p95 by nearest rank, the 8
-  buckets' bounds exclusive;
-- retention: a user's cohort is the bucket of their first start event in the range; a
-  point per bucket from the cohort's on, the percent of the cohort with a return event
-  in it at or after their start (with one event, the start event counts); `cohort` is
-  the bucket's start in the request's timezone, RFC 3339;
+- trends without event queries count every event (one series, event_kind ""); segmentation
+  aggregates the events matching any query (every event when none), as the first says;
+- sessions: events by session_id (scope and filter groups applied), counted if they start
+  in the range, measured over all their events; AVG_DURATION in seconds, BOUNCE_RATE in
+  percent of one-event sessions; a series with no scope kind is `$session`;
+- funnel: per user, the longest chain of steps in order (an event fills one) within
+  `conversion_window` (else the range's length) of its first; step timing from the
+  previous step (none on the first), p95 by nearest rank, bucket bounds exclusive;
+- retention: a user's cohort is the bucket of their first start event; each bucket on
+  gets the percent of the cohort with a return event in it at or after their start (the
+  start event itself with one event); `cohort` is RFC 3339 in the request's timezone;
 - user flow: each session's first `max_hops`+1 events (defaults 5 hops, 20 nodes per
   depth, 250 links); a link counts sessions; node ids are `depth:label`; a depth's
   labels past `max_nodes` merge into its `$others` node;
