@@ -162,6 +162,30 @@ def test_trend_buckets_follow_the_timezone(client: Pug) -> None:
     assert _series(ask(client, InsightType.TRENDS, time_range=days(0, 2))) == [("", {}, [2.0, 2.0])]
 
 
+def test_month_buckets_follow_the_local_calendar(client: Pug) -> None:
+    client.track("u1", "login", timestamp=datetime.datetime(2024, 6, 1, 2, tzinfo=UTC))
+    new_york = TimeRange(  # May and June in America/New_York (UTC-4)
+        from_=datetime.datetime(2024, 5, 1, 4, tzinfo=UTC),
+        to=datetime.datetime(2024, 7, 1, 4, tzinfo=UTC),
+    )
+    local = ask(
+        client, InsightType.TRENDS, of("login"), time_range=new_york,
+        granularity=Granularity.MONTH, timezone="America/New_York",
+    )  # fmt: skip
+    assert _series(local) == [("login", {}, [1.0, 0.0])]  # May 31, 22:00 there
+    utc_months = TimeRange(from_=at(-5, base=MIDNIGHT), to=at(56, base=MIDNIGHT))
+    in_utc = ask(
+        client, InsightType.TRENDS, of("login"), time_range=utc_months,
+        granularity=Granularity.MONTH,
+    )  # fmt: skip
+    assert _series(in_utc) == [("login", {}, [0.0, 1.0])]
+    by_path = ask(
+        client, InsightType.TRENDS, of("login"), time_range=days(3, 4),
+        breakdowns=[Breakdown(property="path")],
+    )  # fmt: skip
+    assert _series(by_path) == []  # nothing to break down
+
+
 def test_trend_buckets_across_a_daylight_saving_change(client: Pug) -> None:
     # Europe/Paris moves from UTC+1 to UTC+2 at 2024-03-31T01:00Z.
     switch = datetime.datetime(2024, 3, 31, 1, tzinfo=UTC)
