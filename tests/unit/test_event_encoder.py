@@ -22,14 +22,14 @@ def new_encoder() -> EventEncoder:
 
 def test_caches_stay_within_their_entry_and_byte_bounds() -> None:
     encoder = new_encoder()
-    # Every cache at once: distinct ids and kinds (heads), keys (key parts), values
+    # Every cache at once: distinct ids and kinds (tails), keys (key parts), values
     # (entries) and lengths (frames), far past every bound, with values as long as kept.
-    for i in range(3 * encode.HEADS_HELD):
+    for i in range(3 * encode.KINDS_HELD):
         props = {f"k{i % 5000}": f"{i:x}".rjust(encode.LONG_STRING, "v"), "n": float(i) + 0.5}
         body = encoder.encode_now(f"user_{i}", f"kind.{i % 97}", props)
         assert body is not None
     limits = encode.ENTRIES_HELD + 2 * encode.KEY_PARTS_HELD
-    limits += encode.FRAMES_HELD + encode.HEADS_HELD
+    limits += encode.FRAMES_HELD + 2 * encode.KINDS_HELD
     assert encoder.cached_entries() <= limits
     # Each encoding kept is at most CACHED_BYTES_MAX (and its key no longer): a few MiB.
     assert encoder.cache_bytes() <= 2 * encode.CACHED_BYTES_MAX * limits
@@ -44,11 +44,12 @@ def test_what_is_too_large_to_keep_is_encoded_but_not_cached() -> None:
     before = encoder.cached_entries()
     for _ in range(3):
         assert encoder.encode_now(huge_id, "kind.x", {huge_key: 1}) is not None
-    assert encoder.cached_entries() == before + 1  # one frame length, nothing else
+    # One frame length and the kind's tail; nothing of the huge key or the distinct id.
+    assert encoder.cached_entries() == before + 2
     assert encoder.custom_properties({"a": long_value}) == protobuf.entry(
         protobuf.CUSTOM, "a", Variant.STRING, long_value
     )
-    assert encoder.cached_entries() == before + 2  # the key field of "a", not its value
+    assert encoder.cached_entries() == before + 3  # the key field of "a", not its value
 
 
 def test_cached_entries_are_the_uncached_bytes() -> None:
