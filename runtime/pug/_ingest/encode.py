@@ -25,7 +25,7 @@ from typing import Any
 
 from pug._ingest import validate
 from pug._wire import protobuf as pb
-from pug._wire.codegen_support import ENCODERS
+from pug._wire.codegen_support import CACHES_NEEDED, ENCODERS, Caches, Encoder, no_caches
 from pug.errors import PugValidationError
 from pug.event import REGISTRY, PugEvent, Variant, WireProperties, event_class, event_properties
 from pug.ids import uuid7_run
@@ -53,6 +53,9 @@ KINDS_HELD = 4096  # kinds (each held once checked), custom and typed apart
 # A key whose entries reach this many different values keeps none from then on.
 VOLATILE_AFTER = 256
 FRAMES_HELD = 4096  # frames by event length (events vary little in length)
+# Typed events' field caches (generated encoders keep at most 256 entries in each): at
+# most this many, for the classes seen last.
+FIELD_CACHES_HELD = 64
 # Strings longer than this are not kept as entries: they rarely repeat.
 LONG_STRING = 64
 
@@ -115,6 +118,10 @@ class EventEncoder:
         self._double_heads: dict[str, bytes] = {}
         self._key_fields: dict[str, bytes] = {}
         self._frames: dict[int, bytes] = {}
+        # Typed events' generated encoders, each with the caches of its string and int
+        # fields (pug._wire.codegen_support), by class.
+        self._typed: dict[type, tuple[Encoder | None, Caches]] = {}
+        self._field_caches = 0
         self._start_session(session_id)
 
     def _start_session(self, session_id: str) -> None:
@@ -153,8 +160,11 @@ class EventEncoder:
             kind: str = event
             custom = None
         else:
-            fast = ENCODERS.get(type(event))  # type: ignore[arg-type]
-            custom = fast(event) if fast is not None and not properties else None
+            try:
+                fast, caches = self._typed[type(event)]
+            except KeyError:
+                fast, caches = self._typed_encoder(type(event))
+            custom = fast(event, caches) if fast is not None and not properties else None
             if custom is None:  # no generated encoder, extra properties, or a broken rule
                 return None
             tails = self._typed_tails
@@ -162,9 +172,10 @@ class EventEncoder:
         try:
             tail = tails[kind]  # a kind held has passed its checks: the distinct id is left
         except KeyError:
-            tail = self._new_tail(tails, distinct_id, kind, custom is None)
-            if tail is None:  # a typed kind, as a string
+            new_tail = self._new_tail(tails, distinct_id, kind, custom is None)
+            if new_tail is None:  # a typed kind, as a string
                 return None
+            tail = new_tail
         last = self._last_id  # one read: another thread may replace it meanwhile
         id_field = last[1] if last[0] is distinct_id else self._id_field(distinct_id)
         if custom is None:
@@ -204,6 +215,22 @@ class EventEncoder:
         framed = self._frame(len(body)) + body
         validate.check_event_size(kind, len(framed))
         return framed
+
+    def _typed_encoder(self, cls: type) -> tuple[Encoder | None, Caches]:
+        """The generated encoder of a typed event class first seen, with new caches (the
+        encoders of 0.1.0's modules keep their own: they take none)."""
+        fast = ENCODERS.get(cls)
+        needed = CACHES_NEEDED.get(cls)
+        if fast is not None and needed is None:
+            legacy = fast
+            fast = lambda event, caches: legacy(event)  # noqa: E731
+        caches = no_caches(needed or 0)
+        if self._field_caches + len(caches) > FIELD_CACHES_HELD:
+            self._typed.clear()
+            self._field_caches = 0
+        self._typed[cls] = (fast, caches)
+        self._field_caches += len(caches)
+        return fast, caches
 
     def _frame(self, n: int) -> bytes:
         framing = self._frames.get(n)
@@ -274,19 +301,11 @@ class EventEncoder:
         keeping; b"" when it is left out (pug.properties). A string of at most LONG_STRING
         characters or a finite non-zero float under a key seen before is written from
         what the key decides, in a few steps; the rest takes the generic path."""
-        encoded = None
         if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX:
-            if type(value) is str:
-                key_field = self._key_fields.get(key)
-                if key_field is not None and len(value) <= LONG_STRING:
-                    encoded = _short_string_entry(key_field, value)
-            elif type(value) is float and value and -_INF < value < _INF:  # finite, not 0
-                double_head = self._double_heads.get(key)
-                if double_head is not None:
-                    encoded = double_head + _pack_double(value)
-        if encoded is not None:
-            self.keep(key, value, encoded)
-            return encoded
+            encoded = self._from_key_parts(key, value)
+            if encoded is not None:
+                self.keep(key, value, encoded)
+                return encoded
         try:
             k = key if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX else check_key(key)
             if k is None:
@@ -298,6 +317,19 @@ class EventEncoder:
         except Exception as exc:
             omit_failed(key, exc)
             return b""
+
+    def _from_key_parts(self, key: str, value: object) -> bytes | None:
+        """The entry of a string of at most LONG_STRING characters or of a finite non-zero
+        float, from what its key decides if that is held; else None."""
+        if type(value) is str:
+            key_field = self._key_fields.get(key)
+            if key_field is not None and len(value) <= LONG_STRING:
+                return _short_string_entry(key_field, value)
+        elif type(value) is float and value and -_INF < value < _INF:  # finite, not 0
+            double_head = self._double_heads.get(key)
+            if double_head is not None:
+                return double_head + _pack_double(value)
+        return None
 
     def custom_field(self, props: WireProperties) -> bytes:
         """The custom_properties field of mapped properties, reusing entries seen before (a
@@ -387,12 +419,16 @@ class EventEncoder:
                 total += sum(len(key) + len(v) for v in by_value.values())
         for tails in (self._custom_tails, self._typed_tails):
             total += sum(len(kind) + len(tail) for kind, tail in tails.items())
+        for _, caches in self._typed.values():
+            for cache in caches:
+                total += sum(len(str(k)) + len(v) for k, v in cache.items())
         return total
 
     def cached_entries(self) -> int:
         """How many encodings the caches hold, all caches together."""
         held = len(self._double_heads) + len(self._key_fields) + len(self._frames)
         held += sum(len(by_value) for by in self._entries.values() for by_value in by.values())
+        held += sum(len(cache) for _, caches in self._typed.values() for cache in caches)
         return held + len(self._custom_tails) + len(self._typed_tails)
 
 
