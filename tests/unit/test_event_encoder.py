@@ -103,3 +103,37 @@ def test_only_the_encoder_frames_events(path: Path) -> None:
         for alias in node.names
     }
     assert not (used | imported) & FRAMING
+
+
+def test_a_key_whose_values_do_not_repeat_turns_volatile_and_keeps_none() -> None:
+    encoder = new_encoder()
+    steady = {"currency": "USD", "gift": True}
+    for i in range(encode.VOLATILE_AFTER + 1):
+        props = {"order": f"o{i}", "amount": i + 0.5, "n": 10**6 + i, **steady}
+        assert encoder.custom_properties(props)
+    held = encoder.cached_entries()
+    # Past the bound each new value is written, not kept; the steady keys stay cached.
+    for i in range(1000, 3000):
+        props = {"order": f"o{i}", "amount": i + 0.5, "n": 10**6 + i, **steady}
+        assert encoder.custom_properties(props)
+    assert encoder.cached_entries() == held
+    # What a volatile key writes is the generic encoder's bytes, for every kind of value:
+    # short and long strings, lone surrogates, floats (zeros, huge), ints; and values that
+    # cannot be sent are left out, alone.
+    cases: list[tuple[str, object, Variant]] = [
+        ("order", "o-new", Variant.STRING),
+        ("order", "x" * (encode.LONG_STRING + 1), Variant.STRING),
+        ("order", "\ud800", Variant.STRING),
+        ("amount", 1e300, Variant.DOUBLE),
+        ("amount", -0.0, Variant.DOUBLE),
+        ("amount", 0.0, Variant.DOUBLE),
+        ("n", 7, Variant.INT),
+    ]
+    for key, value, variant in cases:
+        assert encoder.custom_properties({key: value}) == protobuf.entry(
+            protobuf.CUSTOM, key, variant, value
+        ), (key, value)
+    assert encoder.custom_properties({"amount": float("nan"), "currency": "USD"}) == (
+        protobuf.entry(protobuf.CUSTOM, "currency", Variant.STRING, "USD")
+    )
+    assert encoder.cached_entries() == held

@@ -42,6 +42,15 @@ _DISTINCT_ID, _KIND = pb.DISTINCT_ID, pb.KIND
 _RESERVED_ID_PREFIX = validate.RESERVED_ID_PREFIX
 _RESERVED_FIRST = _RESERVED_ID_PREFIX[0]  # a distinct id's first character, then startswith
 _INF = float("inf")
+# The parts of short fields by length, so that writing one is a join of a few: the
+# distinct_id field's tag and length; a custom entry's tag and length; a string
+# PropertyValue's length, its string_value tag and the string's length. An entry is
+# short (every length fits one byte) when its key part and string are together under
+# _SHORT_ENTRY bytes.
+_ID_HEADS = [_DISTINCT_ID + _SMALL[n] for n in range(128)]
+_ENTRY_HEADS = [_CUSTOM + _SMALL[n] for n in range(128)]
+_STRING_HEADS = [_SMALL[n + 2] + _PV_STRING + _SMALL[n] for n in range(126)]
+_SHORT_ENTRY = 125
 
 # ---- the caches' bounds ----------------------------------------------------------------
 # The largest encoding a cache keeps: with its key (no longer than it), an entry costs at
@@ -113,8 +122,8 @@ class EventEncoder:
         }
         self._entries_held = 0
         # What a custom entry's key alone decides, by key: for a double, every byte but
-        # the value's 8; for a string, the map key field. A value seen for the first time
-        # (ids, amounts) is encoded from these in a few steps.
+        # the value's 8; for a string, the map key field and the value's tag. A value
+        # seen for the first time (ids, amounts) is encoded from these in a few steps.
         self._double_heads: dict[str, bytes] = {}
         self._key_fields: dict[str, bytes] = {}
         self._frames: dict[int, bytes] = {}
@@ -253,7 +262,7 @@ class EventEncoder:
         except UnicodeEncodeError:  # lone surrogates: replaced, as pb.utf8 does
             data = pb.utf8(distinct_id)
         n = len(data)
-        field = b"".join((_DISTINCT_ID, _SMALL[n] if n < 128 else pb.varint(n), data))
+        field = _ID_HEADS[n] + data if n < 128 else _DISTINCT_ID + pb.varint(n) + data
         if n <= CACHED_BYTES_MAX:
             self._last_id = (distinct_id, field)
         return field
@@ -361,11 +370,18 @@ class EventEncoder:
         if by_key is None or len(encoded) > CACHED_BYTES_MAX:
             return
         values = by_key.get(key)
-        if type(values) is _Volatile:
+        if isinstance(values, _Volatile):
             return
         if values is not None and len(values) >= VOLATILE_AFTER:
             self._entries_held -= len(values)
-            by_key[key] = _Volatile(self, key, self._prefix(type(value), key))
+            prefix = self._prefix(type(value), key)
+            if prefix is None:
+                volatile: _Volatile = _VolatileOthers(self, key, b"")
+            elif type(value) is str:
+                volatile = _VolatileStrings(self, key, prefix)
+            else:
+                volatile = _VolatileDoubles(self, key, prefix)
+            by_key[key] = volatile
             return
         if self._entries_held >= ENTRIES_HELD:
             for held in self._entries.values():
@@ -391,21 +407,20 @@ class EventEncoder:
                 head = _remember(self._double_heads, key, pb.double_prefix(key), KEY_PARTS_HELD)
             return head + _pack_double(value)
         if variant is _STRING and type(value) is str:
-            key_field = self._key_fields.get(key)
-            if key_field is None:
-                key_field = pb.field(_MAP_KEY, pb.utf8(key))
-                _remember(self._key_fields, key, key_field, KEY_PARTS_HELD)
+            key_part = self._key_fields.get(key)
+            if key_part is None:
+                key_part = pb.field(_MAP_KEY, pb.utf8(key)) + _MAP_VALUE
+                _remember(self._key_fields, key, key_part, KEY_PARTS_HELD)
             if len(value) <= LONG_STRING:
-                encoded = _short_string_entry(key_field, value)
+                encoded = _short_string_entry(key_part, value)
                 if encoded is not None:
                     return encoded
             data = pb.utf8(value, pb.MAX_STRING_BYTES)
             n = len(data)
-            if n < 126 and len(key_field) < 124 - n:  # every length fits one byte
+            if len(key_part) + n < _SHORT_ENTRY:
                 return b"".join(
-                    (_CUSTOM, _SMALL[len(key_field) + n + 4], key_field, _MAP_VALUE,
-                     _SMALL[n + 2], _PV_STRING, _SMALL[n], data)
-                )  # fmt: skip
+                    (_ENTRY_HEADS[len(key_part) + n + 3], key_part, _STRING_HEADS[n], data)
+                )
         return pb.entry(_CUSTOM, key, variant, value)
 
     def cache_bytes(self) -> int:
@@ -435,43 +450,61 @@ class EventEncoder:
 class _Volatile(dict[object, bytes]):
     """In the entry cache, in place of the entries of a key that turned volatile: one that
     gathered VOLATILE_AFTER different values of one type (order ids, amounts), which do
-    not come back. It holds none, and writes a value from what the key decides (`prefix`)
-    in `__missing__`, so a new value raises nothing on the caller's path."""
+    not come back. It holds none: `__missing__` writes each value (so a new one raises
+    nothing on the caller's path), from what the key decides where a subclass knows how."""
 
     __slots__ = ("encoder", "key", "prefix")
 
-    def __init__(self, encoder: EventEncoder, key: str, prefix: bytes | None) -> None:
+    def __init__(self, encoder: EventEncoder, key: str, prefix: bytes) -> None:
         self.encoder = encoder
         self.key = key
-        # str values: the map key field; float values: every byte but the value's 8.
         self.prefix = prefix
 
+
+class _VolatileOthers(_Volatile):
+    """A volatile key's int or bool values, written the generic way."""
+
+    __slots__ = ()
+
     def __missing__(self, value: object) -> bytes:
-        prefix = self.prefix
-        if prefix is not None:
-            if type(value) is str:
-                if len(value) <= LONG_STRING:
-                    encoded = _short_string_entry(prefix, value)
-                    if encoded is not None:
-                        return encoded
-            elif type(value) is float and value and -_INF < value < _INF:  # finite, not 0
-                return prefix + _pack_double(value)
         return self.encoder.first_seen(self.key, value)  # not kept: see `keep`
 
 
-def _short_string_entry(key_field: bytes, value: str) -> bytes | None:
+class _VolatileStrings(_Volatile):
+    """A volatile key's string values; `prefix` is the map key field and the value tag."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: str) -> bytes:
+        if len(value) <= LONG_STRING:
+            encoded = _short_string_entry(self.prefix, value)
+            if encoded is not None:
+                return encoded
+        return self.encoder.first_seen(self.key, value)
+
+
+class _VolatileDoubles(_Volatile):
+    """A volatile key's float values; `prefix` is every byte of an entry but the value's 8."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: float) -> bytes:
+        if value and -_INF < value < _INF:
+            return self.prefix + _pack_double(value)
+        return self.encoder.first_seen(self.key, value)
+
+
+def _short_string_entry(key_part: bytes, value: str) -> bytes | None:
     """The custom entry of a string of at most LONG_STRING characters under a key whose
-    map key field is `key_field`, when every length fits one byte; else None."""
+    map key field and value tag are `key_part`, when every length fits one byte; else
+    None."""
     try:  # at most 256 bytes: within MAX_STRING_BYTES, nothing to cut
         data = value.encode()
     except UnicodeEncodeError:  # lone surrogates: the generic path
         return None
     n = len(data)
-    if n < 126 and len(key_field) < 124 - n:
-        return b"".join(
-            (_CUSTOM, _SMALL[len(key_field) + n + 4], key_field, _MAP_VALUE,
-             _SMALL[n + 2], _PV_STRING, _SMALL[n], data)
-        )  # fmt: skip
+    if len(key_part) + n < _SHORT_ENTRY:
+        return b"".join((_ENTRY_HEADS[len(key_part) + n + 3], key_part, _STRING_HEADS[n], data))
     return None
 
 
