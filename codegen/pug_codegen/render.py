@@ -137,8 +137,9 @@ _COMPARE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 def encoder_fields(e: Event) -> list[dict[str, object]]:
     """What the generated encoder of `e` needs per property: its kind on the wire, the
-    module constant(s) it uses, and its catalog rules as one Python expression (over `v`,
-    or `s` for a duration's seconds) that is true when the value may be sent."""
+    module constant(s) it uses, the name of its entry cache (string and int fields; the
+    caches are the client's, handed to the encoder), and its catalog rules as one Python
+    expression (over `v`, or `s` for a duration's seconds) true when the value may be sent."""
     fields: list[dict[str, object]] = []
     for p in e.properties:
         const = f"_{e.class_name}_{p.attr}"
@@ -146,7 +147,6 @@ def encoder_fields(e: Event) -> list[dict[str, object]]:
         consts: list[str] = []
         if p.type == "string":
             kind = "string"
-            consts.append(f"{const}: dict[str, bytes] = {{}}")
             if p.allowed is not None:
                 rules.append(f"v in ({''.join(pyrepr(a) + ', ' for a in p.allowed)})")
             if p.min_len is not None:
@@ -159,7 +159,6 @@ def encoder_fields(e: Event) -> list[dict[str, object]]:
                 rules.append(f"{const}_re.search(v)")
         elif p.type in INT_RANGES:
             kind = "int"
-            consts.append(f"{const}: dict[int, bytes] = {{}}")
             if p.allowed is not None:
                 rules.append(f"v in ({''.join(pyrepr(a) + ', ' for a in p.allowed)})")
             else:
@@ -186,6 +185,7 @@ def encoder_fields(e: Event) -> list[dict[str, object]]:
                 "wire": p.wire_name,
                 "kind": kind,
                 "const": const,
+                "cache": f"_{p.attr}" if kind in ("string", "int") else "",
                 "consts": consts,
                 "rule": " and ".join(rules),
                 "optional": not p.required,

@@ -22,14 +22,14 @@ def new_encoder() -> EventEncoder:
 
 def test_caches_stay_within_their_entry_and_byte_bounds() -> None:
     encoder = new_encoder()
-    # Every cache at once: distinct ids and kinds (heads), keys (key parts), values
+    # Every cache at once: distinct ids and kinds (tails), keys (key parts), values
     # (entries) and lengths (frames), far past every bound, with values as long as kept.
-    for i in range(3 * encode.HEADS_HELD):
+    for i in range(3 * encode.KINDS_HELD):
         props = {f"k{i % 5000}": f"{i:x}".rjust(encode.LONG_STRING, "v"), "n": float(i) + 0.5}
         body = encoder.encode_now(f"user_{i}", f"kind.{i % 97}", props)
         assert body is not None
     limits = encode.ENTRIES_HELD + 2 * encode.KEY_PARTS_HELD
-    limits += encode.FRAMES_HELD + encode.HEADS_HELD
+    limits += encode.FRAMES_HELD + 2 * encode.KINDS_HELD
     assert encoder.cached_entries() <= limits
     # Each encoding kept is at most CACHED_BYTES_MAX (and its key no longer): a few MiB.
     assert encoder.cache_bytes() <= 2 * encode.CACHED_BYTES_MAX * limits
@@ -44,11 +44,12 @@ def test_what_is_too_large_to_keep_is_encoded_but_not_cached() -> None:
     before = encoder.cached_entries()
     for _ in range(3):
         assert encoder.encode_now(huge_id, "kind.x", {huge_key: 1}) is not None
-    assert encoder.cached_entries() == before + 1  # one frame length, nothing else
+    # One frame length and the kind's tail; nothing of the huge key or the distinct id.
+    assert encoder.cached_entries() == before + 2
     assert encoder.custom_properties({"a": long_value}) == protobuf.entry(
         protobuf.CUSTOM, "a", Variant.STRING, long_value
     )
-    assert encoder.cached_entries() == before + 2  # the key field of "a", not its value
+    assert encoder.cached_entries() == before + 3  # the key field of "a", not its value
 
 
 def test_cached_entries_are_the_uncached_bytes() -> None:
@@ -102,3 +103,37 @@ def test_only_the_encoder_frames_events(path: Path) -> None:
         for alias in node.names
     }
     assert not (used | imported) & FRAMING
+
+
+def test_a_key_whose_values_do_not_repeat_turns_volatile_and_keeps_none() -> None:
+    encoder = new_encoder()
+    steady = {"currency": "USD", "gift": True}
+    for i in range(encode.VOLATILE_AFTER + 1):
+        props = {"order": f"o{i}", "amount": i + 0.5, "n": 10**6 + i, **steady}
+        assert encoder.custom_properties(props)
+    held = encoder.cached_entries()
+    # Past the bound each new value is written, not kept; the steady keys stay cached.
+    for i in range(1000, 3000):
+        props = {"order": f"o{i}", "amount": i + 0.5, "n": 10**6 + i, **steady}
+        assert encoder.custom_properties(props)
+    assert encoder.cached_entries() == held
+    # What a volatile key writes is the generic encoder's bytes, for every kind of value:
+    # short and long strings, lone surrogates, floats (zeros, huge), ints; and values that
+    # cannot be sent are left out, alone.
+    cases: list[tuple[str, object, Variant]] = [
+        ("order", "o-new", Variant.STRING),
+        ("order", "x" * (encode.LONG_STRING + 1), Variant.STRING),
+        ("order", "\ud800", Variant.STRING),
+        ("amount", 1e300, Variant.DOUBLE),
+        ("amount", -0.0, Variant.DOUBLE),
+        ("amount", 0.0, Variant.DOUBLE),
+        ("n", 7, Variant.INT),
+    ]
+    for key, value, variant in cases:
+        assert encoder.custom_properties({key: value}) == protobuf.entry(
+            protobuf.CUSTOM, key, variant, value
+        ), (key, value)
+    assert encoder.custom_properties({"amount": float("nan"), "currency": "USD"}) == (
+        protobuf.entry(protobuf.CUSTOM, "currency", Variant.STRING, "USD")
+    )
+    assert encoder.cached_entries() == held

@@ -221,12 +221,81 @@ def test_a_cached_value_is_not_taken_for_an_equal_one_of_another_type() -> None:
     assert ENCODERS[Purchase](Purchase(quantity=True)) is None
 
 
-def test_the_fast_path_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fast_path_caches_are_the_clients_and_bounded() -> None:
     from pug.events import commerce
 
+    encoder = encode.EventEncoder("0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e01", {})
+    other = encode.EventEncoder("0190a9d2-7a00-7cc1-8a5b-2f0e6c1d9e02", {})
     for i in range(1000):
-        assert ENCODERS[commerce.Purchase](commerce.Purchase(order_id=f"o{i}")) is not None
-    assert 0 < len(commerce._Purchase_order_id) <= 256
+        event = commerce.Purchase(order_id=f"o{i}", currency="USD")
+        assert encoder.encode_now("user_1", event, None) is not None
+    # The generated module keeps nothing: every entry is in the client's encoder, each
+    # field's cache within 256 entries, and another client's caches are its own.
+    assert not [name for name, value in vars(commerce).items() if isinstance(value, dict)
+                and value and name.startswith("_Purchase")]  # fmt: skip
+    _, caches = encoder._typed[commerce.Purchase]
+    assert [len(cache) for cache in caches] == [0, 1, 1000 % 256 or 256, 0, 0, 0, 0]
+    assert other.cached_entries() == 0
+    # Field caches of at most FIELD_CACHES_HELD fields in all: classes past it start again.
+    classes = [c for c in registered_events().values() if encode.CACHES_NEEDED.get(c)]
+    for cls in classes:
+        encoder._typed_encoder(cls)
+    assert encoder._field_caches <= encode.FIELD_CACHES_HELD
+    assert sum(len(caches) for _, caches in encoder._typed.values()) == encoder._field_caches
+
+
+# What pug-codegen 0.1.0 wrote for a one-field event (module-level cache, one-argument
+# encoder, `register` without caches): such modules keep working.
+OLD_MODULE = """
+from typing import Any, ClassVar
+from pug import encoders as _support
+from pug.event import PugEvent
+
+
+class OldThing(PugEvent, kw_only=True):
+    KIND: ClassVar[str] = "old.thing"
+    n: int
+
+
+_OldThing_n: dict[int, bytes] = {}
+
+
+def _encode_OldThing(e: OldThing) -> bytes | None:
+    out: list[bytes] = []
+    v: Any
+    v = e.n
+    if type(v) is not int:
+        return None
+    try:
+        out.append(_OldThing_n[v])
+    except KeyError:
+        if not (-2147483648 <= v <= 2147483647):
+            return None
+        out.append(_support.integer(_OldThing_n, "n", v))
+    return b"".join(out)
+
+
+_support.register({OldThing: _encode_OldThing})
+"""
+
+
+def test_a_module_generated_by_0_1_0_still_encodes_through_a_client(tmp_path: Path) -> None:
+    from pug import Pug
+    from pug.testing import FakePug
+
+    out = tmp_path / "old_010.py"
+    out.write_text(OLD_MODULE)
+    module = load_module(out, "old_010_events")
+    fake = FakePug()
+    client = Pug(api_key="prv_test", transport=fake)
+    for n in (5, 5, 6):
+        client.track("user_1", module.OldThing(n=n))
+    assert client.flush(10)
+    client.close()
+    assert [(e.kind, e.properties) for e in fake.events()] == [
+        ("old.thing", {"n": 5}), ("old.thing", {"n": 5}), ("old.thing", {"n": 6})
+    ]  # fmt: skip
+    assert module._OldThing_n.keys() == {5, 6}  # its own cache, as in 0.1.0
 
 
 def test_generated_module_source_is_importable_alone(tmp_path: Path) -> None:

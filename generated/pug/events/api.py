@@ -41,16 +41,15 @@ class ApiKeyRevoked(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_ApiKeyCreated_api_key_id: dict[str, bytes] = {}
-_ApiKeyCreated_name: dict[str, bytes] = {}
-_ApiKeyCreated_scope: dict[str, bytes] = {}
 
 
-def _encode_ApiKeyCreated(e: ApiKeyCreated) -> bytes | None:
+def _encode_ApiKeyCreated(e: ApiKeyCreated, c: _support.Caches | None = None) -> bytes | None:
+    _api_key_id, _name, _scope = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.api_key_id
@@ -58,34 +57,32 @@ def _encode_ApiKeyCreated(e: ApiKeyCreated) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_ApiKeyCreated_api_key_id[v])
+            out.append(_api_key_id[v])
         except KeyError:
-            out.append(_support.string(_ApiKeyCreated_api_key_id, "apiKeyId", v))
+            out.append(_support.string(_api_key_id, "apiKeyId", v))
     v = e.name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ApiKeyCreated_name[v])
+            out.append(_name[v])
         except KeyError:
-            out.append(_support.string(_ApiKeyCreated_name, "name", v))
+            out.append(_support.string(_name, "name", v))
     v = e.scope
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ApiKeyCreated_scope[v])
+            out.append(_scope[v])
         except KeyError:
-            out.append(_support.string(_ApiKeyCreated_scope, "scope", v))
+            out.append(_support.string(_scope, "scope", v))
     return b"".join(out)
 
 
-_ApiKeyRevoked_api_key_id: dict[str, bytes] = {}
-_ApiKeyRevoked_name: dict[str, bytes] = {}
-_ApiKeyRevoked_reason: dict[str, bytes] = {}
 
 
-def _encode_ApiKeyRevoked(e: ApiKeyRevoked) -> bytes | None:
+def _encode_ApiKeyRevoked(e: ApiKeyRevoked, c: _support.Caches | None = None) -> bytes | None:
+    _api_key_id, _name, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.api_key_id
@@ -93,25 +90,25 @@ def _encode_ApiKeyRevoked(e: ApiKeyRevoked) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_ApiKeyRevoked_api_key_id[v])
+            out.append(_api_key_id[v])
         except KeyError:
-            out.append(_support.string(_ApiKeyRevoked_api_key_id, "apiKeyId", v))
+            out.append(_support.string(_api_key_id, "apiKeyId", v))
     v = e.name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ApiKeyRevoked_name[v])
+            out.append(_name[v])
         except KeyError:
-            out.append(_support.string(_ApiKeyRevoked_name, "name", v))
+            out.append(_support.string(_name, "name", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ApiKeyRevoked_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_ApiKeyRevoked_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
@@ -119,5 +116,9 @@ _support.register(
     {
         ApiKeyCreated: _encode_ApiKeyCreated,
         ApiKeyRevoked: _encode_ApiKeyRevoked,
-    }
+    },
+    caches={
+        ApiKeyCreated: 3,
+        ApiKeyRevoked: 3,
+    },
 )

@@ -27,37 +27,40 @@ class FeatureUsed(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_FeatureUsed_feature_id: dict[str, bytes] = {}
-_FeatureUsed_feature_name: dict[str, bytes] = {}
 
 
-def _encode_FeatureUsed(e: FeatureUsed) -> bytes | None:
+def _encode_FeatureUsed(e: FeatureUsed, c: _support.Caches | None = None) -> bytes | None:
+    _feature_id, _feature_name = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.feature_id
     if type(v) is not str:
         return None
     try:
-        out.append(_FeatureUsed_feature_id[v])
+        out.append(_feature_id[v])
     except KeyError:
-        out.append(_support.string(_FeatureUsed_feature_id, "featureId", v))
+        out.append(_support.string(_feature_id, "featureId", v))
     v = e.feature_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FeatureUsed_feature_name[v])
+            out.append(_feature_name[v])
         except KeyError:
-            out.append(_support.string(_FeatureUsed_feature_name, "featureName", v))
+            out.append(_support.string(_feature_name, "featureName", v))
     return b"".join(out)
 
 
 _support.register(
     {
         FeatureUsed: _encode_FeatureUsed,
-    }
+    },
+    caches={
+        FeatureUsed: 2,
+    },
 )

@@ -97,39 +97,23 @@ class Signup(PugEvent, kw_only=True):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
 
 
-def _encode_EmailVerified(e: EmailVerified) -> bytes | None:
+def _encode_EmailVerified(e: EmailVerified, c: _support.Caches | None = None) -> bytes | None:
     out: list[bytes] = []
     v: Any
     return b"".join(out)
 
 
-_MfaDisabled_method: dict[str, bytes] = {}
 
 
-def _encode_MfaDisabled(e: MfaDisabled) -> bytes | None:
-    out: list[bytes] = []
-    v: Any
-    v = e.method
-    if v is not UNSET:
-        if type(v) is not str:
-            return None
-        try:
-            out.append(_MfaDisabled_method[v])
-        except KeyError:
-            out.append(_support.string(_MfaDisabled_method, "method", v))
-    return b"".join(out)
-
-
-_MfaEnabled_method: dict[str, bytes] = {}
-
-
-def _encode_MfaEnabled(e: MfaEnabled) -> bytes | None:
+def _encode_MfaDisabled(e: MfaDisabled, c: _support.Caches | None = None) -> bytes | None:
+    _method, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.method
@@ -137,15 +121,32 @@ def _encode_MfaEnabled(e: MfaEnabled) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_MfaEnabled_method[v])
+            out.append(_method[v])
         except KeyError:
-            out.append(_support.string(_MfaEnabled_method, "method", v))
+            out.append(_support.string(_method, "method", v))
     return b"".join(out)
 
 
 
 
-def _encode_PasswordResetCompleted(e: PasswordResetCompleted) -> bytes | None:
+def _encode_MfaEnabled(e: MfaEnabled, c: _support.Caches | None = None) -> bytes | None:
+    _method, = c or _support.no_caches(1)
+    out: list[bytes] = []
+    v: Any
+    v = e.method
+    if v is not UNSET:
+        if type(v) is not str:
+            return None
+        try:
+            out.append(_method[v])
+        except KeyError:
+            out.append(_support.string(_method, "method", v))
+    return b"".join(out)
+
+
+
+
+def _encode_PasswordResetCompleted(e: PasswordResetCompleted, c: _support.Caches | None = None) -> bytes | None:
     out: list[bytes] = []
     v: Any
     return b"".join(out)
@@ -153,7 +154,7 @@ def _encode_PasswordResetCompleted(e: PasswordResetCompleted) -> bytes | None:
 
 
 
-def _encode_PasswordResetRequested(e: PasswordResetRequested) -> bytes | None:
+def _encode_PasswordResetRequested(e: PasswordResetRequested, c: _support.Caches | None = None) -> bytes | None:
     out: list[bytes] = []
     v: Any
     return b"".join(out)
@@ -161,7 +162,7 @@ def _encode_PasswordResetRequested(e: PasswordResetRequested) -> bytes | None:
 
 
 
-def _encode_Signin(e: Signin) -> bytes | None:
+def _encode_Signin(e: Signin, c: _support.Caches | None = None) -> bytes | None:
     out: list[bytes] = []
     v: Any
     return b"".join(out)
@@ -169,7 +170,7 @@ def _encode_Signin(e: Signin) -> bytes | None:
 
 
 
-def _encode_Signout(e: Signout) -> bytes | None:
+def _encode_Signout(e: Signout, c: _support.Caches | None = None) -> bytes | None:
     out: list[bytes] = []
     v: Any
     return b"".join(out)
@@ -177,7 +178,7 @@ def _encode_Signout(e: Signout) -> bytes | None:
 
 
 
-def _encode_Signup(e: Signup) -> bytes | None:
+def _encode_Signup(e: Signup, c: _support.Caches | None = None) -> bytes | None:
     out: list[bytes] = []
     v: Any
     return b"".join(out)
@@ -193,5 +194,15 @@ _support.register(
         Signin: _encode_Signin,
         Signout: _encode_Signout,
         Signup: _encode_Signup,
-    }
+    },
+    caches={
+        EmailVerified: 0,
+        MfaDisabled: 1,
+        MfaEnabled: 1,
+        PasswordResetCompleted: 0,
+        PasswordResetRequested: 0,
+        Signin: 0,
+        Signout: 0,
+        Signup: 0,
+    },
 )

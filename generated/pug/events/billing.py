@@ -233,36 +233,34 @@ class TrialStarted(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_InvoiceFailed_invoice_id: dict[str, bytes] = {}
-_InvoiceFailed_subscription_id: dict[str, bytes] = {}
 _InvoiceFailed_amount = _support.double_prefix("amount")
-_InvoiceFailed_currency: dict[str, bytes] = {}
 _InvoiceFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
-_InvoiceFailed_reason: dict[str, bytes] = {}
 
 
-def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
+def _encode_InvoiceFailed(e: InvoiceFailed, c: _support.Caches | None = None) -> bytes | None:
+    _invoice_id, _subscription_id, _currency, _reason = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.invoice_id
     if type(v) is not str:
         return None
     try:
-        out.append(_InvoiceFailed_invoice_id[v])
+        out.append(_invoice_id[v])
     except KeyError:
-        out.append(_support.string(_InvoiceFailed_invoice_id, "invoiceId", v))
+        out.append(_support.string(_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InvoiceFailed_subscription_id[v])
+            out.append(_subscription_id[v])
         except KeyError:
-            out.append(_support.string(_InvoiceFailed_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -275,47 +273,45 @@ def _encode_InvoiceFailed(e: InvoiceFailed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_InvoiceFailed_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_InvoiceFailed_currency_re.search(v)):
                 return None
-            out.append(_support.string(_InvoiceFailed_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InvoiceFailed_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_InvoiceFailed_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_InvoicePaid_invoice_id: dict[str, bytes] = {}
-_InvoicePaid_subscription_id: dict[str, bytes] = {}
 _InvoicePaid_amount = _support.double_prefix("amount")
-_InvoicePaid_currency: dict[str, bytes] = {}
 _InvoicePaid_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
+def _encode_InvoicePaid(e: InvoicePaid, c: _support.Caches | None = None) -> bytes | None:
+    _invoice_id, _subscription_id, _currency = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.invoice_id
     if type(v) is not str:
         return None
     try:
-        out.append(_InvoicePaid_invoice_id[v])
+        out.append(_invoice_id[v])
     except KeyError:
-        out.append(_support.string(_InvoicePaid_invoice_id, "invoiceId", v))
+        out.append(_support.string(_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InvoicePaid_subscription_id[v])
+            out.append(_subscription_id[v])
         except KeyError:
-            out.append(_support.string(_InvoicePaid_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -328,24 +324,20 @@ def _encode_InvoicePaid(e: InvoicePaid) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_InvoicePaid_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_InvoicePaid_currency_re.search(v)):
                 return None
-            out.append(_support.string(_InvoicePaid_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_PaymentFailed_payment_id: dict[str, bytes] = {}
-_PaymentFailed_invoice_id: dict[str, bytes] = {}
-_PaymentFailed_subscription_id: dict[str, bytes] = {}
 _PaymentFailed_amount = _support.double_prefix("amount")
-_PaymentFailed_currency: dict[str, bytes] = {}
 _PaymentFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
-_PaymentFailed_reason: dict[str, bytes] = {}
 
 
-def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
+def _encode_PaymentFailed(e: PaymentFailed, c: _support.Caches | None = None) -> bytes | None:
+    _payment_id, _invoice_id, _subscription_id, _currency, _reason = c or _support.no_caches(5)
     out: list[bytes] = []
     v: Any
     v = e.payment_id
@@ -353,25 +345,25 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentFailed_payment_id[v])
+            out.append(_payment_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentFailed_payment_id, "paymentId", v))
+            out.append(_support.string(_payment_id, "paymentId", v))
     v = e.invoice_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentFailed_invoice_id[v])
+            out.append(_invoice_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentFailed_invoice_id, "invoiceId", v))
+            out.append(_support.string(_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentFailed_subscription_id[v])
+            out.append(_subscription_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentFailed_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -384,27 +376,26 @@ def _encode_PaymentFailed(e: PaymentFailed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentFailed_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_PaymentFailed_currency_re.search(v)):
                 return None
-            out.append(_support.string(_PaymentFailed_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentFailed_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_PaymentFailed_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_PaymentMethodAdded_payment_method_id: dict[str, bytes] = {}
-_PaymentMethodAdded_payment_method_type: dict[str, bytes] = {}
 
 
-def _encode_PaymentMethodAdded(e: PaymentMethodAdded) -> bytes | None:
+def _encode_PaymentMethodAdded(e: PaymentMethodAdded, c: _support.Caches | None = None) -> bytes | None:
+    _payment_method_id, _payment_method_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.payment_method_id
@@ -412,25 +403,24 @@ def _encode_PaymentMethodAdded(e: PaymentMethodAdded) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentMethodAdded_payment_method_id[v])
+            out.append(_payment_method_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentMethodAdded_payment_method_id, "paymentMethodId", v))
+            out.append(_support.string(_payment_method_id, "paymentMethodId", v))
     v = e.payment_method_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentMethodAdded_payment_method_type[v])
+            out.append(_payment_method_type[v])
         except KeyError:
-            out.append(_support.string(_PaymentMethodAdded_payment_method_type, "paymentMethodType", v))
+            out.append(_support.string(_payment_method_type, "paymentMethodType", v))
     return b"".join(out)
 
 
-_PaymentMethodRemoved_payment_method_id: dict[str, bytes] = {}
-_PaymentMethodRemoved_payment_method_type: dict[str, bytes] = {}
 
 
-def _encode_PaymentMethodRemoved(e: PaymentMethodRemoved) -> bytes | None:
+def _encode_PaymentMethodRemoved(e: PaymentMethodRemoved, c: _support.Caches | None = None) -> bytes | None:
+    _payment_method_id, _payment_method_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.payment_method_id
@@ -438,29 +428,26 @@ def _encode_PaymentMethodRemoved(e: PaymentMethodRemoved) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentMethodRemoved_payment_method_id[v])
+            out.append(_payment_method_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentMethodRemoved_payment_method_id, "paymentMethodId", v))
+            out.append(_support.string(_payment_method_id, "paymentMethodId", v))
     v = e.payment_method_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentMethodRemoved_payment_method_type[v])
+            out.append(_payment_method_type[v])
         except KeyError:
-            out.append(_support.string(_PaymentMethodRemoved_payment_method_type, "paymentMethodType", v))
+            out.append(_support.string(_payment_method_type, "paymentMethodType", v))
     return b"".join(out)
 
 
-_PaymentSucceeded_payment_id: dict[str, bytes] = {}
-_PaymentSucceeded_invoice_id: dict[str, bytes] = {}
-_PaymentSucceeded_subscription_id: dict[str, bytes] = {}
 _PaymentSucceeded_amount = _support.double_prefix("amount")
-_PaymentSucceeded_currency: dict[str, bytes] = {}
 _PaymentSucceeded_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
+def _encode_PaymentSucceeded(e: PaymentSucceeded, c: _support.Caches | None = None) -> bytes | None:
+    _payment_id, _invoice_id, _subscription_id, _currency = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.payment_id
@@ -468,25 +455,25 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentSucceeded_payment_id[v])
+            out.append(_payment_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentSucceeded_payment_id, "paymentId", v))
+            out.append(_support.string(_payment_id, "paymentId", v))
     v = e.invoice_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentSucceeded_invoice_id[v])
+            out.append(_invoice_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentSucceeded_invoice_id, "invoiceId", v))
+            out.append(_support.string(_invoice_id, "invoiceId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentSucceeded_subscription_id[v])
+            out.append(_subscription_id[v])
         except KeyError:
-            out.append(_support.string(_PaymentSucceeded_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -499,40 +486,37 @@ def _encode_PaymentSucceeded(e: PaymentSucceeded) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_PaymentSucceeded_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_PaymentSucceeded_currency_re.search(v)):
                 return None
-            out.append(_support.string(_PaymentSucceeded_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_RefundFailed_order_id: dict[str, bytes] = {}
-_RefundFailed_refund_id: dict[str, bytes] = {}
 _RefundFailed_amount = _support.double_prefix("amount")
-_RefundFailed_currency: dict[str, bytes] = {}
 _RefundFailed_currency_re = re.compile("^[A-Z]{3}\\Z")
-_RefundFailed_reason: dict[str, bytes] = {}
 
 
-def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
+def _encode_RefundFailed(e: RefundFailed, c: _support.Caches | None = None) -> bytes | None:
+    _order_id, _refund_id, _currency, _reason = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.order_id
     if type(v) is not str:
         return None
     try:
-        out.append(_RefundFailed_order_id[v])
+        out.append(_order_id[v])
     except KeyError:
-        out.append(_support.string(_RefundFailed_order_id, "orderId", v))
+        out.append(_support.string(_order_id, "orderId", v))
     v = e.refund_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RefundFailed_refund_id[v])
+            out.append(_refund_id[v])
         except KeyError:
-            out.append(_support.string(_RefundFailed_refund_id, "refundId", v))
+            out.append(_support.string(_refund_id, "refundId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -545,149 +529,141 @@ def _encode_RefundFailed(e: RefundFailed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_RefundFailed_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_RefundFailed_currency_re.search(v)):
                 return None
-            out.append(_support.string(_RefundFailed_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RefundFailed_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_RefundFailed_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_SubscriptionCanceled_subscription_id: dict[str, bytes] = {}
-_SubscriptionCanceled_plan_id: dict[str, bytes] = {}
-_SubscriptionCanceled_reason: dict[str, bytes] = {}
 
 
-def _encode_SubscriptionCanceled(e: SubscriptionCanceled) -> bytes | None:
+def _encode_SubscriptionCanceled(e: SubscriptionCanceled, c: _support.Caches | None = None) -> bytes | None:
+    _subscription_id, _plan_id, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.subscription_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SubscriptionCanceled_subscription_id[v])
+        out.append(_subscription_id[v])
     except KeyError:
-        out.append(_support.string(_SubscriptionCanceled_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionCanceled_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionCanceled_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionCanceled_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionCanceled_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_SubscriptionChanged_subscription_id: dict[str, bytes] = {}
-_SubscriptionChanged_previous_plan_id: dict[str, bytes] = {}
-_SubscriptionChanged_new_plan_id: dict[str, bytes] = {}
 
 
-def _encode_SubscriptionChanged(e: SubscriptionChanged) -> bytes | None:
+def _encode_SubscriptionChanged(e: SubscriptionChanged, c: _support.Caches | None = None) -> bytes | None:
+    _subscription_id, _previous_plan_id, _new_plan_id = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.subscription_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SubscriptionChanged_subscription_id[v])
+        out.append(_subscription_id[v])
     except KeyError:
-        out.append(_support.string(_SubscriptionChanged_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.previous_plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionChanged_previous_plan_id[v])
+            out.append(_previous_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionChanged_previous_plan_id, "previousPlanId", v))
+            out.append(_support.string(_previous_plan_id, "previousPlanId", v))
     v = e.new_plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionChanged_new_plan_id[v])
+            out.append(_new_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionChanged_new_plan_id, "newPlanId", v))
+            out.append(_support.string(_new_plan_id, "newPlanId", v))
     return b"".join(out)
 
 
-_SubscriptionPaused_subscription_id: dict[str, bytes] = {}
-_SubscriptionPaused_plan_id: dict[str, bytes] = {}
-_SubscriptionPaused_reason: dict[str, bytes] = {}
 
 
-def _encode_SubscriptionPaused(e: SubscriptionPaused) -> bytes | None:
+def _encode_SubscriptionPaused(e: SubscriptionPaused, c: _support.Caches | None = None) -> bytes | None:
+    _subscription_id, _plan_id, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.subscription_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SubscriptionPaused_subscription_id[v])
+        out.append(_subscription_id[v])
     except KeyError:
-        out.append(_support.string(_SubscriptionPaused_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionPaused_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionPaused_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionPaused_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionPaused_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_SubscriptionRenewed_subscription_id: dict[str, bytes] = {}
-_SubscriptionRenewed_plan_id: dict[str, bytes] = {}
 _SubscriptionRenewed_amount = _support.double_prefix("amount")
-_SubscriptionRenewed_currency: dict[str, bytes] = {}
 _SubscriptionRenewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
+def _encode_SubscriptionRenewed(e: SubscriptionRenewed, c: _support.Caches | None = None) -> bytes | None:
+    _subscription_id, _plan_id, _currency = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.subscription_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SubscriptionRenewed_subscription_id[v])
+        out.append(_subscription_id[v])
     except KeyError:
-        out.append(_support.string(_SubscriptionRenewed_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionRenewed_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionRenewed_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -700,73 +676,69 @@ def _encode_SubscriptionRenewed(e: SubscriptionRenewed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionRenewed_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_SubscriptionRenewed_currency_re.search(v)):
                 return None
-            out.append(_support.string(_SubscriptionRenewed_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_SubscriptionResumed_subscription_id: dict[str, bytes] = {}
-_SubscriptionResumed_plan_id: dict[str, bytes] = {}
-_SubscriptionResumed_reason: dict[str, bytes] = {}
 
 
-def _encode_SubscriptionResumed(e: SubscriptionResumed) -> bytes | None:
+def _encode_SubscriptionResumed(e: SubscriptionResumed, c: _support.Caches | None = None) -> bytes | None:
+    _subscription_id, _plan_id, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.subscription_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SubscriptionResumed_subscription_id[v])
+        out.append(_subscription_id[v])
     except KeyError:
-        out.append(_support.string(_SubscriptionResumed_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionResumed_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionResumed_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionResumed_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionResumed_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_SubscriptionStarted_subscription_id: dict[str, bytes] = {}
-_SubscriptionStarted_plan_id: dict[str, bytes] = {}
 _SubscriptionStarted_amount = _support.double_prefix("amount")
-_SubscriptionStarted_currency: dict[str, bytes] = {}
 _SubscriptionStarted_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
+def _encode_SubscriptionStarted(e: SubscriptionStarted, c: _support.Caches | None = None) -> bytes | None:
+    _subscription_id, _plan_id, _currency = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.subscription_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SubscriptionStarted_subscription_id[v])
+        out.append(_subscription_id[v])
     except KeyError:
-        out.append(_support.string(_SubscriptionStarted_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionStarted_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionStarted_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -779,54 +751,50 @@ def _encode_SubscriptionStarted(e: SubscriptionStarted) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionStarted_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_SubscriptionStarted_currency_re.search(v)):
                 return None
-            out.append(_support.string(_SubscriptionStarted_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_SubscriptionTrialWillEnd_subscription_id: dict[str, bytes] = {}
-_SubscriptionTrialWillEnd_plan_id: dict[str, bytes] = {}
-_SubscriptionTrialWillEnd_trial_id: dict[str, bytes] = {}
 
 
-def _encode_SubscriptionTrialWillEnd(e: SubscriptionTrialWillEnd) -> bytes | None:
+def _encode_SubscriptionTrialWillEnd(e: SubscriptionTrialWillEnd, c: _support.Caches | None = None) -> bytes | None:
+    _subscription_id, _plan_id, _trial_id = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.subscription_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SubscriptionTrialWillEnd_subscription_id[v])
+        out.append(_subscription_id[v])
     except KeyError:
-        out.append(_support.string(_SubscriptionTrialWillEnd_subscription_id, "subscriptionId", v))
+        out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionTrialWillEnd_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionTrialWillEnd_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     v = e.trial_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SubscriptionTrialWillEnd_trial_id[v])
+            out.append(_trial_id[v])
         except KeyError:
-            out.append(_support.string(_SubscriptionTrialWillEnd_trial_id, "trialId", v))
+            out.append(_support.string(_trial_id, "trialId", v))
     return b"".join(out)
 
 
-_TrialConverted_trial_id: dict[str, bytes] = {}
-_TrialConverted_subscription_id: dict[str, bytes] = {}
-_TrialConverted_plan_id: dict[str, bytes] = {}
 
 
-def _encode_TrialConverted(e: TrialConverted) -> bytes | None:
+def _encode_TrialConverted(e: TrialConverted, c: _support.Caches | None = None) -> bytes | None:
+    _trial_id, _subscription_id, _plan_id = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.trial_id
@@ -834,33 +802,32 @@ def _encode_TrialConverted(e: TrialConverted) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_TrialConverted_trial_id[v])
+            out.append(_trial_id[v])
         except KeyError:
-            out.append(_support.string(_TrialConverted_trial_id, "trialId", v))
+            out.append(_support.string(_trial_id, "trialId", v))
     v = e.subscription_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_TrialConverted_subscription_id[v])
+            out.append(_subscription_id[v])
         except KeyError:
-            out.append(_support.string(_TrialConverted_subscription_id, "subscriptionId", v))
+            out.append(_support.string(_subscription_id, "subscriptionId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_TrialConverted_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_TrialConverted_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     return b"".join(out)
 
 
-_TrialStarted_trial_id: dict[str, bytes] = {}
-_TrialStarted_plan_id: dict[str, bytes] = {}
 
 
-def _encode_TrialStarted(e: TrialStarted) -> bytes | None:
+def _encode_TrialStarted(e: TrialStarted, c: _support.Caches | None = None) -> bytes | None:
+    _trial_id, _plan_id = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.trial_id
@@ -868,17 +835,17 @@ def _encode_TrialStarted(e: TrialStarted) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_TrialStarted_trial_id[v])
+            out.append(_trial_id[v])
         except KeyError:
-            out.append(_support.string(_TrialStarted_trial_id, "trialId", v))
+            out.append(_support.string(_trial_id, "trialId", v))
     v = e.plan_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_TrialStarted_plan_id[v])
+            out.append(_plan_id[v])
         except KeyError:
-            out.append(_support.string(_TrialStarted_plan_id, "planId", v))
+            out.append(_support.string(_plan_id, "planId", v))
     return b"".join(out)
 
 
@@ -900,5 +867,23 @@ _support.register(
         SubscriptionTrialWillEnd: _encode_SubscriptionTrialWillEnd,
         TrialConverted: _encode_TrialConverted,
         TrialStarted: _encode_TrialStarted,
-    }
+    },
+    caches={
+        InvoiceFailed: 4,
+        InvoicePaid: 3,
+        PaymentFailed: 5,
+        PaymentMethodAdded: 2,
+        PaymentMethodRemoved: 2,
+        PaymentSucceeded: 4,
+        RefundFailed: 4,
+        SubscriptionCanceled: 3,
+        SubscriptionChanged: 3,
+        SubscriptionPaused: 3,
+        SubscriptionRenewed: 3,
+        SubscriptionResumed: 3,
+        SubscriptionStarted: 3,
+        SubscriptionTrialWillEnd: 3,
+        TrialConverted: 3,
+        TrialStarted: 2,
+    },
 )

@@ -425,223 +425,209 @@ class ChatUserBlocked(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_ChatArchived_conversation_id: dict[str, bytes] = {}
-_ChatArchived_conversation_type: dict[str, bytes] = {}
 
 
-def _encode_ChatArchived(e: ChatArchived) -> bytes | None:
+def _encode_ChatArchived(e: ChatArchived, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatArchived_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatArchived_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatArchived_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatArchived_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
-_ChatAttachmentDownloaded_conversation_id: dict[str, bytes] = {}
-_ChatAttachmentDownloaded_message_id: dict[str, bytes] = {}
-_ChatAttachmentDownloaded_attachment_id: dict[str, bytes] = {}
-_ChatAttachmentDownloaded_attachment_type: dict[str, bytes] = {}
-_ChatAttachmentDownloaded_size_bytes: dict[int, bytes] = {}
-_ChatAttachmentDownloaded_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded) -> bytes | None:
+def _encode_ChatAttachmentDownloaded(e: ChatAttachmentDownloaded, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _attachment_id, _attachment_type, _size_bytes, _thread_id = c or _support.no_caches(6)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatAttachmentDownloaded_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatAttachmentDownloaded_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatAttachmentDownloaded_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatAttachmentDownloaded_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.attachment_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatAttachmentDownloaded_attachment_id[v])
+        out.append(_attachment_id[v])
     except KeyError:
-        out.append(_support.string(_ChatAttachmentDownloaded_attachment_id, "attachmentId", v))
+        out.append(_support.string(_attachment_id, "attachmentId", v))
     v = e.attachment_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatAttachmentDownloaded_attachment_type[v])
+            out.append(_attachment_type[v])
         except KeyError:
-            out.append(_support.string(_ChatAttachmentDownloaded_attachment_type, "attachmentType", v))
+            out.append(_support.string(_attachment_type, "attachmentType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ChatAttachmentDownloaded_size_bytes[v])
+            out.append(_size_bytes[v])
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_support.integer(_ChatAttachmentDownloaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_size_bytes, "sizeBytes", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatAttachmentDownloaded_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatAttachmentDownloaded_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatAttachmentUploaded_conversation_id: dict[str, bytes] = {}
-_ChatAttachmentUploaded_message_id: dict[str, bytes] = {}
-_ChatAttachmentUploaded_attachment_id: dict[str, bytes] = {}
-_ChatAttachmentUploaded_attachment_type: dict[str, bytes] = {}
-_ChatAttachmentUploaded_size_bytes: dict[int, bytes] = {}
-_ChatAttachmentUploaded_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded) -> bytes | None:
+def _encode_ChatAttachmentUploaded(e: ChatAttachmentUploaded, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _attachment_id, _attachment_type, _size_bytes, _thread_id = c or _support.no_caches(6)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatAttachmentUploaded_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatAttachmentUploaded_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatAttachmentUploaded_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatAttachmentUploaded_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.attachment_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatAttachmentUploaded_attachment_id[v])
+        out.append(_attachment_id[v])
     except KeyError:
-        out.append(_support.string(_ChatAttachmentUploaded_attachment_id, "attachmentId", v))
+        out.append(_support.string(_attachment_id, "attachmentId", v))
     v = e.attachment_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatAttachmentUploaded_attachment_type[v])
+            out.append(_attachment_type[v])
         except KeyError:
-            out.append(_support.string(_ChatAttachmentUploaded_attachment_type, "attachmentType", v))
+            out.append(_support.string(_attachment_type, "attachmentType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ChatAttachmentUploaded_size_bytes[v])
+            out.append(_size_bytes[v])
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_support.integer(_ChatAttachmentUploaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_size_bytes, "sizeBytes", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatAttachmentUploaded_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatAttachmentUploaded_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatCallJoined_conversation_id: dict[str, bytes] = {}
-_ChatCallJoined_call_id: dict[str, bytes] = {}
-_ChatCallJoined_call_type: dict[str, bytes] = {}
 
 
-def _encode_ChatCallJoined(e: ChatCallJoined) -> bytes | None:
+def _encode_ChatCallJoined(e: ChatCallJoined, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _call_id, _call_type = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallJoined_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallJoined_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallJoined_call_id[v])
+        out.append(_call_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallJoined_call_id, "callId", v))
+        out.append(_support.string(_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatCallJoined_call_type[v])
+            out.append(_call_type[v])
         except KeyError:
-            out.append(_support.string(_ChatCallJoined_call_type, "callType", v))
+            out.append(_support.string(_call_type, "callType", v))
     return b"".join(out)
 
 
-_ChatCallLeft_conversation_id: dict[str, bytes] = {}
-_ChatCallLeft_call_id: dict[str, bytes] = {}
-_ChatCallLeft_call_type: dict[str, bytes] = {}
 _ChatCallLeft_duration = _support.double_prefix("duration")
 
 
-def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
+def _encode_ChatCallLeft(e: ChatCallLeft, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _call_id, _call_type = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallLeft_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallLeft_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallLeft_call_id[v])
+        out.append(_call_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallLeft_call_id, "callId", v))
+        out.append(_support.string(_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatCallLeft_call_type[v])
+            out.append(_call_type[v])
         except KeyError:
-            out.append(_support.string(_ChatCallLeft_call_type, "callType", v))
+            out.append(_support.string(_call_type, "callType", v))
     v = e.duration
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -653,271 +639,257 @@ def _encode_ChatCallLeft(e: ChatCallLeft) -> bytes | None:
     return b"".join(out)
 
 
-_ChatCallRecordingStarted_conversation_id: dict[str, bytes] = {}
-_ChatCallRecordingStarted_call_id: dict[str, bytes] = {}
 
 
-def _encode_ChatCallRecordingStarted(e: ChatCallRecordingStarted) -> bytes | None:
+def _encode_ChatCallRecordingStarted(e: ChatCallRecordingStarted, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _call_id = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallRecordingStarted_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallRecordingStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallRecordingStarted_call_id[v])
+        out.append(_call_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallRecordingStarted_call_id, "callId", v))
+        out.append(_support.string(_call_id, "callId", v))
     return b"".join(out)
 
 
-_ChatCallScreenShared_conversation_id: dict[str, bytes] = {}
-_ChatCallScreenShared_call_id: dict[str, bytes] = {}
 
 
-def _encode_ChatCallScreenShared(e: ChatCallScreenShared) -> bytes | None:
+def _encode_ChatCallScreenShared(e: ChatCallScreenShared, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _call_id = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallScreenShared_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallScreenShared_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallScreenShared_call_id[v])
+        out.append(_call_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallScreenShared_call_id, "callId", v))
+        out.append(_support.string(_call_id, "callId", v))
     return b"".join(out)
 
 
-_ChatCallStarted_conversation_id: dict[str, bytes] = {}
-_ChatCallStarted_call_id: dict[str, bytes] = {}
-_ChatCallStarted_call_type: dict[str, bytes] = {}
 
 
-def _encode_ChatCallStarted(e: ChatCallStarted) -> bytes | None:
+def _encode_ChatCallStarted(e: ChatCallStarted, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _call_id, _call_type = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallStarted_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.call_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCallStarted_call_id[v])
+        out.append(_call_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCallStarted_call_id, "callId", v))
+        out.append(_support.string(_call_id, "callId", v))
     v = e.call_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatCallStarted_call_type[v])
+            out.append(_call_type[v])
         except KeyError:
-            out.append(_support.string(_ChatCallStarted_call_type, "callType", v))
+            out.append(_support.string(_call_type, "callType", v))
     return b"".join(out)
 
 
-_ChatCreated_conversation_id: dict[str, bytes] = {}
-_ChatCreated_conversation_type: dict[str, bytes] = {}
-_ChatCreated_participant_count: dict[int, bytes] = {}
 
 
-def _encode_ChatCreated(e: ChatCreated) -> bytes | None:
+def _encode_ChatCreated(e: ChatCreated, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type, _participant_count = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatCreated_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatCreated_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatCreated_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatCreated_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.participant_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ChatCreated_participant_count[v])
+            out.append(_participant_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_ChatCreated_participant_count, "participantCount", v))
+            out.append(_support.integer(_participant_count, "participantCount", v))
     return b"".join(out)
 
 
-_ChatDeleted_conversation_id: dict[str, bytes] = {}
-_ChatDeleted_conversation_type: dict[str, bytes] = {}
-_ChatDeleted_reason: dict[str, bytes] = {}
 
 
-def _encode_ChatDeleted(e: ChatDeleted) -> bytes | None:
+def _encode_ChatDeleted(e: ChatDeleted, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatDeleted_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatDeleted_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatDeleted_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatDeleted_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatDeleted_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_ChatDeleted_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_ChatJoined_conversation_id: dict[str, bytes] = {}
-_ChatJoined_conversation_type: dict[str, bytes] = {}
 
 
-def _encode_ChatJoined(e: ChatJoined) -> bytes | None:
+def _encode_ChatJoined(e: ChatJoined, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatJoined_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatJoined_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatJoined_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatJoined_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
-_ChatLeft_conversation_id: dict[str, bytes] = {}
-_ChatLeft_conversation_type: dict[str, bytes] = {}
-_ChatLeft_reason: dict[str, bytes] = {}
 
 
-def _encode_ChatLeft(e: ChatLeft) -> bytes | None:
+def _encode_ChatLeft(e: ChatLeft, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatLeft_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatLeft_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatLeft_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatLeft_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatLeft_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_ChatLeft_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_ChatMemberAdded_conversation_id: dict[str, bytes] = {}
-_ChatMemberAdded_member_id: dict[str, bytes] = {}
-_ChatMemberAdded_role: dict[str, bytes] = {}
 
 
-def _encode_ChatMemberAdded(e: ChatMemberAdded) -> bytes | None:
+def _encode_ChatMemberAdded(e: ChatMemberAdded, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _member_id, _role = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberAdded_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberAdded_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberAdded_member_id[v])
+        out.append(_member_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberAdded_member_id, "memberId", v))
+        out.append(_support.string(_member_id, "memberId", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMemberAdded_role[v])
+            out.append(_role[v])
         except KeyError:
-            out.append(_support.string(_ChatMemberAdded_role, "role", v))
+            out.append(_support.string(_role, "role", v))
     return b"".join(out)
 
 
-_ChatMemberMuted_conversation_id: dict[str, bytes] = {}
-_ChatMemberMuted_member_id: dict[str, bytes] = {}
 _ChatMemberMuted_mute_duration = _support.double_prefix("muteDuration")
 
 
-def _encode_ChatMemberMuted(e: ChatMemberMuted) -> bytes | None:
+def _encode_ChatMemberMuted(e: ChatMemberMuted, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _member_id = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberMuted_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberMuted_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberMuted_member_id[v])
+        out.append(_member_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberMuted_member_id, "memberId", v))
+        out.append(_support.string(_member_id, "memberId", v))
     v = e.mute_duration
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -929,693 +901,645 @@ def _encode_ChatMemberMuted(e: ChatMemberMuted) -> bytes | None:
     return b"".join(out)
 
 
-_ChatMemberRemoved_conversation_id: dict[str, bytes] = {}
-_ChatMemberRemoved_member_id: dict[str, bytes] = {}
-_ChatMemberRemoved_reason: dict[str, bytes] = {}
 
 
-def _encode_ChatMemberRemoved(e: ChatMemberRemoved) -> bytes | None:
+def _encode_ChatMemberRemoved(e: ChatMemberRemoved, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _member_id, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberRemoved_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberRemoved_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberRemoved_member_id[v])
+        out.append(_member_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberRemoved_member_id, "memberId", v))
+        out.append(_support.string(_member_id, "memberId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMemberRemoved_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_ChatMemberRemoved_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_ChatMemberRoleChanged_conversation_id: dict[str, bytes] = {}
-_ChatMemberRoleChanged_member_id: dict[str, bytes] = {}
-_ChatMemberRoleChanged_previous_role: dict[str, bytes] = {}
-_ChatMemberRoleChanged_new_role: dict[str, bytes] = {}
 
 
-def _encode_ChatMemberRoleChanged(e: ChatMemberRoleChanged) -> bytes | None:
+def _encode_ChatMemberRoleChanged(e: ChatMemberRoleChanged, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _member_id, _previous_role, _new_role = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberRoleChanged_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberRoleChanged_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberRoleChanged_member_id[v])
+        out.append(_member_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberRoleChanged_member_id, "memberId", v))
+        out.append(_support.string(_member_id, "memberId", v))
     v = e.previous_role
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMemberRoleChanged_previous_role[v])
+            out.append(_previous_role[v])
         except KeyError:
-            out.append(_support.string(_ChatMemberRoleChanged_previous_role, "previousRole", v))
+            out.append(_support.string(_previous_role, "previousRole", v))
     v = e.new_role
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMemberRoleChanged_new_role[v])
+        out.append(_new_role[v])
     except KeyError:
-        out.append(_support.string(_ChatMemberRoleChanged_new_role, "newRole", v))
+        out.append(_support.string(_new_role, "newRole", v))
     return b"".join(out)
 
 
-_ChatMessageDeleted_conversation_id: dict[str, bytes] = {}
-_ChatMessageDeleted_message_id: dict[str, bytes] = {}
-_ChatMessageDeleted_conversation_type: dict[str, bytes] = {}
-_ChatMessageDeleted_reason: dict[str, bytes] = {}
-_ChatMessageDeleted_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessageDeleted(e: ChatMessageDeleted) -> bytes | None:
+def _encode_ChatMessageDeleted(e: ChatMessageDeleted, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _reason, _thread_id = c or _support.no_caches(5)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageDeleted_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageDeleted_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageDeleted_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageDeleted_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageDeleted_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageDeleted_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageDeleted_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageDeleted_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageDeleted_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageDeleted_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatMessageEdited_conversation_id: dict[str, bytes] = {}
-_ChatMessageEdited_message_id: dict[str, bytes] = {}
-_ChatMessageEdited_conversation_type: dict[str, bytes] = {}
-_ChatMessageEdited_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessageEdited(e: ChatMessageEdited) -> bytes | None:
+def _encode_ChatMessageEdited(e: ChatMessageEdited, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _thread_id = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageEdited_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageEdited_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageEdited_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageEdited_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageEdited_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageEdited_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageEdited_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageEdited_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatMessageFailed_conversation_id: dict[str, bytes] = {}
-_ChatMessageFailed_message_id: dict[str, bytes] = {}
-_ChatMessageFailed_conversation_type: dict[str, bytes] = {}
-_ChatMessageFailed_reason: dict[str, bytes] = {}
-_ChatMessageFailed_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessageFailed(e: ChatMessageFailed) -> bytes | None:
+def _encode_ChatMessageFailed(e: ChatMessageFailed, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _reason, _thread_id = c or _support.no_caches(5)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageFailed_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageFailed_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageFailed_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageFailed_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageFailed_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageFailed_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.reason
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageFailed_reason[v])
+        out.append(_reason[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageFailed_reason, "reason", v))
+        out.append(_support.string(_reason, "reason", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageFailed_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageFailed_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatMessagePinned_conversation_id: dict[str, bytes] = {}
-_ChatMessagePinned_message_id: dict[str, bytes] = {}
-_ChatMessagePinned_conversation_type: dict[str, bytes] = {}
-_ChatMessagePinned_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessagePinned(e: ChatMessagePinned) -> bytes | None:
+def _encode_ChatMessagePinned(e: ChatMessagePinned, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _thread_id = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessagePinned_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessagePinned_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessagePinned_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessagePinned_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessagePinned_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessagePinned_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessagePinned_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessagePinned_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatMessageRead_conversation_id: dict[str, bytes] = {}
-_ChatMessageRead_message_id: dict[str, bytes] = {}
-_ChatMessageRead_conversation_type: dict[str, bytes] = {}
-_ChatMessageRead_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessageRead(e: ChatMessageRead) -> bytes | None:
+def _encode_ChatMessageRead(e: ChatMessageRead, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _thread_id = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageRead_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageRead_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageRead_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageRead_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageRead_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageRead_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageRead_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageRead_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatMessageReceived_conversation_id: dict[str, bytes] = {}
-_ChatMessageReceived_message_id: dict[str, bytes] = {}
-_ChatMessageReceived_conversation_type: dict[str, bytes] = {}
-_ChatMessageReceived_message_type: dict[str, bytes] = {}
-_ChatMessageReceived_character_count: dict[int, bytes] = {}
-_ChatMessageReceived_attachment_count: dict[int, bytes] = {}
-_ChatMessageReceived_thread_id: dict[str, bytes] = {}
-_ChatMessageReceived_parent_message_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessageReceived(e: ChatMessageReceived) -> bytes | None:
+def _encode_ChatMessageReceived(e: ChatMessageReceived, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _message_type, _character_count, _attachment_count, _thread_id, _parent_message_id = c or _support.no_caches(8)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageReceived_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageReceived_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageReceived_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageReceived_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageReceived_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageReceived_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.message_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageReceived_message_type[v])
+            out.append(_message_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageReceived_message_type, "messageType", v))
+            out.append(_support.string(_message_type, "messageType", v))
     v = e.character_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ChatMessageReceived_character_count[v])
+            out.append(_character_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_ChatMessageReceived_character_count, "characterCount", v))
+            out.append(_support.integer(_character_count, "characterCount", v))
     v = e.attachment_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ChatMessageReceived_attachment_count[v])
+            out.append(_attachment_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_ChatMessageReceived_attachment_count, "attachmentCount", v))
+            out.append(_support.integer(_attachment_count, "attachmentCount", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageReceived_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageReceived_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     v = e.parent_message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageReceived_parent_message_id[v])
+            out.append(_parent_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageReceived_parent_message_id, "parentMessageId", v))
+            out.append(_support.string(_parent_message_id, "parentMessageId", v))
     return b"".join(out)
 
 
-_ChatMessageSent_conversation_id: dict[str, bytes] = {}
-_ChatMessageSent_message_id: dict[str, bytes] = {}
-_ChatMessageSent_conversation_type: dict[str, bytes] = {}
-_ChatMessageSent_message_type: dict[str, bytes] = {}
-_ChatMessageSent_character_count: dict[int, bytes] = {}
-_ChatMessageSent_attachment_count: dict[int, bytes] = {}
-_ChatMessageSent_thread_id: dict[str, bytes] = {}
-_ChatMessageSent_parent_message_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessageSent(e: ChatMessageSent) -> bytes | None:
+def _encode_ChatMessageSent(e: ChatMessageSent, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _message_type, _character_count, _attachment_count, _thread_id, _parent_message_id = c or _support.no_caches(8)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageSent_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageSent_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageSent_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageSent_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageSent_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageSent_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.message_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageSent_message_type[v])
+            out.append(_message_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageSent_message_type, "messageType", v))
+            out.append(_support.string(_message_type, "messageType", v))
     v = e.character_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ChatMessageSent_character_count[v])
+            out.append(_character_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_ChatMessageSent_character_count, "characterCount", v))
+            out.append(_support.integer(_character_count, "characterCount", v))
     v = e.attachment_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ChatMessageSent_attachment_count[v])
+            out.append(_attachment_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_ChatMessageSent_attachment_count, "attachmentCount", v))
+            out.append(_support.integer(_attachment_count, "attachmentCount", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageSent_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageSent_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     v = e.parent_message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageSent_parent_message_id[v])
+            out.append(_parent_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageSent_parent_message_id, "parentMessageId", v))
+            out.append(_support.string(_parent_message_id, "parentMessageId", v))
     return b"".join(out)
 
 
-_ChatMessageUnpinned_conversation_id: dict[str, bytes] = {}
-_ChatMessageUnpinned_message_id: dict[str, bytes] = {}
-_ChatMessageUnpinned_conversation_type: dict[str, bytes] = {}
-_ChatMessageUnpinned_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned) -> bytes | None:
+def _encode_ChatMessageUnpinned(e: ChatMessageUnpinned, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _conversation_type, _thread_id = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatMessageUnpinned_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatMessageUnpinned_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageUnpinned_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageUnpinned_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageUnpinned_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageUnpinned_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatMessageUnpinned_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatMessageUnpinned_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatReactionAdded_conversation_id: dict[str, bytes] = {}
-_ChatReactionAdded_message_id: dict[str, bytes] = {}
-_ChatReactionAdded_reaction: dict[str, bytes] = {}
-_ChatReactionAdded_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatReactionAdded(e: ChatReactionAdded) -> bytes | None:
+def _encode_ChatReactionAdded(e: ChatReactionAdded, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _reaction, _thread_id = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatReactionAdded_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatReactionAdded_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatReactionAdded_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatReactionAdded_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.reaction
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatReactionAdded_reaction[v])
+        out.append(_reaction[v])
     except KeyError:
-        out.append(_support.string(_ChatReactionAdded_reaction, "reaction", v))
+        out.append(_support.string(_reaction, "reaction", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatReactionAdded_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatReactionAdded_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatReactionRemoved_conversation_id: dict[str, bytes] = {}
-_ChatReactionRemoved_message_id: dict[str, bytes] = {}
-_ChatReactionRemoved_reaction: dict[str, bytes] = {}
-_ChatReactionRemoved_thread_id: dict[str, bytes] = {}
 
 
-def _encode_ChatReactionRemoved(e: ChatReactionRemoved) -> bytes | None:
+def _encode_ChatReactionRemoved(e: ChatReactionRemoved, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _message_id, _reaction, _thread_id = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatReactionRemoved_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatReactionRemoved_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.message_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatReactionRemoved_message_id[v])
+            out.append(_message_id[v])
         except KeyError:
-            out.append(_support.string(_ChatReactionRemoved_message_id, "messageId", v))
+            out.append(_support.string(_message_id, "messageId", v))
     v = e.reaction
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatReactionRemoved_reaction[v])
+        out.append(_reaction[v])
     except KeyError:
-        out.append(_support.string(_ChatReactionRemoved_reaction, "reaction", v))
+        out.append(_support.string(_reaction, "reaction", v))
     v = e.thread_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatReactionRemoved_thread_id[v])
+            out.append(_thread_id[v])
         except KeyError:
-            out.append(_support.string(_ChatReactionRemoved_thread_id, "threadId", v))
+            out.append(_support.string(_thread_id, "threadId", v))
     return b"".join(out)
 
 
-_ChatTypingStarted_conversation_id: dict[str, bytes] = {}
-_ChatTypingStarted_conversation_type: dict[str, bytes] = {}
 
 
-def _encode_ChatTypingStarted(e: ChatTypingStarted) -> bytes | None:
+def _encode_ChatTypingStarted(e: ChatTypingStarted, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatTypingStarted_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatTypingStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatTypingStarted_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatTypingStarted_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
-_ChatTypingStopped_conversation_id: dict[str, bytes] = {}
-_ChatTypingStopped_conversation_type: dict[str, bytes] = {}
 
 
-def _encode_ChatTypingStopped(e: ChatTypingStopped) -> bytes | None:
+def _encode_ChatTypingStopped(e: ChatTypingStopped, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatTypingStopped_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatTypingStopped_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatTypingStopped_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatTypingStopped_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
-_ChatUnarchived_conversation_id: dict[str, bytes] = {}
-_ChatUnarchived_conversation_type: dict[str, bytes] = {}
 
 
-def _encode_ChatUnarchived(e: ChatUnarchived) -> bytes | None:
+def _encode_ChatUnarchived(e: ChatUnarchived, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _conversation_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatUnarchived_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_ChatUnarchived_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.conversation_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ChatUnarchived_conversation_type[v])
+            out.append(_conversation_type[v])
         except KeyError:
-            out.append(_support.string(_ChatUnarchived_conversation_type, "conversationType", v))
+            out.append(_support.string(_conversation_type, "conversationType", v))
     return b"".join(out)
 
 
-_ChatUserBlocked_user_id: dict[str, bytes] = {}
 
 
-def _encode_ChatUserBlocked(e: ChatUserBlocked) -> bytes | None:
+def _encode_ChatUserBlocked(e: ChatUserBlocked, c: _support.Caches | None = None) -> bytes | None:
+    _user_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.user_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ChatUserBlocked_user_id[v])
+        out.append(_user_id[v])
     except KeyError:
-        out.append(_support.string(_ChatUserBlocked_user_id, "userId", v))
+        out.append(_support.string(_user_id, "userId", v))
     return b"".join(out)
 
 
@@ -1651,5 +1575,37 @@ _support.register(
         ChatTypingStopped: _encode_ChatTypingStopped,
         ChatUnarchived: _encode_ChatUnarchived,
         ChatUserBlocked: _encode_ChatUserBlocked,
-    }
+    },
+    caches={
+        ChatArchived: 2,
+        ChatAttachmentDownloaded: 6,
+        ChatAttachmentUploaded: 6,
+        ChatCallJoined: 3,
+        ChatCallLeft: 3,
+        ChatCallRecordingStarted: 2,
+        ChatCallScreenShared: 2,
+        ChatCallStarted: 3,
+        ChatCreated: 3,
+        ChatDeleted: 3,
+        ChatJoined: 2,
+        ChatLeft: 3,
+        ChatMemberAdded: 3,
+        ChatMemberMuted: 2,
+        ChatMemberRemoved: 3,
+        ChatMemberRoleChanged: 4,
+        ChatMessageDeleted: 5,
+        ChatMessageEdited: 4,
+        ChatMessageFailed: 5,
+        ChatMessagePinned: 4,
+        ChatMessageRead: 4,
+        ChatMessageReceived: 8,
+        ChatMessageSent: 8,
+        ChatMessageUnpinned: 4,
+        ChatReactionAdded: 4,
+        ChatReactionRemoved: 4,
+        ChatTypingStarted: 2,
+        ChatTypingStopped: 2,
+        ChatUnarchived: 2,
+        ChatUserBlocked: 1,
+    },
 )

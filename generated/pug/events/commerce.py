@@ -213,31 +213,26 @@ class WishlistRemoved(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_AddToCart_product_id: dict[str, bytes] = {}
 _AddToCart_price = _support.double_prefix("price")
-_AddToCart_currency: dict[str, bytes] = {}
 _AddToCart_currency_re = re.compile("^[A-Z]{3}\\Z")
-_AddToCart_cart_id: dict[str, bytes] = {}
-_AddToCart_quantity: dict[int, bytes] = {}
-_AddToCart_category: dict[str, bytes] = {}
-_AddToCart_brand: dict[str, bytes] = {}
-_AddToCart_sku: dict[str, bytes] = {}
 
 
-def _encode_AddToCart(e: AddToCart) -> bytes | None:
+def _encode_AddToCart(e: AddToCart, c: _support.Caches | None = None) -> bytes | None:
+    _product_id, _currency, _cart_id, _quantity, _category, _brand, _sku = c or _support.no_caches(7)
     out: list[bytes] = []
     v: Any
     v = e.product_id
     if type(v) is not str:
         return None
     try:
-        out.append(_AddToCart_product_id[v])
+        out.append(_product_id[v])
     except KeyError:
-        out.append(_support.string(_AddToCart_product_id, "productId", v))
+        out.append(_support.string(_product_id, "productId", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -250,64 +245,62 @@ def _encode_AddToCart(e: AddToCart) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_AddToCart_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_AddToCart_currency_re.search(v)):
                 return None
-            out.append(_support.string(_AddToCart_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_AddToCart_cart_id[v])
+            out.append(_cart_id[v])
         except KeyError:
-            out.append(_support.string(_AddToCart_cart_id, "cartId", v))
+            out.append(_support.string(_cart_id, "cartId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_AddToCart_quantity[v])
+            out.append(_quantity[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_AddToCart_quantity, "quantity", v))
+            out.append(_support.integer(_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_AddToCart_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_AddToCart_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_AddToCart_brand[v])
+            out.append(_brand[v])
         except KeyError:
-            out.append(_support.string(_AddToCart_brand, "brand", v))
+            out.append(_support.string(_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_AddToCart_sku[v])
+            out.append(_sku[v])
         except KeyError:
-            out.append(_support.string(_AddToCart_sku, "sku", v))
+            out.append(_support.string(_sku, "sku", v))
     return b"".join(out)
 
 
-_CartViewed_cart_id: dict[str, bytes] = {}
-_CartViewed_item_count: dict[int, bytes] = {}
 _CartViewed_amount = _support.double_prefix("amount")
-_CartViewed_currency: dict[str, bytes] = {}
 _CartViewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_CartViewed(e: CartViewed) -> bytes | None:
+def _encode_CartViewed(e: CartViewed, c: _support.Caches | None = None) -> bytes | None:
+    _cart_id, _item_count, _currency = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.cart_id
@@ -315,19 +308,19 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_CartViewed_cart_id[v])
+            out.append(_cart_id[v])
         except KeyError:
-            out.append(_support.string(_CartViewed_cart_id, "cartId", v))
+            out.append(_support.string(_cart_id, "cartId", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_CartViewed_item_count[v])
+            out.append(_item_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_CartViewed_item_count, "itemCount", v))
+            out.append(_support.integer(_item_count, "itemCount", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -340,24 +333,20 @@ def _encode_CartViewed(e: CartViewed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_CartViewed_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_CartViewed_currency_re.search(v)):
                 return None
-            out.append(_support.string(_CartViewed_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_CheckoutStarted_product_id: dict[str, bytes] = {}
 _CheckoutStarted_amount = _support.double_prefix("amount")
-_CheckoutStarted_currency: dict[str, bytes] = {}
 _CheckoutStarted_currency_re = re.compile("^[A-Z]{3}\\Z")
-_CheckoutStarted_cart_id: dict[str, bytes] = {}
-_CheckoutStarted_checkout_id: dict[str, bytes] = {}
-_CheckoutStarted_item_count: dict[int, bytes] = {}
 
 
-def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
+def _encode_CheckoutStarted(e: CheckoutStarted, c: _support.Caches | None = None) -> bytes | None:
+    _product_id, _currency, _cart_id, _checkout_id, _item_count = c or _support.no_caches(5)
     out: list[bytes] = []
     v: Any
     v = e.product_id
@@ -365,9 +354,9 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_CheckoutStarted_product_id[v])
+            out.append(_product_id[v])
         except KeyError:
-            out.append(_support.string(_CheckoutStarted_product_id, "productId", v))
+            out.append(_support.string(_product_id, "productId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -380,109 +369,104 @@ def _encode_CheckoutStarted(e: CheckoutStarted) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_CheckoutStarted_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_CheckoutStarted_currency_re.search(v)):
                 return None
-            out.append(_support.string(_CheckoutStarted_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_CheckoutStarted_cart_id[v])
+            out.append(_cart_id[v])
         except KeyError:
-            out.append(_support.string(_CheckoutStarted_cart_id, "cartId", v))
+            out.append(_support.string(_cart_id, "cartId", v))
     v = e.checkout_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_CheckoutStarted_checkout_id[v])
+            out.append(_checkout_id[v])
         except KeyError:
-            out.append(_support.string(_CheckoutStarted_checkout_id, "checkoutId", v))
+            out.append(_support.string(_checkout_id, "checkoutId", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_CheckoutStarted_item_count[v])
+            out.append(_item_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_CheckoutStarted_item_count, "itemCount", v))
+            out.append(_support.integer(_item_count, "itemCount", v))
     return b"".join(out)
 
 
-_CheckoutStepCompleted_checkout_id: dict[str, bytes] = {}
-_CheckoutStepCompleted_step: dict[str, bytes] = {}
-_CheckoutStepCompleted_step_index: dict[int, bytes] = {}
 
 
-def _encode_CheckoutStepCompleted(e: CheckoutStepCompleted) -> bytes | None:
+def _encode_CheckoutStepCompleted(e: CheckoutStepCompleted, c: _support.Caches | None = None) -> bytes | None:
+    _checkout_id, _step, _step_index = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.checkout_id
     if type(v) is not str:
         return None
     try:
-        out.append(_CheckoutStepCompleted_checkout_id[v])
+        out.append(_checkout_id[v])
     except KeyError:
-        out.append(_support.string(_CheckoutStepCompleted_checkout_id, "checkoutId", v))
+        out.append(_support.string(_checkout_id, "checkoutId", v))
     v = e.step
     if type(v) is not str:
         return None
     try:
-        out.append(_CheckoutStepCompleted_step[v])
+        out.append(_step[v])
     except KeyError:
-        out.append(_support.string(_CheckoutStepCompleted_step, "step", v))
+        out.append(_support.string(_step, "step", v))
     v = e.step_index
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_CheckoutStepCompleted_step_index[v])
+            out.append(_step_index[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_CheckoutStepCompleted_step_index, "stepIndex", v))
+            out.append(_support.integer(_step_index, "stepIndex", v))
     return b"".join(out)
 
 
-_CouponApplied_coupon_id: dict[str, bytes] = {}
-_CouponApplied_coupon_code: dict[str, bytes] = {}
-_CouponApplied_cart_id: dict[str, bytes] = {}
 _CouponApplied_discount_amount = _support.double_prefix("discountAmount")
-_CouponApplied_currency: dict[str, bytes] = {}
 _CouponApplied_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
+def _encode_CouponApplied(e: CouponApplied, c: _support.Caches | None = None) -> bytes | None:
+    _coupon_id, _coupon_code, _cart_id, _currency = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.coupon_id
     if type(v) is not str:
         return None
     try:
-        out.append(_CouponApplied_coupon_id[v])
+        out.append(_coupon_id[v])
     except KeyError:
-        out.append(_support.string(_CouponApplied_coupon_id, "couponId", v))
+        out.append(_support.string(_coupon_id, "couponId", v))
     v = e.coupon_code
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_CouponApplied_coupon_code[v])
+            out.append(_coupon_code[v])
         except KeyError:
-            out.append(_support.string(_CouponApplied_coupon_code, "couponCode", v))
+            out.append(_support.string(_coupon_code, "couponCode", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_CouponApplied_cart_id[v])
+            out.append(_cart_id[v])
         except KeyError:
-            out.append(_support.string(_CouponApplied_cart_id, "cartId", v))
+            out.append(_support.string(_cart_id, "cartId", v))
     v = e.discount_amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -495,74 +479,69 @@ def _encode_CouponApplied(e: CouponApplied) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_CouponApplied_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_CouponApplied_currency_re.search(v)):
                 return None
-            out.append(_support.string(_CouponApplied_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_CouponRemoved_coupon_id: dict[str, bytes] = {}
-_CouponRemoved_coupon_code: dict[str, bytes] = {}
-_CouponRemoved_cart_id: dict[str, bytes] = {}
-_CouponRemoved_reason: dict[str, bytes] = {}
 
 
-def _encode_CouponRemoved(e: CouponRemoved) -> bytes | None:
+def _encode_CouponRemoved(e: CouponRemoved, c: _support.Caches | None = None) -> bytes | None:
+    _coupon_id, _coupon_code, _cart_id, _reason = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.coupon_id
     if type(v) is not str:
         return None
     try:
-        out.append(_CouponRemoved_coupon_id[v])
+        out.append(_coupon_id[v])
     except KeyError:
-        out.append(_support.string(_CouponRemoved_coupon_id, "couponId", v))
+        out.append(_support.string(_coupon_id, "couponId", v))
     v = e.coupon_code
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_CouponRemoved_coupon_code[v])
+            out.append(_coupon_code[v])
         except KeyError:
-            out.append(_support.string(_CouponRemoved_coupon_code, "couponCode", v))
+            out.append(_support.string(_coupon_code, "couponCode", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_CouponRemoved_cart_id[v])
+            out.append(_cart_id[v])
         except KeyError:
-            out.append(_support.string(_CouponRemoved_cart_id, "cartId", v))
+            out.append(_support.string(_cart_id, "cartId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_CouponRemoved_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_CouponRemoved_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_OrderRefunded_order_id: dict[str, bytes] = {}
 _OrderRefunded_amount = _support.double_prefix("amount")
-_OrderRefunded_currency: dict[str, bytes] = {}
 _OrderRefunded_currency_re = re.compile("^[A-Z]{3}\\Z")
-_OrderRefunded_reason: dict[str, bytes] = {}
 
 
-def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
+def _encode_OrderRefunded(e: OrderRefunded, c: _support.Caches | None = None) -> bytes | None:
+    _order_id, _currency, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.order_id
     if type(v) is not str:
         return None
     try:
-        out.append(_OrderRefunded_order_id[v])
+        out.append(_order_id[v])
     except KeyError:
-        out.append(_support.string(_OrderRefunded_order_id, "orderId", v))
+        out.append(_support.string(_order_id, "orderId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -575,119 +554,111 @@ def _encode_OrderRefunded(e: OrderRefunded) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_OrderRefunded_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_OrderRefunded_currency_re.search(v)):
                 return None
-            out.append(_support.string(_OrderRefunded_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_OrderRefunded_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_OrderRefunded_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_ProductListViewed_list_id: dict[str, bytes] = {}
-_ProductListViewed_list_name: dict[str, bytes] = {}
-_ProductListViewed_category: dict[str, bytes] = {}
-_ProductListViewed_item_count: dict[int, bytes] = {}
 
 
-def _encode_ProductListViewed(e: ProductListViewed) -> bytes | None:
+def _encode_ProductListViewed(e: ProductListViewed, c: _support.Caches | None = None) -> bytes | None:
+    _list_id, _list_name, _category, _item_count = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.list_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ProductListViewed_list_id[v])
+        out.append(_list_id[v])
     except KeyError:
-        out.append(_support.string(_ProductListViewed_list_id, "listId", v))
+        out.append(_support.string(_list_id, "listId", v))
     v = e.list_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ProductListViewed_list_name[v])
+            out.append(_list_name[v])
         except KeyError:
-            out.append(_support.string(_ProductListViewed_list_name, "listName", v))
+            out.append(_support.string(_list_name, "listName", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ProductListViewed_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_ProductListViewed_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     v = e.item_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ProductListViewed_item_count[v])
+            out.append(_item_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_ProductListViewed_item_count, "itemCount", v))
+            out.append(_support.integer(_item_count, "itemCount", v))
     return b"".join(out)
 
 
-_ProductViewed_product_id: dict[str, bytes] = {}
-_ProductViewed_product_name: dict[str, bytes] = {}
-_ProductViewed_category: dict[str, bytes] = {}
-_ProductViewed_brand: dict[str, bytes] = {}
-_ProductViewed_sku: dict[str, bytes] = {}
 _ProductViewed_price = _support.double_prefix("price")
-_ProductViewed_currency: dict[str, bytes] = {}
 _ProductViewed_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
+def _encode_ProductViewed(e: ProductViewed, c: _support.Caches | None = None) -> bytes | None:
+    _product_id, _product_name, _category, _brand, _sku, _currency = c or _support.no_caches(6)
     out: list[bytes] = []
     v: Any
     v = e.product_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ProductViewed_product_id[v])
+        out.append(_product_id[v])
     except KeyError:
-        out.append(_support.string(_ProductViewed_product_id, "productId", v))
+        out.append(_support.string(_product_id, "productId", v))
     v = e.product_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ProductViewed_product_name[v])
+            out.append(_product_name[v])
         except KeyError:
-            out.append(_support.string(_ProductViewed_product_name, "productName", v))
+            out.append(_support.string(_product_name, "productName", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ProductViewed_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_ProductViewed_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ProductViewed_brand[v])
+            out.append(_brand[v])
         except KeyError:
-            out.append(_support.string(_ProductViewed_brand, "brand", v))
+            out.append(_support.string(_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ProductViewed_sku[v])
+            out.append(_sku[v])
         except KeyError:
-            out.append(_support.string(_ProductViewed_sku, "sku", v))
+            out.append(_support.string(_sku, "sku", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -700,26 +671,20 @@ def _encode_ProductViewed(e: ProductViewed) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_ProductViewed_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_ProductViewed_currency_re.search(v)):
                 return None
-            out.append(_support.string(_ProductViewed_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_Purchase_product_id: dict[str, bytes] = {}
 _Purchase_amount = _support.double_prefix("amount")
-_Purchase_currency: dict[str, bytes] = {}
 _Purchase_currency_re = re.compile("^[A-Z]{3}\\Z")
-_Purchase_order_id: dict[str, bytes] = {}
-_Purchase_quantity: dict[int, bytes] = {}
-_Purchase_category: dict[str, bytes] = {}
-_Purchase_brand: dict[str, bytes] = {}
-_Purchase_sku: dict[str, bytes] = {}
 
 
-def _encode_Purchase(e: Purchase) -> bytes | None:
+def _encode_Purchase(e: Purchase, c: _support.Caches | None = None) -> bytes | None:
+    _product_id, _currency, _order_id, _quantity, _category, _brand, _sku = c or _support.no_caches(7)
     out: list[bytes] = []
     v: Any
     v = e.product_id
@@ -727,9 +692,9 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_Purchase_product_id[v])
+            out.append(_product_id[v])
         except KeyError:
-            out.append(_support.string(_Purchase_product_id, "productId", v))
+            out.append(_support.string(_product_id, "productId", v))
     v = e.amount
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -742,77 +707,71 @@ def _encode_Purchase(e: Purchase) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_Purchase_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_Purchase_currency_re.search(v)):
                 return None
-            out.append(_support.string(_Purchase_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.order_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_Purchase_order_id[v])
+            out.append(_order_id[v])
         except KeyError:
-            out.append(_support.string(_Purchase_order_id, "orderId", v))
+            out.append(_support.string(_order_id, "orderId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_Purchase_quantity[v])
+            out.append(_quantity[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_Purchase_quantity, "quantity", v))
+            out.append(_support.integer(_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_Purchase_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_Purchase_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_Purchase_brand[v])
+            out.append(_brand[v])
         except KeyError:
-            out.append(_support.string(_Purchase_brand, "brand", v))
+            out.append(_support.string(_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_Purchase_sku[v])
+            out.append(_sku[v])
         except KeyError:
-            out.append(_support.string(_Purchase_sku, "sku", v))
+            out.append(_support.string(_sku, "sku", v))
     return b"".join(out)
 
 
-_RemoveFromCart_product_id: dict[str, bytes] = {}
 _RemoveFromCart_price = _support.double_prefix("price")
-_RemoveFromCart_currency: dict[str, bytes] = {}
 _RemoveFromCart_currency_re = re.compile("^[A-Z]{3}\\Z")
-_RemoveFromCart_cart_id: dict[str, bytes] = {}
-_RemoveFromCart_quantity: dict[int, bytes] = {}
-_RemoveFromCart_category: dict[str, bytes] = {}
-_RemoveFromCart_brand: dict[str, bytes] = {}
-_RemoveFromCart_sku: dict[str, bytes] = {}
 
 
-def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
+def _encode_RemoveFromCart(e: RemoveFromCart, c: _support.Caches | None = None) -> bytes | None:
+    _product_id, _currency, _cart_id, _quantity, _category, _brand, _sku = c or _support.no_caches(7)
     out: list[bytes] = []
     v: Any
     v = e.product_id
     if type(v) is not str:
         return None
     try:
-        out.append(_RemoveFromCart_product_id[v])
+        out.append(_product_id[v])
     except KeyError:
-        out.append(_support.string(_RemoveFromCart_product_id, "productId", v))
+        out.append(_support.string(_product_id, "productId", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -825,81 +784,79 @@ def _encode_RemoveFromCart(e: RemoveFromCart) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_RemoveFromCart_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_RemoveFromCart_currency_re.search(v)):
                 return None
-            out.append(_support.string(_RemoveFromCart_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     v = e.cart_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RemoveFromCart_cart_id[v])
+            out.append(_cart_id[v])
         except KeyError:
-            out.append(_support.string(_RemoveFromCart_cart_id, "cartId", v))
+            out.append(_support.string(_cart_id, "cartId", v))
     v = e.quantity
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_RemoveFromCart_quantity[v])
+            out.append(_quantity[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_RemoveFromCart_quantity, "quantity", v))
+            out.append(_support.integer(_quantity, "quantity", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RemoveFromCart_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_RemoveFromCart_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     v = e.brand
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RemoveFromCart_brand[v])
+            out.append(_brand[v])
         except KeyError:
-            out.append(_support.string(_RemoveFromCart_brand, "brand", v))
+            out.append(_support.string(_brand, "brand", v))
     v = e.sku
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RemoveFromCart_sku[v])
+            out.append(_sku[v])
         except KeyError:
-            out.append(_support.string(_RemoveFromCart_sku, "sku", v))
+            out.append(_support.string(_sku, "sku", v))
     return b"".join(out)
 
 
-_WishlistAdded_product_id: dict[str, bytes] = {}
-_WishlistAdded_wishlist_id: dict[str, bytes] = {}
 _WishlistAdded_price = _support.double_prefix("price")
-_WishlistAdded_currency: dict[str, bytes] = {}
 _WishlistAdded_currency_re = re.compile("^[A-Z]{3}\\Z")
 
 
-def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
+def _encode_WishlistAdded(e: WishlistAdded, c: _support.Caches | None = None) -> bytes | None:
+    _product_id, _wishlist_id, _currency = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.product_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WishlistAdded_product_id[v])
+        out.append(_product_id[v])
     except KeyError:
-        out.append(_support.string(_WishlistAdded_product_id, "productId", v))
+        out.append(_support.string(_product_id, "productId", v))
     v = e.wishlist_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_WishlistAdded_wishlist_id[v])
+            out.append(_wishlist_id[v])
         except KeyError:
-            out.append(_support.string(_WishlistAdded_wishlist_id, "wishlistId", v))
+            out.append(_support.string(_wishlist_id, "wishlistId", v))
     v = e.price
     if v is not UNSET:
         if type(v) is not float and not (type(v) is int and -_support.EXACT_INT <= v <= _support.EXACT_INT):
@@ -912,36 +869,35 @@ def _encode_WishlistAdded(e: WishlistAdded) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_WishlistAdded_currency[v])
+            out.append(_currency[v])
         except KeyError:
             if not (_WishlistAdded_currency_re.search(v)):
                 return None
-            out.append(_support.string(_WishlistAdded_currency, "currency", v))
+            out.append(_support.string(_currency, "currency", v))
     return b"".join(out)
 
 
-_WishlistRemoved_product_id: dict[str, bytes] = {}
-_WishlistRemoved_wishlist_id: dict[str, bytes] = {}
 
 
-def _encode_WishlistRemoved(e: WishlistRemoved) -> bytes | None:
+def _encode_WishlistRemoved(e: WishlistRemoved, c: _support.Caches | None = None) -> bytes | None:
+    _product_id, _wishlist_id = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.product_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WishlistRemoved_product_id[v])
+        out.append(_product_id[v])
     except KeyError:
-        out.append(_support.string(_WishlistRemoved_product_id, "productId", v))
+        out.append(_support.string(_product_id, "productId", v))
     v = e.wishlist_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_WishlistRemoved_wishlist_id[v])
+            out.append(_wishlist_id[v])
         except KeyError:
-            out.append(_support.string(_WishlistRemoved_wishlist_id, "wishlistId", v))
+            out.append(_support.string(_wishlist_id, "wishlistId", v))
     return b"".join(out)
 
 
@@ -960,5 +916,20 @@ _support.register(
         RemoveFromCart: _encode_RemoveFromCart,
         WishlistAdded: _encode_WishlistAdded,
         WishlistRemoved: _encode_WishlistRemoved,
-    }
+    },
+    caches={
+        AddToCart: 7,
+        CartViewed: 3,
+        CheckoutStarted: 5,
+        CheckoutStepCompleted: 3,
+        CouponApplied: 4,
+        CouponRemoved: 4,
+        OrderRefunded: 3,
+        ProductListViewed: 4,
+        ProductViewed: 6,
+        Purchase: 7,
+        RemoveFromCart: 7,
+        WishlistAdded: 3,
+        WishlistRemoved: 2,
+    },
 )

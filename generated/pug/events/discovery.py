@@ -91,197 +91,188 @@ class SortChanged(PugEvent, kw_only=True):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_FilterApplied_key: dict[str, bytes] = {}
-_FilterApplied_value: dict[str, bytes] = {}
 
 
-def _encode_FilterApplied(e: FilterApplied) -> bytes | None:
+def _encode_FilterApplied(e: FilterApplied, c: _support.Caches | None = None) -> bytes | None:
+    _key, _value = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.key
     if type(v) is not str:
         return None
     try:
-        out.append(_FilterApplied_key[v])
+        out.append(_key[v])
     except KeyError:
-        out.append(_support.string(_FilterApplied_key, "key", v))
+        out.append(_support.string(_key, "key", v))
     v = e.value
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FilterApplied_value[v])
+            out.append(_value[v])
         except KeyError:
-            out.append(_support.string(_FilterApplied_value, "value", v))
+            out.append(_support.string(_value, "value", v))
     return b"".join(out)
 
 
-_RecommendationClicked_recommendation_id: dict[str, bytes] = {}
-_RecommendationClicked_item_id: dict[str, bytes] = {}
-_RecommendationClicked_source: dict[str, bytes] = {}
-_RecommendationClicked_index: dict[int, bytes] = {}
 
 
-def _encode_RecommendationClicked(e: RecommendationClicked) -> bytes | None:
+def _encode_RecommendationClicked(e: RecommendationClicked, c: _support.Caches | None = None) -> bytes | None:
+    _recommendation_id, _item_id, _source, _index = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.recommendation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_RecommendationClicked_recommendation_id[v])
+        out.append(_recommendation_id[v])
     except KeyError:
-        out.append(_support.string(_RecommendationClicked_recommendation_id, "recommendationId", v))
+        out.append(_support.string(_recommendation_id, "recommendationId", v))
     v = e.item_id
     if type(v) is not str:
         return None
     try:
-        out.append(_RecommendationClicked_item_id[v])
+        out.append(_item_id[v])
     except KeyError:
-        out.append(_support.string(_RecommendationClicked_item_id, "itemId", v))
+        out.append(_support.string(_item_id, "itemId", v))
     v = e.source
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RecommendationClicked_source[v])
+            out.append(_source[v])
         except KeyError:
-            out.append(_support.string(_RecommendationClicked_source, "source", v))
+            out.append(_support.string(_source, "source", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_RecommendationClicked_index[v])
+            out.append(_index[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_RecommendationClicked_index, "index", v))
+            out.append(_support.integer(_index, "index", v))
     return b"".join(out)
 
 
-_RecommendationViewed_recommendation_id: dict[str, bytes] = {}
-_RecommendationViewed_item_id: dict[str, bytes] = {}
-_RecommendationViewed_source: dict[str, bytes] = {}
-_RecommendationViewed_index: dict[int, bytes] = {}
 
 
-def _encode_RecommendationViewed(e: RecommendationViewed) -> bytes | None:
+def _encode_RecommendationViewed(e: RecommendationViewed, c: _support.Caches | None = None) -> bytes | None:
+    _recommendation_id, _item_id, _source, _index = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.recommendation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_RecommendationViewed_recommendation_id[v])
+        out.append(_recommendation_id[v])
     except KeyError:
-        out.append(_support.string(_RecommendationViewed_recommendation_id, "recommendationId", v))
+        out.append(_support.string(_recommendation_id, "recommendationId", v))
     v = e.item_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RecommendationViewed_item_id[v])
+            out.append(_item_id[v])
         except KeyError:
-            out.append(_support.string(_RecommendationViewed_item_id, "itemId", v))
+            out.append(_support.string(_item_id, "itemId", v))
     v = e.source
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_RecommendationViewed_source[v])
+            out.append(_source[v])
         except KeyError:
-            out.append(_support.string(_RecommendationViewed_source, "source", v))
+            out.append(_support.string(_source, "source", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_RecommendationViewed_index[v])
+            out.append(_index[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_RecommendationViewed_index, "index", v))
+            out.append(_support.integer(_index, "index", v))
     return b"".join(out)
 
 
-_Search_query: dict[str, bytes] = {}
 
 
-def _encode_Search(e: Search) -> bytes | None:
+def _encode_Search(e: Search, c: _support.Caches | None = None) -> bytes | None:
+    _query, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.query
     if type(v) is not str:
         return None
     try:
-        out.append(_Search_query[v])
+        out.append(_query[v])
     except KeyError:
-        out.append(_support.string(_Search_query, "query", v))
+        out.append(_support.string(_query, "query", v))
     return b"".join(out)
 
 
-_SearchResultClicked_query: dict[str, bytes] = {}
-_SearchResultClicked_result_id: dict[str, bytes] = {}
-_SearchResultClicked_index: dict[int, bytes] = {}
 
 
-def _encode_SearchResultClicked(e: SearchResultClicked) -> bytes | None:
+def _encode_SearchResultClicked(e: SearchResultClicked, c: _support.Caches | None = None) -> bytes | None:
+    _query, _result_id, _index = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.query
     if type(v) is not str:
         return None
     try:
-        out.append(_SearchResultClicked_query[v])
+        out.append(_query[v])
     except KeyError:
-        out.append(_support.string(_SearchResultClicked_query, "query", v))
+        out.append(_support.string(_query, "query", v))
     v = e.result_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SearchResultClicked_result_id[v])
+        out.append(_result_id[v])
     except KeyError:
-        out.append(_support.string(_SearchResultClicked_result_id, "resultId", v))
+        out.append(_support.string(_result_id, "resultId", v))
     v = e.index
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_SearchResultClicked_index[v])
+            out.append(_index[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_SearchResultClicked_index, "index", v))
+            out.append(_support.integer(_index, "index", v))
     return b"".join(out)
 
 
-_SortChanged_key: dict[str, bytes] = {}
-_SortChanged_direction: dict[str, bytes] = {}
 
 
-def _encode_SortChanged(e: SortChanged) -> bytes | None:
+def _encode_SortChanged(e: SortChanged, c: _support.Caches | None = None) -> bytes | None:
+    _key, _direction = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.key
     if type(v) is not str:
         return None
     try:
-        out.append(_SortChanged_key[v])
+        out.append(_key[v])
     except KeyError:
-        out.append(_support.string(_SortChanged_key, "key", v))
+        out.append(_support.string(_key, "key", v))
     v = e.direction
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SortChanged_direction[v])
+            out.append(_direction[v])
         except KeyError:
-            out.append(_support.string(_SortChanged_direction, "direction", v))
+            out.append(_support.string(_direction, "direction", v))
     return b"".join(out)
 
 
@@ -293,5 +284,13 @@ _support.register(
         Search: _encode_Search,
         SearchResultClicked: _encode_SearchResultClicked,
         SortChanged: _encode_SortChanged,
-    }
+    },
+    caches={
+        FilterApplied: 2,
+        RecommendationClicked: 4,
+        RecommendationViewed: 4,
+        Search: 1,
+        SearchResultClicked: 3,
+        SortChanged: 2,
+    },
 )

@@ -30,43 +30,41 @@ class ErrorOccurred(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_ErrorOccurred_error_code: dict[str, bytes] = {}
-_ErrorOccurred_message: dict[str, bytes] = {}
-_ErrorOccurred_severity: dict[str, bytes] = {}
 _ErrorOccurred_unhandled = _support.bool_entries("unhandled")
-_ErrorOccurred_stack: dict[str, bytes] = {}
 
 
-def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
+def _encode_ErrorOccurred(e: ErrorOccurred, c: _support.Caches | None = None) -> bytes | None:
+    _error_code, _message, _severity, _stack = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.error_code
     if type(v) is not str:
         return None
     try:
-        out.append(_ErrorOccurred_error_code[v])
+        out.append(_error_code[v])
     except KeyError:
-        out.append(_support.string(_ErrorOccurred_error_code, "errorCode", v))
+        out.append(_support.string(_error_code, "errorCode", v))
     v = e.message
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ErrorOccurred_message[v])
+            out.append(_message[v])
         except KeyError:
-            out.append(_support.string(_ErrorOccurred_message, "message", v))
+            out.append(_support.string(_message, "message", v))
     v = e.severity
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ErrorOccurred_severity[v])
+            out.append(_severity[v])
         except KeyError:
-            out.append(_support.string(_ErrorOccurred_severity, "severity", v))
+            out.append(_support.string(_severity, "severity", v))
     v = e.unhandled
     if v is not UNSET:
         if type(v) is not bool:
@@ -77,14 +75,17 @@ def _encode_ErrorOccurred(e: ErrorOccurred) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_ErrorOccurred_stack[v])
+            out.append(_stack[v])
         except KeyError:
-            out.append(_support.string(_ErrorOccurred_stack, "stack", v))
+            out.append(_support.string(_stack, "stack", v))
     return b"".join(out)
 
 
 _support.register(
     {
         ErrorOccurred: _encode_ErrorOccurred,
-    }
+    },
+    caches={
+        ErrorOccurred: 4,
+    },
 )

@@ -68,158 +68,150 @@ class FileUploaded(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_ExportCompleted_export_id: dict[str, bytes] = {}
-_ExportCompleted_export_type: dict[str, bytes] = {}
-_ExportCompleted_size_bytes: dict[int, bytes] = {}
 
 
-def _encode_ExportCompleted(e: ExportCompleted) -> bytes | None:
+def _encode_ExportCompleted(e: ExportCompleted, c: _support.Caches | None = None) -> bytes | None:
+    _export_id, _export_type, _size_bytes = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.export_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ExportCompleted_export_id[v])
+        out.append(_export_id[v])
     except KeyError:
-        out.append(_support.string(_ExportCompleted_export_id, "exportId", v))
+        out.append(_support.string(_export_id, "exportId", v))
     v = e.export_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ExportCompleted_export_type[v])
+            out.append(_export_type[v])
         except KeyError:
-            out.append(_support.string(_ExportCompleted_export_type, "exportType", v))
+            out.append(_support.string(_export_type, "exportType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_ExportCompleted_size_bytes[v])
+            out.append(_size_bytes[v])
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_support.integer(_ExportCompleted_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
-_ExportStarted_export_id: dict[str, bytes] = {}
-_ExportStarted_export_type: dict[str, bytes] = {}
 
 
-def _encode_ExportStarted(e: ExportStarted) -> bytes | None:
+def _encode_ExportStarted(e: ExportStarted, c: _support.Caches | None = None) -> bytes | None:
+    _export_id, _export_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.export_id
     if type(v) is not str:
         return None
     try:
-        out.append(_ExportStarted_export_id[v])
+        out.append(_export_id[v])
     except KeyError:
-        out.append(_support.string(_ExportStarted_export_id, "exportId", v))
+        out.append(_support.string(_export_id, "exportId", v))
     v = e.export_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_ExportStarted_export_type[v])
+            out.append(_export_type[v])
         except KeyError:
-            out.append(_support.string(_ExportStarted_export_type, "exportType", v))
+            out.append(_support.string(_export_type, "exportType", v))
     return b"".join(out)
 
 
-_FileDownloaded_file_id: dict[str, bytes] = {}
-_FileDownloaded_file_name: dict[str, bytes] = {}
-_FileDownloaded_file_type: dict[str, bytes] = {}
-_FileDownloaded_size_bytes: dict[int, bytes] = {}
 
 
-def _encode_FileDownloaded(e: FileDownloaded) -> bytes | None:
+def _encode_FileDownloaded(e: FileDownloaded, c: _support.Caches | None = None) -> bytes | None:
+    _file_id, _file_name, _file_type, _size_bytes = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.file_id
     if type(v) is not str:
         return None
     try:
-        out.append(_FileDownloaded_file_id[v])
+        out.append(_file_id[v])
     except KeyError:
-        out.append(_support.string(_FileDownloaded_file_id, "fileId", v))
+        out.append(_support.string(_file_id, "fileId", v))
     v = e.file_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FileDownloaded_file_name[v])
+            out.append(_file_name[v])
         except KeyError:
-            out.append(_support.string(_FileDownloaded_file_name, "fileName", v))
+            out.append(_support.string(_file_name, "fileName", v))
     v = e.file_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FileDownloaded_file_type[v])
+            out.append(_file_type[v])
         except KeyError:
-            out.append(_support.string(_FileDownloaded_file_type, "fileType", v))
+            out.append(_support.string(_file_type, "fileType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_FileDownloaded_size_bytes[v])
+            out.append(_size_bytes[v])
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_support.integer(_FileDownloaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
-_FileUploaded_file_id: dict[str, bytes] = {}
-_FileUploaded_file_name: dict[str, bytes] = {}
-_FileUploaded_file_type: dict[str, bytes] = {}
-_FileUploaded_size_bytes: dict[int, bytes] = {}
 
 
-def _encode_FileUploaded(e: FileUploaded) -> bytes | None:
+def _encode_FileUploaded(e: FileUploaded, c: _support.Caches | None = None) -> bytes | None:
+    _file_id, _file_name, _file_type, _size_bytes = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.file_id
     if type(v) is not str:
         return None
     try:
-        out.append(_FileUploaded_file_id[v])
+        out.append(_file_id[v])
     except KeyError:
-        out.append(_support.string(_FileUploaded_file_id, "fileId", v))
+        out.append(_support.string(_file_id, "fileId", v))
     v = e.file_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FileUploaded_file_name[v])
+            out.append(_file_name[v])
         except KeyError:
-            out.append(_support.string(_FileUploaded_file_name, "fileName", v))
+            out.append(_support.string(_file_name, "fileName", v))
     v = e.file_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FileUploaded_file_type[v])
+            out.append(_file_type[v])
         except KeyError:
-            out.append(_support.string(_FileUploaded_file_type, "fileType", v))
+            out.append(_support.string(_file_type, "fileType", v))
     v = e.size_bytes
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_FileUploaded_size_bytes[v])
+            out.append(_size_bytes[v])
         except KeyError:
             if not (0 <= v <= 9223372036854775807):
                 return None
-            out.append(_support.integer(_FileUploaded_size_bytes, "sizeBytes", v))
+            out.append(_support.integer(_size_bytes, "sizeBytes", v))
     return b"".join(out)
 
 
@@ -229,5 +221,11 @@ _support.register(
         ExportStarted: _encode_ExportStarted,
         FileDownloaded: _encode_FileDownloaded,
         FileUploaded: _encode_FileUploaded,
-    }
+    },
+    caches={
+        ExportCompleted: 3,
+        ExportStarted: 2,
+        FileDownloaded: 4,
+        FileUploaded: 4,
+    },
 )

@@ -40,66 +40,64 @@ class FormSubmit(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_FormStart_form_id: dict[str, bytes] = {}
-_FormStart_form_name: dict[str, bytes] = {}
 
 
-def _encode_FormStart(e: FormStart) -> bytes | None:
+def _encode_FormStart(e: FormStart, c: _support.Caches | None = None) -> bytes | None:
+    _form_id, _form_name = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.form_id
     if type(v) is not str:
         return None
     try:
-        out.append(_FormStart_form_id[v])
+        out.append(_form_id[v])
     except KeyError:
-        out.append(_support.string(_FormStart_form_id, "formId", v))
+        out.append(_support.string(_form_id, "formId", v))
     v = e.form_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FormStart_form_name[v])
+            out.append(_form_name[v])
         except KeyError:
-            out.append(_support.string(_FormStart_form_name, "formName", v))
+            out.append(_support.string(_form_name, "formName", v))
     return b"".join(out)
 
 
-_FormSubmit_form_id: dict[str, bytes] = {}
-_FormSubmit_form_name: dict[str, bytes] = {}
-_FormSubmit_action: dict[str, bytes] = {}
 
 
-def _encode_FormSubmit(e: FormSubmit) -> bytes | None:
+def _encode_FormSubmit(e: FormSubmit, c: _support.Caches | None = None) -> bytes | None:
+    _form_id, _form_name, _action = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.form_id
     if type(v) is not str:
         return None
     try:
-        out.append(_FormSubmit_form_id[v])
+        out.append(_form_id[v])
     except KeyError:
-        out.append(_support.string(_FormSubmit_form_id, "formId", v))
+        out.append(_support.string(_form_id, "formId", v))
     v = e.form_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FormSubmit_form_name[v])
+            out.append(_form_name[v])
         except KeyError:
-            out.append(_support.string(_FormSubmit_form_name, "formName", v))
+            out.append(_support.string(_form_name, "formName", v))
     v = e.action
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FormSubmit_action[v])
+            out.append(_action[v])
         except KeyError:
-            out.append(_support.string(_FormSubmit_action, "action", v))
+            out.append(_support.string(_action, "action", v))
     return b"".join(out)
 
 
@@ -107,5 +105,9 @@ _support.register(
     {
         FormStart: _encode_FormStart,
         FormSubmit: _encode_FormSubmit,
-    }
+    },
+    caches={
+        FormStart: 2,
+        FormSubmit: 3,
+    },
 )

@@ -40,15 +40,15 @@ class IntegrationDisconnected(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_IntegrationConnected_integration_id: dict[str, bytes] = {}
-_IntegrationConnected_integration_type: dict[str, bytes] = {}
 
 
-def _encode_IntegrationConnected(e: IntegrationConnected) -> bytes | None:
+def _encode_IntegrationConnected(e: IntegrationConnected, c: _support.Caches | None = None) -> bytes | None:
+    _integration_id, _integration_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.integration_id
@@ -56,25 +56,23 @@ def _encode_IntegrationConnected(e: IntegrationConnected) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_IntegrationConnected_integration_id[v])
+            out.append(_integration_id[v])
         except KeyError:
-            out.append(_support.string(_IntegrationConnected_integration_id, "integrationId", v))
+            out.append(_support.string(_integration_id, "integrationId", v))
     v = e.integration_type
     if type(v) is not str:
         return None
     try:
-        out.append(_IntegrationConnected_integration_type[v])
+        out.append(_integration_type[v])
     except KeyError:
-        out.append(_support.string(_IntegrationConnected_integration_type, "integrationType", v))
+        out.append(_support.string(_integration_type, "integrationType", v))
     return b"".join(out)
 
 
-_IntegrationDisconnected_integration_id: dict[str, bytes] = {}
-_IntegrationDisconnected_integration_type: dict[str, bytes] = {}
-_IntegrationDisconnected_reason: dict[str, bytes] = {}
 
 
-def _encode_IntegrationDisconnected(e: IntegrationDisconnected) -> bytes | None:
+def _encode_IntegrationDisconnected(e: IntegrationDisconnected, c: _support.Caches | None = None) -> bytes | None:
+    _integration_id, _integration_type, _reason = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.integration_id
@@ -82,24 +80,24 @@ def _encode_IntegrationDisconnected(e: IntegrationDisconnected) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_IntegrationDisconnected_integration_id[v])
+            out.append(_integration_id[v])
         except KeyError:
-            out.append(_support.string(_IntegrationDisconnected_integration_id, "integrationId", v))
+            out.append(_support.string(_integration_id, "integrationId", v))
     v = e.integration_type
     if type(v) is not str:
         return None
     try:
-        out.append(_IntegrationDisconnected_integration_type[v])
+        out.append(_integration_type[v])
     except KeyError:
-        out.append(_support.string(_IntegrationDisconnected_integration_type, "integrationType", v))
+        out.append(_support.string(_integration_type, "integrationType", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_IntegrationDisconnected_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_IntegrationDisconnected_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
@@ -107,5 +105,9 @@ _support.register(
     {
         IntegrationConnected: _encode_IntegrationConnected,
         IntegrationDisconnected: _encode_IntegrationDisconnected,
-    }
+    },
+    caches={
+        IntegrationConnected: 2,
+        IntegrationDisconnected: 3,
+    },
 )

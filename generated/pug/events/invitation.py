@@ -47,19 +47,15 @@ class InviteSent(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_InviteAccepted_invite_id: dict[str, bytes] = {}
-_InviteAccepted_workspace_id: dict[str, bytes] = {}
-_InviteAccepted_inviter_id: dict[str, bytes] = {}
-_InviteAccepted_invitee_id: dict[str, bytes] = {}
-_InviteAccepted_invitee_email: dict[str, bytes] = {}
-_InviteAccepted_role: dict[str, bytes] = {}
 
 
-def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
+def _encode_InviteAccepted(e: InviteAccepted, c: _support.Caches | None = None) -> bytes | None:
+    _invite_id, _workspace_id, _inviter_id, _invitee_id, _invitee_email, _role = c or _support.no_caches(6)
     out: list[bytes] = []
     v: Any
     v = e.invite_id
@@ -67,61 +63,56 @@ def _encode_InviteAccepted(e: InviteAccepted) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteAccepted_invite_id[v])
+            out.append(_invite_id[v])
         except KeyError:
-            out.append(_support.string(_InviteAccepted_invite_id, "inviteId", v))
+            out.append(_support.string(_invite_id, "inviteId", v))
     v = e.workspace_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteAccepted_workspace_id[v])
+            out.append(_workspace_id[v])
         except KeyError:
-            out.append(_support.string(_InviteAccepted_workspace_id, "workspaceId", v))
+            out.append(_support.string(_workspace_id, "workspaceId", v))
     v = e.inviter_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteAccepted_inviter_id[v])
+            out.append(_inviter_id[v])
         except KeyError:
-            out.append(_support.string(_InviteAccepted_inviter_id, "inviterId", v))
+            out.append(_support.string(_inviter_id, "inviterId", v))
     v = e.invitee_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteAccepted_invitee_id[v])
+            out.append(_invitee_id[v])
         except KeyError:
-            out.append(_support.string(_InviteAccepted_invitee_id, "inviteeId", v))
+            out.append(_support.string(_invitee_id, "inviteeId", v))
     v = e.invitee_email
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteAccepted_invitee_email[v])
+            out.append(_invitee_email[v])
         except KeyError:
-            out.append(_support.string(_InviteAccepted_invitee_email, "inviteeEmail", v))
+            out.append(_support.string(_invitee_email, "inviteeEmail", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteAccepted_role[v])
+            out.append(_role[v])
         except KeyError:
-            out.append(_support.string(_InviteAccepted_role, "role", v))
+            out.append(_support.string(_role, "role", v))
     return b"".join(out)
 
 
-_InviteSent_invite_id: dict[str, bytes] = {}
-_InviteSent_workspace_id: dict[str, bytes] = {}
-_InviteSent_inviter_id: dict[str, bytes] = {}
-_InviteSent_invitee_id: dict[str, bytes] = {}
-_InviteSent_invitee_email: dict[str, bytes] = {}
-_InviteSent_role: dict[str, bytes] = {}
 
 
-def _encode_InviteSent(e: InviteSent) -> bytes | None:
+def _encode_InviteSent(e: InviteSent, c: _support.Caches | None = None) -> bytes | None:
+    _invite_id, _workspace_id, _inviter_id, _invitee_id, _invitee_email, _role = c or _support.no_caches(6)
     out: list[bytes] = []
     v: Any
     v = e.invite_id
@@ -129,49 +120,49 @@ def _encode_InviteSent(e: InviteSent) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteSent_invite_id[v])
+            out.append(_invite_id[v])
         except KeyError:
-            out.append(_support.string(_InviteSent_invite_id, "inviteId", v))
+            out.append(_support.string(_invite_id, "inviteId", v))
     v = e.workspace_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteSent_workspace_id[v])
+            out.append(_workspace_id[v])
         except KeyError:
-            out.append(_support.string(_InviteSent_workspace_id, "workspaceId", v))
+            out.append(_support.string(_workspace_id, "workspaceId", v))
     v = e.inviter_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteSent_inviter_id[v])
+            out.append(_inviter_id[v])
         except KeyError:
-            out.append(_support.string(_InviteSent_inviter_id, "inviterId", v))
+            out.append(_support.string(_inviter_id, "inviterId", v))
     v = e.invitee_id
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteSent_invitee_id[v])
+            out.append(_invitee_id[v])
         except KeyError:
-            out.append(_support.string(_InviteSent_invitee_id, "inviteeId", v))
+            out.append(_support.string(_invitee_id, "inviteeId", v))
     v = e.invitee_email
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteSent_invitee_email[v])
+            out.append(_invitee_email[v])
         except KeyError:
-            out.append(_support.string(_InviteSent_invitee_email, "inviteeEmail", v))
+            out.append(_support.string(_invitee_email, "inviteeEmail", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_InviteSent_role[v])
+            out.append(_role[v])
         except KeyError:
-            out.append(_support.string(_InviteSent_role, "role", v))
+            out.append(_support.string(_role, "role", v))
     return b"".join(out)
 
 
@@ -179,5 +170,9 @@ _support.register(
     {
         InviteAccepted: _encode_InviteAccepted,
         InviteSent: _encode_InviteSent,
-    }
+    },
+    caches={
+        InviteAccepted: 6,
+        InviteSent: 6,
+    },
 )

@@ -134,40 +134,41 @@ class VideoStarted(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_AudioCompleted_audio_id: dict[str, bytes] = {}
 
 
-def _encode_AudioCompleted(e: AudioCompleted) -> bytes | None:
+def _encode_AudioCompleted(e: AudioCompleted, c: _support.Caches | None = None) -> bytes | None:
+    _audio_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.audio_id
     if type(v) is not str:
         return None
     try:
-        out.append(_AudioCompleted_audio_id[v])
+        out.append(_audio_id[v])
     except KeyError:
-        out.append(_support.string(_AudioCompleted_audio_id, "audioId", v))
+        out.append(_support.string(_audio_id, "audioId", v))
     return b"".join(out)
 
 
-_AudioPause_audio_id: dict[str, bytes] = {}
 _AudioPause_position = _support.double_prefix("position")
 
 
-def _encode_AudioPause(e: AudioPause) -> bytes | None:
+def _encode_AudioPause(e: AudioPause, c: _support.Caches | None = None) -> bytes | None:
+    _audio_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.audio_id
     if type(v) is not str:
         return None
     try:
-        out.append(_AudioPause_audio_id[v])
+        out.append(_audio_id[v])
     except KeyError:
-        out.append(_support.string(_AudioPause_audio_id, "audioId", v))
+        out.append(_support.string(_audio_id, "audioId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -179,20 +180,20 @@ def _encode_AudioPause(e: AudioPause) -> bytes | None:
     return b"".join(out)
 
 
-_AudioPlay_audio_id: dict[str, bytes] = {}
 _AudioPlay_position = _support.double_prefix("position")
 
 
-def _encode_AudioPlay(e: AudioPlay) -> bytes | None:
+def _encode_AudioPlay(e: AudioPlay, c: _support.Caches | None = None) -> bytes | None:
+    _audio_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.audio_id
     if type(v) is not str:
         return None
     try:
-        out.append(_AudioPlay_audio_id[v])
+        out.append(_audio_id[v])
     except KeyError:
-        out.append(_support.string(_AudioPlay_audio_id, "audioId", v))
+        out.append(_support.string(_audio_id, "audioId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -204,21 +205,21 @@ def _encode_AudioPlay(e: AudioPlay) -> bytes | None:
     return b"".join(out)
 
 
-_AudioSeeked_audio_id: dict[str, bytes] = {}
 _AudioSeeked_from_position = _support.double_prefix("fromPosition")
 _AudioSeeked_to_position = _support.double_prefix("toPosition")
 
 
-def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
+def _encode_AudioSeeked(e: AudioSeeked, c: _support.Caches | None = None) -> bytes | None:
+    _audio_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.audio_id
     if type(v) is not str:
         return None
     try:
-        out.append(_AudioSeeked_audio_id[v])
+        out.append(_audio_id[v])
     except KeyError:
-        out.append(_support.string(_AudioSeeked_audio_id, "audioId", v))
+        out.append(_support.string(_audio_id, "audioId", v))
     v = e.from_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -238,52 +239,52 @@ def _encode_AudioSeeked(e: AudioSeeked) -> bytes | None:
     return b"".join(out)
 
 
-_AudioStarted_audio_id: dict[str, bytes] = {}
 
 
-def _encode_AudioStarted(e: AudioStarted) -> bytes | None:
+def _encode_AudioStarted(e: AudioStarted, c: _support.Caches | None = None) -> bytes | None:
+    _audio_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.audio_id
     if type(v) is not str:
         return None
     try:
-        out.append(_AudioStarted_audio_id[v])
+        out.append(_audio_id[v])
     except KeyError:
-        out.append(_support.string(_AudioStarted_audio_id, "audioId", v))
+        out.append(_support.string(_audio_id, "audioId", v))
     return b"".join(out)
 
 
-_VideoCompleted_video_id: dict[str, bytes] = {}
 
 
-def _encode_VideoCompleted(e: VideoCompleted) -> bytes | None:
+def _encode_VideoCompleted(e: VideoCompleted, c: _support.Caches | None = None) -> bytes | None:
+    _video_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.video_id
     if type(v) is not str:
         return None
     try:
-        out.append(_VideoCompleted_video_id[v])
+        out.append(_video_id[v])
     except KeyError:
-        out.append(_support.string(_VideoCompleted_video_id, "videoId", v))
+        out.append(_support.string(_video_id, "videoId", v))
     return b"".join(out)
 
 
-_VideoPause_video_id: dict[str, bytes] = {}
 _VideoPause_position = _support.double_prefix("position")
 
 
-def _encode_VideoPause(e: VideoPause) -> bytes | None:
+def _encode_VideoPause(e: VideoPause, c: _support.Caches | None = None) -> bytes | None:
+    _video_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.video_id
     if type(v) is not str:
         return None
     try:
-        out.append(_VideoPause_video_id[v])
+        out.append(_video_id[v])
     except KeyError:
-        out.append(_support.string(_VideoPause_video_id, "videoId", v))
+        out.append(_support.string(_video_id, "videoId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -295,20 +296,20 @@ def _encode_VideoPause(e: VideoPause) -> bytes | None:
     return b"".join(out)
 
 
-_VideoPlay_video_id: dict[str, bytes] = {}
 _VideoPlay_position = _support.double_prefix("position")
 
 
-def _encode_VideoPlay(e: VideoPlay) -> bytes | None:
+def _encode_VideoPlay(e: VideoPlay, c: _support.Caches | None = None) -> bytes | None:
+    _video_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.video_id
     if type(v) is not str:
         return None
     try:
-        out.append(_VideoPlay_video_id[v])
+        out.append(_video_id[v])
     except KeyError:
-        out.append(_support.string(_VideoPlay_video_id, "videoId", v))
+        out.append(_support.string(_video_id, "videoId", v))
     v = e.position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -320,21 +321,21 @@ def _encode_VideoPlay(e: VideoPlay) -> bytes | None:
     return b"".join(out)
 
 
-_VideoSeeked_video_id: dict[str, bytes] = {}
 _VideoSeeked_from_position = _support.double_prefix("fromPosition")
 _VideoSeeked_to_position = _support.double_prefix("toPosition")
 
 
-def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
+def _encode_VideoSeeked(e: VideoSeeked, c: _support.Caches | None = None) -> bytes | None:
+    _video_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.video_id
     if type(v) is not str:
         return None
     try:
-        out.append(_VideoSeeked_video_id[v])
+        out.append(_video_id[v])
     except KeyError:
-        out.append(_support.string(_VideoSeeked_video_id, "videoId", v))
+        out.append(_support.string(_video_id, "videoId", v))
     v = e.from_position
     if v is not UNSET:
         if type(v) is not datetime.timedelta:
@@ -354,19 +355,19 @@ def _encode_VideoSeeked(e: VideoSeeked) -> bytes | None:
     return b"".join(out)
 
 
-_VideoStarted_video_id: dict[str, bytes] = {}
 
 
-def _encode_VideoStarted(e: VideoStarted) -> bytes | None:
+def _encode_VideoStarted(e: VideoStarted, c: _support.Caches | None = None) -> bytes | None:
+    _video_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.video_id
     if type(v) is not str:
         return None
     try:
-        out.append(_VideoStarted_video_id[v])
+        out.append(_video_id[v])
     except KeyError:
-        out.append(_support.string(_VideoStarted_video_id, "videoId", v))
+        out.append(_support.string(_video_id, "videoId", v))
     return b"".join(out)
 
 
@@ -382,5 +383,17 @@ _support.register(
         VideoPlay: _encode_VideoPlay,
         VideoSeeked: _encode_VideoSeeked,
         VideoStarted: _encode_VideoStarted,
-    }
+    },
+    caches={
+        AudioCompleted: 1,
+        AudioPause: 1,
+        AudioPlay: 1,
+        AudioSeeked: 1,
+        AudioStarted: 1,
+        VideoCompleted: 1,
+        VideoPause: 1,
+        VideoPlay: 1,
+        VideoSeeked: 1,
+        VideoStarted: 1,
+    },
 )

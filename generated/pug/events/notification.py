@@ -51,82 +51,80 @@ class NotificationReceived(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_NotificationClicked_campaign_id: dict[str, bytes] = {}
-_NotificationClicked_notification_type: dict[str, bytes] = {}
 
 
-def _encode_NotificationClicked(e: NotificationClicked) -> bytes | None:
+def _encode_NotificationClicked(e: NotificationClicked, c: _support.Caches | None = None) -> bytes | None:
+    _campaign_id, _notification_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.campaign_id
     if type(v) is not str:
         return None
     try:
-        out.append(_NotificationClicked_campaign_id[v])
+        out.append(_campaign_id[v])
     except KeyError:
-        out.append(_support.string(_NotificationClicked_campaign_id, "campaignId", v))
+        out.append(_support.string(_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_NotificationClicked_notification_type[v])
+            out.append(_notification_type[v])
         except KeyError:
-            out.append(_support.string(_NotificationClicked_notification_type, "notificationType", v))
+            out.append(_support.string(_notification_type, "notificationType", v))
     return b"".join(out)
 
 
-_NotificationDismissed_campaign_id: dict[str, bytes] = {}
-_NotificationDismissed_notification_type: dict[str, bytes] = {}
 
 
-def _encode_NotificationDismissed(e: NotificationDismissed) -> bytes | None:
+def _encode_NotificationDismissed(e: NotificationDismissed, c: _support.Caches | None = None) -> bytes | None:
+    _campaign_id, _notification_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.campaign_id
     if type(v) is not str:
         return None
     try:
-        out.append(_NotificationDismissed_campaign_id[v])
+        out.append(_campaign_id[v])
     except KeyError:
-        out.append(_support.string(_NotificationDismissed_campaign_id, "campaignId", v))
+        out.append(_support.string(_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_NotificationDismissed_notification_type[v])
+            out.append(_notification_type[v])
         except KeyError:
-            out.append(_support.string(_NotificationDismissed_notification_type, "notificationType", v))
+            out.append(_support.string(_notification_type, "notificationType", v))
     return b"".join(out)
 
 
-_NotificationReceived_campaign_id: dict[str, bytes] = {}
-_NotificationReceived_notification_type: dict[str, bytes] = {}
 
 
-def _encode_NotificationReceived(e: NotificationReceived) -> bytes | None:
+def _encode_NotificationReceived(e: NotificationReceived, c: _support.Caches | None = None) -> bytes | None:
+    _campaign_id, _notification_type = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.campaign_id
     if type(v) is not str:
         return None
     try:
-        out.append(_NotificationReceived_campaign_id[v])
+        out.append(_campaign_id[v])
     except KeyError:
-        out.append(_support.string(_NotificationReceived_campaign_id, "campaignId", v))
+        out.append(_support.string(_campaign_id, "campaignId", v))
     v = e.notification_type
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_NotificationReceived_notification_type[v])
+            out.append(_notification_type[v])
         except KeyError:
-            out.append(_support.string(_NotificationReceived_notification_type, "notificationType", v))
+            out.append(_support.string(_notification_type, "notificationType", v))
     return b"".join(out)
 
 
@@ -135,5 +133,10 @@ _support.register(
         NotificationClicked: _encode_NotificationClicked,
         NotificationDismissed: _encode_NotificationDismissed,
         NotificationReceived: _encode_NotificationReceived,
-    }
+    },
+    caches={
+        NotificationClicked: 2,
+        NotificationDismissed: 2,
+        NotificationReceived: 2,
+    },
 )

@@ -23,13 +23,14 @@ class Share(PugEvent, kw_only=True):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
 
 
-def _encode_Share(e: Share) -> bytes | None:
+def _encode_Share(e: Share, c: _support.Caches | None = None) -> bytes | None:
     out: list[bytes] = []
     v: Any
     return b"".join(out)
@@ -38,5 +39,8 @@ def _encode_Share(e: Share) -> bytes | None:
 _support.register(
     {
         Share: _encode_Share,
-    }
+    },
+    caches={
+        Share: 0,
+    },
 )

@@ -113,16 +113,15 @@ class SurveyStarted(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_FeedbackSubmitted_feedback_id: dict[str, bytes] = {}
-_FeedbackSubmitted_category: dict[str, bytes] = {}
-_FeedbackSubmitted_comment: dict[str, bytes] = {}
 
 
-def _encode_FeedbackSubmitted(e: FeedbackSubmitted) -> bytes | None:
+def _encode_FeedbackSubmitted(e: FeedbackSubmitted, c: _support.Caches | None = None) -> bytes | None:
+    _feedback_id, _category, _comment = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.feedback_id
@@ -130,67 +129,64 @@ def _encode_FeedbackSubmitted(e: FeedbackSubmitted) -> bytes | None:
         if type(v) is not str:
             return None
         try:
-            out.append(_FeedbackSubmitted_feedback_id[v])
+            out.append(_feedback_id[v])
         except KeyError:
-            out.append(_support.string(_FeedbackSubmitted_feedback_id, "feedbackId", v))
+            out.append(_support.string(_feedback_id, "feedbackId", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FeedbackSubmitted_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_FeedbackSubmitted_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     v = e.comment
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_FeedbackSubmitted_comment[v])
+            out.append(_comment[v])
         except KeyError:
-            out.append(_support.string(_FeedbackSubmitted_comment, "comment", v))
+            out.append(_support.string(_comment, "comment", v))
     return b"".join(out)
 
 
-_HelpArticleViewed_article_id: dict[str, bytes] = {}
-_HelpArticleViewed_article_title: dict[str, bytes] = {}
-_HelpArticleViewed_category: dict[str, bytes] = {}
 
 
-def _encode_HelpArticleViewed(e: HelpArticleViewed) -> bytes | None:
+def _encode_HelpArticleViewed(e: HelpArticleViewed, c: _support.Caches | None = None) -> bytes | None:
+    _article_id, _article_title, _category = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.article_id
     if type(v) is not str:
         return None
     try:
-        out.append(_HelpArticleViewed_article_id[v])
+        out.append(_article_id[v])
     except KeyError:
-        out.append(_support.string(_HelpArticleViewed_article_id, "articleId", v))
+        out.append(_support.string(_article_id, "articleId", v))
     v = e.article_title
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_HelpArticleViewed_article_title[v])
+            out.append(_article_title[v])
         except KeyError:
-            out.append(_support.string(_HelpArticleViewed_article_title, "articleTitle", v))
+            out.append(_support.string(_article_title, "articleTitle", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_HelpArticleViewed_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_HelpArticleViewed_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     return b"".join(out)
 
 
-_NpsSubmitted_score: dict[int, bytes] = {}
-_NpsSubmitted_comment: dict[str, bytes] = {}
 
 
-def _encode_NpsSubmitted(e: NpsSubmitted) -> bytes | None:
+def _encode_NpsSubmitted(e: NpsSubmitted, c: _support.Caches | None = None) -> bytes | None:
+    _score, _comment = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.score
@@ -198,146 +194,141 @@ def _encode_NpsSubmitted(e: NpsSubmitted) -> bytes | None:
         if type(v) is not int:
             return None
         try:
-            out.append(_NpsSubmitted_score[v])
+            out.append(_score[v])
         except KeyError:
             if not (0 <= v <= 10):
                 return None
-            out.append(_support.integer(_NpsSubmitted_score, "score", v))
+            out.append(_support.integer(_score, "score", v))
     v = e.comment
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_NpsSubmitted_comment[v])
+            out.append(_comment[v])
         except KeyError:
-            out.append(_support.string(_NpsSubmitted_comment, "comment", v))
+            out.append(_support.string(_comment, "comment", v))
     return b"".join(out)
 
 
-_SupportChatStarted_conversation_id: dict[str, bytes] = {}
-_SupportChatStarted_topic: dict[str, bytes] = {}
 
 
-def _encode_SupportChatStarted(e: SupportChatStarted) -> bytes | None:
+def _encode_SupportChatStarted(e: SupportChatStarted, c: _support.Caches | None = None) -> bytes | None:
+    _conversation_id, _topic = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.conversation_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SupportChatStarted_conversation_id[v])
+        out.append(_conversation_id[v])
     except KeyError:
-        out.append(_support.string(_SupportChatStarted_conversation_id, "conversationId", v))
+        out.append(_support.string(_conversation_id, "conversationId", v))
     v = e.topic
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SupportChatStarted_topic[v])
+            out.append(_topic[v])
         except KeyError:
-            out.append(_support.string(_SupportChatStarted_topic, "topic", v))
+            out.append(_support.string(_topic, "topic", v))
     return b"".join(out)
 
 
-_SupportTicketCreated_ticket_id: dict[str, bytes] = {}
-_SupportTicketCreated_category: dict[str, bytes] = {}
-_SupportTicketCreated_priority: dict[str, bytes] = {}
 
 
-def _encode_SupportTicketCreated(e: SupportTicketCreated) -> bytes | None:
+def _encode_SupportTicketCreated(e: SupportTicketCreated, c: _support.Caches | None = None) -> bytes | None:
+    _ticket_id, _category, _priority = c or _support.no_caches(3)
     out: list[bytes] = []
     v: Any
     v = e.ticket_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SupportTicketCreated_ticket_id[v])
+        out.append(_ticket_id[v])
     except KeyError:
-        out.append(_support.string(_SupportTicketCreated_ticket_id, "ticketId", v))
+        out.append(_support.string(_ticket_id, "ticketId", v))
     v = e.category
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SupportTicketCreated_category[v])
+            out.append(_category[v])
         except KeyError:
-            out.append(_support.string(_SupportTicketCreated_category, "category", v))
+            out.append(_support.string(_category, "category", v))
     v = e.priority
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SupportTicketCreated_priority[v])
+            out.append(_priority[v])
         except KeyError:
-            out.append(_support.string(_SupportTicketCreated_priority, "priority", v))
+            out.append(_support.string(_priority, "priority", v))
     return b"".join(out)
 
 
-_SupportTicketResolved_ticket_id: dict[str, bytes] = {}
-_SupportTicketResolved_resolution: dict[str, bytes] = {}
 
 
-def _encode_SupportTicketResolved(e: SupportTicketResolved) -> bytes | None:
+def _encode_SupportTicketResolved(e: SupportTicketResolved, c: _support.Caches | None = None) -> bytes | None:
+    _ticket_id, _resolution = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.ticket_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SupportTicketResolved_ticket_id[v])
+        out.append(_ticket_id[v])
     except KeyError:
-        out.append(_support.string(_SupportTicketResolved_ticket_id, "ticketId", v))
+        out.append(_support.string(_ticket_id, "ticketId", v))
     v = e.resolution
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_SupportTicketResolved_resolution[v])
+            out.append(_resolution[v])
         except KeyError:
-            out.append(_support.string(_SupportTicketResolved_resolution, "resolution", v))
+            out.append(_support.string(_resolution, "resolution", v))
     return b"".join(out)
 
 
-_SurveyCompleted_survey_id: dict[str, bytes] = {}
-_SurveyCompleted_question_count: dict[int, bytes] = {}
 
 
-def _encode_SurveyCompleted(e: SurveyCompleted) -> bytes | None:
+def _encode_SurveyCompleted(e: SurveyCompleted, c: _support.Caches | None = None) -> bytes | None:
+    _survey_id, _question_count = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.survey_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SurveyCompleted_survey_id[v])
+        out.append(_survey_id[v])
     except KeyError:
-        out.append(_support.string(_SurveyCompleted_survey_id, "surveyId", v))
+        out.append(_support.string(_survey_id, "surveyId", v))
     v = e.question_count
     if v is not UNSET:
         if type(v) is not int:
             return None
         try:
-            out.append(_SurveyCompleted_question_count[v])
+            out.append(_question_count[v])
         except KeyError:
             if not (0 <= v <= 2147483647):
                 return None
-            out.append(_support.integer(_SurveyCompleted_question_count, "questionCount", v))
+            out.append(_support.integer(_question_count, "questionCount", v))
     return b"".join(out)
 
 
-_SurveyStarted_survey_id: dict[str, bytes] = {}
 
 
-def _encode_SurveyStarted(e: SurveyStarted) -> bytes | None:
+def _encode_SurveyStarted(e: SurveyStarted, c: _support.Caches | None = None) -> bytes | None:
+    _survey_id, = c or _support.no_caches(1)
     out: list[bytes] = []
     v: Any
     v = e.survey_id
     if type(v) is not str:
         return None
     try:
-        out.append(_SurveyStarted_survey_id[v])
+        out.append(_survey_id[v])
     except KeyError:
-        out.append(_support.string(_SurveyStarted_survey_id, "surveyId", v))
+        out.append(_support.string(_survey_id, "surveyId", v))
     return b"".join(out)
 
 
@@ -351,5 +342,15 @@ _support.register(
         SupportTicketResolved: _encode_SupportTicketResolved,
         SurveyCompleted: _encode_SurveyCompleted,
         SurveyStarted: _encode_SurveyStarted,
-    }
+    },
+    caches={
+        FeedbackSubmitted: 3,
+        HelpArticleViewed: 3,
+        NpsSubmitted: 2,
+        SupportChatStarted: 2,
+        SupportTicketCreated: 3,
+        SupportTicketResolved: 2,
+        SurveyCompleted: 2,
+        SurveyStarted: 1,
+    },
 )

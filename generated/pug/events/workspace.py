@@ -77,147 +77,141 @@ class WorkspaceSettingsUpdated(PugEvent, kw_only=True, rename="camel"):
 
 # Wire encoders: each event's custom_properties, checked and written field by field, the
 # constant parts encoded once; a string or int value seen before is found with its entry
-# (checked when first seen). None means "take the checked path", which names the rule a
+# (checked when first seen) in the caches the client hands in (one per such field; none
+# given: throwaway ones). None means "take the checked path", which names the rule a
 # value breaks; see pug._wire.codegen_support.
 
 
-_WorkspaceCreated_workspace_id: dict[str, bytes] = {}
-_WorkspaceCreated_workspace_name: dict[str, bytes] = {}
 
 
-def _encode_WorkspaceCreated(e: WorkspaceCreated) -> bytes | None:
+def _encode_WorkspaceCreated(e: WorkspaceCreated, c: _support.Caches | None = None) -> bytes | None:
+    _workspace_id, _workspace_name = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.workspace_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceCreated_workspace_id[v])
+        out.append(_workspace_id[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceCreated_workspace_id, "workspaceId", v))
+        out.append(_support.string(_workspace_id, "workspaceId", v))
     v = e.workspace_name
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_WorkspaceCreated_workspace_name[v])
+            out.append(_workspace_name[v])
         except KeyError:
-            out.append(_support.string(_WorkspaceCreated_workspace_name, "workspaceName", v))
+            out.append(_support.string(_workspace_name, "workspaceName", v))
     return b"".join(out)
 
 
-_WorkspaceDeleted_workspace_id: dict[str, bytes] = {}
-_WorkspaceDeleted_reason: dict[str, bytes] = {}
 
 
-def _encode_WorkspaceDeleted(e: WorkspaceDeleted) -> bytes | None:
+def _encode_WorkspaceDeleted(e: WorkspaceDeleted, c: _support.Caches | None = None) -> bytes | None:
+    _workspace_id, _reason = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.workspace_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceDeleted_workspace_id[v])
+        out.append(_workspace_id[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceDeleted_workspace_id, "workspaceId", v))
+        out.append(_support.string(_workspace_id, "workspaceId", v))
     v = e.reason
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_WorkspaceDeleted_reason[v])
+            out.append(_reason[v])
         except KeyError:
-            out.append(_support.string(_WorkspaceDeleted_reason, "reason", v))
+            out.append(_support.string(_reason, "reason", v))
     return b"".join(out)
 
 
-_WorkspaceJoined_workspace_id: dict[str, bytes] = {}
-_WorkspaceJoined_role: dict[str, bytes] = {}
 
 
-def _encode_WorkspaceJoined(e: WorkspaceJoined) -> bytes | None:
+def _encode_WorkspaceJoined(e: WorkspaceJoined, c: _support.Caches | None = None) -> bytes | None:
+    _workspace_id, _role = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.workspace_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceJoined_workspace_id[v])
+        out.append(_workspace_id[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceJoined_workspace_id, "workspaceId", v))
+        out.append(_support.string(_workspace_id, "workspaceId", v))
     v = e.role
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_WorkspaceJoined_role[v])
+            out.append(_role[v])
         except KeyError:
-            out.append(_support.string(_WorkspaceJoined_role, "role", v))
+            out.append(_support.string(_role, "role", v))
     return b"".join(out)
 
 
-_WorkspaceRoleChanged_workspace_id: dict[str, bytes] = {}
-_WorkspaceRoleChanged_member_id: dict[str, bytes] = {}
-_WorkspaceRoleChanged_previous_role: dict[str, bytes] = {}
-_WorkspaceRoleChanged_new_role: dict[str, bytes] = {}
 
 
-def _encode_WorkspaceRoleChanged(e: WorkspaceRoleChanged) -> bytes | None:
+def _encode_WorkspaceRoleChanged(e: WorkspaceRoleChanged, c: _support.Caches | None = None) -> bytes | None:
+    _workspace_id, _member_id, _previous_role, _new_role = c or _support.no_caches(4)
     out: list[bytes] = []
     v: Any
     v = e.workspace_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceRoleChanged_workspace_id[v])
+        out.append(_workspace_id[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceRoleChanged_workspace_id, "workspaceId", v))
+        out.append(_support.string(_workspace_id, "workspaceId", v))
     v = e.member_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceRoleChanged_member_id[v])
+        out.append(_member_id[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceRoleChanged_member_id, "memberId", v))
+        out.append(_support.string(_member_id, "memberId", v))
     v = e.previous_role
     if v is not UNSET:
         if type(v) is not str:
             return None
         try:
-            out.append(_WorkspaceRoleChanged_previous_role[v])
+            out.append(_previous_role[v])
         except KeyError:
-            out.append(_support.string(_WorkspaceRoleChanged_previous_role, "previousRole", v))
+            out.append(_support.string(_previous_role, "previousRole", v))
     v = e.new_role
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceRoleChanged_new_role[v])
+        out.append(_new_role[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceRoleChanged_new_role, "newRole", v))
+        out.append(_support.string(_new_role, "newRole", v))
     return b"".join(out)
 
 
-_WorkspaceSettingsUpdated_workspace_id: dict[str, bytes] = {}
-_WorkspaceSettingsUpdated_setting: dict[str, bytes] = {}
 
 
-def _encode_WorkspaceSettingsUpdated(e: WorkspaceSettingsUpdated) -> bytes | None:
+def _encode_WorkspaceSettingsUpdated(e: WorkspaceSettingsUpdated, c: _support.Caches | None = None) -> bytes | None:
+    _workspace_id, _setting = c or _support.no_caches(2)
     out: list[bytes] = []
     v: Any
     v = e.workspace_id
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceSettingsUpdated_workspace_id[v])
+        out.append(_workspace_id[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceSettingsUpdated_workspace_id, "workspaceId", v))
+        out.append(_support.string(_workspace_id, "workspaceId", v))
     v = e.setting
     if type(v) is not str:
         return None
     try:
-        out.append(_WorkspaceSettingsUpdated_setting[v])
+        out.append(_setting[v])
     except KeyError:
-        out.append(_support.string(_WorkspaceSettingsUpdated_setting, "setting", v))
+        out.append(_support.string(_setting, "setting", v))
     return b"".join(out)
 
 
@@ -228,5 +222,12 @@ _support.register(
         WorkspaceJoined: _encode_WorkspaceJoined,
         WorkspaceRoleChanged: _encode_WorkspaceRoleChanged,
         WorkspaceSettingsUpdated: _encode_WorkspaceSettingsUpdated,
-    }
+    },
+    caches={
+        WorkspaceCreated: 2,
+        WorkspaceDeleted: 2,
+        WorkspaceJoined: 2,
+        WorkspaceRoleChanged: 4,
+        WorkspaceSettingsUpdated: 2,
+    },
 )

@@ -1,18 +1,19 @@
 """EventEncoder: the one place an event becomes the framed bytes the queue holds.
 
 A framed event is an entry of `BatchCreateRequest.events` (tag, length, Event body), so a
-batch is one join. Most of what an event carries repeats from call to call: the
-(distinct id, kind) pair with the client's session and auto-properties (a "head"), custom
-(key, value) pairs, the frame of a length, the event id's first 24 characters and the
-occur_time of one millisecond. The encoder remembers each of them, and it alone: every
-cache is an attribute of one encoder (one per client), bounded by entries and by bytes,
-so a client's caches hold a few MiB at most whatever callers send.
+batch is one join. Much of what an event carries repeats from call to call: what follows
+the distinct id for one kind (the kind, the client's session and auto-properties: a
+"tail"), custom (key, value) pairs, the frame of a length, the event id's first 24
+characters and the occur_time of one millisecond. The encoder remembers each of them, and
+it alone: every cache is an attribute of one encoder (one per client), bounded by entries
+and by bytes, so a client's caches hold a few MiB at most whatever callers send. What
+rarely repeats is written, not remembered: the distinct id, and the values of a key that
+turned out volatile (order ids, amounts; see `_Volatile`).
 
 Validation is not done here (see `pug._ingest.validate`), with one exception that is a
-cache's contract: heads are held by kind, then distinct id, and a kind is held only once
-a pair with it passed `validate.check_event_ids`, so a cached head is a checked pair and
-a hit skips the checks; a distinct id new to a held kind is checked alone (the rules of
-`validate.check_distinct_id`, which raises with its message when one is broken).
+cache's contract: a kind's tail is held only once a pair with it passed
+`validate.check_event_ids`, so with a held kind only the distinct id is checked (the rules
+of `validate.check_distinct_id`, which raises with its message when one is broken).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from pug._ingest import validate
 from pug._wire import protobuf as pb
-from pug._wire.codegen_support import ENCODERS
+from pug._wire.codegen_support import CACHES_NEEDED, ENCODERS, Caches, Encoder, no_caches
 from pug.errors import PugValidationError
 from pug.event import REGISTRY, PugEvent, Variant, WireProperties, event_class, event_properties
 from pug.ids import uuid7_run
@@ -41,6 +42,15 @@ _DISTINCT_ID, _KIND = pb.DISTINCT_ID, pb.KIND
 _RESERVED_ID_PREFIX = validate.RESERVED_ID_PREFIX
 _RESERVED_FIRST = _RESERVED_ID_PREFIX[0]  # a distinct id's first character, then startswith
 _INF = float("inf")
+# The parts of short fields by length, so that writing one is a join of a few: the
+# distinct_id field's tag and length; a custom entry's tag and length; a string
+# PropertyValue's length, its string_value tag and the string's length. An entry is
+# short (every length fits one byte) when its key part and string are together under
+# _SHORT_ENTRY bytes.
+_ID_HEADS = [_DISTINCT_ID + _SMALL[n] for n in range(128)]
+_ENTRY_HEADS = [_CUSTOM + _SMALL[n] for n in range(128)]
+_STRING_HEADS = [_SMALL[n + 2] + _PV_STRING + _SMALL[n] for n in range(126)]
+_SHORT_ENTRY = 125
 
 # ---- the caches' bounds ----------------------------------------------------------------
 # The largest encoding a cache keeps: with its key (no longer than it), an entry costs at
@@ -48,9 +58,13 @@ _INF = float("inf")
 CACHED_BYTES_MAX = 512
 ENTRIES_HELD = 4096  # custom (key, value) entries, in all (then they start again)
 KEY_PARTS_HELD = 4096  # what a key alone decides (double heads, string key fields), each
-HEADS_HELD = 4096  # (distinct id, kind) pairs, by pair: one user may send many kinds;
-# and at most as many kinds (each held once checked, with the heads of its distinct ids)
+KINDS_HELD = 4096  # kinds (each held once checked), custom and typed apart
+# A key whose entries reach this many different values keeps none from then on.
+VOLATILE_AFTER = 256
 FRAMES_HELD = 4096  # frames by event length (events vary little in length)
+# Typed events' field caches (generated encoders keep at most 256 entries in each): at
+# most this many, for the classes seen last.
+FIELD_CACHES_HELD = 64
 # Strings longer than this are not kept as entries: they rarely repeat.
 LONG_STRING = 64
 
@@ -101,29 +115,37 @@ class EventEncoder:
         # Custom entries by the value's exact type first (so 1, 1.0 and True never share
         # an entry), then by key, then by value.
         self._entries: dict[type, dict[str, dict[object, bytes]]] = {
-            str: {}, int: {}, float: {}, bool: {}
-        }  # fmt: skip
+            str: {},
+            int: {},
+            float: {},
+            bool: {},
+        }
         self._entries_held = 0
         # What a custom entry's key alone decides, by key: for a double, every byte but
-        # the value's 8; for a string, the map key field. A value seen for the first time
-        # (ids, amounts) is encoded from these in a few steps.
+        # the value's 8; for a string, the map key field and the value's tag. A value
+        # seen for the first time (ids, amounts) is encoded from these in a few steps.
         self._double_heads: dict[str, bytes] = {}
         self._key_fields: dict[str, bytes] = {}
         self._frames: dict[int, bytes] = {}
+        # Typed events' generated encoders, each with the caches of its string and int
+        # fields (pug._wire.codegen_support), by class.
+        self._typed: dict[type, tuple[Encoder | None, Caches]] = {}
+        self._field_caches = 0
         self._start_session(session_id)
 
     def _start_session(self, session_id: str) -> None:
         self.session_id = session_id
-        # Heads by kind then distinct id: custom kinds and typed events apart. A kind is
-        # held once checked (and, as a string, found to name no typed event), so a
-        # distinct id first seen with it is checked alone. The session id is in every
-        # head, so a new session starts them again.
-        self._custom_heads: dict[str, dict[str, bytes]] = {}
-        self._typed_heads: dict[str, dict[str, bytes]] = {}
-        self._heads_held = 0
-        self._session_auto = pb.session_field(session_id) + self._auto  # every head ends so
+        # What follows the distinct id in every event of one kind ("tails": the kind, the
+        # session id, the auto-properties), by kind, custom kinds and typed events apart.
+        # A kind is held once checked (and, as a string, found to name no typed event).
+        # The distinct id is not cached: in real traffic most calls bring one not seen
+        # lately, and writing it costs less than remembering it.
+        self._custom_tails: dict[str, bytes] = {}
+        self._typed_tails: dict[str, bytes] = {}
+        self._session_auto = pb.session_field(session_id) + self._auto  # every tail ends so
         self._registry_size = -1
         self._now = _NO_MILLISECOND
+        self._last_id: tuple[object, bytes] = (None, b"")  # see _id_field
 
     def after_fork_in_child(self, session_id: str) -> None:
         """A forked child has its own session, and must not continue the parent's run of
@@ -139,30 +161,32 @@ class EventEncoder:
         happening now; None when it needs `encode` (a typed event with extra properties or
         a broken rule, a kind string naming a typed event). Raises PugValidationError."""
         if type(event) is str:
-            heads = self._custom_heads
+            tails = self._custom_tails
             if len(REGISTRY) != self._registry_size:
                 # A catalog was imported: a kind sent as custom until now may be typed.
-                heads.clear()
+                tails.clear()
                 self._registry_size = len(REGISTRY)
             kind: str = event
             custom = None
         else:
-            fast = ENCODERS.get(type(event))  # type: ignore[arg-type]
-            custom = fast(event) if fast is not None and not properties else None
+            try:
+                fast, caches = self._typed[type(event)]
+            except KeyError:
+                fast, caches = self._typed_encoder(type(event))
+            custom = fast(event, caches) if fast is not None and not properties else None
             if custom is None:  # no generated encoder, extra properties, or a broken rule
                 return None
-            heads = self._typed_heads
+            tails = self._typed_tails
             kind = event.KIND  # type: ignore[union-attr]
-        by_id: dict[str, bytes] | None
         try:
-            by_id = heads[kind]  # a kind held has passed its checks
-            head = by_id.get(distinct_id)  # not a subscript: a new distinct id raises nothing
-        except (KeyError, TypeError):  # a kind not held (or a distinct id not even hashable)
-            by_id = head = None
-        if head is None:
-            head = self._new_head(heads, by_id, distinct_id, kind, custom is None)
-            if head is None:  # a typed kind, as a string
+            tail = tails[kind]  # a kind held has passed its checks: the distinct id is left
+        except KeyError:
+            new_tail = self._new_tail(tails, distinct_id, kind, custom is None)
+            if new_tail is None:  # a typed kind, as a string
                 return None
+            tail = new_tail
+        last = self._last_id  # one read: another thread may replace it meanwhile
+        id_field = last[1] if last[0] is distinct_id else self._id_field(distinct_id)
         if custom is None:
             custom = self.custom_properties(properties)
         # Now, to the millisecond (the precision of the official SDKs; the id carries the
@@ -171,14 +195,15 @@ class EventEncoder:
         now = self._now  # one read: another thread may replace it meanwhile
         if now.ms != ms:
             now = self._now = _Millisecond(ms)
-        n = now.size + len(head) + len(custom)
+        size = now.size + len(id_field) + len(tail) + len(custom)
         try:
-            framing = self._frames[n]  # a subscript, not .get(): hits are the rule
+            framing = self._frames[size]  # a subscript, not .get(): hits are the rule
         except KeyError:
-            framing = self._frame(n)
+            framing = self._frame(size)
         body = b"".join(
-            (framing, now.id_prefix, b"%012x" % next(now.counter), now.occur_field, head, custom)
-        )
+            (framing, now.id_prefix, b"%012x" % next(now.counter), now.occur_field,
+             id_field, tail, custom)
+        )  # fmt: skip
         if len(body) > _MAX_EVENT_BYTES:
             validate.check_event_size(kind, len(body))
         return body
@@ -200,35 +225,33 @@ class EventEncoder:
         validate.check_event_size(kind, len(framed))
         return framed
 
+    def _typed_encoder(self, cls: type) -> tuple[Encoder | None, Caches]:
+        """The generated encoder of a typed event class first seen, with new caches (the
+        encoders of 0.1.0's modules keep their own: they take none)."""
+        fast = ENCODERS.get(cls)
+        needed = CACHES_NEEDED.get(cls)
+        if fast is not None and needed is None:
+            legacy = fast
+            fast = lambda event, caches: legacy(event)  # noqa: E731
+        caches = no_caches(needed or 0)
+        if self._field_caches + len(caches) > FIELD_CACHES_HELD:
+            self._typed.clear()
+            self._field_caches = 0
+        self._typed[cls] = (fast, caches)
+        self._field_caches += len(caches)
+        return fast, caches
+
     def _frame(self, n: int) -> bytes:
         framing = self._frames.get(n)
         if framing is None:
             framing = _remember(self._frames, n, pb.EVENTS_TAG + pb.varint(n), FRAMES_HELD)
         return framing
 
-    def _new_head(
-        self,
-        heads: dict[str, dict[str, bytes]],
-        by_id: dict[str, bytes] | None,
-        distinct_id: str,
-        kind: str,
-        as_string: bool,
-    ) -> bytes | None:
-        """The head of a (distinct id, kind) pair not cached, once the pair passed
-        `validate`'s checks (`by_id`, a kind held, is checked already, so only the distinct
-        id is), then remembered: at most HEADS_HELD pairs and kinds in all, none over
-        CACHED_BYTES_MAX beyond the constant part. None for a kind string naming a typed
-        event (`as_string`): `encode` takes it."""
-        if by_id is None:  # a kind not held (since the heads last started again)
-            if as_string and event_class(kind) is not None:
-                return None
-            validate.check_event_ids(distinct_id, kind)
-            by_id = heads.get(kind)
-            if by_id is None and len(kind) <= CACHED_BYTES_MAX:
-                if len(heads) >= HEADS_HELD:
-                    self._clear_heads()
-                by_id = heads[kind] = {}
-        elif (
+    def _id_field(self, distinct_id: str) -> bytes:
+        """The distinct_id field, once the id passed `validate.check_distinct_id`'s rules
+        (which raises with its message when one is broken), remembered as the last one
+        written: a handler often tracks several events for one user in a row."""
+        if (
             type(distinct_id) is not str
             or not distinct_id
             or (distinct_id[0] == _RESERVED_FIRST and distinct_id.startswith(_RESERVED_ID_PREFIX))
@@ -238,27 +261,28 @@ class EventEncoder:
             data = distinct_id.encode()
         except UnicodeEncodeError:  # lone surrogates: replaced, as pb.utf8 does
             data = pb.utf8(distinct_id)
-        kind_data = kind.encode()  # checked: ASCII
-        n, m = len(data), len(kind_data)
-        if n < 128 and m < 128:  # one-byte lengths
-            head = b"".join(
-                (_DISTINCT_ID, _SMALL[n], data, _KIND, _SMALL[m], kind_data, self._session_auto)
-            )
-        else:
-            head = pb.head(distinct_id, kind, self.session_id, self._auto)
-        if by_id is None or len(head) - len(self._auto) > CACHED_BYTES_MAX:
-            return head
-        if self._heads_held >= HEADS_HELD:
-            self._clear_heads()
-            by_id = heads[kind] = {}
-        by_id[distinct_id] = head
-        self._heads_held += 1
-        return head
+        n = len(data)
+        field = _ID_HEADS[n] + data if n < 128 else _DISTINCT_ID + pb.varint(n) + data
+        if n <= CACHED_BYTES_MAX:
+            self._last_id = (distinct_id, field)
+        return field
 
-    def _clear_heads(self) -> None:
-        self._custom_heads.clear()
-        self._typed_heads.clear()
-        self._heads_held = 0
+    def _new_tail(
+        self, tails: dict[str, bytes], distinct_id: str, kind: str, as_string: bool
+    ) -> bytes | None:
+        """The tail of a kind not held, once the (distinct id, kind) pair passed
+        `validate`'s checks, then held (at most KINDS_HELD kinds, none over
+        CACHED_BYTES_MAX). None for a kind string naming a typed event (`as_string`):
+        `encode` takes it."""
+        if as_string and event_class(kind) is not None:
+            return None
+        validate.check_event_ids(distinct_id, kind)
+        tail = pb.field(_KIND, kind.encode()) + self._session_auto  # checked: ASCII
+        if len(kind) <= CACHED_BYTES_MAX:
+            if len(tails) >= KINDS_HELD:
+                tails.clear()
+            tails[kind] = tail
+        return tail
 
     # ---- custom properties ------------------------------------------------------------
 
@@ -277,62 +301,44 @@ class EventEncoder:
             # Subscripts, not .get(): a hit (the common case) costs no method call.
             try:
                 append(cache[type(value)][key][value])
-                continue
-            except Exception:  # not seen yet, a type never cached, or an __eq__ that raises
-                pass
-            encoded = self._first_seen(key, value)
-            if encoded is not None:  # else left out
-                append(encoded)
+            except Exception:  # not seen yet, a type never cached, or an unhashable value
+                append(self.first_seen(key, value))
         return b"".join(parts)
 
-    def _first_seen(self, key: object, value: object) -> bytes | None:
-        """The entry of a (key, value) pair the entry cache does not hold, remembered if
-        worth keeping (as `custom_entry` does); None when it is left out (pug.properties).
-        A string of at most LONG_STRING characters or a finite non-zero float under a key
-        seen before is written from what the key decides, in a few steps; the rest takes
-        the generic path."""
-        encoded = None
+    def first_seen(self, key: object, value: object) -> bytes:
+        """The entry of a (key, value) pair the entry cache does not hold, kept if worth
+        keeping; b"" when it is left out (pug.properties). A string of at most LONG_STRING
+        characters or a finite non-zero float under a key seen before is written from
+        what the key decides, in a few steps; the rest takes the generic path."""
         if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX:
-            if type(value) is str:
-                key_field = self._key_fields.get(key)
-                if key_field is not None and len(value) <= LONG_STRING:
-                    try:  # at most 256 bytes: within MAX_STRING_BYTES, nothing to cut
-                        data = value.encode()
-                    except UnicodeEncodeError:  # lone surrogates: the generic path
-                        data = b"\xff" * 126
-                    n = len(data)
-                    if n < 126 and len(key_field) < 124 - n:  # every length fits one byte
-                        encoded = b"".join(
-                            (_CUSTOM, _SMALL[len(key_field) + n + 4], key_field, _MAP_VALUE,
-                             _SMALL[n + 2], _PV_STRING, _SMALL[n], data)
-                        )  # fmt: skip
-            elif type(value) is float and value and -_INF < value < _INF:  # finite, not 0
-                double_head = self._double_heads.get(key)
-                if double_head is not None and len(double_head) < CACHED_BYTES_MAX - 8:
-                    encoded = double_head + _pack_double(value)
-        if encoded is not None:  # remembered: within the bounds by construction
-            if self._entries_held >= ENTRIES_HELD:
-                for kept in self._entries.values():
-                    kept.clear()
-                self._entries_held = 0
-            by_key: dict[Any, dict[object, bytes]] = self._entries[type(value)]  # key: a str
-            by_value = by_key.get(key)
-            if by_value is None:
-                by_value = by_key[key] = {}
-            by_value[value] = encoded
-            self._entries_held += 1
-            return encoded
+            encoded = self._from_key_parts(key, value)
+            if encoded is not None:
+                self.keep(key, value, encoded)
+                return encoded
         try:
             k = key if type(key) is str and key[:1] != AUTO_PROPERTY_PREFIX else check_key(key)
             if k is None:
-                return None
+                return b""
             mapped = wire_value(k, value)
-            return None if mapped is None else self.custom_entry(k, mapped[0], mapped[1])
+            return b"" if mapped is None else self.custom_entry(k, mapped[0], mapped[1])
         except PugValidationError:
             raise
         except Exception as exc:
             omit_failed(key, exc)
-            return None
+            return b""
+
+    def _from_key_parts(self, key: str, value: object) -> bytes | None:
+        """The entry of a string of at most LONG_STRING characters or of a finite non-zero
+        float, from what its key decides if that is held; else None."""
+        if type(value) is str:
+            key_field = self._key_fields.get(key)
+            if key_field is not None and len(value) <= LONG_STRING:
+                return _short_string_entry(key_field, value)
+        elif type(value) is float and value and -_INF < value < _INF:  # finite, not 0
+            double_head = self._double_heads.get(key)
+            if double_head is not None:
+                return double_head + _pack_double(value)
+        return None
 
     def custom_field(self, props: WireProperties) -> bytes:
         """The custom_properties field of mapped properties, reusing entries seen before (a
@@ -346,25 +352,52 @@ class EventEncoder:
         return b"".join(parts)
 
     def custom_entry(self, key: str, variant: Variant, value: object) -> bytes:
-        """The custom_properties entry for (key, value), encoded and remembered."""
+        """The custom_properties entry for (key, value), encoded and kept if worth it:
+        not long strings (memory) nor float zeros (0.0 == -0.0, encoded differently)."""
         encoded = self.new_entry(key, variant, value)
-        by_key = self._entries.get(type(value))
-        # Not kept: long strings (memory) and float zeros (0.0 == -0.0, encoded differently).
-        if by_key is not None and not (
+        if not (
             (type(value) is str and len(value) > LONG_STRING)
             or (type(value) is float and not value)
-            or len(encoded) > CACHED_BYTES_MAX  # a huge key
         ):
-            if self._entries_held >= ENTRIES_HELD:
-                for kept in self._entries.values():
-                    kept.clear()
-                self._entries_held = 0
-            by_value = by_key.get(key)
-            if by_value is None:
-                by_value = by_key[key] = {}
-            by_value[value] = encoded
-            self._entries_held += 1
+            self.keep(key, value, encoded)
         return encoded
+
+    def keep(self, key: str, value: object, encoded: bytes) -> None:
+        """Hold `encoded` as the entry of (key, value), within the bounds: none over
+        CACHED_BYTES_MAX, ENTRIES_HELD in all (then every entry goes: what repeats comes
+        back at once); a key's VOLATILE_AFTER-th value makes it volatile."""
+        by_key = self._entries.get(type(value))
+        if by_key is None or len(encoded) > CACHED_BYTES_MAX:
+            return
+        values = by_key.get(key)
+        if isinstance(values, _Volatile):
+            return
+        if values is not None and len(values) >= VOLATILE_AFTER:
+            self._entries_held -= len(values)
+            prefix = self._prefix(type(value), key)
+            if prefix is None:
+                volatile: _Volatile = _VolatileOthers(self, key, b"")
+            elif type(value) is str:
+                volatile = _VolatileStrings(self, key, prefix)
+            else:
+                volatile = _VolatileDoubles(self, key, prefix)
+            by_key[key] = volatile
+            return
+        if self._entries_held >= ENTRIES_HELD:
+            for held in self._entries.values():
+                held.clear()
+            self._entries_held = 0
+            values = None
+        if values is None:
+            values = by_key[key] = {}
+        values[value] = encoded
+        self._entries_held += 1
+
+    def _prefix(self, value_type: type, key: str) -> bytes | None:
+        """What `key` alone decides of an entry of a `value_type` value, if held."""
+        if value_type is str:
+            return self._key_fields.get(key)
+        return self._double_heads.get(key) if value_type is float else None
 
     def new_entry(self, key: str, variant: Variant, value: object) -> bytes:
         """`protobuf.entry(CUSTOM, key, variant, value)`, with what the key decides reused."""
@@ -374,17 +407,20 @@ class EventEncoder:
                 head = _remember(self._double_heads, key, pb.double_prefix(key), KEY_PARTS_HELD)
             return head + _pack_double(value)
         if variant is _STRING and type(value) is str:
-            key_field = self._key_fields.get(key)
-            if key_field is None:
-                key_field = pb.field(_MAP_KEY, pb.utf8(key))
-                _remember(self._key_fields, key, key_field, KEY_PARTS_HELD)
+            key_part = self._key_fields.get(key)
+            if key_part is None:
+                key_part = pb.field(_MAP_KEY, pb.utf8(key)) + _MAP_VALUE
+                _remember(self._key_fields, key, key_part, KEY_PARTS_HELD)
+            if len(value) <= LONG_STRING:
+                encoded = _short_string_entry(key_part, value)
+                if encoded is not None:
+                    return encoded
             data = pb.utf8(value, pb.MAX_STRING_BYTES)
             n = len(data)
-            if n < 126 and len(key_field) < 124 - n:  # every length fits one byte
+            if len(key_part) + n < _SHORT_ENTRY:
                 return b"".join(
-                    (_CUSTOM, _SMALL[len(key_field) + n + 4], key_field, _MAP_VALUE,
-                     _SMALL[n + 2], _PV_STRING, _SMALL[n], data)
-                )  # fmt: skip
+                    (_ENTRY_HEADS[len(key_part) + n + 3], key_part, _STRING_HEADS[n], data)
+                )
         return pb.entry(_CUSTOM, key, variant, value)
 
     def cache_bytes(self) -> int:
@@ -396,16 +432,80 @@ class EventEncoder:
         for by_key in self._entries.values():
             for key, by_value in by_key.items():
                 total += sum(len(key) + len(v) for v in by_value.values())
-        for heads in (self._custom_heads, self._typed_heads):
-            for kind, by_id in heads.items():
-                total += len(kind) + sum(len(h) for h in by_id.values())
+        for tails in (self._custom_tails, self._typed_tails):
+            total += sum(len(kind) + len(tail) for kind, tail in tails.items())
+        for _, caches in self._typed.values():
+            for cache in caches:
+                total += sum(len(str(k)) + len(v) for k, v in cache.items())
         return total
 
     def cached_entries(self) -> int:
         """How many encodings the caches hold, all caches together."""
         held = len(self._double_heads) + len(self._key_fields) + len(self._frames)
         held += sum(len(by_value) for by in self._entries.values() for by_value in by.values())
-        return held + self._heads_held
+        held += sum(len(cache) for _, caches in self._typed.values() for cache in caches)
+        return held + len(self._custom_tails) + len(self._typed_tails)
+
+
+class _Volatile(dict[object, bytes]):
+    """In the entry cache, in place of the entries of a key that turned volatile: one that
+    gathered VOLATILE_AFTER different values of one type (order ids, amounts), which do
+    not come back. It holds none: `__missing__` writes each value (so a new one raises
+    nothing on the caller's path), from what the key decides where a subclass knows how."""
+
+    __slots__ = ("encoder", "key", "prefix")
+
+    def __init__(self, encoder: EventEncoder, key: str, prefix: bytes) -> None:
+        self.encoder = encoder
+        self.key = key
+        self.prefix = prefix
+
+
+class _VolatileOthers(_Volatile):
+    """A volatile key's int or bool values, written the generic way."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: object) -> bytes:
+        return self.encoder.first_seen(self.key, value)  # not kept: see `keep`
+
+
+class _VolatileStrings(_Volatile):
+    """A volatile key's string values; `prefix` is the map key field and the value tag."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: str) -> bytes:
+        if len(value) <= LONG_STRING:
+            encoded = _short_string_entry(self.prefix, value)
+            if encoded is not None:
+                return encoded
+        return self.encoder.first_seen(self.key, value)
+
+
+class _VolatileDoubles(_Volatile):
+    """A volatile key's float values; `prefix` is every byte of an entry but the value's 8."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: float) -> bytes:
+        if value and -_INF < value < _INF:
+            return self.prefix + _pack_double(value)
+        return self.encoder.first_seen(self.key, value)
+
+
+def _short_string_entry(key_part: bytes, value: str) -> bytes | None:
+    """The custom entry of a string of at most LONG_STRING characters under a key whose
+    map key field and value tag are `key_part`, when every length fits one byte; else
+    None."""
+    try:  # at most 256 bytes: within MAX_STRING_BYTES, nothing to cut
+        data = value.encode()
+    except UnicodeEncodeError:  # lone surrogates: the generic path
+        return None
+    n = len(data)
+    if len(key_part) + n < _SHORT_ENTRY:
+        return b"".join((_ENTRY_HEADS[len(key_part) + n + 3], key_part, _STRING_HEADS[n], data))
+    return None
 
 
 # ---- typed events' custom properties, without the client's caches (tests, benchmarks) --
