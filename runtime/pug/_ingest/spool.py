@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import secrets
@@ -231,6 +232,7 @@ class SpoolQueue(Ledger):
         self._given_up = False  # close() could not deliver: the rest stays on disk
         self._in_memory = False  # the disk failed: the pending deque is the queue
         self._released = False
+        self._failure = OSError()  # the last write's error
         self._segments: list[_Segment] = []  # read in this order
         self._active: _Segment | None = None  # own, appended to
         self._sequence = 0
@@ -487,7 +489,8 @@ class SpoolQueue(Ledger):
             view = view[written:]
 
     def _write_pending(self) -> None:
-        """Append what was put to the active segment, in one write (under _io)."""
+        """Append what was put to the active segment, one write per segment it fills
+        (under _io)."""
         with self._lock:
             if self._in_memory or not self._pending or self._released:
                 return
@@ -495,13 +498,33 @@ class SpoolQueue(Ledger):
             self._pending.clear()
             self._pending_bytes = 0
             self._on_disk += len(items)
-        segment = self._active
-        assert segment is not None
+        done = 0
+        while done < len(items):
+            segment = self._active
+            assert segment is not None
+            written = self._append(segment, items, done)
+            if not written:
+                self._disk_failed(items[done:], segment)
+                return
+            done += written
+            if segment.end >= self.spool.segment_bytes:
+                self._rotate()
+        if self._live_bytes > self.spool.max_bytes:
+            self._drop_oldest_on_disk()
+
+    def _append(self, segment: _Segment, items: list[Item], first: int) -> int:
+        """Write items from `first` to `segment`, as many as fit in it (one at least), in
+        one write: how many were written, 0 if the write failed (under _io)."""
         parts: list[bytes] = []
         pack, crc32 = _pack_header, _crc32
-        offset = segment.end
+        offset = start = segment.end
+        room = self.spool.segment_bytes
         identifies: list[tuple[int, QueuedIdentify]] = []
-        for item in items:
+        count = 0
+        for item in itertools.islice(items, first, None):
+            if offset >= room and count:
+                break
+            count += 1
             if type(item) is bytes:
                 parts.append(pack(MARK, len(item) + 1, crc32(item, _CRC_E)))
                 parts.append(b"E")
@@ -514,26 +537,22 @@ class SpoolQueue(Ledger):
                 parts.append(b"I")
                 parts.append(item.body)
                 offset += HEADER_SIZE + 1 + len(item.body)
-        data = b"".join(parts)
         try:
-            self._write_all(segment.fd, data)
+            self._write_all(segment.fd, b"".join(parts))
             if self.spool.fsync:
                 os.fsync(segment.fd)
         except OSError as exc:
-            self._disk_failed(exc, items, segment)
-            return
+            self._failure = exc
+            return 0
         for at, identify in identifies:
             self._identify_objects[(segment.name, at)] = identify
-        segment.end += len(data)
-        segment.unread += len(items)
-        segment.unread_bytes += len(data)
-        self._live_bytes += len(data)
-        if segment.end >= self.spool.segment_bytes:
-            self._rotate()
-        if self._live_bytes > self.spool.max_bytes:
-            self._drop_oldest_on_disk()
+        segment.end = offset
+        segment.unread += count
+        segment.unread_bytes += offset - start
+        self._live_bytes += offset - start
+        return count
 
-    def _disk_failed(self, exc: OSError, items: list[Item], segment: _Segment) -> None:
+    def _disk_failed(self, items: list[Item], segment: _Segment) -> None:
         """A write failed (a full disk, a directory made read-only, …): what was being
         written goes back in memory, and the client keeps its events there from now on."""
         with self._lock:
@@ -543,6 +562,7 @@ class SpoolQueue(Ledger):
             self._pending_bytes += sum(map(len, items))
         with contextlib.suppress(OSError):  # cut what was written of it: the file stays readable
             os.ftruncate(segment.fd, segment.end)
+        exc = self._failure
         reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
         logger.error(
             "pug spool: writing to %s failed (%s); the client keeps its events in memory "
