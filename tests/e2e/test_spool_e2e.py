@@ -294,3 +294,43 @@ def test_events_left_at_close_with_the_server_down_are_sent_by_the_next_client(
     stats = pug.stats()
     assert (stats.recovered, stats.enqueued, stats.sent, stats.queue_length) == (300, 300, 300, 0)
     assert [identity(e) for e in fake.delivered_events()] == on_disk
+
+
+FORKING = """
+import multiprocessing, os, sys, time
+from pug import BatchConfig, Pug
+
+pug = Pug(api_key="prv_spool", spool=sys.argv[1], batch=BatchConfig(max_wait=60.0))
+
+def child():
+    for n in range(1000, 1005):
+        pug.track("child", "job.finished", {"n": n})
+
+if __name__ == "__main__":
+    for n in range(20):
+        pug.track("parent", "job.finished", {"n": n})
+    (own,) = os.scandir(sys.argv[1])
+    deadline = time.monotonic() + 10
+    while os.stat(own).st_size == len(b"PUGSPOOL1\\n"):  # until the writer wrote them
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join()
+    print("child", process.exitcode, flush=True)
+"""
+
+
+def test_a_forked_child_sends_only_its_own_events_and_leaves_the_parents_files_alone(
+    server: ConnectServer, fake: FakePug, tmp_path: Path
+) -> None:
+    """The parent's events are on disk (written within 0.05 s) when it forks, and it is
+    alive while the child runs: the child neither sends them nor adopts the parent's
+    file; both send at their exit (the 60 s max_wait sends nothing before)."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with program(FORKING, [str(spool)], server.url, tmp_path) as parent:
+        assert read_line(parent) == "child 0"
+        parent.wait(30)
+    assert delivered_ns(fake) == [*range(20), *range(1000, 1005)]
+    assert list(spool.iterdir()) == []
