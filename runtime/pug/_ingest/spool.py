@@ -196,8 +196,9 @@ class _Segment:
 
 # The segments this process holds, by path: a client never opens one of them (a second
 # open would conflict with the lock all the same, but there is nothing to learn there).
+# No lock of its own: one set operation at a time is atomic, and a lock could be held by
+# another thread at a fork, forever in the child.
 _HELD: set[str] = set()
-_HELD_LOCK = threading.Lock()
 
 
 class SpoolQueue(Ledger):
@@ -212,7 +213,6 @@ class SpoolQueue(Ledger):
         max_bytes: int,
         batch_size: int,
         max_wait: float,
-        write: Callable[[int, bytes], int] = os.write,
     ) -> None:
         super().__init__(max_bytes=max_bytes)
         self.spool = spool
@@ -221,7 +221,8 @@ class SpoolQueue(Ledger):
         self._max_bytes = max_bytes
         self._batch_size = batch_size
         self._max_wait = max_wait
-        self._write = write  # os.write; a test gives one that fails like a full disk
+        # os.write, an attribute: a test puts one that fails as a full disk does.
+        self._write: Callable[[int, bytes], int] = os.write
         self._io = threading.RLock()  # the files; taken before _lock, never inside it
         self._pending: deque[Item] = deque()  # put, not written yet
         self._pending_bytes = 0
@@ -281,8 +282,7 @@ class SpoolQueue(Ledger):
             os.close(fd)
             temporary.unlink(missing_ok=True)
             raise
-        with _HELD_LOCK:
-            _HELD.add(str(path))
+        _HELD.add(str(path))
         segment = _Segment(path, fd, len(FILE_MAGIC), own=True)
         self._segments.append(segment)
         return segment
@@ -300,9 +300,8 @@ class SpoolQueue(Ledger):
             path = self.directory / name
             if not name.endswith(SUFFIX):
                 continue
-            with _HELD_LOCK:
-                if str(path) in _HELD:
-                    continue
+            if str(path) in _HELD:
+                continue
             segment = self._try_adopt(path)
             if segment is None:
                 continue
@@ -377,8 +376,7 @@ class SpoolQueue(Ledger):
             else:
                 segment.end = valid_end
         segment.read_at = segment.frontier = acknowledged
-        with _HELD_LOCK:
-            _HELD.add(str(path))
+        _HELD.add(str(path))
         if not segment.unread:
             self._delete(segment)
             return segment
@@ -397,8 +395,7 @@ class SpoolQueue(Ledger):
             logger.warning("pug spool: cannot delete %s: %s", segment.path, exc.strerror)
         os.close(segment.fd)
         segment.fd = -1
-        with _HELD_LOCK:
-            _HELD.discard(str(segment.path))
+        _HELD.discard(str(segment.path))
         if segment in self._segments:
             self._segments.remove(segment)
 
@@ -857,8 +854,7 @@ class SpoolQueue(Ledger):
                 if segment.fd >= 0:
                     os.close(segment.fd)
                     segment.fd = -1
-                    with _HELD_LOCK:
-                        _HELD.discard(str(segment.path))
+                    _HELD.discard(str(segment.path))
             self._segments.clear()
 
     def abandon_after_fork(self) -> None:
@@ -870,5 +866,4 @@ class SpoolQueue(Ledger):
             if segment.fd >= 0:
                 os.close(segment.fd)
                 segment.fd = -1
-        with _HELD_LOCK:
-            _HELD.clear()
+            _HELD.discard(str(segment.path))
