@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,18 +202,47 @@ def test_two_clients_on_one_directory_never_send_each_others_files_while_open(
     assert numbers(up) == list(range(110))
 
 
-def test_a_batch_config_smaller_than_one_write_still_bounds_memory(
-    spool: Path, transport: InMemoryTransport, clients: list[Pug], caplog: pytest.LogCaptureFixture
+def test_what_waits_to_be_written_is_bounded_like_the_in_memory_queue(
+    spool: Path, transport: InMemoryTransport, clients: list[Pug]
 ) -> None:
-    """What waits to be written is bounded like the in-memory queue (the writer is slow or
-    stuck): past max_queue_size the oldest are dropped."""
-    caplog.set_level(logging.WARNING, "pug")
+    """While the disk is slow (here: its lock held), what waits to be written is bounded
+    like the in-memory queue: past max_queue_size the oldest are dropped."""
     batch = BatchConfig(max_queue_size=50, max_wait=60)
-    options = Spool(spool, write_interval=60)
-    pug = Pug(api_key="prv_test", transport=transport, spool=options, batch=batch)
+    pug = Pug(api_key="prv_test", transport=transport, spool=spool, batch=batch)
     clients.append(pug)
-    for n in range(80):
-        pug.track("user_1", "job.finished", {"n": n})
-    assert pug.stats().dropped_queue_full == 30
+    queue = pug._core.queue
+    assert isinstance(queue, SpoolQueue)
+    with queue._io:
+        for n in range(80):
+            pug.track("user_1", "job.finished", {"n": n})
+        assert pug.stats().dropped_queue_full == 30
     assert pug.flush(5)
     assert numbers(transport) == list(range(30, 80))
+
+
+def test_past_the_memory_bound_what_was_written_is_read_back_from_the_files(
+    spool: Path, transport: InMemoryTransport, clients: list[Pug]
+) -> None:
+    """The spool keeps what it wrote in memory to take it from there, within
+    max_queue_bytes; past it, it reads it back from its files."""
+    batch = BatchConfig(max_queue_bytes=512 * 1024)
+    pug = Pug(api_key="prv_test", transport=transport, spool=spool, batch=batch, retry=FAST)
+    clients.append(pug)
+    transport.fail("unavailable", count=None)
+    queue = pug._core.queue
+    assert isinstance(queue, SpoolQueue)
+    for start in range(0, 4000, 500):  # ~800 KB, each 100 KB written before the next
+        for n in range(start, start + 500):
+            pug.track("user_1", "job.finished", {"n": n})
+        wait_until(lambda: not queue._pending, "the writer")
+    pug.identify("user_1", {"plan": "pro"})
+    for n in range(4000, 4010):
+        pug.track("user_1", "job.finished", {"n": n})
+    assert not pug.flush(0.3)
+    assert queue._window_bytes <= batch.max_queue_bytes
+    assert [s.window for s in queue._segments] == [None]  # read back from the file
+    transport.recover()
+    assert pug.flush(10)
+    assert numbers(transport) == list(range(4010))
+    assert len(transport.identifies()) == 1
+    assert pug.stats().dropped_queue_full == 0

@@ -174,7 +174,7 @@ class _Segment:
 
     __slots__ = (
         "buf", "buf_at", "end", "fd", "frontier", "inflight", "name", "own", "path",
-        "read_at", "sealed", "unread", "unread_bytes",
+        "read_at", "sealed", "unread", "unread_bytes", "window",
     )  # fmt: skip
 
     def __init__(self, path: Path, fd: int, end: int, *, own: bool) -> None:
@@ -188,10 +188,15 @@ class _Segment:
         self.sealed = not own  # no more records will be appended
         self.unread = 0  # records not taken yet
         self.unread_bytes = 0
-        # Taken records not yet finished, in file order: [end, record size, finished].
+        # Runs of records taken together, in file order: [end of the last, their bytes,
+        # how many are not finished yet]; the finished prefix is acknowledged.
         self.inflight: deque[list[int]] = deque()
         self.buf = b""  # the file from buf_at, read once to be taken from
         self.buf_at = 0
+        # The records this client wrote and has not taken, as it wrote them: (start, end,
+        # item). Taken from here, not read back; None once dropped for the memory bound
+        # (then, and for adopted files, they are read from the file).
+        self.window: deque[tuple[int, int, Item]] | None = deque() if own else None
 
 
 # The segments this process holds, by path: a client never opens one of them (a second
@@ -219,6 +224,10 @@ class SpoolQueue(Ledger):
         self.directory = Path(spool.path)
         self._max_items = max_items  # held in memory, unwritten
         self._max_bytes = max_bytes
+        # Past half the bounds, put() wakes the writer at once rather than after
+        # write_interval: a burst is written before it reaches the bounds.
+        self._soft_items = max_items // 2
+        self._soft_bytes = max_bytes // 2
         self._batch_size = batch_size
         self._max_wait = max_wait
         # os.write, an attribute: a test puts one that fails as a full disk does.
@@ -239,11 +248,13 @@ class SpoolQueue(Ledger):
         self._sequence = 0
         self._prefix = f"pug-{os.getpid()}-{secrets.token_hex(4)}"
         self._live_bytes = 0  # records on disk not finished
+        self._window_bytes = 0  # the items of the segments' windows
         self._where: dict[int, tuple[_Segment, list[int]]] = {}  # id(taken item) → where
         self._identify_objects: dict[tuple[str, int], QueuedIdentify] = {}
         self._next_adopt = 0.0
-        self._has_pending = threading.Event()
-        self._writer_stop = threading.Event()
+        self._has_pending = threading.Event()  # set by the put that finds nothing pending
+        self._write_now = threading.Event()  # half the memory bound is pending, or closing
+        self._stopping = False
         self._open()
         # Started now, not on the first put: the callers' path stays an append.
         self._writer = threading.Thread(target=self._write_loop, name="pug-spool", daemon=True)
@@ -421,8 +432,8 @@ class SpoolQueue(Ledger):
                 n = len(pending)
                 if (
                     type(item) is bytes
-                    and n <= self._max_items
-                    and self._pending_bytes <= self._max_bytes
+                    and n <= self._soft_items
+                    and self._pending_bytes <= self._soft_bytes
                 ):
                     return WAKE if n + self._on_disk == self._batch_size else QUEUED
                 outcome, lost = self._put_unusual(item, n)
@@ -433,8 +444,11 @@ class SpoolQueue(Ledger):
         return outcome
 
     def _put_unusual(self, item: Item, n: int) -> tuple[int, list[Item]]:
-        """An identify, or past the memory bound (the disk is failing or slow): under _lock."""
+        """An identify, or past half the memory bound (a burst; the disk is failing or
+        slow): under _lock."""
         outcome = WAKE if n + self._on_disk == self._batch_size else QUEUED
+        if not self._in_memory and (n > self._soft_items or self._pending_bytes > self._soft_bytes):
+            self._write_now.set()
         if type(item) is not bytes:
             self._identifies += 1
             outcome = WAKE
@@ -456,8 +470,7 @@ class SpoolQueue(Ledger):
         with self._lock:
             first, self._closed = not self._closed, True
         if first:
-            self._writer_stop.set()
-            self._has_pending.set()
+            self._stop_writer()
             with self._io:
                 self._write_pending()
         return first
@@ -468,11 +481,17 @@ class SpoolQueue(Ledger):
 
     # ---- writing ----------------------------------------------------------------------
 
+    def _stop_writer(self) -> None:
+        self._stopping = True
+        self._write_now.set()
+        self._has_pending.set()
+
     def _write_loop(self) -> None:
-        while not self._writer_stop.is_set():
+        while not self._stopping:
             self._has_pending.wait()
             # What comes within write_interval is written with this one write.
-            self._writer_stop.wait(self.spool.write_interval)
+            self._write_now.wait(self.spool.write_interval)
+            self._write_now.clear()
             self._has_pending.clear()
             with self._io:
                 if self._released:
@@ -517,23 +536,24 @@ class SpoolQueue(Ledger):
         offset = start = segment.end
         room = self.spool.segment_bytes
         identifies: list[tuple[int, QueuedIdentify]] = []
+        written: list[tuple[int, int, Item]] = []
         count = 0
         for item in itertools.islice(items, first, None):
             if offset >= room and count:
                 break
             count += 1
+            at = offset
             if type(item) is bytes:
-                parts.append(pack(MARK, len(item) + 1, crc32(item, _CRC_E)))
-                parts.append(b"E")
+                parts.append(pack(MARK, len(item) + 1, crc32(item, _CRC_E)) + b"E")
                 parts.append(item)
                 offset += HEADER_SIZE + 1 + len(item)
             else:
                 assert isinstance(item, QueuedIdentify)
                 identifies.append((offset, item))
-                parts.append(pack(MARK, len(item.body) + 1, crc32(item.body, _CRC_I)))
-                parts.append(b"I")
+                parts.append(pack(MARK, len(item.body) + 1, crc32(item.body, _CRC_I)) + b"I")
                 parts.append(item.body)
                 offset += HEADER_SIZE + 1 + len(item.body)
+            written.append((at, offset, item))
         try:
             self._write_all(segment.fd, b"".join(parts))
             if self.spool.fsync:
@@ -543,11 +563,26 @@ class SpoolQueue(Ledger):
             return 0
         for at, identify in identifies:
             self._identify_objects[(segment.name, at)] = identify
+        if segment.window is not None:
+            segment.window.extend(written)
+            self._window_bytes += sum(len(item) for _, _, item in written)
+            if self._window_bytes > self._max_bytes:
+                self._drop_windows()
         segment.end = offset
         segment.unread += count
         segment.unread_bytes += offset - start
         self._live_bytes += offset - start
         return count
+
+    def _drop_windows(self) -> None:
+        """Past the memory bound, what is on disk is read back from there: the oldest
+        segments' windows are let go (under _io)."""
+        for segment in self._segments:
+            if self._window_bytes <= self._max_bytes // 2:
+                return
+            if segment.window:
+                self._window_bytes -= sum(len(item) for _, _, item in segment.window)
+                segment.window = None
 
     def _disk_failed(self, items: list[Item], segment: _Segment) -> None:
         """A write failed (a full disk, a directory made read-only, …): what was being
@@ -631,46 +666,59 @@ class SpoolQueue(Ledger):
     def _read_segment(
         self, segment: _Segment, count: int, max_size: int
     ) -> tuple[list[Item], bool, int]:
-        if segment.read_at >= segment.buf_at + len(segment.buf):
-            segment.buf = os.pread(segment.fd, segment.end - segment.read_at, segment.read_at)
-            segment.buf_at = segment.read_at
+        window = segment.window
+        records = iter(window) if window is not None else self._records_on_disk(segment)
         items: list[Item] = []
         size = taken_bytes = 0
         identify = False
         where = self._where
-        inflight = segment.inflight
-        for start, end, kind, body in read_records(
-            segment.buf, segment.read_at - segment.buf_at, segment.buf_at
-        ):
-            if kind in (DAMAGED, ACK):  # damaged: warned of when it was adopted
-                segment.read_at = end
-                continue
-            if kind == IDENTIFY:
+        run = [0, 0, 0]
+        at = (segment, run)
+        for start, end, item in records:
+            if type(item) is not bytes:
                 if items:
                     break
-                found = self._identify_objects.pop((segment.name, start), None)
-                item: Item = found if found is not None else QueuedIdentify(body)
+                self._identify_objects.pop((segment.name, start), None)
                 identify = True
-            elif items and size + len(body) > max_size:
+            elif items and size + len(item) > max_size:
                 break
-            else:
-                item = body
-            entry = [end, end - start, 0]
-            inflight.append(entry)
-            where[id(item)] = (segment, entry)
+            where[id(item)] = at
             items.append(item)
-            size += len(body)
+            size += len(item)
             taken_bytes += end - start
             segment.read_at = end
             if identify or len(items) >= count:
                 break
+        if items:
+            run[:] = segment.read_at, taken_bytes, len(items)
+            segment.inflight.append(run)
+        if window is not None:
+            for _ in items:
+                window.popleft()
+            self._window_bytes -= size
+        elif segment.read_at >= segment.buf_at + len(segment.buf):
+            segment.buf = b""  # read to its end: not held in memory
         segment.unread -= len(items)
         segment.unread_bytes -= taken_bytes
-        if segment.read_at >= segment.buf_at + len(segment.buf):
-            segment.buf = b""  # read to its end: not held in memory
         with self._lock:
             self._on_disk -= len(items)
         return items, identify, taken_bytes
+
+    def _records_on_disk(self, segment: _Segment) -> Iterator[tuple[int, int, Item]]:
+        """The data records of `segment` from where it is read, from the file (under _io)."""
+        if segment.read_at >= segment.buf_at + len(segment.buf):
+            segment.buf = os.pread(segment.fd, segment.end - segment.read_at, segment.read_at)
+            segment.buf_at = segment.read_at
+        for start, end, kind, body in read_records(
+            segment.buf, segment.read_at - segment.buf_at, segment.buf_at
+        ):
+            if kind == EVENT:
+                yield start, end, body
+            elif kind == IDENTIFY:
+                found = self._identify_objects.get((segment.name, start))
+                yield start, end, found if found is not None else QueuedIdentify(body)
+            else:  # an acknowledgement; damaged: warned of when the file was adopted
+                segment.read_at = end
 
     def _acknowledge(self, items: list[Item]) -> None:
         """Mark items finished on disk: an `A` record where the finished prefix of a
@@ -681,13 +729,13 @@ class SpoolQueue(Ledger):
             found = where.pop(id(item), None)
             if found is None:
                 continue  # held in memory only
-            segment, entry = found
-            entry[2] = 1
+            segment, run = found
+            run[2] -= 1
             touched[id(segment)] = segment
         for segment in touched.values():
             inflight = segment.inflight
             frontier = segment.frontier
-            while inflight and inflight[0][2]:
+            while inflight and not inflight[0][2]:
                 end, size, _ = inflight.popleft()
                 frontier = end
                 self._live_bytes -= size
@@ -843,8 +891,7 @@ class SpoolQueue(Ledger):
     def release(self) -> None:
         """After close() and the worker: close the files (what is left in them stays for
         the next process; the locks go with the descriptors)."""
-        self._writer_stop.set()
-        self._has_pending.set()
+        self._stop_writer()
         with self._io:
             self._write_pending()
             self._released = True
