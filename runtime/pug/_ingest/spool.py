@@ -23,9 +23,11 @@ The layout, the whole of it (tests/support/spool_files.py reads it independently
 
 The callers' side (`put`) is what EventQueue does: an append to a list under one lock. A
 writer thread appends what was put to the segment every `Spool.write_interval` seconds (the
-longest an event sits only in memory), and so does the worker before it takes a batch:
-batches are read back from the files, and a finished batch is acknowledged by an `A`
-record. A segment that is full (`segment_bytes`) and finished is deleted.
+longest an event sits only in memory; at once past half the memory bound), and so does the
+worker before it takes a batch. A batch is taken only once written: from what was written,
+still in memory within BatchConfig.max_queue_bytes, else read back from the file (an
+adopted file is always read). A finished batch is acknowledged by an `A` record; a segment
+that is full (`segment_bytes`) and finished is deleted.
 """
 
 from __future__ import annotations
