@@ -246,3 +246,20 @@ def test_past_the_memory_bound_what_was_written_is_read_back_from_the_files(
     assert numbers(transport) == list(range(4010))
     assert len(transport.identifies()) == 1
     assert pug.stats().dropped_queue_full == 0
+
+
+def test_one_object_resent_twice_is_sent_twice_and_its_file_still_goes(
+    spool: Path, transport: InMemoryTransport, clients: list[Pug]
+) -> None:
+    dead = DeadLetters()
+    pug = Pug(api_key="prv_test", transport=transport, spool=spool, on_error=dead)
+    clients.append(pug)
+    transport.fail("invalid_argument", count=1)
+    pug.track("user_1", "job.finished", {"n": 1})
+    assert pug.flush(5)
+    (item,) = dead.items
+    pug.resend([item, item])
+    assert pug.flush(5)
+    assert numbers(transport) == [1, 1]
+    pug.close()
+    assert list(spool.iterdir()) == []

@@ -727,10 +727,13 @@ class SpoolQueue(Ledger):
         segment grew, and the segment deleted once all of it is finished (under _io)."""
         touched: dict[int, _Segment] = {}
         where = self._where
+        seen: dict[int, tuple[_Segment, list[int]]] = {}  # one object put twice
         for item in items:
-            found = where.pop(id(item), None)
+            key = id(item)
+            found = where.pop(key, None) or seen.get(key)
             if found is None:
                 continue  # held in memory only
+            seen[key] = found
             segment, run = found
             run[2] -= 1
             touched[id(segment)] = segment
