@@ -334,3 +334,37 @@ def test_a_forked_child_sends_only_its_own_events_and_leaves_the_parents_files_a
         parent.wait(30)
     assert delivered_ns(fake) == [*range(20), *range(1000, 1005)]
     assert list(spool.iterdir()) == []
+
+
+GEVENT = """
+from gevent import monkey
+
+monkey.patch_all()
+import sys
+import gevent
+from pug import BatchConfig, Pug
+
+pug = Pug(api_key="prv_spool", spool=sys.argv[1], batch=BatchConfig(max_wait=0.05))
+
+def job(k):
+    for n in range(k * 100, k * 100 + 100):
+        pug.track("user_1", "job.finished", {"n": n})
+        gevent.sleep(0)
+
+gevent.joinall([gevent.spawn(job, k) for k in range(4)])
+print(pug.flush(10), flush=True)
+pug.close()
+"""
+
+
+def test_under_gevent_the_spool_delivers_from_greenlets(
+    server: ConnectServer, fake: FakePug, tmp_path: Path
+) -> None:
+    """Its writer is a real thread on bare locks, as the worker is, not a greenlet."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with program(GEVENT, [str(spool)], server.url, tmp_path) as process:
+        assert read_line(process) == "True"
+        process.wait(30)
+    assert delivered_ns(fake) == list(range(400))
+    assert list(spool.iterdir()) == []

@@ -32,6 +32,7 @@ that is full (`segment_bytes`) and finished is deleted.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import fcntl
@@ -40,15 +41,15 @@ import logging
 import os
 import secrets
 import struct
-import threading
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from pug._ingest.lifecycle import gevent_monkey
 from pug._ingest.queue import (
     QUEUED,
     REFUSED,
@@ -113,6 +114,28 @@ class Spool:
             raise ValueError("Spool.write_interval must be in (0, 60] and adopt_interval > 0")
         if self.segment_bytes < 64 * 1024:
             raise ValueError("Spool.segment_bytes must be >= 64 KiB")
+
+
+def _unpatched(name: str) -> Any:
+    """`_thread.<name>` as it was before gevent patched it, if it did."""
+    monkey = gevent_monkey()
+    return getattr(_thread, name) if monkey is None else monkey.get_original("_thread", name)
+
+
+class _Signal:
+    """A flag one thread waits for and others raise, on a bare lock: held while lowered,
+    and waiting for it lowers it again."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # raised already
+            self._lock.release()
+
+    def wait(self, timeout: float = -1) -> None:
+        self._lock.acquire(timeout=timeout)
 
 
 class SpoolError(Exception):
@@ -234,7 +257,10 @@ class SpoolQueue(Ledger):
         self._max_wait = max_wait
         # os.write, an attribute: a test puts one that fails as a full disk does.
         self._write: Callable[[int, bytes], int] = os.write
-        self._io = threading.RLock()  # the files; taken before _lock, never inside it
+        # The files; taken before _lock, never inside it. Bare locks, and a bare thread for
+        # the writer: under gevent, threading's are gevent's, and a greenlet waiting on one
+        # that the worker's OS thread holds may never be woken (see lifecycle.wait_for).
+        self._io = _unpatched("RLock")()
         self._pending: deque[Item] = deque()  # put, not written yet
         self._pending_bytes = 0
         self._on_disk = 0  # records written (or found) and not taken yet
@@ -254,13 +280,13 @@ class SpoolQueue(Ledger):
         self._where: dict[int, tuple[_Segment, list[int]]] = {}  # id(taken item) → where
         self._identify_objects: dict[tuple[str, int], QueuedIdentify] = {}
         self._next_adopt = 0.0
-        self._has_pending = threading.Event()  # set by the put that finds nothing pending
-        self._write_now = threading.Event()  # half the memory bound is pending, or closing
+        allocate_lock = _unpatched("allocate_lock")
+        self._has_pending = _Signal(allocate_lock())  # by the put that finds nothing pending
+        self._write_now = _Signal(allocate_lock())  # half the memory bound is pending; close
         self._stopping = False
         self._open()
         # Started now, not on the first put: the callers' path stays an append.
-        self._writer = threading.Thread(target=self._write_loop, name="pug-spool", daemon=True)
-        self._writer.start()
+        _unpatched("start_new_thread")(self._write_loop, ())
 
     # ---- opening, adopting ------------------------------------------------------------
 
@@ -493,8 +519,6 @@ class SpoolQueue(Ledger):
             self._has_pending.wait()
             # What comes within write_interval is written with this one write.
             self._write_now.wait(self.spool.write_interval)
-            self._write_now.clear()
-            self._has_pending.clear()
             with self._io:
                 if self._released:
                     return
