@@ -419,7 +419,6 @@ class SpoolQueue(Ledger):
         if not segment.unread:
             self._delete(segment)
             return segment
-        segment.buf, segment.buf_at = data[acknowledged : segment.end], acknowledged
         self._live_bytes += segment.unread_bytes
         # Before this client's own files: what was left waits longest.
         own_at = next((i for i, s in enumerate(self._segments) if s.own), len(self._segments))
