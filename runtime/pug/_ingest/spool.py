@@ -276,7 +276,7 @@ class SpoolQueue(Ledger):
         self._sequence = 0
         self._prefix = f"pug-{os.getpid()}-{secrets.token_hex(4)}"
         self._live_bytes = 0  # records on disk not finished
-        self._window_bytes = 0  # the items of the segments' windows
+        self._window_bytes = 0  # the records in the segments' windows, as on disk
         self._where: dict[int, tuple[_Segment, list[int]]] = {}  # id(taken item) → where
         self._identify_objects: dict[tuple[str, int], QueuedIdentify] = {}
         self._next_adopt = 0.0
@@ -590,7 +590,7 @@ class SpoolQueue(Ledger):
             self._identify_objects[(segment.name, at)] = identify
         if segment.window is not None:
             segment.window.extend(written)
-            self._window_bytes += sum(len(item) for _, _, item in written)
+            self._window_bytes += offset - start  # counted as on disk: with the headers
             if self._window_bytes > self._max_bytes:
                 self._drop_windows()
         segment.end = offset
@@ -606,7 +606,7 @@ class SpoolQueue(Ledger):
             if self._window_bytes <= self._max_bytes // 2:
                 return
             if segment.window:
-                self._window_bytes -= sum(len(item) for _, _, item in segment.window)
+                self._window_bytes -= sum(end - start for start, end, _ in segment.window)
                 segment.window = None
 
     def _disk_failed(self, items: list[Item], segment: _Segment) -> None:
@@ -720,7 +720,7 @@ class SpoolQueue(Ledger):
         if window is not None:
             for _ in items:
                 window.popleft()
-            self._window_bytes -= size
+            self._window_bytes -= taken_bytes
         elif segment.read_at >= segment.buf_at + len(segment.buf):
             segment.buf = b""  # read to its end: not held in memory
         segment.unread -= len(items)
