@@ -16,6 +16,7 @@ from pkgutil import extend_path
 __path__ = extend_path(__path__, __name__)
 
 from pug._ingest.core import Stats, TrackedEvent
+from pug._ingest.spool import Spool
 from pug._version import __version__
 from pug.client import AsyncPug, BoundPug, Pug
 from pug.config import BatchConfig, RetryPolicy
@@ -47,6 +48,7 @@ __all__ = [
     "PugEvent",
     "PugValidationError",
     "RetryPolicy",
+    "Spool",
     "Stats",
     "TrackedEvent",
     "Transport",

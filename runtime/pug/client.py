@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pug._ingest.core import Core, OnError, Stats, TrackedEvent
+from pug._ingest.spool import Spool
 from pug.config import BatchConfig, RetryPolicy
 from pug.event import PugEvent
 from pug.reads import AsyncReads, SyncReads
@@ -66,6 +67,7 @@ class _Client:
         on_error: OnError | None = None,
         before_send: Callable[[TrackedEvent], TrackedEvent | None] | None = None,
         strict: bool = False,
+        spool: str | os.PathLike[str] | Spool | None = None,
     ) -> None:
         key = _api_key(api_key)
         self.base_url = base_url or os.environ.get("PUG_BASE_URL") or DEFAULT_BASE_URL
@@ -79,6 +81,7 @@ class _Client:
             on_error=on_error,
             before_send=before_send,
             strict=strict,
+            spool=spool if spool is None or isinstance(spool, Spool) else Spool(spool),
         )
 
     def track(

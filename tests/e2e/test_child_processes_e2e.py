@@ -19,10 +19,10 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from accounting import delivered_ns
+from processes import process_group
 from servers import ConnectServer, FakePug
 
 EXIT_TIMEOUT = 5.0
@@ -42,18 +42,6 @@ def env(server: ConnectServer, tmp_path: Path) -> dict[str, str]:
     (tmp_path / "pug_test_client.py").write_text(CLIENT)
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PUG_BASE_URL": server.url, "PYTHONPATH": path}
-
-
-@contextlib.contextmanager
-def process_group(args: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
-    """A process in a session of its own; whatever is left of the group is killed after."""
-    process = subprocess.Popen(args, start_new_session=True, text=True, **kwargs)
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
 
 
 def run_program(source: str, tmp_path: Path, env: dict[str, str]) -> tuple[str, float]:

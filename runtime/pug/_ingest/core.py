@@ -21,6 +21,7 @@ from pug import ids
 from pug._ingest import lifecycle, validate
 from pug._ingest.encode import EventEncoder
 from pug._ingest.queue import REFUSED, EventQueue, IngestQueue, Item, QueuedIdentify, Stats
+from pug._ingest.spool import Spool, SpoolError, SpoolQueue
 from pug._ingest.worker import OnError, Worker
 from pug._version import __version__
 from pug._wire import protobuf as pb
@@ -71,6 +72,7 @@ class Core:
         on_error: OnError | None,
         before_send: BeforeSend | None,
         strict: bool,
+        spool: Spool | None = None,
     ) -> None:
         self.transport = transport
         self.batch = batch
@@ -79,18 +81,41 @@ class Core:
         self.on_error = on_error
         self.before_send = before_send
         self.strict = strict
+        self.spool = spool
         load_well_known()  # now, not on the first track() of a well-known kind
         self.encoder = EventEncoder(ids.uuid7(time.time_ns() // 1_000_000), AUTO_PROPERTIES)
         self._start_empty()
         lifecycle.add_live(self)
+        if len(self.queue):  # what an earlier process left in the spool
+            self._after_put(0)
 
     def _start_empty(self) -> None:
-        self.queue: IngestQueue = EventQueue(
-            max_items=self.batch.max_queue_size,
-            max_bytes=self.batch.max_queue_bytes,
-            batch_size=self.batch.max_size,
-            max_wait=self.batch.max_wait,
-        )
+        batch = self.batch
+        self._spooled: SpoolQueue | None = None
+        if self.spool is not None:
+            try:
+                self._spooled = SpoolQueue(
+                    self.spool,
+                    max_items=batch.max_queue_size,
+                    max_bytes=batch.max_queue_bytes,
+                    batch_size=batch.max_size,
+                    max_wait=batch.max_wait,
+                )
+            except SpoolError as exc:
+                logger.error(
+                    "pug spool disabled: %s; the client keeps its events in memory only "
+                    "(they are lost if the process dies)", exc,
+                )  # fmt: skip
+        self.queue: IngestQueue
+        if self._spooled is not None:  # (a queue is falsy when empty: no `or` here)
+            self.queue = self._spooled
+        else:
+            self.queue = EventQueue(
+                max_items=batch.max_queue_size,
+                max_bytes=batch.max_queue_bytes,
+                batch_size=batch.max_size,
+                max_wait=batch.max_wait,
+            )
         self._worker_lock = threading.Lock()  # exactly one worker is started
         self._worker: Worker | None = None
 
@@ -320,6 +345,8 @@ class Core:
             worker = self._worker
         if worker is not None:
             worker.stop(timeout)
+        if self._spooled is not None:
+            self._spooled.release()
         lifecycle.discard_live(self)
 
     def stats(self) -> Stats:
@@ -329,6 +356,8 @@ class Core:
         """The child starts empty: the parent's queue is the parent's to send."""
         if self._worker is not None:  # its loop's selector is shared with the parent
             INHERITED_FROM_PARENT.append(self._worker)
+        if self._spooled is not None:  # the parent's files stay the parent's
+            self._spooled.abandon_after_fork()
         self._start_empty()
         self.encoder.after_fork_in_child(ids.uuid7(time.time_ns() // 1_000_000))
         self.transport.reset_after_fork()

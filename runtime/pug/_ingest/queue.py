@@ -53,6 +53,8 @@ class Stats:
     retries: int = 0
     identifies_sent: int = 0
     queue_length: int = 0
+    # Items a spool found on disk, left by earlier processes (counted in `enqueued` too).
+    recovered: int = 0
 
 
 class QueuedIdentify:
@@ -109,26 +111,22 @@ class IngestQueue(Protocol):
     def __len__(self) -> int: ...
 
 
-def _release(items: list[Item], value: bool) -> None:
+def release(items: list[Item], value: bool) -> None:
+    """Resolve the futures of the identifies among `items`."""
     for item in items:
         if type(item) is QueuedIdentify and not item.done.done():
             item.done.set_result(value)
 
 
-class EventQueue:
-    """The in-memory IngestQueue: a deque of items, bounded by count and bytes."""
+class Ledger:
+    """What every IngestQueue accounts the same way, under its `_lock`: the counters, the
+    items dropped for a full queue (held for on_error within a byte bound), flush waiters,
+    and what `finish` does with them. EventQueue and the spool's queue add where items are
+    held."""
 
-    def __init__(self, *, max_items: int, max_bytes: int, batch_size: int, max_wait: float) -> None:
-        self._max_items = max_items
-        self._max_bytes = max_bytes
-        self._batch_size = batch_size  # put() says WAKE when this many are held
-        self._max_wait = max_wait  # seconds the oldest item may wait before it is due
-        self._overflow_max_bytes = max_bytes // OVERFLOW_SHARE
+    def __init__(self, *, max_bytes: int) -> None:
         self._lock = threading.Lock()
-        self._items: deque[Item] = deque()
-        self._bytes = 0
-        self._first_at: float | None = None  # when the oldest held item was put
-        self._identifies = 0  # identifies held: one is due at once, never left to the timer
+        self._overflow_max_bytes = max_bytes // OVERFLOW_SHARE
         self._overflow: list[Item] = []  # dropped for a full queue, for on_error
         self._overflow_bytes = 0
         self._overflow_lost = 0  # dropped past the overflow's bound: counted, not held
@@ -138,6 +136,113 @@ class EventQueue:
         self._flush_waiters: list[tuple[int, concurrent.futures.Future[bool]]] = []
         self._flush_requested = False
         self._closed = False
+
+    def _overflow_one(self, old: Item) -> bool:
+        """Count one item dropped for a full queue (under the lock) and hold it for
+        on_error within the overflow's byte bound, so memory stays bounded however fast
+        they come; True when it is past it: only counted (and finished)."""
+        self._stats.dropped_queue_full += 1
+        size = len(old) + ITEM_OVERHEAD
+        if not self._overflow or self._overflow_bytes + size <= self._overflow_max_bytes:
+            self._overflow.append(old)
+            self._overflow_bytes += size
+            return False
+        self._overflow_lost += 1
+        self._finished += 1
+        return True
+
+    def flush_waiter(self) -> concurrent.futures.Future[bool]:
+        """A future resolved True once every item put before the call is finished."""
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        with self._lock:
+            target = self._enqueued
+            if self._finished >= target:
+                done.set_result(True)
+                return done
+            self._flush_waiters.append((target, done))
+            self._flush_requested = True
+        return done
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def count_invalid(self) -> None:
+        with self._lock:
+            self._stats.dropped_invalid += 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self._stats.retries += 1
+
+    def _stats_now(self, queue_length: int) -> Stats:
+        """The counters (under the lock), with what is held."""
+        return dataclasses.replace(
+            self._stats,
+            enqueued=self._enqueued,
+            dropped_by_server=dict(self._stats.dropped_by_server),
+            queue_length=queue_length,
+        )
+
+    def take_overflow(self) -> tuple[list[Item], int]:
+        """The items dropped for a full queue since last asked, and how many more were
+        dropped past the overflow's bound (counted and finished, not held). The items are
+        to be finished with `already_counted=True`."""
+        with self._lock:
+            items, self._overflow = self._overflow, []
+            lost, self._overflow_lost = self._overflow_lost, 0
+            self._overflow_bytes = 0
+        return items, lost
+
+    def _account(
+        self,
+        items: list[Item],
+        *,
+        sent: bool,
+        already_counted: bool,
+        dropped: int,
+        reasons: Mapping[str, int] | None,
+        kept: int = 0,
+    ) -> list[concurrent.futures.Future[bool]]:
+        """Count finished items (and `kept` more the queue keeps for later: finished for
+        flush waiters, counted nowhere else); the flush waiters now due (under the lock)."""
+        identifies = sum(type(i) is QueuedIdentify for i in items)
+        stats = self._stats
+        if sent:
+            stats.sent += len(items) - identifies - dropped
+            by = stats.dropped_by_server
+            for reason, n in (reasons or {}).items():
+                by[reason] = by.get(reason, 0) + n
+            stats.identifies_sent += identifies
+        elif not already_counted:
+            stats.failed += len(items)
+        self._finished += len(items) + kept
+        finished = self._finished
+        ready = [f for t, f in self._flush_waiters if t <= finished]
+        if ready:
+            self._flush_waiters = [(t, f) for t, f in self._flush_waiters if t > finished]
+        return ready
+
+
+def resolve_waiters(ready: list[concurrent.futures.Future[bool]]) -> None:
+    for f in ready:
+        if not f.done():
+            f.set_result(True)
+
+
+class EventQueue(Ledger):
+    """The in-memory IngestQueue: a deque of items, bounded by count and bytes."""
+
+    def __init__(self, *, max_items: int, max_bytes: int, batch_size: int, max_wait: float) -> None:
+        super().__init__(max_bytes=max_bytes)
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._batch_size = batch_size  # put() says WAKE when this many are held
+        self._max_wait = max_wait  # seconds the oldest item may wait before it is due
+        self._items: deque[Item] = deque()
+        self._bytes = 0
+        self._first_at: float | None = None  # when the oldest held item was put
+        self._identifies = 0  # identifies held: one is due at once, never left to the timer
 
     def __len__(self) -> int:
         return len(self._items)
@@ -163,7 +268,7 @@ class EventQueue:
             else:
                 self._stats.dropped_invalid += 1
                 outcome, lost = REFUSED, [item]
-        _release(lost, False)
+        release(lost, False)
         return outcome
 
     def _put_unusual(self, item: Item, n: int) -> tuple[int, list[Item]]:
@@ -189,30 +294,9 @@ class EventQueue:
             old = items.popleft()
             self._bytes -= len(old)
             self._identifies -= type(old) is not bytes
-            self._stats.dropped_queue_full += 1
-            # Hold dropped items for on_error within a byte bound, so memory stays bounded
-            # however fast they come; past it they are only counted.
-            size = len(old) + ITEM_OVERHEAD
-            if not self._overflow or self._overflow_bytes + size <= self._overflow_max_bytes:
-                self._overflow.append(old)
-                self._overflow_bytes += size
-            else:
-                self._overflow_lost += 1
-                self._finished += 1
+            if self._overflow_one(old):
                 lost.append(old)
         return bool(self._overflow) and not had_overflow, lost
-
-    def flush_waiter(self) -> concurrent.futures.Future[bool]:
-        """A future resolved True once every item put before the call is finished."""
-        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        with self._lock:
-            target = self._enqueued
-            if self._finished >= target:
-                done.set_result(True)
-                return done
-            self._flush_waiters.append((target, done))
-            self._flush_requested = True
-        return done
 
     def close(self) -> bool:
         """Refuse further items; True the first time (what is held stays to be taken)."""
@@ -220,26 +304,9 @@ class EventQueue:
             first, self._closed = not self._closed, True
         return first
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def count_invalid(self) -> None:
-        with self._lock:
-            self._stats.dropped_invalid += 1
-
-    def count_retry(self) -> None:
-        with self._lock:
-            self._stats.retries += 1
-
     def stats(self) -> Stats:
         with self._lock:
-            return dataclasses.replace(
-                self._stats,
-                enqueued=self._enqueued,
-                dropped_by_server=dict(self._stats.dropped_by_server),
-                queue_length=len(self._items),
-            )
+            return self._stats_now(len(self._items))
 
     # ---- the worker's side ----------------------------------------------------------
 
@@ -319,16 +386,6 @@ class EventQueue:
             self._first_at = None
         return taken
 
-    def take_overflow(self) -> tuple[list[Item], int]:
-        """The items dropped for a full queue since last asked, and how many more were
-        dropped past the overflow's bound (counted and finished, not held). The items are
-        to be finished with `already_counted=True`."""
-        with self._lock:
-            items, self._overflow = self._overflow, []
-            lost, self._overflow_lost = self._overflow_lost, 0
-            self._overflow_bytes = 0
-        return items, lost
-
     def finish(
         self,
         items: list[Item],
@@ -343,27 +400,12 @@ class EventQueue:
         counted by `reasons`) or failed (`already_counted`: dropped for a full queue, counted then).
         `before_release` (on_error) runs before identify futures and flush waiters are
         resolved, so a flush() that returns has seen on_error done."""
-        identifies = sum(type(i) is QueuedIdentify for i in items)
-        events = len(items) - identifies
         with self._lock:
-            stats = self._stats
-            if sent:
-                stats.sent += events - dropped
-                by = stats.dropped_by_server
-                for reason, n in (reasons or {}).items():
-                    by[reason] = by.get(reason, 0) + n
-                stats.identifies_sent += identifies
-            elif not already_counted:
-                stats.failed += len(items)
-            self._finished += len(items)
-            finished = self._finished
-            ready = [f for t, f in self._flush_waiters if t <= finished]
-            if ready:
-                self._flush_waiters = [(t, f) for t, f in self._flush_waiters if t > finished]
+            ready = self._account(
+                items, sent=sent, already_counted=already_counted, dropped=dropped,
+                reasons=reasons,
+            )  # fmt: skip
         if before_release is not None:
             before_release()
-        if identifies:
-            _release(items, sent)
-        for f in ready:
-            if not f.done():
-                f.set_result(True)
+        release(items, sent)
+        resolve_waiters(ready)
