@@ -27,7 +27,7 @@ from pug._wire import protobuf as pb
 from pug.config import BatchConfig, RetryPolicy
 from pug.context import AddedProperties, current_frame
 from pug.errors import PugError, PugValidationError, echo
-from pug.event import PugEvent, WireProperties, event_class, load_well_known
+from pug.event import PugEvent, WireProperties, event_class, well_known_kinds
 from pug.properties import _field_names, check_mapping, custom_properties, event_wire, traits
 from pug.transports.base import INHERITED_FROM_PARENT, Transport
 from pug.undelivered import Undelivered
@@ -79,13 +79,13 @@ class Core:
     ) -> None:
         self.transport = transport
         self.properties = properties  # the client's own, sent with every event
+        well_known_kinds()  # now, not on the first track(): which module has which kind
         self.batch = batch
         self.retry = retry
         self.timeout = timeout
         self.on_error = on_error
         self.before_send = before_send
         self.strict = strict
-        load_well_known()  # now, not on the first track() of a well-known kind
         self.encoder = EventEncoder(ids.uuid7(time.time_ns() // 1_000_000), AUTO_PROPERTIES)
         self._start_empty()
         lifecycle.add_live(self)
