@@ -5,13 +5,14 @@ measured in the same run (samples interleaved, so both see the same machine load
     python bench/bench_coldstart.py [--samples 21]
 
 What a serverless function or a short script pays before its first event is queued. Each
-sample is a new `python` process timing the three steps with `perf_counter` (interpreter
-start-up itself is not counted: it is the same for both), then leaving with `os._exit` so
-no exit flush is timed. Modules are read from their cached bytecode, as from an installed
-wheel: the children may write it (PYTHONDONTWRITEBYTECODE is dropped), and one run of each
-program before the samples writes it. The client points at a closed port on 127.0.0.1:
-nothing is sent during the count. One more `pug` run under `python -X importtime` lists the heaviest
-modules the three steps import. Writes bench/results/coldstart.md.
+sample is a new `python` process timing the three steps with `perf_counter`, and the
+process's CPU time over them (interpreter start-up is not counted: it is the same for
+both), then leaving with `os._exit` so no exit flush is timed. Modules are read from their
+cached bytecode, as from an installed wheel: the children may write it
+(PYTHONDONTWRITEBYTECODE is dropped), and one run of each program before the samples
+writes it. The client points at a closed port on 127.0.0.1: nothing is sent during the
+count. One more `pug` run under `python -X importtime` lists the heaviest modules the
+three steps import. Writes bench/results/coldstart.md.
 """
 
 from __future__ import annotations
@@ -26,32 +27,32 @@ from common import median, spread, versions, write
 
 PUG = """
 import time
-t0 = time.perf_counter()
+c0, t0 = time.process_time(), time.perf_counter()
 import pug
 t1 = time.perf_counter()
 client = pug.Pug(api_key="prv_bench", base_url="http://127.0.0.1:9")
 t2 = time.perf_counter()
 client.track("user_42", "order.completed", {"amount": 49.99, "currency": "USD"})
-t3 = time.perf_counter()
-print(t1 - t0, t2 - t1, t3 - t2)
+t3, c3 = time.perf_counter(), time.process_time()
+print(t1 - t0, t2 - t1, t3 - t2, c3 - c0)
 import os; os._exit(0)
 """
 
 POSTHOG = """
 import time
-t0 = time.perf_counter()
+c0, t0 = time.process_time(), time.perf_counter()
 import posthog
 t1 = time.perf_counter()
 client = posthog.Posthog("phc_bench", host="http://127.0.0.1:9")
 t2 = time.perf_counter()
 client.capture("order.completed", distinct_id="user_42",
                properties={"amount": 49.99, "currency": "USD"})
-t3 = time.perf_counter()
-print(t1 - t0, t2 - t1, t3 - t2)
+t3, c3 = time.perf_counter(), time.process_time()
+print(t1 - t0, t2 - t1, t3 - t2, c3 - c0)
 import os; os._exit(0)
 """
 
-STEPS = ("import", "client", "first event")
+STEPS = ("import", "client", "first event")  # wall-clock; then the CPU of all three
 # Bytecode cached, as an installed package has it (compiling the sources would be timed).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
@@ -90,23 +91,26 @@ def main() -> None:
     for _ in range(args.samples):  # interleaved: both see the same load
         runs["pug"].append(sample(PUG))
         runs["posthog-python"].append(sample(POSTHOG))
-    totals = {name: [sum(steps) for steps in samples] for name, samples in runs.items()}
+    totals = {name: [sum(s[: len(STEPS)]) for s in samples] for name, samples in runs.items()}
     lines = [
         f"Cold start, median of {args.samples} fresh interpreters per SDK, interleaved "
-        f"(ms; Python {sys.version.split()[0]}; {versions('posthog')}). Interpreter "
-        "start-up not counted.",
+        f"(ms; Python {sys.version.split()[0]}; {versions('posthog')}; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores). Wall-clock per step; CPU: the "
+        "process's CPU time over the three (any thread), which the machine's load moves less. "
+        "Interpreter start-up not counted.",
         "",
-        "| SDK | import | client | first event | total | spread of total | × posthog |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| SDK | import | client | first event | total | spread of total | × posthog | CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     baseline = median(totals["posthog-python"])
     for name, samples in runs.items():
         steps = [median([s[i] for s in samples]) for i in range(len(STEPS))]
         total = median(totals[name])
         cells = " | ".join(f"{step:.1f}" for step in steps)
+        cpu = median([s[len(STEPS)] for s in samples])
         lines.append(
             f"| {name} | {cells} | **{total:.1f}** | {spread(totals[name])} | "
-            f"{total / baseline:.2f} |"
+            f"{total / baseline:.2f} | {cpu:.1f} |"
         )
     lines += [
         "",

@@ -19,9 +19,8 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from pug.properties import check_mapping, custom_properties
 
@@ -56,9 +55,10 @@ class AddedProperties:
         return AddedProperties({**self.plain, **over.plain})
 
 
-# Bumped by set_context: every frame's resolution made before it is stale. A global
-# counter keeps the common read (no set_context since) to one comparison.
-_generation = 0
+# Bumped by set_context: every frame's resolution made before it is stale. One shared
+# counter keeps the common read (no set_context since) to one comparison; a list, so that
+# the core reads it without a call (`GENERATION[0]`).
+GENERATION = [0]
 _bump = itertools.count(1).__next__  # atomic under the GIL, unlike `+= 1`
 
 
@@ -93,12 +93,15 @@ class _Resolved:
         return self._with_client
 
 
+_NOT_RESOLVED = _Resolved(-1, None, None, None)
+
+
 class _Frame:
     """One entry into a context: what it sets itself and the frame it was entered in.
     `set_context` changes a frame in place, so everything running under it (a request's
     background task) sees the change."""
 
-    __slots__ = ("_resolved", "distinct_id", "owner", "parent", "properties", "session_id")
+    __slots__ = ("distinct_id", "owner", "parent", "properties", "resolution", "session_id")
 
     def __init__(self, owner: Context, parent: _Frame | None) -> None:
         self.owner = owner
@@ -106,13 +109,15 @@ class _Frame:
         self.distinct_id = owner.distinct_id
         self.session_id = owner.session_id
         self.properties = owner.properties
-        self._resolved: _Resolved | None = None
+        # What this frame and its outer ones add up to, as of `resolution.generation`:
+        # `resolved()` makes it again when GENERATION has moved on.
+        self.resolution = _NOT_RESOLVED
 
     def resolved(self) -> _Resolved:
-        resolved = self._resolved
-        if resolved is not None and resolved.generation == _generation:
+        resolved = self.resolution
+        if resolved.generation == GENERATION[0]:
             return resolved
-        generation = _generation  # read before the frames: a change after it is seen later
+        generation = GENERATION[0]  # read before the frames: a change after it is seen later
         if self.parent is None:
             resolved = _Resolved(generation, self.distinct_id, self.session_id, self.properties)
         else:
@@ -123,7 +128,7 @@ class _Frame:
                 self.session_id if self.session_id is not None else outer.session_id,
                 outer.properties.under(self.properties) if outer.properties else self.properties,
             )
-        self._resolved = resolved
+        self.resolution = resolved
         return resolved
 
 
@@ -131,8 +136,7 @@ _current: ContextVar[_Frame | None] = ContextVar("pug_context", default=None)
 current_frame = _current.get  # what track() calls: None outside any context
 
 
-@dataclass(frozen=True, slots=True)
-class ContextView:
+class ContextView(NamedTuple):
     """The context `track()` would use now, read-only: its distinct id, session id and
     properties, nested contexts merged."""
 
@@ -236,7 +240,6 @@ def set_context(
     added to its own (replacing a key it had). Everything running in that context from now
     on sees the change, tasks it started included. Outside any context it logs a warning
     and does nothing."""
-    global _generation
     frame = _current.get()
     if frame is None:
         logger.warning("pug.set_context() outside any pug.context(): nothing was changed")
@@ -248,4 +251,4 @@ def set_context(
         frame.session_id = session_id
     if added is not None:
         frame.properties = frame.properties.under(added) if frame.properties else added
-    _generation = _bump()
+    GENERATION[0] = _bump()

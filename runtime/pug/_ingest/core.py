@@ -25,7 +25,7 @@ from pug._ingest.worker import OnError, Worker
 from pug._version import __version__
 from pug._wire import protobuf as pb
 from pug.config import BatchConfig, RetryPolicy
-from pug.context import AddedProperties, current_frame
+from pug.context import GENERATION, AddedProperties, current_frame
 from pug.errors import PugError, PugValidationError, echo
 from pug.event import PugEvent, WireProperties, event_class, well_known_kinds
 from pug.properties import _field_names, check_mapping, custom_properties, event_wire, traits
@@ -162,7 +162,9 @@ class Core:
         fields are its own too: what is added never fills one it left unset."""
         added = self.properties
         if frame is not None:
-            resolved = frame.resolved()
+            resolved = frame.resolution
+            if resolved.generation != GENERATION[0]:  # not made yet, or set_context since
+                resolved = frame.resolved()
             if distinct_id is None:
                 distinct_id = resolved.distinct_id
             if session_id is None:
@@ -180,8 +182,16 @@ class Core:
             if added is None:
                 body = self.encoder.encode_now(distinct_id, event, properties)
             elif type(event) is str:
-                merged = {**added.plain, **properties} if properties else added.plain
-                body = self.encoder.encode_now(distinct_id, event, merged)
+                # The added properties under the event's own. No key in both (the rule)
+                # costs a copy and a small update: a dict built from nothing grows twice.
+                plain = added.plain
+                if properties:
+                    merged = properties.copy() if type(properties) is dict else dict(properties)
+                    merged.update(plain)
+                    if len(merged) != len(properties) + len(plain):  # the event's key wins
+                        merged.update(properties)
+                    plain = merged
+                body = self.encoder.encode_now(distinct_id, event, plain)
             else:
                 body = None
             if body is not None:

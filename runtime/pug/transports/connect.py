@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import gzip
-import json
 import os
 import ssl
 import struct
@@ -195,6 +193,8 @@ def error_from_json(
     """A PugError from a Connect error body, or from the status when there is none. `key`
     is redacted from whatever the body says (a proxy may echo the request); a non-Connect
     body is quoted, at most QUOTE_CHARS characters of it."""
+    import json  # here, as gzip below: modules only errors and large batches need
+
     try:
         data: Any = json.loads(body)
     except (ValueError, RecursionError):
@@ -211,6 +211,8 @@ def error_from_json(
 
 def _raise_end_of_stream(payload: bytes, key: str) -> None:
     """Raise the error a stream's end-of-stream message carries, if it carries one."""
+    import json
+
     try:
         data: Any = json.loads(payload or b"{}")
     except (ValueError, RecursionError):
@@ -313,6 +315,8 @@ class ConnectTransport:
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
         headers = self._request_headers(timeout, _PROTO)
         if self._compress_above is not None and len(request) > self._compress_above:
+            import gzip
+
             request = gzip.compress(request, compresslevel=1)
             headers["content-encoding"] = "gzip"
         limit = response_limit(method, self._max_response_bytes)
