@@ -36,11 +36,10 @@ class AddedProperties:
     whose value cannot be sent were left out (with a warning) when it was made, so each
     event does not warn again."""
 
-    __slots__ = ("keys", "plain")
+    __slots__ = ("plain",)
 
     def __init__(self, plain: dict[str, Any]) -> None:
         self.plain = plain
-        self.keys = frozenset(plain)
 
     @classmethod
     def of(cls, properties: Mapping[Any, Any]) -> AddedProperties:
@@ -67,7 +66,7 @@ class _Resolved:
     the last client's own properties under it (one slot: a process has one client, most
     often)."""
 
-    __slots__ = ("_client", "_with_client", "distinct_id", "generation", "properties", "session_id")
+    __slots__ = ("_with_client", "distinct_id", "generation", "properties", "session_id")
 
     def __init__(
         self,
@@ -80,17 +79,18 @@ class _Resolved:
         self.distinct_id = distinct_id
         self.session_id = session_id
         self.properties = properties
-        self._client: AddedProperties | None = None
-        self._with_client: AddedProperties | None = None
+        # (client's, merged): one attribute, replaced whole, so that threads tracking
+        # for two clients at once never pair one's merge with the other.
+        self._with_client: tuple[AddedProperties, AddedProperties] | None = None
 
     def with_client(self, client: AddedProperties | None) -> AddedProperties | None:
         """These properties over a client's (the context's win)."""
         if client is None or self.properties is None:
             return self.properties or client
-        if self._client is not client:
-            self._with_client = client.under(self.properties)
-            self._client = client  # after: a reader seeing it finds the merge made
-        return self._with_client
+        merged = self._with_client
+        if merged is None or merged[0] is not client:
+            merged = self._with_client = (client, client.under(self.properties))
+        return merged[1]
 
 
 _NOT_RESOLVED = _Resolved(-1, None, None, None)
@@ -183,6 +183,12 @@ class Context:
 
     def __call__(self, func: F) -> F:
         """Decorate `func` so each call runs in this context."""
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # The call only makes the generator: its body would run outside the context.
+            raise TypeError(
+                "pug.context() cannot decorate a generator function: enter it in the "
+                "generator's body (`with pug.context(...):`)"
+            )
         if inspect.iscoroutinefunction(func):
             coroutine = cast(Callable[..., Awaitable[Any]], func)
 
@@ -201,7 +207,7 @@ class Context:
         return cast(F, run)
 
     def __repr__(self) -> str:
-        keys = sorted(self.properties.keys) if self.properties else []
+        keys = sorted(self.properties.plain) if self.properties else []
         return (
             f"pug.Context(distinct_id={self.distinct_id!r}, session_id={self.session_id!r}, "
             f"properties={keys})"

@@ -12,6 +12,7 @@ import datetime
 import importlib
 import re
 from enum import IntEnum
+from types import ModuleType
 from typing import Any, ClassVar, TypeAlias
 
 import msgspec
@@ -75,8 +76,11 @@ def event_class(kind: str) -> type[PugEvent] | None:
     if cls is None:
         where = well_known_kinds().get(kind)
         if where is not None:
-            _import_well_known(where[0])
-            cls = REGISTRY.get(kind)
+            module, name = where
+            cls = getattr(_import_well_known(module), name)
+            # Registered when its module was first imported; again if the registry was
+            # put back since (tests do), as the import is not made twice.
+            REGISTRY.setdefault(kind, cls)
     return cls
 
 
@@ -97,20 +101,21 @@ def well_known_kinds() -> dict[str, tuple[str, str]]:
     return _WELL_KNOWN
 
 
-def _import_well_known(module: str) -> None:
+def _import_well_known(module: str) -> ModuleType:
     """Import one domain of the well-known events, and read how each of its classes goes
     on the wire (~0.2 ms a class, from msgspec) now rather than at its first event."""
     imported = importlib.import_module(f"pug.events.{module}")
     for cls in list(REGISTRY.values()):
         if cls.__module__ == imported.__name__:
             _plan(cls)
+    return imported
 
 
 def load_well_known() -> None:
     """Import every well-known event now (clients no longer do: each domain is imported
     when one of its kinds is first tracked as a string)."""
-    for module in sorted({module for module, _ in well_known_kinds().values()}):
-        _import_well_known(module)
+    for kind in well_known_kinds():
+        event_class(kind)
 
 
 def registered_events() -> dict[str, type[PugEvent]]:

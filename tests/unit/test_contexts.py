@@ -357,6 +357,33 @@ def test_decorator_on_sync_and_async_functions(client: Pug, fake: FakePug) -> No
     ]
 
 
+def test_a_generator_function_cannot_be_decorated() -> None:
+    def events() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match="cannot decorate a generator function"):
+        pug.context(distinct_id="u")(events)
+
+
+def test_two_clients_in_one_context_each_add_their_own(fake: FakePug) -> None:
+    with (
+        Pug(api_key="prv_test", transport=fake, properties={"app": "a"}) as first,
+        Pug(api_key="prv_test", transport=fake, properties={"app": "b", "b": 1}) as second,
+        pug.context(distinct_id="u", properties={"ctx": 1}),
+    ):
+        for _ in range(2):
+            first.track("ctx.first")
+            second.track("ctx.second")
+        first.flush()
+        second.flush()
+    assert sorted(sent(fake), key=lambda e: e[0]) == [
+        ("ctx.first", "u", {"app": "a", "ctx": 1}),
+        ("ctx.first", "u", {"app": "a", "ctx": 1}),
+        ("ctx.second", "u", {"app": "b", "b": 1, "ctx": 1}),
+        ("ctx.second", "u", {"app": "b", "b": 1, "ctx": 1}),
+    ]
+
+
 def test_async_with_and_async_client(fake: FakePug) -> None:
     async def main() -> None:
         async with AsyncPug(api_key="prv_test", transport=fake, properties={"c": 1}) as client:
