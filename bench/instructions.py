@@ -1,6 +1,6 @@
 """CPU instructions per `track()` call, counted by valgrind, for any git revisions.
 
-    python bench/instructions.py [REV ...] [--calls 400]
+    python bench/instructions.py [REV ...] [--calls 400] [--cases custom context]
 
 Wall-clock figures on a shared machine move by tens of percent from run to run; counted
 instructions do not, so this is how each optimization of the hot path is measured. Each
@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import os, sys, time
 time.time_ns = lambda: 1_790_000_000_123_456_789  # pinned: the same ms for every call
+import pug as sdk
 from pug import BatchConfig, Pug
 from pug.events import Purchase
 from pug.testing import InMemoryTransport
@@ -65,8 +66,11 @@ calls = {
     "varied": lambda: pug.track("user_42", "order.completed", next(VARIED)),
     "realistic": lambda: pug.track(next(USERS), "order.completed", next(VARIED)),
     "typed": lambda: pug.track("user_42", typed),
+    "context": lambda: pug.track("order.completed", PROPS),
 }
 call = calls[case]
+if case == "context":  # entered once: what a request's calls pay, not its entry
+    sdk.context(distinct_id="user_42", properties={"plan": "pro", "region": "eu"}).__enter__()
 for _ in range(int(sys.argv[4])):  # warm-up: the client in its steady state
     call()
 for _ in range(n):
@@ -79,9 +83,10 @@ CASES = {
     "varied": "track(), the same with 2 values new each call",
     "realistic": "track(), realistic: a new distinct id and 2 new values each call",
     "typed": "track(), typed Purchase (built once)",
+    "context": "track() in a context (its distinct id, 2 properties), custom 8 properties",
     "delivered": "per event delivered over Connect (caller + worker)",
 }
-SCALE = {"custom": 1, "varied": 1, "realistic": 1, "typed": 1, "delivered": 5}
+SCALE = {"custom": 1, "varied": 1, "realistic": 1, "typed": 1, "context": 1, "delivered": 5}
 
 
 # Calls before the count: past the 256th different value a key turns volatile
@@ -124,14 +129,14 @@ def describe(rev: str | None) -> str:
     return line if len(line) <= 90 else line[:87] + "..."
 
 
-def measure(rev: str | None, calls: int, sink_url: str) -> dict[str, float]:
+def measure(rev: str | None, calls: int, sink_url: str, cases: list[str]) -> dict[str, float]:
     if rev is None:
-        return {case: per_call(REPO, calls, case, sink_url) for case in CASES}
+        return {case: per_call(REPO, calls, case, sink_url) for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), rev], cwd=REPO)
         try:
-            return {case: per_call(tree, calls, case, sink_url) for case in CASES}
+            return {case: per_call(tree, calls, case, sink_url) for case in cases}
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
 
@@ -140,22 +145,37 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("revs", nargs="*", help="git revisions (default: the working tree)")
     parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     args = parser.parse_args()
     revs: list[str | None] = list(args.revs) or [None]
+    cases: list[str] = args.cases
     with sink("http") as url, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(lambda r: measure(r, args.calls, url), revs))
+        results = list(pool.map(lambda r: measure(r, args.calls, url, cases), revs))
     first = results[0]
     lines = [
         f"Instructions per `track()` call (valgrind callgrind, {args.calls} calls, clock "
         f"pinned; Python {sys.version.split()[0]}). Ratios against the first row.",
         "",
-        "| revision | " + " | ".join(f"{label} | ×" for label in CASES.values()) + " |",
-        "|---|" + "---:|---:|" * len(CASES),
+        "| revision | " + " | ".join(f"{CASES[c]} | ×" for c in cases) + " |",
+        "|---|" + "---:|---:|" * len(cases),
     ]
     for rev, result in zip(revs, results, strict=True):
-        cells = " | ".join(f"{result[c]:,.0f} | {result[c] / first[c]:.2f}" for c in CASES)
+        cells = " | ".join(f"{result[c]:,.0f} | {result[c] / first[c]:.2f}" for c in cases)
         lines.append(f"| {describe(rev)} | {cells} |")
-    write("instructions.md", "\n".join(lines) + "\n")
+    if "context" in cases and "custom" in cases:  # issue 16's target: at most 1.25
+        lines += [
+            "",
+            "Context over custom: "
+            + ", ".join(
+                f"{describe(rev)}: {r['context'] / r['custom']:.2f}×"
+                for rev, r in zip(revs, results, strict=True)
+            ),
+        ]
+    # A run of some cases only keeps the full table of the last full run.
+    write(
+        "instructions.md" if cases == list(CASES) else "instructions-cases.md",
+        "\n".join(lines) + "\n",
+    )
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ the catalog can never disagree.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import importlib
 import re
 from enum import IntEnum
+from types import ModuleType
 from typing import Any, ClassVar, TypeAlias
 
 import msgspec
@@ -31,6 +31,7 @@ __all__ = [
     "load_well_known",
     "registered_events",
     "validate",
+    "well_known_kinds",
 ]
 
 
@@ -68,39 +69,58 @@ class PugEvent(msgspec.Struct, kw_only=True, omit_defaults=True, repr_omit_defau
 
 
 def event_class(kind: str) -> type[PugEvent] | None:
-    """The typed event class registered for `kind`: Pug's well-known events, and those of
-    any catalog module that has been imported."""
+    """The typed event class registered for `kind`: Pug's well-known events (their
+    module imported the first time one of its kinds is asked for), and those of any
+    catalog module that has been imported."""
     cls = REGISTRY.get(kind)
-    if cls is None and not _well_known_loaded:
-        load_well_known()
-        cls = REGISTRY.get(kind)
+    if cls is None:
+        where = well_known_kinds().get(kind)
+        if where is not None:
+            module, name = where
+            cls = getattr(_import_well_known(module), name)
+            # Registered when its module was first imported; again if the registry was
+            # put back since (tests do), as the import is not made twice.
+            REGISTRY.setdefault(kind, cls)
     return cls
 
 
-_well_known_loaded = False
+_WELL_KNOWN: dict[str, tuple[str, str]] | None = None
+
+
+def well_known_kinds() -> dict[str, tuple[str, str]]:
+    """Each well-known kind's module and class name (`pug.events.KINDS`), read without
+    importing the modules; clients read it when they are made, so that the first track()
+    of a custom kind imports nothing. A function-level import: `pug.events` builds on
+    this module."""
+    global _WELL_KNOWN
+    if _WELL_KNOWN is None:
+        try:
+            _WELL_KNOWN = importlib.import_module("pug.events").KINDS
+        except (ImportError, AttributeError):  # a broken install: custom events still work
+            _WELL_KNOWN = {}
+    return _WELL_KNOWN
+
+
+def _import_well_known(module: str) -> ModuleType:
+    """Import one domain of the well-known events, and read how each of its classes goes
+    on the wire (~0.2 ms a class, from msgspec) now rather than at its first event."""
+    imported = importlib.import_module(f"pug.events.{module}")
+    for cls in list(REGISTRY.values()):
+        if cls.__module__ == imported.__name__:
+            _plan(cls)
+    return imported
 
 
 def load_well_known() -> None:
-    """Import `pug.events` once, so a well-known kind given as a string is checked by its
-    rules even when the application never imported the typed classes. Clients call it when
-    they are made: the import takes tens of milliseconds, which must not fall on the first
-    `track()` (in an async app, on the event loop). A function-level import: `pug.events`
-    builds on this module, so this module cannot import it on load."""
-    global _well_known_loaded
-    if _well_known_loaded:
-        return
-    _well_known_loaded = True
-    # A broken install raises ImportError: custom events still work then.
-    with contextlib.suppress(ImportError):
-        importlib.import_module("pug.events")
-    # How each class's fields go on the wire (~0.2 ms a class, read from msgspec): now,
-    # so the first track() of each well-known kind does not pay it either.
-    for cls in list(REGISTRY.values()):
-        _plan(cls)
+    """Import every well-known event now (clients no longer do: each domain is imported
+    when one of its kinds is first tracked as a string)."""
+    for kind in well_known_kinds():
+        event_class(kind)
 
 
 def registered_events() -> dict[str, type[PugEvent]]:
     """Every registered kind and its class (well-known events and imported catalogs)."""
+    load_well_known()
     return dict(REGISTRY)
 
 

@@ -7,157 +7,168 @@
 
 `EVENTS` maps each kind to its class; `validate(event)` raises `PugValidationError`
 when an event breaks its catalog rules.
+
+A domain's module is imported when one of its classes is first named here, or when one of
+its kinds is first tracked as a string (`KINDS`, read by `pug.event.event_class`): importing
+them all would cost every process tens of milliseconds at start.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pug.event import PugEvent, event_properties, validate
-from pug.events.api import (
-    ApiKeyCreated,
-    ApiKeyRevoked,
-)
-from pug.events.app import (
-    FeatureUsed,
-)
-from pug.events.auth import (
-    EmailVerified,
-    MfaDisabled,
-    MfaEnabled,
-    PasswordResetCompleted,
-    PasswordResetRequested,
-    Signin,
-    Signout,
-    Signup,
-)
-from pug.events.billing import (
-    InvoiceFailed,
-    InvoicePaid,
-    PaymentFailed,
-    PaymentMethodAdded,
-    PaymentMethodRemoved,
-    PaymentSucceeded,
-    RefundFailed,
-    SubscriptionCanceled,
-    SubscriptionChanged,
-    SubscriptionPaused,
-    SubscriptionRenewed,
-    SubscriptionResumed,
-    SubscriptionStarted,
-    SubscriptionTrialWillEnd,
-    TrialConverted,
-    TrialStarted,
-)
-from pug.events.chat import (
-    ChatArchived,
-    ChatAttachmentDownloaded,
-    ChatAttachmentUploaded,
-    ChatCallJoined,
-    ChatCallLeft,
-    ChatCallRecordingStarted,
-    ChatCallScreenShared,
-    ChatCallStarted,
-    ChatCreated,
-    ChatDeleted,
-    ChatJoined,
-    ChatLeft,
-    ChatMemberAdded,
-    ChatMemberMuted,
-    ChatMemberRemoved,
-    ChatMemberRoleChanged,
-    ChatMessageDeleted,
-    ChatMessageEdited,
-    ChatMessageFailed,
-    ChatMessagePinned,
-    ChatMessageRead,
-    ChatMessageReceived,
-    ChatMessageSent,
-    ChatMessageUnpinned,
-    ChatReactionAdded,
-    ChatReactionRemoved,
-    ChatTypingStarted,
-    ChatTypingStopped,
-    ChatUnarchived,
-    ChatUserBlocked,
-)
-from pug.events.commerce import (
-    AddToCart,
-    CartViewed,
-    CheckoutStarted,
-    CheckoutStepCompleted,
-    CouponApplied,
-    CouponRemoved,
-    OrderRefunded,
-    ProductListViewed,
-    ProductViewed,
-    Purchase,
-    RemoveFromCart,
-    WishlistAdded,
-    WishlistRemoved,
-)
-from pug.events.discovery import (
-    FilterApplied,
-    RecommendationClicked,
-    RecommendationViewed,
-    Search,
-    SearchResultClicked,
-    SortChanged,
-)
-from pug.events.error import (
-    ErrorOccurred,
-)
-from pug.events.file import (
-    ExportCompleted,
-    ExportStarted,
-    FileDownloaded,
-    FileUploaded,
-)
-from pug.events.form import (
-    FormStart,
-    FormSubmit,
-)
-from pug.events.integration import (
-    IntegrationConnected,
-    IntegrationDisconnected,
-)
-from pug.events.invitation import (
-    InviteAccepted,
-    InviteSent,
-)
-from pug.events.media import (
-    AudioCompleted,
-    AudioPause,
-    AudioPlay,
-    AudioSeeked,
-    AudioStarted,
-    VideoCompleted,
-    VideoPause,
-    VideoPlay,
-    VideoSeeked,
-    VideoStarted,
-)
-from pug.events.notification import (
-    NotificationClicked,
-    NotificationDismissed,
-    NotificationReceived,
-)
-from pug.events.social import (
-    Share,
-)
-from pug.events.support import (
-    FeedbackSubmitted,
-    HelpArticleViewed,
-    NpsSubmitted,
-    SupportChatStarted,
-    SupportTicketCreated,
-    SupportTicketResolved,
-    SurveyCompleted,
-    SurveyStarted,
-)
-from pug.events.workspace import (
-    WorkspaceCreated,
-    WorkspaceDeleted,
-    WorkspaceJoined,
-    WorkspaceRoleChanged,
-    WorkspaceSettingsUpdated,
-)
+
+if TYPE_CHECKING:
+    from pug.events.api import (
+        ApiKeyCreated,
+        ApiKeyRevoked,
+    )
+    from pug.events.app import (
+        FeatureUsed,
+    )
+    from pug.events.auth import (
+        EmailVerified,
+        MfaDisabled,
+        MfaEnabled,
+        PasswordResetCompleted,
+        PasswordResetRequested,
+        Signin,
+        Signout,
+        Signup,
+    )
+    from pug.events.billing import (
+        InvoiceFailed,
+        InvoicePaid,
+        PaymentFailed,
+        PaymentMethodAdded,
+        PaymentMethodRemoved,
+        PaymentSucceeded,
+        RefundFailed,
+        SubscriptionCanceled,
+        SubscriptionChanged,
+        SubscriptionPaused,
+        SubscriptionRenewed,
+        SubscriptionResumed,
+        SubscriptionStarted,
+        SubscriptionTrialWillEnd,
+        TrialConverted,
+        TrialStarted,
+    )
+    from pug.events.chat import (
+        ChatArchived,
+        ChatAttachmentDownloaded,
+        ChatAttachmentUploaded,
+        ChatCallJoined,
+        ChatCallLeft,
+        ChatCallRecordingStarted,
+        ChatCallScreenShared,
+        ChatCallStarted,
+        ChatCreated,
+        ChatDeleted,
+        ChatJoined,
+        ChatLeft,
+        ChatMemberAdded,
+        ChatMemberMuted,
+        ChatMemberRemoved,
+        ChatMemberRoleChanged,
+        ChatMessageDeleted,
+        ChatMessageEdited,
+        ChatMessageFailed,
+        ChatMessagePinned,
+        ChatMessageRead,
+        ChatMessageReceived,
+        ChatMessageSent,
+        ChatMessageUnpinned,
+        ChatReactionAdded,
+        ChatReactionRemoved,
+        ChatTypingStarted,
+        ChatTypingStopped,
+        ChatUnarchived,
+        ChatUserBlocked,
+    )
+    from pug.events.commerce import (
+        AddToCart,
+        CartViewed,
+        CheckoutStarted,
+        CheckoutStepCompleted,
+        CouponApplied,
+        CouponRemoved,
+        OrderRefunded,
+        ProductListViewed,
+        ProductViewed,
+        Purchase,
+        RemoveFromCart,
+        WishlistAdded,
+        WishlistRemoved,
+    )
+    from pug.events.discovery import (
+        FilterApplied,
+        RecommendationClicked,
+        RecommendationViewed,
+        Search,
+        SearchResultClicked,
+        SortChanged,
+    )
+    from pug.events.error import (
+        ErrorOccurred,
+    )
+    from pug.events.file import (
+        ExportCompleted,
+        ExportStarted,
+        FileDownloaded,
+        FileUploaded,
+    )
+    from pug.events.form import (
+        FormStart,
+        FormSubmit,
+    )
+    from pug.events.integration import (
+        IntegrationConnected,
+        IntegrationDisconnected,
+    )
+    from pug.events.invitation import (
+        InviteAccepted,
+        InviteSent,
+    )
+    from pug.events.media import (
+        AudioCompleted,
+        AudioPause,
+        AudioPlay,
+        AudioSeeked,
+        AudioStarted,
+        VideoCompleted,
+        VideoPause,
+        VideoPlay,
+        VideoSeeked,
+        VideoStarted,
+    )
+    from pug.events.notification import (
+        NotificationClicked,
+        NotificationDismissed,
+        NotificationReceived,
+    )
+    from pug.events.social import (
+        Share,
+    )
+    from pug.events.support import (
+        FeedbackSubmitted,
+        HelpArticleViewed,
+        NpsSubmitted,
+        SupportChatStarted,
+        SupportTicketCreated,
+        SupportTicketResolved,
+        SurveyCompleted,
+        SurveyStarted,
+    )
+    from pug.events.workspace import (
+        WorkspaceCreated,
+        WorkspaceDeleted,
+        WorkspaceJoined,
+        WorkspaceRoleChanged,
+        WorkspaceSettingsUpdated,
+    )
+
+    EVENTS: dict[str, type[PugEvent]]
 
 __all__ = [
     "EVENTS",
@@ -280,119 +291,140 @@ __all__ = [
     "WorkspaceSettingsUpdated",
 ]
 
-EVENTS: dict[str, type[PugEvent]] = {
-    "api_key_created": ApiKeyCreated,
-    "api_key_revoked": ApiKeyRevoked,
-    "feature_used": FeatureUsed,
-    "email_verified": EmailVerified,
-    "mfa_disabled": MfaDisabled,
-    "mfa_enabled": MfaEnabled,
-    "password_reset_completed": PasswordResetCompleted,
-    "password_reset_requested": PasswordResetRequested,
-    "signin": Signin,
-    "signout": Signout,
-    "signup": Signup,
-    "invoice_failed": InvoiceFailed,
-    "invoice_paid": InvoicePaid,
-    "payment_failed": PaymentFailed,
-    "payment_method_added": PaymentMethodAdded,
-    "payment_method_removed": PaymentMethodRemoved,
-    "payment_succeeded": PaymentSucceeded,
-    "refund_failed": RefundFailed,
-    "subscription_canceled": SubscriptionCanceled,
-    "subscription_changed": SubscriptionChanged,
-    "subscription_paused": SubscriptionPaused,
-    "subscription_renewed": SubscriptionRenewed,
-    "subscription_resumed": SubscriptionResumed,
-    "subscription_started": SubscriptionStarted,
-    "subscription_trial_will_end": SubscriptionTrialWillEnd,
-    "trial_converted": TrialConverted,
-    "trial_started": TrialStarted,
-    "chat_archived": ChatArchived,
-    "chat_attachment_downloaded": ChatAttachmentDownloaded,
-    "chat_attachment_uploaded": ChatAttachmentUploaded,
-    "chat_call_joined": ChatCallJoined,
-    "chat_call_left": ChatCallLeft,
-    "chat_call_recording_started": ChatCallRecordingStarted,
-    "chat_call_screen_shared": ChatCallScreenShared,
-    "chat_call_started": ChatCallStarted,
-    "chat_created": ChatCreated,
-    "chat_deleted": ChatDeleted,
-    "chat_joined": ChatJoined,
-    "chat_left": ChatLeft,
-    "chat_member_added": ChatMemberAdded,
-    "chat_member_muted": ChatMemberMuted,
-    "chat_member_removed": ChatMemberRemoved,
-    "chat_member_role_changed": ChatMemberRoleChanged,
-    "chat_message_deleted": ChatMessageDeleted,
-    "chat_message_edited": ChatMessageEdited,
-    "chat_message_failed": ChatMessageFailed,
-    "chat_message_pinned": ChatMessagePinned,
-    "chat_message_read": ChatMessageRead,
-    "chat_message_received": ChatMessageReceived,
-    "chat_message_sent": ChatMessageSent,
-    "chat_message_unpinned": ChatMessageUnpinned,
-    "chat_reaction_added": ChatReactionAdded,
-    "chat_reaction_removed": ChatReactionRemoved,
-    "chat_typing_started": ChatTypingStarted,
-    "chat_typing_stopped": ChatTypingStopped,
-    "chat_unarchived": ChatUnarchived,
-    "chat_user_blocked": ChatUserBlocked,
-    "add_to_cart": AddToCart,
-    "cart_viewed": CartViewed,
-    "checkout_started": CheckoutStarted,
-    "checkout_step_completed": CheckoutStepCompleted,
-    "coupon_applied": CouponApplied,
-    "coupon_removed": CouponRemoved,
-    "order_refunded": OrderRefunded,
-    "product_list_viewed": ProductListViewed,
-    "product_viewed": ProductViewed,
-    "purchase": Purchase,
-    "remove_from_cart": RemoveFromCart,
-    "wishlist_added": WishlistAdded,
-    "wishlist_removed": WishlistRemoved,
-    "filter_applied": FilterApplied,
-    "recommendation_clicked": RecommendationClicked,
-    "recommendation_viewed": RecommendationViewed,
-    "search": Search,
-    "search_result_clicked": SearchResultClicked,
-    "sort_changed": SortChanged,
-    "error_occurred": ErrorOccurred,
-    "export_completed": ExportCompleted,
-    "export_started": ExportStarted,
-    "file_downloaded": FileDownloaded,
-    "file_uploaded": FileUploaded,
-    "form_start": FormStart,
-    "form_submit": FormSubmit,
-    "integration_connected": IntegrationConnected,
-    "integration_disconnected": IntegrationDisconnected,
-    "invite_accepted": InviteAccepted,
-    "invite_sent": InviteSent,
-    "audio_completed": AudioCompleted,
-    "audio_pause": AudioPause,
-    "audio_play": AudioPlay,
-    "audio_seeked": AudioSeeked,
-    "audio_started": AudioStarted,
-    "video_completed": VideoCompleted,
-    "video_pause": VideoPause,
-    "video_play": VideoPlay,
-    "video_seeked": VideoSeeked,
-    "video_started": VideoStarted,
-    "notification_clicked": NotificationClicked,
-    "notification_dismissed": NotificationDismissed,
-    "notification_received": NotificationReceived,
-    "share": Share,
-    "feedback_submitted": FeedbackSubmitted,
-    "help_article_viewed": HelpArticleViewed,
-    "nps_submitted": NpsSubmitted,
-    "support_chat_started": SupportChatStarted,
-    "support_ticket_created": SupportTicketCreated,
-    "support_ticket_resolved": SupportTicketResolved,
-    "survey_completed": SurveyCompleted,
-    "survey_started": SurveyStarted,
-    "workspace_created": WorkspaceCreated,
-    "workspace_deleted": WorkspaceDeleted,
-    "workspace_joined": WorkspaceJoined,
-    "workspace_role_changed": WorkspaceRoleChanged,
-    "workspace_settings_updated": WorkspaceSettingsUpdated,
+# Each kind's module (under pug.events) and class name.
+KINDS: dict[str, tuple[str, str]] = {
+    "api_key_created": ("api", "ApiKeyCreated"),
+    "api_key_revoked": ("api", "ApiKeyRevoked"),
+    "feature_used": ("app", "FeatureUsed"),
+    "email_verified": ("auth", "EmailVerified"),
+    "mfa_disabled": ("auth", "MfaDisabled"),
+    "mfa_enabled": ("auth", "MfaEnabled"),
+    "password_reset_completed": ("auth", "PasswordResetCompleted"),
+    "password_reset_requested": ("auth", "PasswordResetRequested"),
+    "signin": ("auth", "Signin"),
+    "signout": ("auth", "Signout"),
+    "signup": ("auth", "Signup"),
+    "invoice_failed": ("billing", "InvoiceFailed"),
+    "invoice_paid": ("billing", "InvoicePaid"),
+    "payment_failed": ("billing", "PaymentFailed"),
+    "payment_method_added": ("billing", "PaymentMethodAdded"),
+    "payment_method_removed": ("billing", "PaymentMethodRemoved"),
+    "payment_succeeded": ("billing", "PaymentSucceeded"),
+    "refund_failed": ("billing", "RefundFailed"),
+    "subscription_canceled": ("billing", "SubscriptionCanceled"),
+    "subscription_changed": ("billing", "SubscriptionChanged"),
+    "subscription_paused": ("billing", "SubscriptionPaused"),
+    "subscription_renewed": ("billing", "SubscriptionRenewed"),
+    "subscription_resumed": ("billing", "SubscriptionResumed"),
+    "subscription_started": ("billing", "SubscriptionStarted"),
+    "subscription_trial_will_end": ("billing", "SubscriptionTrialWillEnd"),
+    "trial_converted": ("billing", "TrialConverted"),
+    "trial_started": ("billing", "TrialStarted"),
+    "chat_archived": ("chat", "ChatArchived"),
+    "chat_attachment_downloaded": ("chat", "ChatAttachmentDownloaded"),
+    "chat_attachment_uploaded": ("chat", "ChatAttachmentUploaded"),
+    "chat_call_joined": ("chat", "ChatCallJoined"),
+    "chat_call_left": ("chat", "ChatCallLeft"),
+    "chat_call_recording_started": ("chat", "ChatCallRecordingStarted"),
+    "chat_call_screen_shared": ("chat", "ChatCallScreenShared"),
+    "chat_call_started": ("chat", "ChatCallStarted"),
+    "chat_created": ("chat", "ChatCreated"),
+    "chat_deleted": ("chat", "ChatDeleted"),
+    "chat_joined": ("chat", "ChatJoined"),
+    "chat_left": ("chat", "ChatLeft"),
+    "chat_member_added": ("chat", "ChatMemberAdded"),
+    "chat_member_muted": ("chat", "ChatMemberMuted"),
+    "chat_member_removed": ("chat", "ChatMemberRemoved"),
+    "chat_member_role_changed": ("chat", "ChatMemberRoleChanged"),
+    "chat_message_deleted": ("chat", "ChatMessageDeleted"),
+    "chat_message_edited": ("chat", "ChatMessageEdited"),
+    "chat_message_failed": ("chat", "ChatMessageFailed"),
+    "chat_message_pinned": ("chat", "ChatMessagePinned"),
+    "chat_message_read": ("chat", "ChatMessageRead"),
+    "chat_message_received": ("chat", "ChatMessageReceived"),
+    "chat_message_sent": ("chat", "ChatMessageSent"),
+    "chat_message_unpinned": ("chat", "ChatMessageUnpinned"),
+    "chat_reaction_added": ("chat", "ChatReactionAdded"),
+    "chat_reaction_removed": ("chat", "ChatReactionRemoved"),
+    "chat_typing_started": ("chat", "ChatTypingStarted"),
+    "chat_typing_stopped": ("chat", "ChatTypingStopped"),
+    "chat_unarchived": ("chat", "ChatUnarchived"),
+    "chat_user_blocked": ("chat", "ChatUserBlocked"),
+    "add_to_cart": ("commerce", "AddToCart"),
+    "cart_viewed": ("commerce", "CartViewed"),
+    "checkout_started": ("commerce", "CheckoutStarted"),
+    "checkout_step_completed": ("commerce", "CheckoutStepCompleted"),
+    "coupon_applied": ("commerce", "CouponApplied"),
+    "coupon_removed": ("commerce", "CouponRemoved"),
+    "order_refunded": ("commerce", "OrderRefunded"),
+    "product_list_viewed": ("commerce", "ProductListViewed"),
+    "product_viewed": ("commerce", "ProductViewed"),
+    "purchase": ("commerce", "Purchase"),
+    "remove_from_cart": ("commerce", "RemoveFromCart"),
+    "wishlist_added": ("commerce", "WishlistAdded"),
+    "wishlist_removed": ("commerce", "WishlistRemoved"),
+    "filter_applied": ("discovery", "FilterApplied"),
+    "recommendation_clicked": ("discovery", "RecommendationClicked"),
+    "recommendation_viewed": ("discovery", "RecommendationViewed"),
+    "search": ("discovery", "Search"),
+    "search_result_clicked": ("discovery", "SearchResultClicked"),
+    "sort_changed": ("discovery", "SortChanged"),
+    "error_occurred": ("error", "ErrorOccurred"),
+    "export_completed": ("file", "ExportCompleted"),
+    "export_started": ("file", "ExportStarted"),
+    "file_downloaded": ("file", "FileDownloaded"),
+    "file_uploaded": ("file", "FileUploaded"),
+    "form_start": ("form", "FormStart"),
+    "form_submit": ("form", "FormSubmit"),
+    "integration_connected": ("integration", "IntegrationConnected"),
+    "integration_disconnected": ("integration", "IntegrationDisconnected"),
+    "invite_accepted": ("invitation", "InviteAccepted"),
+    "invite_sent": ("invitation", "InviteSent"),
+    "audio_completed": ("media", "AudioCompleted"),
+    "audio_pause": ("media", "AudioPause"),
+    "audio_play": ("media", "AudioPlay"),
+    "audio_seeked": ("media", "AudioSeeked"),
+    "audio_started": ("media", "AudioStarted"),
+    "video_completed": ("media", "VideoCompleted"),
+    "video_pause": ("media", "VideoPause"),
+    "video_play": ("media", "VideoPlay"),
+    "video_seeked": ("media", "VideoSeeked"),
+    "video_started": ("media", "VideoStarted"),
+    "notification_clicked": ("notification", "NotificationClicked"),
+    "notification_dismissed": ("notification", "NotificationDismissed"),
+    "notification_received": ("notification", "NotificationReceived"),
+    "share": ("social", "Share"),
+    "feedback_submitted": ("support", "FeedbackSubmitted"),
+    "help_article_viewed": ("support", "HelpArticleViewed"),
+    "nps_submitted": ("support", "NpsSubmitted"),
+    "support_chat_started": ("support", "SupportChatStarted"),
+    "support_ticket_created": ("support", "SupportTicketCreated"),
+    "support_ticket_resolved": ("support", "SupportTicketResolved"),
+    "survey_completed": ("support", "SurveyCompleted"),
+    "survey_started": ("support", "SurveyStarted"),
+    "workspace_created": ("workspace", "WorkspaceCreated"),
+    "workspace_deleted": ("workspace", "WorkspaceDeleted"),
+    "workspace_joined": ("workspace", "WorkspaceJoined"),
+    "workspace_role_changed": ("workspace", "WorkspaceRoleChanged"),
+    "workspace_settings_updated": ("workspace", "WorkspaceSettingsUpdated"),
 }
+_MODULE_OF = {name: module for module, name in KINDS.values()}
+
+
+def __getattr__(name: str) -> Any:
+    """A class (its domain's module imported on first use), or `EVENTS` (all of them)."""
+    if name == "EVENTS":
+        value: Any = {
+            kind: getattr(importlib.import_module(f"pug.events.{module}"), class_name)
+            for kind, (module, class_name) in KINDS.items()
+        }
+    elif name in _MODULE_OF:
+        value = getattr(importlib.import_module(f"pug.events.{_MODULE_OF[name]}"), name)
+    else:
+        raise AttributeError(f"module 'pug.events' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pug import ids
 from pug._ingest import lifecycle, validate
@@ -26,11 +26,15 @@ from pug._ingest.worker import OnError, Worker
 from pug._version import __version__
 from pug._wire import protobuf as pb
 from pug.config import BatchConfig, RetryPolicy
-from pug.errors import PugError, PugValidationError
-from pug.event import PugEvent, WireProperties, load_well_known
-from pug.properties import custom_properties, event_wire, traits
+from pug.context import GENERATION, AddedProperties, current_frame
+from pug.errors import PugError, PugValidationError, echo
+from pug.event import PugEvent, WireProperties, event_class, well_known_kinds
+from pug.properties import _field_names, check_mapping, custom_properties, event_wire, traits
 from pug.transports.base import INHERITED_FROM_PARENT, Transport
 from pug.undelivered import Undelivered
+
+if TYPE_CHECKING:
+    from pug.context import _Frame
 
 logger = logging.getLogger("pug")
 
@@ -73,8 +77,11 @@ class Core:
         before_send: BeforeSend | None,
         strict: bool,
         spool: Spool | None = None,
+        properties: AddedProperties | None = None,
     ) -> None:
         self.transport = transport
+        self.properties = properties  # the client's own, sent with every event
+        well_known_kinds()  # now, not on the first track(): which module has which kind
         self.batch = batch
         self.retry = retry
         self.timeout = timeout
@@ -82,7 +89,6 @@ class Core:
         self.before_send = before_send
         self.strict = strict
         self.spool = spool
-        load_well_known()  # now, not on the first track() of a well-known kind
         self.encoder = EventEncoder(ids.uuid7(time.time_ns() // 1_000_000), AUTO_PROPERTIES)
         self._start_empty()
         lifecycle.add_live(self)
@@ -131,15 +137,21 @@ class Core:
 
     def track(
         self,
-        distinct_id: str,
+        distinct_id: str | None,
         event: PugEvent | str,
         properties: Mapping[Any, Any] | None,
         timestamp: datetime.datetime | None,
         session_id: str | None,
     ) -> None:
-        """Validate and encode one event, and queue it (see `Pug.track`)."""
+        """Validate and encode one event, and queue it (see `Pug.track`). What the call
+        does not give (a distinct id of None) comes from the context (pug.context)."""
         try:
-            if timestamp is None and session_id is None and self.before_send is None:
+            frame = current_frame()
+            if frame is not None or self.properties is not None or distinct_id is None:
+                body = self._encode_in_context(
+                    frame, distinct_id, event, properties, timestamp, session_id
+                )
+            elif timestamp is None and session_id is None and self.before_send is None:
                 # The common call: the encoder validates the (distinct id, kind) pair
                 # once, when it first caches its head.
                 body = self.encoder.encode_now(distinct_id, event, properties)
@@ -159,6 +171,59 @@ class Core:
         outcome = self.queue.put(body)
         if outcome or self._worker is None:
             self._after_put(outcome)
+
+    def _encode_in_context(
+        self,
+        frame: _Frame | None,
+        distinct_id: str | None,
+        event: PugEvent | str,
+        properties: Mapping[Any, Any] | None,
+        timestamp: datetime.datetime | None,
+        session_id: str | None,
+    ) -> bytes | None:
+        """`track` where the context (`frame`, if any) or the client adds something: the
+        distinct id and session id the call did not give, and properties under the event's
+        own (the event's win, then the context's, then the client's). A typed event's
+        fields are its own too: what is added never fills one it left unset."""
+        added = self.properties
+        if frame is not None:
+            resolved = frame.resolution
+            if resolved.generation != GENERATION[0]:  # not made yet, or set_context since
+                resolved = frame.resolved()
+            if distinct_id is None:
+                distinct_id = resolved.distinct_id
+            if session_id is None:
+                session_id = resolved.session_id
+            added = resolved.properties if added is None else resolved.with_client(added)
+        if distinct_id is None:
+            raise PugValidationError(
+                f"event {echo(_kind_of(event))} has no distinct id: pass one to track() or "
+                "track it inside pug.context(distinct_id=...)",
+                field="distinct_id",
+            )
+        if properties is not None and type(properties) is not dict:
+            check_mapping(properties)
+        if timestamp is None and session_id is None and self.before_send is None:
+            if added is None:
+                body = self.encoder.encode_now(distinct_id, event, properties)
+            elif type(event) is str:
+                # The added properties under the event's own. No key in both (the rule)
+                # costs a copy and a small update: a dict built from nothing grows twice.
+                plain = added.plain
+                if properties:
+                    merged = properties.copy() if type(properties) is dict else dict(properties)
+                    merged.update(plain)
+                    if len(merged) != len(properties) + len(plain):  # the event's key wins
+                        merged.update(properties)
+                    plain = merged
+                body = self.encoder.encode_now(distinct_id, event, plain)
+            else:
+                body = None
+            if body is not None:
+                return body  # else: a typed event, or a kind string naming one
+        if added is not None:
+            properties = _merged(added, event, properties)
+        return self._encode_checked(distinct_id, event, properties, timestamp, session_id)
 
     def _encode_checked(
         self,
@@ -361,6 +426,27 @@ class Core:
         self._start_empty()
         self.encoder.after_fork_in_child(ids.uuid7(time.time_ns() // 1_000_000))
         self.transport.reset_after_fork()
+
+
+def _merged(
+    added: AddedProperties, event: PugEvent | str, properties: Mapping[Any, Any] | None
+) -> dict[Any, Any]:
+    """The properties added under an event's own, but for the fields of its typed event
+    (the kind string's, if it names one)."""
+    if isinstance(event, PugEvent):
+        cls: type[PugEvent] | None = type(event)
+    else:
+        cls = event_class(event) if type(event) is str else None
+    fields = _field_names(cls) if cls is not None else {}
+    merged = {k: v for k, v in added.plain.items() if k not in fields}
+    if properties:
+        merged.update(properties)
+    return merged
+
+
+def _kind_of(event: object) -> str:
+    kind = event if type(event) is str else getattr(event, "KIND", None)
+    return kind if type(kind) is str else f"<{type(event).__name__}>"
 
 
 def _keep_variants(wired: WireProperties, hooked: dict[str, Any]) -> WireProperties:

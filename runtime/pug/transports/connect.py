@@ -18,17 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import email.utils
-import gzip
-import json
+import os
 import ssl
 import struct
+import sys
 import urllib.parse
-import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from pug.errors import PugError, error_for
 from pug.transports._http11 import (
@@ -54,6 +50,9 @@ from pug.transports.base import (
     response_limit,
 )
 from pug.transports.redact import filter_loggers, quote, redact, register, server_error
+
+if TYPE_CHECKING:  # imported when a stream or a proxied call first needs it (~40 ms)
+    import httpx
 
 # httpx and httpcore log at DEBUG what the server answered (headers included); a proxy
 # that echoes the request would put the key there.
@@ -114,6 +113,8 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit() and value.isascii():
         return float(value) if len(value) <= 12 else None
+    import email.utils  # here: an HTTP-date is rare, and the module costs every process
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -137,11 +138,15 @@ def failure(exc: Exception, timeout: float, key: str) -> PugError:
         return exc
     if isinstance(exc, TimeoutError):  # the call's deadline (asyncio.timeout)
         return error_for("deadline_exceeded", f"timed out after {timeout:g}s")
-    if isinstance(exc, httpx.TimeoutException):  # one of httpx's own, per read
+    # httpx's own exceptions can only come once something imported it.
+    http = sys.modules.get("httpx")
+    if http is not None and isinstance(exc, http.TimeoutException):  # httpx's, per read
         return error_for("deadline_exceeded", f"timed out: {type(exc).__name__}")
     if isinstance(exc, ResponseTooLarge):
         return error_for("resource_exhausted", str(exc))
-    if isinstance(exc, OSError | HTTPProtocolError | httpx.HTTPError):
+    if isinstance(exc, OSError | HTTPProtocolError) or (
+        http is not None and isinstance(exc, http.HTTPError)
+    ):
         message = f"connection failed: {type(exc).__name__}: {exc}"
     else:  # never another exception type than PugError
         message = f"unexpected failure: {type(exc).__name__}: {exc}"
@@ -188,6 +193,8 @@ def error_from_json(
     """A PugError from a Connect error body, or from the status when there is none. `key`
     is redacted from whatever the body says (a proxy may echo the request); a non-Connect
     body is quoted, at most QUOTE_CHARS characters of it."""
+    import json  # here, as gzip below: modules only errors and large batches need
+
     try:
         data: Any = json.loads(body)
     except (ValueError, RecursionError):
@@ -204,6 +211,8 @@ def error_from_json(
 
 def _raise_end_of_stream(payload: bytes, key: str) -> None:
     """Raise the error a stream's end-of-stream message carries, if it carries one."""
+    import json
+
     try:
         data: Any = json.loads(payload or b"{}")
     except (ValueError, RecursionError):
@@ -259,9 +268,6 @@ class ConnectTransport:
         }
         self._ca_bundle = ca_bundle
         self._compress_above = compress_above
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
         self._client: httpx.AsyncClient | None = None
         self._proxied = uses_proxy(self.base_url)
         self._max_connections = max_connections
@@ -274,11 +280,17 @@ class ConnectTransport:
     def _http(self) -> httpx.AsyncClient:
         # Made on first use, on the loop that uses it (the client's worker loop).
         if self._client is None:
+            import httpx
+
             verify: ssl.SSLContext | bool = True
             if self._ca_bundle is not None:
                 verify = ssl.create_default_context(cafile=self._ca_bundle)
+            limits = httpx.Limits(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_connections,
+            )
             self._client = httpx.AsyncClient(
-                verify=verify, limits=self._limits, trust_env=True, http2=False
+                verify=verify, limits=limits, trust_env=True, http2=False
             )
         return self._client
 
@@ -303,6 +315,8 @@ class ConnectTransport:
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
         headers = self._request_headers(timeout, _PROTO)
         if self._compress_above is not None and len(request) > self._compress_above:
+            import gzip
+
             request = gzip.compress(request, compresslevel=1)
             headers["content-encoding"] = "gzip"
         limit = response_limit(method, self._max_response_bytes)
@@ -445,6 +459,12 @@ async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) 
 def uses_proxy(base_url: BaseURL) -> bool:
     """Whether the environment routes `base_url` through a proxy (as httpx reads it:
     HTTP(S)_PROXY, ALL_PROXY, NO_PROXY)."""
+    # urllib.request reads only variables named *_proxy; with none set (the rule), the
+    # import it costs every process (~20 ms: http.client, email, tempfile) is not made.
+    if not any(name[-6:].lower() == "_proxy" for name in os.environ):
+        return False
+    import urllib.request
+
     proxies = urllib.request.getproxies_environment()
     if not (proxies.get(base_url.scheme) or proxies.get("all")):
         return False

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import weakref
 from typing import Any
@@ -40,6 +41,9 @@ _URL_CREDENTIALS = re.compile(r"(?<=//)[^/\s@'\"]+@")
 _lock = threading.Lock()
 _keys: dict[str, int] = {}  # key -> number of live transports using it
 _forms: tuple[str, ...] = ()  # every form of every key, as a formatted record shows it
+# Whether _forms holds the keys' HPACK Huffman forms: only once hpack is imported (its
+# Huffman table costs every process ~10 ms to import, and only gRPC uses it).
+_with_huffman = False
 # Keys of transports collected since: their finalizers only note it here (the collector
 # may run them anywhere, even in this module with _lock held); register() counts them down.
 _released: collections.deque[str] = collections.deque()
@@ -123,7 +127,8 @@ if hasattr(os, "register_at_fork"):  # not on Windows
 
 
 def _rebuild() -> None:
-    global _forms
+    global _forms, _with_huffman
+    with_huffman = "hpack" in sys.modules
     forms: set[str] = set()
     for key in _keys:
         if len(key) < _MIN_KEY:
@@ -131,10 +136,11 @@ def _rebuild() -> None:
         forms.add(key)
         raw = key.encode("ascii")
         forms.update(_escaped(raw))
-        huffman = _huffman(raw)
+        huffman = _huffman(raw) if with_huffman else None
         if huffman:
             forms.update(_escaped(huffman))
     _forms = tuple(sorted(forms, key=len, reverse=True))
+    _with_huffman = with_huffman
 
 
 def _escaped(data: bytes) -> set[str]:
@@ -171,6 +177,9 @@ class RedactKeys(logging.Filter):
     """Rewrites a record that shows a registered key (see the module's docstring)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not _with_huffman and record.name.startswith("hpack"):  # hpack is in use now
+            with _lock:
+                _rebuild()
         forms = _forms
         if forms:
             # A record whose message cannot be formatted is not ours to fix.
