@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import os, sys, time
 time.time_ns = lambda: 1_790_000_000_123_456_789  # pinned: the same ms for every call
+import pug as sdk
 from pug import BatchConfig, Pug
 from pug.events import Purchase
 from pug.testing import InMemoryTransport
@@ -65,8 +66,11 @@ calls = {
     "varied": lambda: pug.track("user_42", "order.completed", next(VARIED)),
     "realistic": lambda: pug.track(next(USERS), "order.completed", next(VARIED)),
     "typed": lambda: pug.track("user_42", typed),
+    "context": lambda: pug.track("order.completed", PROPS),
 }
 call = calls[case]
+if case == "context":  # entered once: what a request's calls pay, not its entry
+    sdk.context(distinct_id="user_42", properties={"plan": "pro", "region": "eu"}).__enter__()
 for _ in range(3):
     call()
 for _ in range(n):
@@ -79,9 +83,10 @@ CASES = {
     "varied": "track(), the same with 2 values new each call",
     "realistic": "track(), realistic: a new distinct id and 2 new values each call",
     "typed": "track(), typed Purchase (built once)",
+    "context": "track() in a context (its distinct id, 2 properties), custom 8 properties",
     "delivered": "per event delivered over Connect (caller + worker)",
 }
-SCALE = {"custom": 1, "varied": 1, "realistic": 1, "typed": 1, "delivered": 5}
+SCALE = {"custom": 1, "varied": 1, "realistic": 1, "typed": 1, "context": 1, "delivered": 5}
 
 
 def instructions(tree: Path, calls: int, case: str, sink_url: str, size: int) -> int:

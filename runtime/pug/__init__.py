@@ -19,6 +19,7 @@ from pug._ingest.core import Stats, TrackedEvent
 from pug._version import __version__
 from pug.client import AsyncPug, BoundPug, Pug
 from pug.config import BatchConfig, RetryPolicy
+from pug.context import Context, ContextView, context, current_context, set_context
 from pug.errors import (
     AuthenticationError,
     DeadlineExceededError,
@@ -38,6 +39,8 @@ __all__ = [
     "AuthenticationError",
     "BatchConfig",
     "BoundPug",
+    "Context",
+    "ContextView",
     "DeadlineExceededError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -53,4 +56,7 @@ __all__ = [
     "UnavailableError",
     "Undelivered",
     "__version__",
+    "context",
+    "current_context",
+    "set_context",
 ]

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import inspect
+import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, overload
 
 from pug._ingest.core import Core, OnError, Stats, TrackedEvent
 from pug.config import BatchConfig, RetryPolicy
+from pug.context import AddedProperties
 from pug.event import PugEvent
 from pug.reads import AsyncReads, SyncReads
 from pug.transports.base import Transport
@@ -25,10 +28,13 @@ from pug.undelivered import Undelivered
 if TYPE_CHECKING:
     import pug.resources as resources
 
+logger = logging.getLogger("pug")
+
 DEFAULT_BASE_URL = "https://api.pugs.dev"
 
 
 TransportChoice = Transport | Literal["connect", "grpc"] | None
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _api_key(api_key: str | None) -> str:
@@ -51,6 +57,16 @@ def _transport(choice: TransportChoice, base_url: str, api_key: str, timeout: fl
     return choice
 
 
+async def _flush_async(core: Core, timeout: float | None) -> bool:
+    """`flush()` without blocking the caller's loop: True once delivered or dead-lettered
+    in time."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(core.flush_future()), timeout)
+    except TimeoutError:
+        logger.warning("flush() timed out after %ss with events still queued", timeout)
+        return False
+
+
 class _Client:
     """What Pug and AsyncPug share: construction, track, bind, stats, repr."""
 
@@ -66,8 +82,10 @@ class _Client:
         on_error: OnError | None = None,
         before_send: Callable[[TrackedEvent], TrackedEvent | None] | None = None,
         strict: bool = False,
+        properties: Mapping[str, Any] | None = None,
     ) -> None:
         key = _api_key(api_key)
+        added = AddedProperties.of(properties) if properties else None  # a `$` key raises here
         self.base_url = base_url or os.environ.get("PUG_BASE_URL") or DEFAULT_BASE_URL
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
@@ -79,21 +97,104 @@ class _Client:
             on_error=on_error,
             before_send=before_send,
             strict=strict,
+            properties=added,
         )
 
+    @overload
+    def track(
+        self,
+        event: PugEvent | str,
+        properties: Mapping[str, Any] | None = None,
+        /,
+        *,
+        distinct_id: str | None = None,
+        timestamp: datetime.datetime | None = None,
+        session_id: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def track(
+        self,
+        event: PugEvent | str,
+        /,
+        *,
+        properties: Mapping[str, Any] | None,
+        distinct_id: str | None = None,
+        timestamp: datetime.datetime | None = None,
+        session_id: str | None = None,
+    ) -> None: ...
+
+    @overload
     def track(
         self,
         distinct_id: str,
         event: PugEvent | str,
+        /,
         properties: Mapping[str, Any] | None = None,
         *,
         timestamp: datetime.datetime | None = None,
         session_id: str | None = None,
+    ) -> None: ...
+
+    def track(
+        self,
+        first: Any,
+        second: Any = None,
+        /,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        distinct_id: str | None = None,
+        timestamp: datetime.datetime | None = None,
+        session_id: str | None = None,
     ) -> None:
         """Queue one event; returns at once and never raises (unless `strict=True` and the
-        event is invalid). `event` is a typed event or a kind string; `properties` are
-        extra properties. Invalid input is logged on the `pug` logger and dropped alone."""
-        self._core.track(distinct_id, event, properties, timestamp, session_id)
+        event is invalid). `track(event)`, `track(event, properties)`,
+        `track(distinct_id, event)`, `track(distinct_id, event, properties)`; `event` is a
+        typed event or a kind string, `properties` extra properties. Without a distinct id
+        the one of the current `pug.context()` is used. Invalid input (no distinct id at
+        all among it) is logged on the `pug` logger and dropped alone."""
+        if type(second) is str or isinstance(second, PugEvent):  # (distinct_id, event, ...)
+            if distinct_id is not None:
+                raise TypeError("track() got the distinct id twice (positional and keyword)")
+            self._core.track(first, second, properties, timestamp, session_id)
+            return
+        if second is not None:  # (event, properties)
+            if properties is not None:
+                raise TypeError("track() got properties twice (positional and keyword)")
+            properties = second
+        self._core.track(distinct_id, first, properties, timestamp, session_id)
+
+    def flushing(self, timeout: float = 5.0) -> Callable[[F], F]:
+        """A decorator for a function after which events must be delivered (a serverless
+        handler, a script's main, a CLI command): when it returns or raises, everything
+        queued so far is flushed, waiting at most `timeout` seconds, and its result or
+        exception passes through. Sync and async functions; an async one waits without
+        blocking the loop."""
+        core = self._core
+
+        def decorate(func: F) -> F:
+            if inspect.iscoroutinefunction(func):
+                coroutine = cast(Callable[..., Awaitable[Any]], func)
+
+                @functools.wraps(func)
+                async def run_async(*args: Any, **kwargs: Any) -> Any:
+                    try:
+                        return await coroutine(*args, **kwargs)
+                    finally:
+                        await _flush_async(core, timeout)
+
+                return cast(F, run_async)
+
+            @functools.wraps(func)
+            def run(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    core.flush(timeout)
+
+            return cast(F, run)
+
+        return decorate
 
     def resend(self, items: Iterable[Undelivered]) -> None:
         """Queue again what `on_error` was handed, unchanged. Safe even if some of it did
@@ -219,10 +320,7 @@ class AsyncPug(_Client):
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Send everything queued so far; True once delivered or dead-lettered in time."""
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(self._core.flush_future()), timeout)
-        except TimeoutError:
-            return False
+        return await _flush_async(self._core, timeout)
 
     async def close(self, timeout: float | None = 10.0) -> None:
         """Flush (one last attempt within `timeout`), dead-letter the rest, stop the worker."""

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pug import ids
 from pug._ingest import lifecycle, validate
@@ -25,11 +25,15 @@ from pug._ingest.worker import OnError, Worker
 from pug._version import __version__
 from pug._wire import protobuf as pb
 from pug.config import BatchConfig, RetryPolicy
-from pug.errors import PugError, PugValidationError
-from pug.event import PugEvent, WireProperties, load_well_known
-from pug.properties import custom_properties, event_wire, traits
+from pug.context import AddedProperties, current_frame
+from pug.errors import PugError, PugValidationError, echo
+from pug.event import PugEvent, WireProperties, event_class, load_well_known
+from pug.properties import _field_names, check_mapping, custom_properties, event_wire, traits
 from pug.transports.base import INHERITED_FROM_PARENT, Transport
 from pug.undelivered import Undelivered
+
+if TYPE_CHECKING:
+    from pug.context import _Frame
 
 logger = logging.getLogger("pug")
 
@@ -71,8 +75,10 @@ class Core:
         on_error: OnError | None,
         before_send: BeforeSend | None,
         strict: bool,
+        properties: AddedProperties | None = None,
     ) -> None:
         self.transport = transport
+        self.properties = properties  # the client's own, sent with every event
         self.batch = batch
         self.retry = retry
         self.timeout = timeout
@@ -106,15 +112,26 @@ class Core:
 
     def track(
         self,
-        distinct_id: str,
+        distinct_id: str | None,
         event: PugEvent | str,
         properties: Mapping[Any, Any] | None,
         timestamp: datetime.datetime | None,
         session_id: str | None,
     ) -> None:
-        """Validate and encode one event, and queue it (see `Pug.track`)."""
+        """Validate and encode one event, and queue it (see `Pug.track`). What the call
+        does not give (a distinct id of None) comes from the context (pug.context)."""
         try:
-            if timestamp is None and session_id is None and self.before_send is None:
+            frame = current_frame()
+            added = None
+            if frame is not None or self.properties is not None or distinct_id is None:
+                distinct_id, session_id, added = self._from_context(
+                    frame, distinct_id, event, session_id
+                )
+            if added is not None:
+                body = self._encode_added(
+                    distinct_id, event, properties, timestamp, session_id, added
+                )
+            elif timestamp is None and session_id is None and self.before_send is None:
                 # The common call: the encoder validates the (distinct id, kind) pair
                 # once, when it first caches its head.
                 body = self.encoder.encode_now(distinct_id, event, properties)
@@ -134,6 +151,66 @@ class Core:
         outcome = self.queue.put(body)
         if outcome or self._worker is None:
             self._after_put(outcome)
+
+    def _from_context(
+        self,
+        frame: _Frame | None,
+        distinct_id: str | None,
+        event: PugEvent | str,
+        session_id: str | None,
+    ) -> tuple[str, str | None, AddedProperties | None]:
+        """The distinct id and session id a call did not give, from the context, and the
+        properties added to its own (the context's over the client's). Raises when there
+        is no distinct id at all."""
+        if frame is None:
+            added = self.properties
+        else:
+            resolved = frame.resolved()
+            if distinct_id is None:
+                distinct_id = resolved.distinct_id
+            if session_id is None:
+                session_id = resolved.session_id
+            added = resolved.with_client(self.properties)
+        if distinct_id is None:
+            raise PugValidationError(
+                f"event {echo(_kind_of(event))} has no distinct id: pass one to track() or "
+                "track it inside pug.context(distinct_id=...)",
+                field="distinct_id",
+            )
+        return distinct_id, session_id, added
+
+    def _encode_added(
+        self,
+        distinct_id: str,
+        event: PugEvent | str,
+        properties: Mapping[Any, Any] | None,
+        timestamp: datetime.datetime | None,
+        session_id: str | None,
+        added: AddedProperties,
+    ) -> bytes | None:
+        """An event with properties added under its own (`properties` win). A typed
+        event's fields are its own too: what is added never fills one it left unset."""
+        if properties is not None and type(properties) is not dict:
+            check_mapping(properties)
+        if (
+            type(event) is str
+            and timestamp is None
+            and session_id is None
+            and self.before_send is None
+        ):
+            merged = {**added.plain, **properties} if properties else added.plain
+            body = self.encoder.encode_now(distinct_id, event, merged)
+            if body is not None:
+                return body  # else the kind names a typed event
+        if isinstance(event, PugEvent):
+            cls: type[PugEvent] | None = type(event)
+        else:
+            cls = event_class(event) if type(event) is str else None
+        fields = _field_names(cls) if cls is not None else {}
+        merged = {k: v for k, v in added.plain.items() if k not in fields}
+        if properties:
+            merged.update(properties)
+        return self._encode_checked(distinct_id, event, merged, timestamp, session_id)
 
     def _encode_checked(
         self,
@@ -332,6 +409,11 @@ class Core:
         self._start_empty()
         self.encoder.after_fork_in_child(ids.uuid7(time.time_ns() // 1_000_000))
         self.transport.reset_after_fork()
+
+
+def _kind_of(event: object) -> str:
+    kind = event if type(event) is str else getattr(event, "KIND", None)
+    return kind if type(kind) is str else f"<{type(event).__name__}>"
 
 
 def _keep_variants(wired: WireProperties, hooked: dict[str, Any]) -> WireProperties:
