@@ -15,7 +15,7 @@ import fastapi
 import httpx
 import pug
 import pytest
-from integrations import Seen, client_on_fake, fake_of, received_once, wait_for_events
+from integrations import Seen, client_on_fake, fake_of, received_once, session, wait_for_events
 from pug import AsyncPug, Pug
 from pug.integrations.asgi import PugMiddleware, Scope
 from servers import UvicornServer
@@ -185,22 +185,22 @@ def request_events(n: int, distinct_id: str, session_id: str | None) -> list[See
 def test_a_requests_events_arrive_once_with_its_user_and_session(
     framework: str, client: Client
 ) -> None:
-    headers = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": "session_7"}
+    headers = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": session(7)}
     with serve(framework, client) as server:
         answer = httpx.get(f"{server.url}/order/7", headers=headers, timeout=10)
-        assert answer.json() == {"distinct_id": "user_7", "session_id": "session_7"}
-        assert wait_for_events(fake_of(client), 5) == request_events(7, "user_7", "session_7")
+        assert answer.json() == {"distinct_id": "user_7", "session_id": session(7)}
+        assert wait_for_events(fake_of(client), 5) == request_events(7, "user_7", session(7))
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_user_set_by_an_awaiting_middleware_reaches_the_endpoint_and_background_tasks(
     framework: str, client: Client
 ) -> None:
-    headers = {"Authorization": "Bearer user_from_token", "X-Pug-Session-Id": "session_8"}
+    headers = {"Authorization": "Bearer user_from_token", "X-Pug-Session-Id": session(8)}
     with serve(framework, client) as server:
         answer = httpx.get(f"{server.url}/order/8", headers=headers, timeout=10)
-        assert answer.json() == {"distinct_id": "user_from_token", "session_id": "session_8"}
-        expected = request_events(8, "user_from_token", "session_8")
+        assert answer.json() == {"distinct_id": "user_from_token", "session_id": session(8)}
+        expected = request_events(8, "user_from_token", session(8))
         assert wait_for_events(fake_of(client), 5) == expected
 
 
@@ -215,21 +215,21 @@ def test_the_distinct_id_callable_and_header_names_are_options(
 
     options = {"distinct_id": from_cookie, "session_id_header": "X-Session"}
     with serve(framework, client, **options) as server:
-        headers = {"Cookie": "uid=user_9", "X-Session": "session_9"}
+        headers = {"Cookie": "uid=user_9", "X-Session": session(9)}
         httpx.get(f"{server.url}/order/9", headers=headers, timeout=10).raise_for_status()
-        assert wait_for_events(fake_of(client), 5) == request_events(9, "user_9", "session_9")
+        assert wait_for_events(fake_of(client), 5) == request_events(9, "user_9", session(9))
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_unhandled_exceptions_are_tracked_as_error_occurred_when_asked(
     framework: str, client: Client
 ) -> None:
-    headers = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": "session_7"}
+    headers = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": session(7)}
     with serve(framework, client, track_exceptions=True) as server:
         answer = httpx.get(f"{server.url}/fail/7", headers=headers, timeout=10)
     assert answer.status_code == 500
     (error,) = fake_of(client).events("error_occurred")
-    assert (error.distinct_id, error.session_id) == ("user_7", "session_7")
+    assert (error.distinct_id, error.session_id) == ("user_7", session(7))
     properties = dict(error.properties)
     stack = properties.pop("stack")
     assert properties == {
@@ -238,7 +238,8 @@ def test_unhandled_exceptions_are_tracked_as_error_occurred_when_asked(
         "severity": "error",
         "unhandled": True,
     }
-    assert stack.startswith("Traceback (most recent call last):")
+    assert stack.startswith("Traceback (most recent call last")
+    assert 'in fail\n    raise RuntimeError("card declined for order 7")' in stack
     assert stack.endswith("RuntimeError: card declined for order 7\n")
 
 
@@ -247,7 +248,9 @@ def test_exceptions_are_not_tracked_by_default(framework: str, client: Client) -
     with serve(framework, client) as server:
         answer = httpx.get(f"{server.url}/fail/7", headers={"X-Pug-Distinct-Id": "u"}, timeout=10)
     assert answer.status_code == 500
-    assert received_once(fake_of(client)) == [Seen("request.authenticated", "u", None, "7")]
+    assert received_once(fake_of(client)) == [
+        Seen("request.authenticated", "u", client.session_id, "7")
+    ]
 
 
 def test_track_exceptions_needs_a_client() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from child_processes import EXIT_TIMEOUT, CeleryWorker, program_env
+from integrations import session
 from servers import ConnectServer, FakePug
 
 TASKS = """
@@ -49,15 +50,17 @@ def fail(n):
 
 WORK, FAILING = 12, 2
 PRODUCER = f"""
+import uuid
+
 import pug
 from tasks import app, fail, work
 
 for n in range({WORK}):
-    with pug.context(distinct_id=f"user_{{n}}", session_id=f"session_{{n}}",
+    with pug.context(distinct_id=f"user_{{n}}", session_id=str(uuid.UUID(int=n)),
                      properties={{"plan": "pro", "n_sent": n}}):
         work.delay(n)
 for n in range({FAILING}):
-    with pug.context(distinct_id=f"user_{{n}}", session_id=f"session_{{n}}"):
+    with pug.context(distinct_id=f"user_{{n}}", session_id=str(uuid.UUID(int=n))):
         fail.delay(n)
 """
 FOLLOW_UPS = [n for n in range(WORK) if n % 4 == 0]
@@ -94,16 +97,16 @@ def delivered(fake: FakePug) -> list[tuple[str, str, str, dict[str, Any]]]:
 def expected() -> list[tuple[str, str, str, dict[str, Any]]]:
     context = {"plan": "pro"}
     found = [
-        ("job.finished", f"user_{n}", f"session_{n}", {**context, "n": n, "n_sent": n})
+        ("job.finished", f"user_{n}", session(n), {**context, "n": n, "n_sent": n})
         for n in range(WORK)
     ]
     found += [
-        ("job.followed_up", f"user_{n}", f"session_{n}", {**context, "n": n, "n_sent": n})
+        ("job.followed_up", f"user_{n}", session(n), {**context, "n": n, "n_sent": n})
         for n in FOLLOW_UPS
     ]
     error = {"errorCode": "ValueError", "severity": "error", "unhandled": True}
     found += [
-        ("error_occurred", f"user_{n}", f"session_{n}", {**error, "message": f"declined {n}"})
+        ("error_occurred", f"user_{n}", session(n), {**error, "message": f"declined {n}"})
         for n in range(FAILING)
     ]
     return sorted(found, key=repr)

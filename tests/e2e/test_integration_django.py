@@ -26,12 +26,12 @@ from django.test import Client as DjangoClient
 from django.test.utils import override_settings
 from django.urls import path
 from django.utils.decorators import async_only_middleware
-from integrations import Seen, client_on_fake, fake_of, received_once, wait_for_events
+from integrations import Seen, client_on_fake, fake_of, received_once, session, wait_for_events
 from pug import Pug
 from pug.integrations.django import PugMiddleware
 from servers import UvicornServer
 
-HEADERS = {"X-Pug-Session-Id": "session_7"}
+HEADERS = {"X-Pug-Session-Id": session(7)}
 _client: Pug | None = None  # what the views track with: the test's
 _spawned: set[asyncio.Task[None]] = set()
 
@@ -180,15 +180,15 @@ def async_events(n: int, distinct_id: str, session_id: str | None) -> list[Seen]
 
 def test_sync_view_logged_in_user_is_the_distinct_id(client: Pug, user_pk: str) -> None:
     answer = logged_in_django_client().get("/sync/7", headers=HEADERS)
-    assert answer.json() == {"distinct_id": user_pk, "session_id": "session_7"}
-    assert received_once(fake_of(client)) == sync_events(7, user_pk, "session_7")
+    assert answer.json() == {"distinct_id": user_pk, "session_id": session(7)}
+    assert received_once(fake_of(client)) == sync_events(7, user_pk, session(7))
 
 
 def test_anonymous_request_takes_the_header(client: Pug) -> None:
-    headers = {"X-Pug-Distinct-Id": "anon-3f2a", "X-Pug-Session-Id": "session_7"}
+    headers = {"X-Pug-Distinct-Id": "anon-3f2a", "X-Pug-Session-Id": session(7)}
     answer = DjangoClient().get("/sync/7", headers=headers)
-    assert answer.json() == {"distinct_id": "anon-3f2a", "session_id": "session_7"}
-    assert received_once(fake_of(client)) == sync_events(7, "anon-3f2a", "session_7")
+    assert answer.json() == {"distinct_id": "anon-3f2a", "session_id": session(7)}
+    assert received_once(fake_of(client)) == sync_events(7, "anon-3f2a", session(7))
 
 
 def test_async_view_in_the_async_test_client(client: Pug, user_pk: str) -> None:
@@ -201,15 +201,15 @@ def test_async_view_in_the_async_test_client(client: Pug, user_pk: str) -> None:
         await asyncio.gather(*_spawned)
         return answer.json()
 
-    assert asyncio.run(run()) == {"distinct_id": user_pk, "session_id": "session_7"}
-    assert received_once(fake_of(client)) == async_events(7, user_pk, "session_7")
+    assert asyncio.run(run()) == {"distinct_id": user_pk, "session_id": session(7)}
+    assert received_once(fake_of(client)) == async_events(7, user_pk, session(7))
 
 
 def test_the_distinct_id_callable_is_a_dotted_path(client: Pug) -> None:
     options = {"client": client, "distinct_id": f"{__name__}.distinct_id_from_query"}
     with override_settings(PUG=options):
         DjangoClient().get("/sync/7?uid=user_from_query", headers=HEADERS)
-    assert received_once(fake_of(client)) == sync_events(7, "user_from_query", "session_7")
+    assert received_once(fake_of(client)) == sync_events(7, "user_from_query", session(7))
 
 
 def test_unknown_settings_are_refused(client: Pug) -> None:
@@ -223,7 +223,7 @@ def test_unhandled_view_exceptions_are_tracked_when_asked(client: Pug, user_pk: 
         assert http.get("/fail/7", headers=HEADERS).status_code == 500
         assert http.get("/missing/7", headers=HEADERS).status_code == 404  # not an error
     (error,) = fake_of(client).events("error_occurred")
-    assert (error.distinct_id, error.session_id) == (user_pk, "session_7")
+    assert (error.distinct_id, error.session_id) == (user_pk, session(7))
     assert error.properties["errorCode"] == "RuntimeError"
     assert error.properties["message"] == "card declined for order 7"
     assert error.properties["unhandled"] is True
@@ -252,8 +252,8 @@ def test_async_view_under_uvicorn(client: Pug, user_pk: str) -> None:
         answer = httpx.get(
             f"{server.url}/async/7", headers=HEADERS, cookies=session_cookie(), timeout=10
         )
-        assert answer.json() == {"distinct_id": user_pk, "session_id": "session_7"}
-        assert wait_for_events(fake_of(client), 4) == async_events(7, user_pk, "session_7")
+        assert answer.json() == {"distinct_id": user_pk, "session_id": session(7)}
+        assert wait_for_events(fake_of(client), 4) == async_events(7, user_pk, session(7))
 
 
 def test_sync_view_under_uvicorn_with_a_user_set_by_an_awaiting_middleware(client: Pug) -> None:
@@ -262,8 +262,8 @@ def test_sync_view_under_uvicorn_with_a_user_set_by_an_awaiting_middleware(clien
     headers = {**HEADERS, "Authorization": "Bearer user_from_token"}
     with UvicornServer(ASGIHandler()) as server:
         answer = httpx.get(f"{server.url}/sync/7", headers=headers, timeout=10)
-    assert answer.json() == {"distinct_id": "user_from_token", "session_id": "session_7"}
-    assert received_once(fake_of(client)) == sync_events(7, "user_from_token", "session_7")
+    assert answer.json() == {"distinct_id": "user_from_token", "session_id": session(7)}
+    assert received_once(fake_of(client)) == sync_events(7, "user_from_token", session(7))
 
 
 def test_the_async_middleware_runs_a_sync_callable_off_the_loop(client: Pug) -> None:
@@ -273,5 +273,5 @@ def test_the_async_middleware_runs_a_sync_callable_off_the_loop(client: Pug) -> 
     with override_settings(PUG=options), UvicornServer(ASGIHandler()) as server:
         url = f"{server.url}/async/7?uid=user_from_query"
         httpx.get(url, headers=HEADERS, timeout=10).raise_for_status()
-        expected = async_events(7, "user_from_query", "session_7")
+        expected = async_events(7, "user_from_query", session(7))
         assert wait_for_events(fake_of(client), 4) == expected

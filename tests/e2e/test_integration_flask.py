@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import flask
 import pug
 import pytest
-from integrations import Seen, client_on_fake, fake_of, received_once
+from integrations import Seen, client_on_fake, fake_of, received_once, session
 from pug import Pug
 from pug.integrations.flask import PugExtension
 
-HEADERS = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": "session_7"}
+HEADERS = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": session(7)}
 
 
 @pytest.fixture
@@ -79,10 +79,10 @@ def test_a_requests_events_arrive_once_with_its_user_and_session(client: Pug) ->
     http = make_app(client, PugExtension()).test_client()
     assert http.get("/order/7", headers=HEADERS).json == {
         "distinct_id": "user_7",
-        "session_id": "session_7",
+        "session_id": session(7),
     }
     assert http.get("/async/8", headers=HEADERS).json == {"n": 8}
-    expected = request_events(7, "user_7", "session_7") + request_events(8, "user_7", "session_7")
+    expected = request_events(7, "user_7", session(7)) + request_events(8, "user_7", session(7))
     assert received_once(fake_of(client)) == sorted(expected, key=repr)
     assert pug.current_context() is None  # each request's context ended with it
 
@@ -91,7 +91,9 @@ def test_each_request_has_its_own_context(client: Pug) -> None:
     http = make_app(client, PugExtension()).test_client()
     http.get("/order/1", headers={"Authorization": "Bearer user_from_token"})
     http.get("/order/2", headers={"X-Pug-Distinct-Id": "user_2"})
-    expected = request_events(1, "user_from_token", None) + request_events(2, "user_2", None)
+    expected = request_events(1, "user_from_token", client.session_id) + request_events(
+        2, "user_2", client.session_id
+    )
     assert received_once(fake_of(client)) == sorted(expected, key=repr)
 
 
@@ -101,8 +103,8 @@ def test_the_distinct_id_callable_and_header_names_are_options(client: Pug) -> N
     )
     http = make_app(client, extension).test_client()
     http.set_cookie("uid", "user_9")
-    http.get("/order/9", headers={"X-Session": "session_9"})
-    assert received_once(fake_of(client)) == request_events(9, "user_9", "session_9")
+    http.get("/order/9", headers={"X-Session": session(9)})
+    assert received_once(fake_of(client)) == request_events(9, "user_9", session(9))
 
 
 def test_unhandled_exceptions_are_tracked_when_asked(client: Pug) -> None:
@@ -111,7 +113,7 @@ def test_unhandled_exceptions_are_tracked_when_asked(client: Pug) -> None:
     assert http.get("/fail/7", headers=HEADERS).status_code == 500
     assert http.get("/missing/7", headers=HEADERS).status_code == 404  # not an error
     (error,) = fake_of(client).events("error_occurred")
-    assert (error.distinct_id, error.session_id) == ("user_7", "session_7")
+    assert (error.distinct_id, error.session_id) == ("user_7", session(7))
     assert error.properties["errorCode"] == "RuntimeError"
     assert error.properties["message"] == "card declined for order 7"
     assert error.properties["stack"].endswith("RuntimeError: card declined for order 7\n")

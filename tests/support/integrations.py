@@ -4,11 +4,17 @@ who each event a fake received was for, checking that none arrived twice."""
 from __future__ import annotations
 
 import collections
+import uuid
 from typing import Any, NamedTuple
 
 from accounting import wait_until
 from pug import AsyncPug, Pug
 from pug.testing import FakePug
+
+
+def session(n: int) -> str:
+    """A session id (the server takes UUIDs only) that tells request n apart."""
+    return str(uuid.UUID(int=n))
 
 
 class Seen(NamedTuple):

@@ -23,6 +23,7 @@ from pug.integrations._common import (
     SESSION_ID_HEADER,
     Client,
     require_client,
+    session_id_from_header,
     track_exception,
 )
 
@@ -78,7 +79,8 @@ class PugMiddleware:
             found = self.distinct_id(scope)
             distinct_id = await found if inspect.isawaitable(found) else found
         async with pug.context(
-            distinct_id=distinct_id, session_id=header(scope, self.session_id_header)
+            distinct_id=distinct_id,
+            session_id=session_id_from_header(header(scope, self.session_id_header)),
         ):
             try:
                 await self.app(scope, receive, send)

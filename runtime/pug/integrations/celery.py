@@ -17,10 +17,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from celery import signals
-
 import pug
-from pug.integrations._common import Client, require_client, track_exception
+from pug.integrations._common import Client, needs, require_client, track_exception
+
+try:
+    from celery import signals
+except ImportError as exc:
+    raise needs("celery", exc) from exc
 
 logger = logging.getLogger("pug")
 

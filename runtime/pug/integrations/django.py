@@ -16,25 +16,35 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.conf import settings
-from django.core.exceptions import (
-    BadRequest,
-    ImproperlyConfigured,
-    PermissionDenied,
-    SuspiciousOperation,
-)
-from django.http import Http404, HttpRequest, HttpResponseBase
-from django.utils.module_loading import import_string
-
 import pug
 from pug.integrations._common import (
     DISTINCT_ID_HEADER,
     SESSION_ID_HEADER,
     Client,
+    needs,
     require_client,
+    session_id_from_header,
     track_exception,
 )
+
+try:
+    from asgiref.sync import (
+        async_to_sync,
+        iscoroutinefunction,
+        markcoroutinefunction,
+        sync_to_async,
+    )
+    from django.conf import settings
+    from django.core.exceptions import (
+        BadRequest,
+        ImproperlyConfigured,
+        PermissionDenied,
+        SuspiciousOperation,
+    )
+    from django.http import Http404, HttpRequest, HttpResponseBase
+    from django.utils.module_loading import import_string
+except ImportError as exc:
+    raise needs("django", exc) from exc
 
 DistinctIdGetter = Callable[[HttpRequest], str | Awaitable[str | None] | None]
 
@@ -103,14 +113,15 @@ class PugMiddleware:
             return self._call_async(request)
         with pug.context(
             distinct_id=self._distinct_id(request),
-            session_id=header(request, self.session_id_header),
+            session_id=session_id_from_header(header(request, self.session_id_header)),
         ):
             return self.get_response(request)
 
     async def _call_async(self, request: HttpRequest) -> HttpResponseBase:
         distinct_id = await self._distinct_id_async(request)
         async with pug.context(
-            distinct_id=distinct_id, session_id=header(request, self.session_id_header)
+            distinct_id=distinct_id,
+            session_id=session_id_from_header(header(request, self.session_id_header)),
         ):
             return cast(HttpResponseBase, await self.get_response(request))
 

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import flask
-
 import pug
 from pug.context import Context
 from pug.integrations._common import (
     DISTINCT_ID_HEADER,
     SESSION_ID_HEADER,
     Client,
+    needs,
     require_client,
+    session_id_from_header,
     track_exception,
 )
+
+try:
+    import flask
+except ImportError as exc:
+    raise needs("flask", exc) from exc
 
 DistinctIdGetter = Callable[[flask.Request], str | None]
 
@@ -65,7 +70,7 @@ class PugExtension:
             distinct_id = self.distinct_id(request)
         context = pug.context(
             distinct_id=distinct_id,
-            session_id=request.headers.get(self.session_id_header) or None,
+            session_id=session_id_from_header(request.headers.get(self.session_id_header)),
         )
         context.__enter__()
         setattr(flask.g, _G_KEY, context)
