@@ -220,6 +220,17 @@ def test_the_distinct_id_callable_and_header_names_are_options(
         assert wait_for_events(fake_of(client), 5) == request_events(9, "user_9", session(9))
 
 
+def test_a_session_header_that_is_not_a_uuid_is_left_out(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": "session_7"}
+    with serve("starlette", client) as server:
+        httpx.get(f"{server.url}/order/7", headers=headers, timeout=10).raise_for_status()
+        expected = request_events(7, "user_7", client.session_id)
+        assert wait_for_events(fake_of(client), 5) == expected
+    assert "session id header ignored: not a UUID: 'session_7'" in caplog.messages
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_unhandled_exceptions_are_tracked_as_error_occurred_when_asked(
     framework: str, client: Client

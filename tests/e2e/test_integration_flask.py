@@ -15,7 +15,7 @@ import flask
 import pug
 import pytest
 from integrations import Seen, client_on_fake, fake_of, received_once, session
-from pug import Pug
+from pug import Pug, TrackedEvent
 from pug.integrations.flask import PugExtension
 
 HEADERS = {"X-Pug-Distinct-Id": "user_7", "X-Pug-Session-Id": session(7)}
@@ -123,3 +123,26 @@ def test_exceptions_are_not_tracked_by_default(client: Pug) -> None:
     http = make_app(client, PugExtension(client=client)).test_client()
     assert http.get("/fail/7", headers=HEADERS).status_code == 500
     assert fake_of(client).events("error_occurred") == []
+
+
+def test_before_send_is_where_the_error_is_redacted() -> None:
+    def redact(event: TrackedEvent) -> TrackedEvent:
+        if event.kind == "error_occurred":
+            del event.properties["stack"]
+            event.properties["message"] = "[redacted]"
+        return event
+
+    client = client_on_fake(before_send=redact)
+    assert isinstance(client, Pug)
+    try:
+        app = make_app(client, PugExtension(client=client, track_exceptions=True))
+        assert app.test_client().get("/fail/7", headers=HEADERS).status_code == 500
+        (error,) = fake_of(client).events("error_occurred")
+        assert error.properties == {
+            "errorCode": "RuntimeError",
+            "message": "[redacted]",
+            "severity": "error",
+            "unhandled": True,
+        }
+    finally:
+        client.close()

@@ -44,11 +44,11 @@ def wait_for_events(fake: FakePug, count: int, timeout: float = 10.0) -> list[Se
     return received_once(fake)
 
 
-def client_on_fake(kind: type[Pug] | type[AsyncPug] = Pug) -> Pug | AsyncPug:
+def client_on_fake(kind: type[Pug] | type[AsyncPug] = Pug, **options: Any) -> Pug | AsyncPug:
     """A strict client delivering to a FakePug of its own (`fake_of`), flushed before
     every look at it."""
     fake = FakePug()
-    client = kind(api_key="prv_test", transport=fake, strict=True)
+    client = kind(api_key="prv_test", transport=fake, strict=True, **options)
     fake.attach(client)
     return client
 

@@ -23,9 +23,8 @@ Client = Pug | AsyncPug
 
 def needs(extra: str, missing: ImportError) -> ImportError:
     """What to raise when an integration's framework is not installed."""
-    return ImportError(
-        f'pug.integrations.{extra} needs {missing.name or extra}: pip install "pug-sdk[{extra}]"'
-    )
+    package = (missing.name or extra).partition(".")[0]
+    return ImportError(f'pug.integrations.{extra} needs {package}: pip install "pug-sdk[{extra}]"')
 
 
 def require_client(client: Client | None, track_exceptions: bool) -> Client | None:
