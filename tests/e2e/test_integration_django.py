@@ -194,9 +194,10 @@ def test_anonymous_request_takes_the_header(client: Pug) -> None:
 def test_async_view_in_the_async_test_client(client: Pug, user_pk: str) -> None:
     from django.contrib.auth.models import User
 
+    http = AsyncClient()
+    http.force_login(User.objects.get(username="ada"))  # aforce_login: Django 5+ only
+
     async def run() -> Any:
-        http = AsyncClient()
-        await http.aforce_login(await User.objects.aget(username="ada"))
         answer = await http.get("/async/7", headers=HEADERS)
         await asyncio.gather(*_spawned)
         return answer.json()
