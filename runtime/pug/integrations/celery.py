@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pug
+from pug.errors import PugValidationError
 from pug.integrations._common import Client, needs, require_client, track_exception
 
 try:
@@ -81,15 +82,18 @@ def _prerun(task: Any = None, **_: Any) -> None:
     it sent one."""
     if task is None:
         return
-    sent = getattr(task.request, HEADER, None)
+    # A worker's request has the message headers as attributes; `apply(headers=...)` (eager)
+    # keeps them in `headers`.
+    sent = getattr(task.request, HEADER, None) or (task.request.headers or {}).get(HEADER)
     if not isinstance(sent, dict):
         sent = {}
+    distinct_id, session_id = _text(sent.get("distinct_id")), _text(sent.get("session_id"))
     properties = sent.get("properties")
-    context = pug.context(
-        distinct_id=_text(sent.get("distinct_id")),
-        session_id=_text(sent.get("session_id")),
-        properties=properties if isinstance(properties, dict) else None,
-    )
+    try:
+        context = pug.context(distinct_id, session_id, properties or None)
+    except PugValidationError as exc:  # not from our publisher: a `$` key, not a mapping
+        logger.warning("task %s: context properties left out: %s", task.name, exc)
+        context = pug.context(distinct_id, session_id)
     context.__enter__()
     setattr(task.request, _OPEN, context)
 
