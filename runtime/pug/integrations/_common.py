@@ -7,7 +7,6 @@ import logging
 import traceback
 
 from pug.client import AsyncPug, Pug
-from pug.events.error import ErrorOccurred
 from pug.ids import is_uuid
 from pug.rules import MAX_STRING_CHARS
 
@@ -85,6 +84,10 @@ def track_exception(client: Client | None, exc: BaseException) -> None:
     if client is None:
         return
     try:
+        # Imported here, as the runtime imports generated modules (docs/development.md):
+        # already loaded by the client's construction, so this costs a dict lookup.
+        from pug.events.error import ErrorOccurred
+
         event = ErrorOccurred(
             error_code=error_code(exc)[:MAX_STRING_CHARS],
             message=str(exc)[:MAX_STRING_CHARS],
