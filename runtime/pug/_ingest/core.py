@@ -122,14 +122,9 @@ class Core:
         does not give (a distinct id of None) comes from the context (pug.context)."""
         try:
             frame = current_frame()
-            added = None
             if frame is not None or self.properties is not None or distinct_id is None:
-                distinct_id, session_id, added = self._from_context(
-                    frame, distinct_id, event, session_id
-                )
-            if added is not None:
-                body = self._encode_added(
-                    distinct_id, event, properties, timestamp, session_id, added
+                body = self._encode_in_context(
+                    frame, distinct_id, event, properties, timestamp, session_id
                 )
             elif timestamp is None and session_id is None and self.before_send is None:
                 # The common call: the encoder validates the (distinct id, kind) pair
@@ -152,65 +147,48 @@ class Core:
         if outcome or self._worker is None:
             self._after_put(outcome)
 
-    def _from_context(
+    def _encode_in_context(
         self,
         frame: _Frame | None,
         distinct_id: str | None,
         event: PugEvent | str,
+        properties: Mapping[Any, Any] | None,
+        timestamp: datetime.datetime | None,
         session_id: str | None,
-    ) -> tuple[str, str | None, AddedProperties | None]:
-        """The distinct id and session id a call did not give, from the context, and the
-        properties added to its own (the context's over the client's). Raises when there
-        is no distinct id at all."""
-        if frame is None:
-            added = self.properties
-        else:
+    ) -> bytes | None:
+        """`track` where the context (`frame`, if any) or the client adds something: the
+        distinct id and session id the call did not give, and properties under the event's
+        own (the event's win, then the context's, then the client's). A typed event's
+        fields are its own too: what is added never fills one it left unset."""
+        added = self.properties
+        if frame is not None:
             resolved = frame.resolved()
             if distinct_id is None:
                 distinct_id = resolved.distinct_id
             if session_id is None:
                 session_id = resolved.session_id
-            added = resolved.with_client(self.properties)
+            added = resolved.properties if added is None else resolved.with_client(added)
         if distinct_id is None:
             raise PugValidationError(
                 f"event {echo(_kind_of(event))} has no distinct id: pass one to track() or "
                 "track it inside pug.context(distinct_id=...)",
                 field="distinct_id",
             )
-        return distinct_id, session_id, added
-
-    def _encode_added(
-        self,
-        distinct_id: str,
-        event: PugEvent | str,
-        properties: Mapping[Any, Any] | None,
-        timestamp: datetime.datetime | None,
-        session_id: str | None,
-        added: AddedProperties,
-    ) -> bytes | None:
-        """An event with properties added under its own (`properties` win). A typed
-        event's fields are its own too: what is added never fills one it left unset."""
         if properties is not None and type(properties) is not dict:
             check_mapping(properties)
-        if (
-            type(event) is str
-            and timestamp is None
-            and session_id is None
-            and self.before_send is None
-        ):
-            merged = {**added.plain, **properties} if properties else added.plain
-            body = self.encoder.encode_now(distinct_id, event, merged)
+        if timestamp is None and session_id is None and self.before_send is None:
+            if added is None:
+                body = self.encoder.encode_now(distinct_id, event, properties)
+            elif type(event) is str:
+                merged = {**added.plain, **properties} if properties else added.plain
+                body = self.encoder.encode_now(distinct_id, event, merged)
+            else:
+                body = None
             if body is not None:
-                return body  # else the kind names a typed event
-        if isinstance(event, PugEvent):
-            cls: type[PugEvent] | None = type(event)
-        else:
-            cls = event_class(event) if type(event) is str else None
-        fields = _field_names(cls) if cls is not None else {}
-        merged = {k: v for k, v in added.plain.items() if k not in fields}
-        if properties:
-            merged.update(properties)
-        return self._encode_checked(distinct_id, event, merged, timestamp, session_id)
+                return body  # else: a typed event, or a kind string naming one
+        if added is not None:
+            properties = _merged(added, event, properties)
+        return self._encode_checked(distinct_id, event, properties, timestamp, session_id)
 
     def _encode_checked(
         self,
@@ -409,6 +387,22 @@ class Core:
         self._start_empty()
         self.encoder.after_fork_in_child(ids.uuid7(time.time_ns() // 1_000_000))
         self.transport.reset_after_fork()
+
+
+def _merged(
+    added: AddedProperties, event: PugEvent | str, properties: Mapping[Any, Any] | None
+) -> dict[Any, Any]:
+    """The properties added under an event's own, but for the fields of its typed event
+    (the kind string's, if it names one)."""
+    if isinstance(event, PugEvent):
+        cls: type[PugEvent] | None = type(event)
+    else:
+        cls = event_class(event) if type(event) is str else None
+    fields = _field_names(cls) if cls is not None else {}
+    merged = {k: v for k, v in added.plain.items() if k not in fields}
+    if properties:
+        merged.update(properties)
+    return merged
 
 
 def _kind_of(event: object) -> str:
