@@ -69,6 +69,11 @@ async def async_view(request: HttpRequest, n: int) -> HttpResponse:
     return context_json()
 
 
+async def async_fail_view(request: HttpRequest, n: int) -> HttpResponse:
+    await asyncio.sleep(0)
+    raise RuntimeError("card declined for order 7")
+
+
 async def spawned(n: int) -> None:
     await asyncio.sleep(0.01)
     tracker().track("report.spawned", {"n": n})
@@ -108,6 +113,7 @@ urlpatterns = [
     path("sync/<int:n>", sync_view),
     path("async/<int:n>", async_view),
     path("fail/<int:n>", fail_view),
+    path("async-fail/<int:n>", async_fail_view),
     path("missing/<int:n>", missing_view),
 ]
 
@@ -276,3 +282,17 @@ def test_the_async_middleware_runs_a_sync_callable_off_the_loop(client: Pug) -> 
         httpx.get(url, headers=HEADERS, timeout=10).raise_for_status()
         expected = async_events(7, "user_from_query", session(7))
         assert wait_for_events(fake_of(client), 4) == expected
+
+
+def test_exceptions_under_uvicorn_are_tracked_in_the_requests_context(client: Pug) -> None:
+    from django.core.handlers.asgi import ASGIHandler
+
+    headers = {**HEADERS, "X-Pug-Distinct-Id": "user_7"}
+    options = {"client": client, "track_exceptions": True}
+    with override_settings(PUG=options), UvicornServer(ASGIHandler()) as server:
+        for view in ("fail", "async-fail"):
+            answer = httpx.get(f"{server.url}/{view}/7", headers=headers, timeout=10)
+            assert answer.status_code == 500
+    errors = fake_of(client).events("error_occurred")
+    assert [(e.distinct_id, e.session_id) for e in errors] == [("user_7", session(7))] * 2
+    assert [e.properties["message"] for e in errors] == ["card declined for order 7"] * 2

@@ -7,13 +7,17 @@ request's context ends with it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import flask
+import httpx
 import pug
 import pytest
+import werkzeug.serving
 from integrations import Seen, client_on_fake, fake_of, received_once, session
 from pug import Pug, TrackedEvent
 from pug.integrations.flask import PugExtension
@@ -29,8 +33,14 @@ def client() -> Iterator[Pug]:
     made.close()
 
 
-def make_app(client: Pug, extension: PugExtension) -> flask.Flask:
+THREADS = 8
+
+
+def make_app(
+    client: Pug, extension: PugExtension, everyone_in: threading.Barrier | None = None
+) -> flask.Flask:
     app = flask.Flask(__name__)
+    everyone_in = everyone_in or threading.Barrier(1)
 
     @app.before_request
     def authenticate() -> None:  # registered before init_app: still in the context
@@ -56,6 +66,15 @@ def make_app(client: Pug, extension: PugExtension) -> flask.Flask:
         client.track("order.viewed", {"n": n})
         await asyncio.to_thread(client.track, "order.exported", {"n": n})
         return {"n": n}
+
+    @app.get("/who/<int:n>")
+    def who(n: int) -> dict[str, str | None]:
+        """Read the context, wait until every concurrent request is in, read it again."""
+        before = pug.current_context()
+        everyone_in.wait(20)
+        after = pug.current_context()
+        assert before is not None and after is not None
+        return {"before": before.distinct_id, "after": after.distinct_id}
 
     @app.get("/fail/<int:n>")
     def fail(n: int) -> str:
@@ -146,3 +165,24 @@ def test_before_send_is_where_the_error_is_redacted() -> None:
         }
     finally:
         client.close()
+
+
+def test_concurrent_requests_in_threads_never_see_another_users_id(client: Pug) -> None:
+    """A threaded WSGI server: every request is held inside its view until all 8 are."""
+    app = make_app(client, PugExtension(), threading.Barrier(THREADS))
+    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+
+        def ask(n: int) -> Any:
+            headers = {"X-Pug-Distinct-Id": f"user_{n}"}
+            return httpx.get(f"{url}/who/{n}", headers=headers, timeout=30).json()
+
+        with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+            answers = list(pool.map(ask, range(THREADS)))
+    finally:
+        server.shutdown()
+        serving.join(10)
+    assert answers == [{"before": f"user_{n}", "after": f"user_{n}"} for n in range(THREADS)]
