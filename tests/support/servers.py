@@ -10,6 +10,8 @@ implementations.
 - `GrpcServer`: Google's `grpcio` with generic handlers, on an h2c port and, given a
   certificate, on a TLS port too.
 - `RecordingHTTPServer`: a bare HTTP/1.1 server that records paths; for URL layout tests.
+- `UvicornServer`: any ASGI app under uvicorn on 127.0.0.1 (what `ConnectServer` runs on;
+  the framework integration tests serve their apps with it).
 
 Both RPC servers delegate to a `FakePug`: it records every call (decoded request, headers,
 the client's timeout) and answers as the test scripted it. Besides the SDK's write methods
@@ -401,7 +403,7 @@ class _Http503Middleware:
         await self.app(scope, receive, send)
 
 
-def _listening_socket() -> socket.socket:
+def _listening_socket(backlog: int = 64) -> socket.socket:
     """A socket already listening on a free port of 127.0.0.1.
 
     Clients may connect at once: the kernel queues them until the server accepts, so
@@ -409,19 +411,45 @@ def _listening_socket() -> socket.socket:
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
+    sock.listen(backlog)
     return sock
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released): connections to
-    it are refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class UvicornServer:
+    """Any ASGI app under uvicorn (h11) on 127.0.0.1, in a background thread: the SDK's
+    test servers, and the framework apps of the integration tests. `backlog` bounds the
+    connections waiting to be accepted (a test opening 100 at once needs more than 64)."""
+
+    def __init__(self, app: Any, *, certfile: str | None = None, backlog: int = 64) -> None:
+        self._socket = _listening_socket(backlog)
+        port = self._socket.getsockname()[1]
+        self.url = f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            app,
+            http="h11",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=certfile,
+            timeout_graceful_shutdown=1,
+            backlog=backlog,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> UvicornServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True  # uvicorn checks it every 0.1 s
+        self._thread.join(10)
+        self._socket.close()
 
 
-class ConnectServer:
+class ConnectServer(UvicornServer):
     """`connectrpc` serving `METHODS` on 127.0.0.1 (TLS when given a cert file)."""
 
     def __init__(self, fake: FakePug, *, certfile: str | None = None) -> None:
@@ -431,31 +459,11 @@ class ConnectServer:
             endpoints=lambda fake: {"/" + m: _connect_endpoint(fake, m) for m in METHODS},
             codecs=[google_protobuf_binary_codec()],
         )
-        self._socket = _listening_socket()
-        port = self._socket.getsockname()[1]
-        self.url = f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            _Http503Middleware(app, fake),
-            http="h11",
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            ssl_certfile=certfile,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
+        super().__init__(_Http503Middleware(app, fake), certfile=certfile)
 
     def __enter__(self) -> ConnectServer:
-        self._thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True  # uvicorn checks it every 0.1 s
-        self._thread.join(10)
-        self._socket.close()
 
 
 # ---- gRPC: grpcio with generic handlers --------------------------------------------------
