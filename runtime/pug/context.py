@@ -22,6 +22,7 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar, cast
 
+from pug._wire import protobuf as pb
 from pug.properties import check_mapping, custom_properties
 
 __all__ = ["AddedProperties", "Context", "ContextView", "context", "current_context", "set_context"]
@@ -32,26 +33,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AddedProperties:
-    """Properties sent with many events (a context's, a client's), checked once: keys
-    whose value cannot be sent were left out (with a warning) when it was made, so each
-    event does not warn again."""
+    """Properties sent with many events (a context's, a client's), checked and encoded
+    once: each key's custom_properties entry, and all of them joined. Keys whose value
+    cannot be sent were left out (with a warning) when it was made, so each event does
+    not warn again."""
 
-    __slots__ = ("plain",)
+    __slots__ = ("data", "entries", "keys", "plain")
 
-    def __init__(self, plain: dict[str, Any]) -> None:
-        self.plain = plain
+    def __init__(self, plain: dict[str, Any], entries: dict[str, bytes]) -> None:
+        self.plain = plain  # key → the value given (the checked path maps it again)
+        self.entries = entries
+        self.keys = frozenset(entries)
+        self.data = b"".join(entries.values())
 
     @classmethod
     def of(cls, properties: Mapping[Any, Any]) -> AddedProperties:
         """Raises PugValidationError for a mapping that is not one, or a `$` key."""
         check_mapping(properties)
-        return cls({key: properties[key] for key in custom_properties(properties)})
+        wired = custom_properties(properties)
+        entries = {k: pb.entry(pb.CUSTOM, k, v[0], v[1]) for k, v in wired.items()}
+        return cls({k: properties[k] for k in entries}, entries)
 
     def under(self, over: AddedProperties | None) -> AddedProperties:
         """These properties with `over`'s added, `over` winning on a shared key."""
         if over is None:
             return self
-        return AddedProperties({**self.plain, **over.plain})
+        return AddedProperties({**self.plain, **over.plain}, {**self.entries, **over.entries})
+
+    def without(self, keys: Mapping[Any, Any]) -> bytes:
+        """The entries whose key is not in `keys` (an event's own properties win)."""
+        return b"".join([data for key, data in self.entries.items() if key not in keys])
 
 
 # Bumped by set_context: every frame's resolution made before it is stale. One shared

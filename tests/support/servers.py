@@ -415,6 +415,14 @@ def _listening_socket(backlog: int = 64) -> socket.socket:
     return sock
 
 
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released): connections to
+    it are refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class UvicornServer:
     """Any ASGI app under uvicorn (h11) on 127.0.0.1, in a background thread: the SDK's
     test servers, and the framework apps of the integration tests. `backlog` bounds the

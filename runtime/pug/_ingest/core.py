@@ -206,19 +206,15 @@ class Core:
         if timestamp is None and session_id is None and self.before_send is None:
             if added is None:
                 body = self.encoder.encode_now(distinct_id, event, properties)
-            elif type(event) is str:
-                # The added properties under the event's own. No key in both (the rule)
-                # costs a copy and a small update: a dict built from nothing grows twice.
-                plain = added.plain
-                if properties:
-                    merged = properties.copy() if type(properties) is dict else dict(properties)
-                    merged.update(plain)
-                    if len(merged) != len(properties) + len(plain):  # the event's key wins
-                        merged.update(properties)
-                    plain = merged
-                body = self.encoder.encode_now(distinct_id, event, plain)
             else:
-                body = None
+                # Encoded once, appended: but for keys the event has (its own win) and a
+                # typed event's fields (never filled from outside).
+                owned = properties if isinstance(event, str) else _field_names(type(event))
+                if not owned or added.keys.isdisjoint(owned):
+                    extra = added.data
+                else:
+                    extra = added.without(owned)
+                body = self.encoder.encode_now(distinct_id, event, properties, extra)
             if body is not None:
                 return body  # else: a typed event, or a kind string naming one
         if added is not None:

@@ -155,11 +155,17 @@ class EventEncoder:
     # ---- events ---------------------------------------------------------------------
 
     def encode_now(
-        self, distinct_id: str, event: PugEvent | str, properties: Mapping[Any, Any] | None
+        self,
+        distinct_id: str,
+        event: PugEvent | str,
+        properties: Mapping[Any, Any] | None,
+        added: bytes = b"",
     ) -> bytes | None:
         """The common call (no timestamp, session id or before_send) as a framed event
         happening now; None when it needs `encode` (a typed event with extra properties or
-        a broken rule, a kind string naming a typed event). Raises PugValidationError."""
+        a broken rule, a kind string naming a typed event). `added`: custom entries sent
+        after the event's own (a context's, encoded once; no key of the event's). Raises
+        PugValidationError."""
         if type(event) is str:
             tails = self._custom_tails
             if len(REGISTRY) != self._registry_size:
@@ -189,6 +195,8 @@ class EventEncoder:
         id_field = last[1] if last[0] is distinct_id else self._id_field(distinct_id)
         if custom is None:
             custom = self.custom_properties(properties)
+        if added:
+            custom += added
         # Now, to the millisecond (the precision of the official SDKs; the id carries the
         # same ms): a new run of ids when the millisecond changed.
         ms = _time_ns() // 1_000_000
