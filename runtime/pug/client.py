@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, ov
 
 from pug._ingest.core import Core, OnError, Stats, TrackedEvent
 from pug._ingest.spool import Spool
+from pug._wire.codegen_support import ENCODERS
 from pug.config import BatchConfig, RetryPolicy
 from pug.context import AddedProperties
 from pug.event import PugEvent
@@ -156,8 +157,10 @@ class _Client:
         the one of the current `pug.context()` is used. Invalid input (no distinct id at
         all among it) is logged on the `pug` logger and dropped alone."""
         second_type = type(second)  # exact types first: isinstance costs ~0.1 µs
-        if second_type is str or (
-            second is not None and second_type is not dict and isinstance(second, PugEvent)
+        if (
+            second_type is str
+            or second_type in ENCODERS
+            or (second is not None and second_type is not dict and isinstance(second, PugEvent))
         ):  # (distinct_id, event, ...)
             if distinct_id is not None:
                 raise TypeError("track() got the distinct id twice (positional and keyword)")
