@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, overload
 
 from pug._ingest.core import Core, OnError, Stats, TrackedEvent
-from pug._ingest.spool import Spool
 from pug.config import BatchConfig, RetryPolicy
 from pug.context import AddedProperties
 from pug.event import PugEvent
@@ -27,6 +26,7 @@ from pug.undelivered import Undelivered
 
 if TYPE_CHECKING:
     import pug.resources as resources
+    from pug._ingest.spool import Spool
 
 logger = logging.getLogger("pug")
 
@@ -90,6 +90,11 @@ class _Client:
         self.base_url = base_url or os.environ.get("PUG_BASE_URL") or DEFAULT_BASE_URL
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
+        if spool is not None:
+            from pug._ingest.spool import Spool  # only now: most clients have none
+
+            if not isinstance(spool, Spool):
+                spool = Spool(spool)
         self._core = Core(
             transport=_transport(transport, self.base_url, key, timeout),
             batch=batch or BatchConfig(),
@@ -98,7 +103,7 @@ class _Client:
             on_error=on_error,
             before_send=before_send,
             strict=strict,
-            spool=spool if spool is None or isinstance(spool, Spool) else Spool(spool),
+            spool=spool,
             properties=added,
         )
 

@@ -1,7 +1,8 @@
 """What a process that only tracks imports: not the libraries only reads, streams, proxies
-or gRPC need (betterproto2 and pydantic, httpx, grpclib, h2, hpack, urllib.request), nor a
-domain of well-known events before one of its kinds is tracked. Each costs every process's
-start (bench/bench_coldstart.py); checked in a fresh interpreter.
+or gRPC need (betterproto2 and pydantic, httpx, grpclib, h2, hpack, urllib.request), nor the
+spool a client without `spool=` never uses (nor secrets, hashlib, pathlib, which only it
+needs), nor a domain of well-known events before one of its kinds is tracked. Each costs
+every process's start (bench/bench_coldstart.py); checked in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ NOT_IMPORTED = [
     "pug.testing",
     "pug.events.commerce",
     "pug.events.app",
+    "pug._ingest.spool",
+    "secrets",
+    "hashlib",
+    "pathlib",
 ]
 
 PROGRAM = textwrap.dedent(
