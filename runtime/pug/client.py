@@ -8,7 +8,6 @@ pug.close()
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import functools
 import inspect
@@ -60,6 +59,8 @@ def _transport(choice: TransportChoice, base_url: str, api_key: str, timeout: fl
 async def _flush_async(core: Core, timeout: float | None) -> bool:
     """`flush()` without blocking the caller's loop: True once delivered or dead-lettered
     in time."""
+    import asyncio  # here: the caller's loop has imported it (Pug alone never needs it)
+
     try:
         return await asyncio.wait_for(asyncio.wrap_future(core.flush_future()), timeout)
     except TimeoutError:
@@ -328,6 +329,8 @@ class AsyncPug(_Client):
     ) -> bool:
         """Send an identify and wait for it: True if delivered, False if it was invalid or
         dead-lettered. Never raises."""
+        import asyncio
+
         done = self._core.identify(external_id, traits, anonymous_id, device_id)
         return await asyncio.wrap_future(done)
 
@@ -341,6 +344,8 @@ class AsyncPug(_Client):
 
     async def close(self, timeout: float | None = 10.0) -> None:
         """Flush (one last attempt within `timeout`), dead-letter the rest, stop the worker."""
+        import asyncio
+
         await asyncio.to_thread(self._core.close, timeout)
 
     async def __aenter__(self) -> Self:

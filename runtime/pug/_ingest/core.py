@@ -370,18 +370,23 @@ class Core:
                 retry=self.retry,
                 timeout=self.timeout,
                 on_error=self.on_error,
+                on_failed=self._forget_worker,
             )
         try:
             worker.start()
         except Exception:  # e.g. "can't start new thread": the next call tries again
             logger.exception("could not start the pug worker thread")
-            with self._worker_lock:
-                if self._worker is worker:
-                    self._worker = None
-            worker.loop.close()
+            self._forget_worker(worker)
             return None
         lifecycle.hold_while_running(self)
         return worker
+
+    def _forget_worker(self, worker: Worker) -> None:
+        """A worker that did not start (its thread, or its loop in that thread): the next
+        item starts another."""
+        with self._worker_lock:
+            if self._worker is worker:
+                self._worker = None
 
     # ---- flush, close, stats, fork --------------------------------------------------
 
