@@ -237,3 +237,30 @@ def test_a_worker_that_cannot_make_its_loop_hands_its_events_to_on_error(
     pug.close(5)
     assert [e.custom_properties["n"].int_value for e in transport.events()] == [1]
     assert pug.stats().failed == 1
+
+
+FORK_PROGRAM = """
+import json, os, sys
+import pug
+
+client = pug.Pug(api_key="prv_fork", base_url="http://127.0.0.1:9")
+client.track("user_1", "fork.early")  # starts the worker's thread, which imports asyncio
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+worker = client._core._worker
+print(json.dumps({"loop_made": worker is not None and worker._loop is not None}))
+os._exit(0)
+"""
+
+
+def test_a_fork_waits_for_a_worker_still_importing() -> None:
+    """A fork right after the first track(): it waits for the worker's thread to finish
+    importing asyncio and making its loop, so the child inherits no import lock held by a
+    thread it does not have (its own worker would wait on it forever)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_PROGRAM], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"loop_made": True}
