@@ -12,11 +12,11 @@ A wheel merges them; in a source checkout or editable install `extend_path` join
 """
 
 from pkgutil import extend_path
+from typing import TYPE_CHECKING, Any
 
 __path__ = extend_path(__path__, __name__)
 
 from pug._ingest.core import Stats, TrackedEvent
-from pug._ingest.spool import Spool
 from pug._version import __version__
 from pug.client import AsyncPug, BoundPug, Pug
 from pug.config import BatchConfig, RetryPolicy
@@ -34,6 +34,20 @@ from pug.errors import (
 from pug.event import PugEvent
 from pug.transports.base import Transport
 from pug.undelivered import Undelivered
+
+if TYPE_CHECKING:
+    from pug._ingest.spool import Spool
+
+
+def __getattr__(name: str) -> Any:
+    # The spool (and what it imports: secrets, hashlib, pathlib) loads with the first
+    # `pug.Spool` or `Pug(spool=...)`: a client without one never needs it.
+    if name == "Spool":
+        from pug._ingest.spool import Spool
+
+        return Spool
+    raise AttributeError(f"module 'pug' has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncPug",

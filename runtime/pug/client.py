@@ -8,7 +8,6 @@ pug.close()
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import functools
 import inspect
@@ -18,7 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, overload
 
 from pug._ingest.core import Core, OnError, Stats, TrackedEvent
-from pug._ingest.spool import Spool
 from pug._wire.codegen_support import ENCODERS
 from pug.config import BatchConfig, RetryPolicy
 from pug.context import AddedProperties
@@ -28,6 +26,7 @@ from pug.undelivered import Undelivered
 
 if TYPE_CHECKING:
     import pug.resources as resources
+    from pug._ingest.spool import Spool
 
 logger = logging.getLogger("pug")
 
@@ -61,6 +60,8 @@ def _transport(choice: TransportChoice, base_url: str, api_key: str, timeout: fl
 async def _flush_async(core: Core, timeout: float | None) -> bool:
     """`flush()` without blocking the caller's loop: True once delivered or dead-lettered
     in time."""
+    import asyncio  # here: the caller's loop has imported it (Pug alone never needs it)
+
     try:
         return await asyncio.wait_for(asyncio.wrap_future(core.flush_future()), timeout)
     except TimeoutError:
@@ -91,6 +92,11 @@ class _Client:
         self.base_url = base_url or os.environ.get("PUG_BASE_URL") or DEFAULT_BASE_URL
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
+        if spool is not None:
+            from pug._ingest.spool import Spool  # only now: most clients have none
+
+            if not isinstance(spool, Spool):
+                spool = Spool(spool)
         self._core = Core(
             transport=_transport(transport, self.base_url, key, timeout),
             batch=batch or BatchConfig(),
@@ -99,7 +105,7 @@ class _Client:
             on_error=on_error,
             before_send=before_send,
             strict=strict,
-            spool=spool if spool is None or isinstance(spool, Spool) else Spool(spool),
+            spool=spool,
             properties=added,
         )
 
@@ -326,6 +332,8 @@ class AsyncPug(_Client):
     ) -> bool:
         """Send an identify and wait for it: True if delivered, False if it was invalid or
         dead-lettered. Never raises."""
+        import asyncio
+
         done = self._core.identify(external_id, traits, anonymous_id, device_id)
         return await asyncio.wrap_future(done)
 
@@ -339,6 +347,8 @@ class AsyncPug(_Client):
 
     async def close(self, timeout: float | None = 10.0) -> None:
         """Flush (one last attempt within `timeout`), dead-letter the rest, stop the worker."""
+        import asyncio
+
         await asyncio.to_thread(self._core.close, timeout)
 
     async def __aenter__(self) -> Self:

@@ -113,7 +113,12 @@ class _Reads:
             raise PugError(
                 "failed_precondition", "Pug reads cannot run inside on_error or before_send"
             )
-        return asyncio.run_coroutine_threadsafe(coro, worker.loop)
+        try:
+            loop = worker.ready_loop()
+        except PugError:
+            coro.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def _timeout(self, timeout: float | None) -> float:
         return self._core.timeout if timeout is None else timeout

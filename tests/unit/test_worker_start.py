@@ -158,3 +158,109 @@ def test_under_gevent_greenlets_track_flush_and_close_with_a_host_name_url(
     events = server.fake.delivered_events()
     assert max(collections.Counter(e.event_id for e in events).values()) == 1
     assert sorted(e.custom_properties["n"].int_value for e in events) == list(range(60))
+
+
+class HeldStarts:
+    """Stands in for `_thread.start_new_thread`: keeps the worker's start until `release`,
+    as a thread that is slow to begin (importing asyncio) would be."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+    def __call__(self, function: Callable[..., object], args: tuple[object, ...]) -> int:
+        self.held.append((function, args))
+        return 0
+
+    def release(self) -> None:
+        for function, args in self.held:
+            REAL_START(function, args)
+
+
+def test_what_is_asked_before_the_worker_runs_is_done_once_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wake (flush) and a stop (close) asked before the worker's thread has made its loop
+    are kept, and done in order once it has: everything tracked is delivered."""
+    starts = HeldStarts()
+    monkeypatch.setattr(_thread, "start_new_thread", starts)
+    transport = InMemoryTransport()
+    pug = Pug(api_key="prv_test", transport=transport, batch=BatchConfig(max_wait=60.0))
+    pug.track("user_1", "early.asked", {"n": 0})
+    flushed = pug._core.flush_future()  # a wake, before the loop exists
+    pug.track("user_1", "early.asked", {"n": 1})
+    closing = threading.Thread(target=pug.close, args=(5,))  # a stop, before it too
+    closing.start()
+    assert len(starts.held) == 1 and not flushed.done()
+    starts.release()
+    assert flushed.result(5) is True
+    closing.join(5)
+    assert not closing.is_alive()
+    assert [e.custom_properties["n"].int_value for e in transport.events()] == [0, 1]
+
+
+def test_a_worker_that_cannot_make_its_loop_hands_its_events_to_on_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop could not be made in the worker's thread: what was queued goes to on_error
+    (logged), and the next track() starts another worker, which delivers."""
+    import asyncio
+
+    failed: list[int] = []
+    made = threading.Event()
+    real_new_event_loop = asyncio.new_event_loop
+
+    def new_event_loop_once_refused() -> asyncio.AbstractEventLoop:
+        if not made.is_set():
+            made.set()
+            raise OSError("too many open files")
+        return real_new_event_loop()
+
+    monkeypatch.setattr(asyncio, "new_event_loop", new_event_loop_once_refused)
+    transport = InMemoryTransport()
+    done = threading.Event()
+
+    def on_error(error: object, items: list[object]) -> None:
+        failed.append(len(items))
+        done.set()
+
+    pug = Pug(
+        api_key="prv_test", transport=transport, batch=BatchConfig(max_wait=60.0),
+        on_error=on_error,
+    )  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="pug"):
+        pug.track("user_1", "loop.refused", {"n": 0})
+        assert done.wait(5)
+    assert failed == [1]
+    assert "the pug worker thread could not start" in caplog.text
+    pug.track("user_1", "loop.refused", {"n": 1})
+    assert pug.flush(5)
+    pug.close(5)
+    assert [e.custom_properties["n"].int_value for e in transport.events()] == [1]
+    assert pug.stats().failed == 1
+
+
+FORK_PROGRAM = """
+import json, os, sys
+import pug
+
+client = pug.Pug(api_key="prv_fork", base_url="http://127.0.0.1:9")
+client.track("user_1", "fork.early")  # starts the worker's thread, which imports asyncio
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+worker = client._core._worker
+print(json.dumps({"loop_made": worker is not None and worker._loop is not None}))
+os._exit(0)
+"""
+
+
+def test_a_fork_waits_for_a_worker_still_importing() -> None:
+    """A fork right after the first track(): it waits for the worker's thread to finish
+    importing asyncio and making its loop, so the child inherits no import lock held by a
+    thread it does not have (its own worker would wait on it forever)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_PROGRAM], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"loop_made": True}

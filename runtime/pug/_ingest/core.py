@@ -21,7 +21,6 @@ from pug import ids
 from pug._ingest import lifecycle, validate
 from pug._ingest.encode import EventEncoder
 from pug._ingest.queue import REFUSED, EventQueue, IngestQueue, Item, QueuedIdentify, Stats
-from pug._ingest.spool import Spool, SpoolError, SpoolQueue
 from pug._ingest.worker import OnError, Worker
 from pug._version import __version__
 from pug._wire import protobuf as pb
@@ -34,6 +33,7 @@ from pug.transports.base import INHERITED_FROM_PARENT, Transport
 from pug.undelivered import Undelivered
 
 if TYPE_CHECKING:
+    from pug._ingest.spool import Spool, SpoolQueue
     from pug.context import _Frame
 
 logger = logging.getLogger("pug")
@@ -99,6 +99,8 @@ class Core:
         batch = self.batch
         self._spooled: SpoolQueue | None = None
         if self.spool is not None:
+            from pug._ingest.spool import SpoolError, SpoolQueue  # a client with a spool only
+
             try:
                 self._spooled = SpoolQueue(
                     self.spool,
@@ -368,18 +370,23 @@ class Core:
                 retry=self.retry,
                 timeout=self.timeout,
                 on_error=self.on_error,
+                on_failed=self._forget_worker,
             )
         try:
             worker.start()
         except Exception:  # e.g. "can't start new thread": the next call tries again
             logger.exception("could not start the pug worker thread")
-            with self._worker_lock:
-                if self._worker is worker:
-                    self._worker = None
-            worker.loop.close()
+            self._forget_worker(worker)
             return None
         lifecycle.hold_while_running(self)
         return worker
+
+    def _forget_worker(self, worker: Worker) -> None:
+        """A worker that did not start (its thread, or its loop in that thread): the next
+        item starts another."""
+        with self._worker_lock:
+            if self._worker is worker:
+                self._worker = None
 
     # ---- flush, close, stats, fork --------------------------------------------------
 

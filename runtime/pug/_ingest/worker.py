@@ -4,23 +4,26 @@ finds the events a server refuses by halving the batch, and finishes every item 
 queue (sent, or failed and handed to `on_error`). It uses only the queue's public methods.
 
 The same loop runs the client's reads (`pug.reads` submits coroutines to it).
+
+asyncio is imported by the worker's thread, when it makes its loop, and by the methods that
+run on that loop: the caller's first `track()` (which starts the thread) neither imports it
+(~30 ms) nor waits for it.
 """
 
 from __future__ import annotations
 
 import _thread
-import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import selectors
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-# Imported now, not when the first lookup needs it: at exit the import itself fails.
+# Imported now, not when the worker's thread needs it: at exit the import itself fails.
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pug._ingest.lifecycle import gevent_monkey
 from pug._ingest.queue import IngestQueue, Item, QueuedIdentify
@@ -29,6 +32,9 @@ from pug.config import RetryPolicy
 from pug.errors import PugError
 from pug.transports.base import BATCH_CREATE, IDENTIFY, Transport
 from pug.undelivered import Undelivered
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger("pug")
 
@@ -71,59 +77,20 @@ class _ResolverPool(ThreadPoolExecutor):
             return done
 
 
-class _SelectorOfTheWorkerThread(selectors.BaseSelector):
-    """The worker loop's selector under gevent: gevent's selector, made in the worker's own
-    thread when it starts (`bind`), so its watchers belong to that thread's hub, which runs
-    whenever the loop waits. The loop is made earlier, on the caller's thread: until then
-    registrations (the loop's self-pipe) are only recorded."""
-
-    def __init__(self) -> None:
-        self._selector: selectors.BaseSelector = selectors.SelectSelector()  # records only
-
-    def bind(self) -> None:
-        """In the worker thread, before the loop runs."""
-        bound = selectors.DefaultSelector()  # gevent's (monkey-patched), on this thread's hub
-        for key in self._selector.get_map().values():
-            bound.register(key.fileobj, key.events, key.data)
-        self._selector.close()
-        self._selector = bound
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._selector.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._selector.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._selector.modify(fileobj, events, data)
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        return self._selector.select(timeout)
-
-    def close(self) -> None:
-        self._selector.close()
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._selector.get_key(fileobj)
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._selector.get_map()
-
-
 class Worker:
     """One daemon thread with its own asyncio loop; owns the transport's connections.
 
-    Made (with its loop) by the core's `_start_worker` under its lock, then started outside
-    it; nobody waits for the thread to run: what is asked of the loop before (a wake, a
-    stop, a read) is queued with `call_soon_threadsafe` and runs first.
+    Made by the core's `_start_worker` under its lock, then started outside it; nobody
+    waits for the thread to run. The thread imports asyncio and makes the loop; what is
+    asked of the loop before it exists (a wake, a stop) is kept and runs first, in order.
 
     Under gevent (`threading` monkey-patched, as in gunicorn's gevent workers) the thread is
     a real OS thread all the same, not a greenlet: asyncio's running loop is per OS thread,
     so a loop running in a greenlet would be the running loop of every greenlet of that
     thread, and `asyncio.run()` in a request handler would refuse to start. The loop's
-    selector is then gevent's, made in that thread (`_SelectorOfTheWorkerThread`): what is
-    gevent-patched there (the default executor's threads, DNS) is served by that thread's
-    own hub while the loop waits, never by the hub of the thread that made the worker.
+    selector is then gevent's, made in that thread: what is gevent-patched there (the
+    default executor's threads, DNS) is served by that thread's own hub while the loop
+    waits, never by the hub of the thread that made the worker.
     """
 
     def __init__(
@@ -134,27 +101,32 @@ class Worker:
         retry: RetryPolicy,
         timeout: float,
         on_error: OnError | None,
+        on_failed: Callable[[Worker], None],
     ) -> None:
         self.queue = queue
         self.transport = transport
         self.retry = retry
         self.timeout = timeout  # of one attempt
         self.on_error = on_error
+        self._on_failed = on_failed  # the core forgets this worker
         self._monkey = gevent_monkey()
-        self._selector: _SelectorOfTheWorkerThread | None = None
         # A bare thread (no threading.Thread): starting it does not wait for it to run.
         self._start_new_thread: Callable[..., Any] = _thread.start_new_thread
         allocate_lock: Callable[[], Any] = _thread.allocate_lock
-        if self._monkey is None:
-            self.loop = asyncio.new_event_loop()
-        else:
-            self._selector = _SelectorOfTheWorkerThread()
-            self.loop = asyncio.SelectorEventLoop(self._selector)
+        if self._monkey is not None:  # real locks: the thread is a real OS thread
             self._start_new_thread = self._monkey.get_original("_thread", "start_new_thread")
             allocate_lock = self._monkey.get_original("_thread", "allocate_lock")
         self.thread: threading.Thread | None = None  # set by the thread itself
-        # Made now, bound to the loop when _main first waits on it (Python >= 3.10).
-        self._wake = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop  # made by the thread (_make_loop)
+        self._wake: asyncio.Event
+        # What other threads see of the loop: None until it is made (`_early` holds what
+        # they ask of it meanwhile); `failed` if it could not be.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._early: list[Callable[[], object]] = []
+        self._failed = False
+        self._calls = allocate_lock()  # guards _loop, _early, _failed
+        self._booted = allocate_lock()  # held until the loop is made (or could not be)
+        self._booted.acquire()
         self._stopping = False
         self._close_deadline: float | None = None
         self._inflight: asyncio.Future[bytes] | None = None
@@ -164,12 +136,41 @@ class Worker:
 
     def start(self) -> None:
         """Start the thread (the caller holds no lock: see the core's `_start_worker`)."""
-        self._start_new_thread(self._run, ())
+        _BOOTING.add(self)
+        try:
+            self._start_new_thread(self._run, ())
+        except BaseException:
+            _BOOTING.discard(self)
+            raise
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the loop, from any thread; before the loop is made, as soon as
+        it is. Raises RuntimeError once the loop is closed (or could not be made)."""
+        with self._calls:
+            if self._failed:
+                raise RuntimeError("the pug worker could not start")
+            loop = self._loop
+            if loop is None:
+                self._early.append(callback)
+                return
+        loop.call_soon_threadsafe(callback)
+
+    def ready_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, once the thread has made it (a read waits that long: its import of
+        asyncio). Raises PugError if it could not be made."""
+        self._wait_booted(None)
+        if self._loop is None:
+            raise PugError("unavailable", "the client's worker thread could not start")
+        return self._loop
+
+    def _wait_booted(self, timeout: float | None) -> None:
+        if self._booted.acquire(timeout=-1 if timeout is None else timeout):
+            self._booted.release()
 
     def wake(self) -> None:
         # A closed loop raises RuntimeError: the client was closed meanwhile.
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._set_wake)
+            self.call_soon_threadsafe(self._set_wake)
 
     def _set_wake(self) -> None:
         self._wake.set()
@@ -190,7 +191,7 @@ class Worker:
             self._set_wake()
 
         try:
-            self.loop.call_soon_threadsafe(begin)
+            self.call_soon_threadsafe(begin)
         except RuntimeError:
             return
         if threading.current_thread() is not self.thread:
@@ -211,6 +212,8 @@ class Worker:
             self._inflight.cancel()
 
     async def _attempt(self, method: str, body: bytes, timeout: float) -> bytes:
+        import asyncio
+
         task = asyncio.ensure_future(self.transport.unary(method, body, timeout=timeout))
         self._inflight = task
         try:
@@ -226,23 +229,62 @@ class Worker:
         try:
             self.thread = threading.current_thread()
             self.thread.name = "pug-worker"
-            if self._selector is not None:  # under gevent (see the class's docstring)
-                self._selector.bind()
-            asyncio.set_event_loop(self.loop)
-            self.loop.set_default_executor(_ResolverPool())
+            try:
+                self._make_loop()
+            except BaseException:
+                self._could_not_start()
+                return
             try:
                 self.loop.run_until_complete(self._main())
             finally:
                 _cancel_leftovers(self.loop)
-                if self._selector is not None:
+                if self._monkey is not None:
                     # The default executor's threads are then greenlets of this thread's
                     # hub, which runs only while this loop waits: end them now.
                     self.loop.run_until_complete(self.loop.shutdown_default_executor())
+                self.loop.close()
         finally:
-            self.loop.close()
             self._ended.release()
 
+    def _make_loop(self) -> None:
+        """In the worker's thread: import asyncio, make the loop, then run on it what was
+        asked of it before (in order), and let other threads use it directly."""
+        try:
+            import asyncio
+
+            if self._monkey is None:
+                loop = asyncio.new_event_loop()
+            else:  # gevent's selector, on this thread's hub (see the class's docstring)
+                import selectors
+
+                loop = asyncio.SelectorEventLoop(selectors.DefaultSelector())
+            self.loop = loop
+            asyncio.set_event_loop(loop)
+            loop.set_default_executor(_ResolverPool())
+            self._wake = asyncio.Event()
+            with self._calls:
+                for callback in self._early:
+                    loop.call_soon(callback)
+                self._early.clear()
+                self._loop = loop
+        finally:
+            self._booted.release()
+            _BOOTING.discard(self)
+
+    def _could_not_start(self) -> None:
+        """The loop could not be made: what is queued goes to on_error, and the core
+        forgets this worker first (what comes next starts another)."""
+        logger.exception("the pug worker thread could not start")
+        with self._calls:
+            self._failed = True
+            self._early.clear()
+        self._on_failed(self)
+        error = PugError("unavailable", "the client's worker thread could not start")
+        self._fail(self.queue.take_all(), error)
+
     async def _main(self) -> None:
+        import asyncio
+
         queue = self.queue
         try:
             while not self._stopping:
@@ -331,7 +373,8 @@ class Worker:
 
     async def _backoff(self, delay: float) -> None:
         """Sleep `delay`, or less if close() is called (it makes one last attempt)."""
-        assert self._wake is not None
+        import asyncio
+
         deadline = self.loop.time() + delay
         while not self._stopping:
             left = deadline - self.loop.time()
@@ -419,9 +462,28 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     """What `asyncio.run` does before closing its loop: cancel tasks still pending (a read
     another thread started as the client closed) and finish async generators, so none is
     destroyed pending when the loop closes."""
+    import asyncio
+
     pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in pending:
         task.cancel()
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+# Workers whose thread is importing asyncio and making its loop. A fork waits (a little) for
+# them: a module's import lock held by a thread that the child does not have would stay
+# held there, and the child's own worker would wait for it forever.
+_BOOTING: set[Worker] = set()
+_FORK_WAIT = 2.0
+
+
+def _before_fork() -> None:
+    deadline = time.monotonic() + _FORK_WAIT
+    for worker in list(_BOOTING):
+        worker._wait_booted(max(0.0, deadline - time.monotonic()))
+
+
+# (The child has none of those threads: its workers are its own.)
+os.register_at_fork(before=_before_fork, after_in_child=_BOOTING.clear)

@@ -11,15 +11,17 @@ What comes back is checked before it is believed, on every path: an answer over 
 `resource_exhausted` and is not read further; a 200 that declares another content type
 than the protocol's (a captive portal's page) is `unknown`, as connect-go says; an error's
 `Retry-After` becomes `PugError.retry_after`; and the key is redacted from anything quoted.
+
+A transport is made on the caller's thread (`Pug(...)`) and used on the worker's loop: what
+only that loop runs imports asyncio, ssl and `_http11` itself, so making a client does not
+(~35 ms; see pug._ingest.worker).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import os
-import ssl
 import struct
 import sys
 import urllib.parse
@@ -27,16 +29,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pug.errors import PugError, error_for
-from pug.transports._http11 import (
-    BodyTooLarge,
-    ConnectionPool,
-    HTTPProtocolError,
-    Response,
-    body_limit,
-    decode_body,
-    read_bounded,
-    tls_context,
-)
 from pug.transports._url import BaseURL, parse_base_url
 from pug.transports.base import (
     INHERITED_FROM_PARENT,
@@ -51,8 +43,12 @@ from pug.transports.base import (
 )
 from pug.transports.redact import filter_loggers, quote, redact, register, server_error
 
-if TYPE_CHECKING:  # imported when a stream or a proxied call first needs it (~40 ms)
-    import httpx
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx  # imported when a stream or a proxied call first needs it (~40 ms)
+
+    from pug.transports._http11 import ConnectionPool, Response
 
 # httpx and httpcore log at DEBUG what the server answered (headers included); a proxy
 # that echoes the request would put the key there.
@@ -134,6 +130,8 @@ def failure(exc: Exception, timeout: float, key: str) -> PugError:
     """The PugError of a call that failed before an answer was read whole. Connection
     failures, timeouts and malformed HTTP are transient (the retry policy decides);
     whatever a library says is redacted."""
+    from pug.transports._http11 import HTTPProtocolError
+
     if isinstance(exc, PugError):
         return exc
     if isinstance(exc, TimeoutError):  # the call's deadline (asyncio.timeout)
@@ -280,6 +278,8 @@ class ConnectTransport:
     def _http(self) -> httpx.AsyncClient:
         # Made on first use, on the loop that uses it (the client's worker loop).
         if self._client is None:
+            import ssl
+
             import httpx
 
             verify: ssl.SSLContext | bool = True
@@ -303,6 +303,8 @@ class ConnectTransport:
     def _connections(self) -> ConnectionPool:
         # Made on first use, on the loop that uses it (the client's worker loop).
         if self._pool is None:
+            from pug.transports._http11 import ConnectionPool, tls_context
+
             tls = tls_context(self._ca_bundle) if self.base_url.tls else None
             self._pool = ConnectionPool(
                 self.base_url.host,
@@ -313,6 +315,8 @@ class ConnectTransport:
         return self._pool
 
     async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        import asyncio
+
         headers = self._request_headers(timeout, _PROTO)
         if self._compress_above is not None and len(request) > self._compress_above:
             import gzip
@@ -340,6 +344,8 @@ class ConnectTransport:
         self, method: str, request: bytes, headers: dict[str, str], timeout: float, limit: int
     ) -> Response:
         """A unary call through a proxy (httpx knows proxies, _http11 does not)."""
+        from pug.transports._http11 import Response
+
         headers["accept-encoding"] = "gzip"  # what read_body can inflate (bounded)
         response = await self._send(method, request, headers, timeout)
         try:
@@ -353,6 +359,10 @@ class ConnectTransport:
         return self._streams.add(self._stream(method, request, timeout))
 
     async def _stream(self, method: str, request: bytes, timeout: float) -> AsyncGenerator[bytes]:
+        import asyncio
+
+        from pug.transports._http11 import decode_body
+
         headers = self._request_headers(timeout, _CONNECT_PROTO)
         # Connect compresses each message (the envelope's flag), never the whole body.
         headers["accept-encoding"] = "identity"
@@ -443,6 +453,8 @@ async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) 
     """An httpx response's body, bounded as _http11 bounds one (body_limit): a 200's at
     `limit` bytes (also once inflated: BodyTooLarge), an error's at a few KiB (the rest is
     not read). With `cut`, any response's at `limit`, the rest not read."""
+    from pug.transports._http11 import BodyTooLarge, body_limit, decode_body, read_bounded
+
     if not cut:
         limit, cut = body_limit(response.status_code, response.headers.get("content-type"), limit)
     declared = response.headers.get("content-length", "")
@@ -486,6 +498,8 @@ async def _finish_body(
     follows (and the connection stays reusable); a stream left early is closed first, so
     the read fails at once.
     """
+    import asyncio
+
     if not ended:
         await response.aclose()
     with contextlib.suppress(Exception):
