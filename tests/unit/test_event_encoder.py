@@ -137,3 +137,33 @@ def test_a_key_whose_values_do_not_repeat_turns_volatile_and_keeps_none() -> Non
         protobuf.entry(protobuf.CUSTOM, "currency", Variant.STRING, "USD")
     )
     assert encoder.cached_entries() == held
+
+
+def test_a_kinds_last_distinct_id_never_leaks_into_another_ids_event() -> None:
+    # The head (distinct id and tail) is remembered per kind for its last distinct id;
+    # ids alternating, repeating, long, non-ASCII or equal but not the same object must
+    # each give the bytes of the checked path (`encode`, which writes every field anew).
+    encoder = new_encoder()
+    long_id = "u" * (encode.LAST_ID_BYTES + 1)
+    ids = ["a", "b", "a", "a", long_id, long_id, "é", "".join(["a"]), "b", "\ud800"]
+    kinds = ["kind.x", "kind.y", "kind.x"]
+    for i, distinct_id in enumerate(ids * 2):
+        kind = kinds[i % len(kinds)]
+        body = encoder.encode_now(distinct_id, kind, {"n": i})
+        assert body is not None
+        event_id, seconds, nanos = _identity(body)
+        expected = encoder.encode(event_id, seconds, nanos, distinct_id, kind, SESSION,
+                                  {"n": (Variant.INT, i)})  # fmt: skip
+        assert body == expected, (distinct_id, kind)
+
+
+def _identity(framed: bytes) -> tuple[str, int, int]:
+    """(event_id, seconds, nanos) of a framed event, read with the SDK's reader."""
+    body = protobuf.unframe(framed)
+    fields = dict(protobuf.read_fields(body))
+    occur_field = fields[6]
+    assert isinstance(occur_field, bytes)
+    occur = dict(protobuf.read_fields(occur_field))
+    event_id = fields[1]
+    assert isinstance(event_id, bytes)
+    return event_id.decode(), int(occur.get(1, 0)), int(occur.get(2, 0))

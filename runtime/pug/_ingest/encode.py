@@ -7,8 +7,8 @@ the distinct id for one kind (the kind, the client's session and auto-properties
 characters and the occur_time of one millisecond. The encoder remembers each of them, and
 it alone: every cache is an attribute of one encoder (one per client), bounded by entries
 and by bytes, so a client's caches hold a few MiB at most whatever callers send. What
-rarely repeats is written, not remembered: the distinct id, and the values of a key that
-turned out volatile (order ids, amounts; see `_Volatile`).
+rarely repeats is written, not remembered: distinct ids (but a kind's last one), and the
+values of a key that turned out volatile (order ids, amounts; see `_Volatile`).
 
 Validation is not done here (see `pug._ingest.validate`), with one exception that is a
 cache's contract: a kind's tail is held only once a pair with it passed
@@ -61,6 +61,7 @@ KEY_PARTS_HELD = 4096  # what a key alone decides (double heads, string key fiel
 KINDS_HELD = 4096  # kinds (each held once checked), custom and typed apart
 # A key whose entries reach this many different values keeps none from then on.
 VOLATILE_AFTER = 256
+LAST_ID_BYTES = 96  # a longer distinct id is not remembered as a kind's last one
 FRAMES_HELD = 4096  # frames by event length (events vary little in length)
 # Typed events' field caches (generated encoders keep at most 256 entries in each): at
 # most this many, for the classes seen last.
@@ -81,6 +82,12 @@ def _remember(cache: dict[Any, bytes], key: object, encoded: bytes, limit: int) 
         cache.clear()
     cache[key] = encoded
     return encoded
+
+
+# What is held for a kind: its last distinct id (None at first), the head written for it
+# (the distinct_id field and the tail) and the tail (the kind, session id and
+# auto-properties fields).
+_Held = tuple[str | None, bytes, bytes]
 
 
 class _Millisecond:
@@ -137,15 +144,15 @@ class EventEncoder:
         self.session_id = session_id
         # What follows the distinct id in every event of one kind ("tails": the kind, the
         # session id, the auto-properties), by kind, custom kinds and typed events apart.
-        # A kind is held once checked (and, as a string, found to name no typed event).
-        # The distinct id is not cached: in real traffic most calls bring one not seen
-        # lately, and writing it costs less than remembering it.
-        self._custom_tails: dict[str, bytes] = {}
-        self._typed_tails: dict[str, bytes] = {}
+        # A kind is held once checked (and, as a string, found to name no typed event),
+        # with its last distinct id and head (`_Held`): distinct ids are not cached
+        # beyond that, since in real traffic most calls bring one not seen lately, and
+        # writing it costs less than remembering it.
+        self._custom_tails: dict[str, _Held] = {}
+        self._typed_tails: dict[str, _Held] = {}
         self._session_auto = pb.session_field(session_id) + self._auto  # every tail ends so
         self._registry_size = -1
         self._now = _NO_MILLISECOND
-        self._last_id: tuple[object, bytes] = (None, b"")  # see _id_field
 
     def after_fork_in_child(self, session_id: str) -> None:
         """A forked child has its own session, and must not continue the parent's run of
@@ -185,14 +192,14 @@ class EventEncoder:
             tails = self._typed_tails
             kind = event.KIND  # type: ignore[union-attr]
         try:
-            tail = tails[kind]  # a kind held has passed its checks: the distinct id is left
+            held = tails[kind]  # a kind held has passed its checks: the distinct id is left
         except KeyError:
-            new_tail = self._new_tail(tails, distinct_id, kind, custom is None)
-            if new_tail is None:  # a typed kind, as a string
+            new = self._new_tail(tails, distinct_id, kind, custom is None)
+            if new is None:  # a typed kind, as a string
                 return None
-            tail = new_tail
-        last = self._last_id  # one read: another thread may replace it meanwhile
-        id_field = last[1] if last[0] is distinct_id else self._id_field(distinct_id)
+            held = new
+        # One read of the held tuple: another thread may replace it meanwhile.
+        head = held[1] if held[0] is distinct_id else self._head(tails, kind, held, distinct_id)
         if custom is None:
             custom = self.custom_properties(properties)
         if added:
@@ -203,14 +210,14 @@ class EventEncoder:
         now = self._now  # one read: another thread may replace it meanwhile
         if now.ms != ms:
             now = self._now = _Millisecond(ms)
-        size = now.size + len(id_field) + len(tail) + len(custom)
+        size = now.size + len(head) + len(custom)
         try:
             framing = self._frames[size]  # a subscript, not .get(): hits are the rule
         except KeyError:
             framing = self._frame(size)
         body = b"".join(
             (framing, now.id_prefix, b"%012x" % next(now.counter), now.occur_field,
-             id_field, tail, custom)
+             head, custom)
         )  # fmt: skip
         if len(body) > _MAX_EVENT_BYTES:
             validate.check_event_size(kind, len(body))
@@ -255,10 +262,11 @@ class EventEncoder:
             framing = _remember(self._frames, n, pb.EVENTS_TAG + pb.varint(n), FRAMES_HELD)
         return framing
 
-    def _id_field(self, distinct_id: str) -> bytes:
-        """The distinct_id field, once the id passed `validate.check_distinct_id`'s rules
-        (which raises with its message when one is broken), remembered as the last one
-        written: a handler often tracks several events for one user in a row."""
+    def _head(self, tails: dict[str, _Held], kind: str, held: _Held, distinct_id: str) -> bytes:
+        """The distinct_id field and a held kind's tail, once the id passed
+        `validate.check_distinct_id`'s rules (which raises with its message when one is
+        broken); remembered with the kind as its last distinct id (a handler often tracks
+        several events for one user in a row), unless the id is long."""
         if (
             type(distinct_id) is not str
             or not distinct_id
@@ -270,27 +278,31 @@ class EventEncoder:
         except UnicodeEncodeError:  # lone surrogates: replaced, as pb.utf8 does
             data = pb.utf8(distinct_id)
         n = len(data)
-        field = _ID_HEADS[n] + data if n < 128 else _DISTINCT_ID + pb.varint(n) + data
-        if n <= CACHED_BYTES_MAX:
-            self._last_id = (distinct_id, field)
-        return field
+        tail = held[2]
+        if n < 128:
+            head = _ID_HEADS[n] + data + tail
+            if n <= LAST_ID_BYTES and tails.get(kind) is held:
+                tails[kind] = (distinct_id, head, tail)
+            return head
+        return _DISTINCT_ID + pb.varint(n) + data + tail
 
     def _new_tail(
-        self, tails: dict[str, bytes], distinct_id: str, kind: str, as_string: bool
-    ) -> bytes | None:
-        """The tail of a kind not held, once the (distinct id, kind) pair passed
-        `validate`'s checks, then held (at most KINDS_HELD kinds, none over
-        CACHED_BYTES_MAX). None for a kind string naming a typed event (`as_string`):
-        `encode` takes it."""
+        self, tails: dict[str, _Held], distinct_id: str, kind: str, as_string: bool
+    ) -> _Held | None:
+        """What is held for a kind not held yet, once the (distinct id, kind) pair passed
+        `validate`'s checks, and held (at most KINDS_HELD kinds, none over
+        CACHED_BYTES_MAX): no last distinct id yet, and the kind's tail. None for a kind
+        string naming a typed event (`as_string`): `encode` takes it."""
         if as_string and event_class(kind) is not None:
             return None
         validate.check_event_ids(distinct_id, kind)
         tail = pb.field(_KIND, kind.encode()) + self._session_auto  # checked: ASCII
+        held: _Held = (None, b"", tail)
         if len(kind) <= CACHED_BYTES_MAX:
             if len(tails) >= KINDS_HELD:
                 tails.clear()
-            tails[kind] = tail
-        return tail
+            tails[kind] = held
+        return held
 
     # ---- custom properties ------------------------------------------------------------
 
@@ -441,7 +453,8 @@ class EventEncoder:
             for key, by_value in by_key.items():
                 total += sum(len(key) + len(v) for v in by_value.values())
         for tails in (self._custom_tails, self._typed_tails):
-            total += sum(len(kind) + len(tail) for kind, tail in tails.items())
+            for kind, (last, head, tail) in tails.items():
+                total += len(kind) + len(last or "") + len(head) + len(tail)
         for _, caches in self._typed.values():
             for cache in caches:
                 total += sum(len(str(k)) + len(v) for k, v in cache.items())
