@@ -154,8 +154,8 @@ class Core:
                     frame, distinct_id, event, properties, timestamp, session_id
                 )
             elif timestamp is None and session_id is None and self.before_send is None:
-                # The common call: the encoder validates the (distinct id, kind) pair
-                # once, when it first caches its head.
+                # The common call: the encoder checks a kind once, when it first holds
+                # it, and a distinct id unless it is the kind's last one.
                 body = self.encoder.encode_now(distinct_id, event, properties)
                 if body is None:  # not so common after all
                     body = self._encode_checked(distinct_id, event, properties, None, None)
