@@ -21,6 +21,7 @@ from servers import ConnectServer, FakePug, GrpcServer, batch_answer
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # the body is a second write: no ACK wait
     bodies: ClassVar[list[bytes]] = []
     delay = 0.0
 

@@ -589,6 +589,7 @@ class RecordingHTTPServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as a Connect server would
+            disable_nagle_algorithm = True  # the body is a second write: no ACK wait
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
