@@ -6,13 +6,17 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
-from pug.errors import error_for
+from pug.errors import PugError, error_for
 from pug.testing import FakePug
 from pug.testing.fake.server import service_methods
 from pug.transports.base import BATCH_CREATE
+
+# (method, request body, the error answered or None), after each unary call.
+Watcher: TypeAlias = Callable[[str, bytes, "PugError | None"], None]
 
 
 class KeyCheck:
@@ -78,15 +82,27 @@ class Dispatch:
         self.fake = fake
         self.keys = keys
         self.printer = printer
+        # Called after every unary call the key check let through, answered or refused:
+        # (method, request body, the error answered or None). The page's feed is one.
+        self.watchers: list[Watcher] = []
         # Every RPC of the generated service definitions → whether it streams (the fake
         # finds its routes the same way).
         self.methods = {path: m.streams for path, m in service_methods().items()}
 
     def unary(self, method: str, key: str | None, body: bytes) -> bytes:
         self._check(method, key, stream=False)
-        answer = self.fake.handle(method, body)
+        try:
+            answer = self.fake.handle(method, body)
+        except PugError as exc:
+            self._tell(method, body, exc)
+            raise
         self.printer(method, body)
+        self._tell(method, body, None)
         return answer
+
+    def _tell(self, method: str, body: bytes, error: PugError | None) -> None:
+        for watcher in self.watchers:
+            watcher(method, body, error)
 
     def stream(self, method: str, key: str | None, body: bytes) -> list[bytes]:
         self._check(method, key, stream=True)
