@@ -145,16 +145,28 @@ function showEntries(entries, { replace }) {
   $("empty").hidden = list.childElementCount > 0;
 }
 
+// The notice stays up until no update has been sampled for NOTICE_MS: at a steady high
+// rate it would otherwise blink with every update.
+const NOTICE_MS = 3000;
+let noticeTimer = null;
+
 function showSampling(update, what) {
   const notice = $("sampling");
-  notice.hidden = !update.sampled;
   if (update.sampled) {
     notice.textContent = `Sampling: ${number(update.matched)} entries ${what}; showing the newest ${number(update.entries.length)}.`;
+    notice.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => { notice.hidden = true; }, NOTICE_MS);
+  } else if (update.reset) {
+    clearTimeout(noticeTimer);
+    notice.hidden = true;
   }
   const skipped = $("skipped");
-  skipped.hidden = !update.skipped;
   if (update.skipped) {
     skipped.textContent = `${number(update.skipped)} entries were dropped from the server's store before this page could show them.`;
+    skipped.hidden = false;
+  } else if (update.reset) {
+    skipped.hidden = true;
   }
 }
 
@@ -169,6 +181,7 @@ function connect() {
   source.addEventListener("snapshot", (message) => {
     const update = JSON.parse(message.data);
     showEntries(update.entries, { replace: true });
+    showSampling({ reset: true }, "");
     showSampling(update, "match in the server's store");
     showStats(update.stats);
   });
@@ -180,7 +193,7 @@ function connect() {
   });
   source.addEventListener("cleared", (message) => {
     showEntries([], { replace: true });
-    showSampling({ sampled: false }, "");
+    showSampling({ reset: true }, "");
     showStats(JSON.parse(message.data).stats);
   });
 }
