@@ -176,9 +176,7 @@ def test_a_refused_batch_shows_the_event_and_the_rule_it_breaks(
     assert server.fake.events() == []
 
 
-def test_the_profile_view_shows_traits_merged_ids_and_events(
-    server: DevServer, page: Any
-) -> None:
+def test_the_profile_view_shows_traits_merged_ids_and_events(server: DevServer, page: Any) -> None:
     client = client_for(server)
     client.track("anon-7f3a", "page.viewed", {"path": "/pricing"})
     assert client.flush(10)
@@ -265,9 +263,7 @@ def test_the_page_answers_only_to_a_loopback_host(server: DevServer) -> None:
 
 
 def test_the_page_stays_usable_while_20000_events_arrive(server: DevServer, page: Any) -> None:
-    client = Pug(
-        api_key="prv_page", base_url=server.connect_url, batch=BatchConfig(max_size=500)
-    )
+    client = Pug(api_key="prv_page", base_url=server.connect_url, batch=BatchConfig(max_size=500))
     sent = threading.Event()
 
     def burst() -> None:

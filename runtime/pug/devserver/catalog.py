@@ -11,10 +11,12 @@ from typing import Any
 
 import msgspec.inspect as mi
 
-# msgspec's constraint attributes, as the page writes them.
+# msgspec's constraint attributes (and a duration's, in its Metadata's `seconds`), as the
+# page writes them.
 _RULES = {
-    "gt": ">", "ge": "≥", "lt": "<", "le": "≤", "multiple_of": "multiple of",
-    "min_length": "min length", "max_length": "max length", "pattern": "pattern",
+    "gt": ">", "ge": "≥", "gte": "≥", "lt": "<", "le": "≤", "lte": "≤",
+    "multiple_of": "multiple of", "min_length": "min length", "max_length": "max length",
+    "pattern": "pattern",
 }  # fmt: skip
 
 
@@ -46,15 +48,21 @@ def catalog() -> dict[str, dict[str, Any]]:
 
 
 def _type_name(info: mi.Type) -> str:
+    if isinstance(info, mi.Metadata):  # a duration: sent as a number of seconds
+        return (
+            "duration (seconds)"
+            if isinstance(info.type, mi.TimeDeltaType)
+            else _type_name(info.type)
+        )
     if isinstance(info, mi.UnionType):
-        return " | ".join(_type_name(t) for t in info.types if not isinstance(t, mi.UnsetType))
+        return " | ".join(_type_name(t) for t in info.types)
     return type(info).__name__.removesuffix("Type").lower()
 
 
 def _rules(info: mi.Type) -> str:
-    parts = []
-    for attribute, label in _RULES.items():
-        value = getattr(info, attribute, None)
-        if value is not None:
-            parts.append(f"{label} {value}")
-    return ", ".join(parts)
+    if isinstance(info, mi.Metadata):
+        seconds = (info.extra or {}).get("seconds", {})
+        own = [f"{_RULES[k]} {v} s" for k, v in seconds.items() if k in _RULES]
+        return ", ".join(filter(None, [_rules(info.type), *own]))
+    found = {label: getattr(info, attribute, None) for attribute, label in _RULES.items()}
+    return ", ".join(f"{label} {value}" for label, value in found.items() if value is not None)

@@ -175,4 +175,3 @@ def _send(
     handler.send_header("cache-control", "no-store")
     handler.end_headers()
     handler.wfile.write(body)
-
