@@ -53,7 +53,7 @@ function catalogDetails(known) {
   const rows = el("tbody");
   for (const f of known.fields) {
     rows.append(el("tr", {}, el("th", {}, f.wire), el("td", {}, f.type),
-      el("td", {}, f.required ? "required" : "optional"), el("td", { class: "note" }, f.rules)));
+      el("td", f.required ? { class: "required" } : {}, f.required ? "required" : "optional"), el("td", { class: "note" }, f.rules)));
   }
   return el("details", { class: "catalog" },
     el("summary", {}, known.class, " — ", known.description),
@@ -64,9 +64,8 @@ function eventBody(event) {
   const known = state.catalog[event.kind];
   const parts = [
     el("dl", { class: "meta" },
-      el("dt", {}, "occurred"), el("dd", {}, clock(event.occur_time)),
-      el("dt", {}, "session"), el("dd", {}, event.session_id || "—"),
-      el("dt", {}, "event id"), el("dd", {}, event.event_id || "—")),
+      ...[["occurred", clock(event.occur_time)], ["session", event.session_id], ["event id", event.event_id]]
+        .map(([name, value]) => el("div", {}, el("dt", {}, name), el("dd", {}, value || "—")))),
     propertiesTable(event.properties, known),
   ];
   if (Object.keys(event.auto_properties || {}).length) {
@@ -128,10 +127,11 @@ function remember(event) {
 function showStats(stats) {
   $("count-received").textContent = number(stats.received);
   $("count-rejected").textContent = number(stats.rejected);
-  const mb = (bytes) => (bytes / 1048576).toFixed(1);
-  $("count-held").textContent = `holding ${number(stats.held)} entries (${mb(stats.held_bytes)} of ${mb(stats.max_bytes)} MB)` +
+  const mb = (bytes) => `${(bytes / 1048576).toFixed(1)} MB`;
+  const size = (bytes) => (bytes < 1048576 ? `${Math.ceil(bytes / 1024)} KB` : mb(bytes));
+  $("count-held").textContent = `holding ${number(stats.held)} entries (${size(stats.held_bytes)} of ${mb(stats.max_bytes)})` +
     (stats.dropped ? `, ${number(stats.dropped)} oldest dropped` : "");
-  $("limits").textContent = `The server keeps the newest ${mb(stats.max_bytes)} MB of entries (the oldest are dropped); ` +
+  $("limits").textContent = `The server keeps the newest ${mb(stats.max_bytes)} of entries (the oldest are dropped); ` +
     `this list shows the newest ${MAX_CARDS}; updates come at most every 150 ms.`;
 }
 
