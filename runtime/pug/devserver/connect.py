@@ -1,5 +1,5 @@
 """The dev server's Connect over HTTP/1.1: unary calls and server streams, on
-`http.server`."""
+`http.server`; GET (and POST under /api/) go to the page (`page`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import struct
 
 from pug.devserver.dispatch import Dispatch
+from pug.devserver.page import Page
 from pug.errors import PugError, error_for
 
 # Connect's HTTP status for each code (the Connect protocol's table).
@@ -22,7 +23,7 @@ _HTTP_STATUS = {
 _END_STREAM = 0x02
 
 
-def connect_handler(dispatch: Dispatch) -> type[http.server.BaseHTTPRequestHandler]:
+def connect_handler(dispatch: Dispatch, page: Page) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "pug-devserver"
@@ -30,7 +31,12 @@ def connect_handler(dispatch: Dispatch) -> type[http.server.BaseHTTPRequestHandl
         # the client's delayed ACK of the head (40 ms a request on Linux).
         disable_nagle_algorithm = True
 
+        def do_GET(self) -> None:
+            page.get(self)
+
         def do_POST(self) -> None:
+            if page.post(self):
+                return
             method = self.path.lstrip("/").split("?")[0]
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             try:

@@ -13,7 +13,9 @@ from typing import IO, Any
 
 from pug.devserver.connect import connect_handler
 from pug.devserver.dispatch import Dispatch, EventPrinter, KeyCheck
+from pug.devserver.feed import Feed
 from pug.devserver.grpc import grpc_handlers
+from pug.devserver.page import Page
 from pug.testing import FakePug
 
 
@@ -38,8 +40,11 @@ class DevServer:
         self.host = host
         self.out = out or sys.stdout  # where received events are printed
         self._dispatch = Dispatch(self.fake, KeyCheck(api_key), EventPrinter(self.out, jsonl))
+        self.feed = Feed()  # what the page shows
+        self._dispatch.watchers.append(self.feed)
+        page = Page(self.fake, self.feed, host)
         self._http = http.server.ThreadingHTTPServer(
-            (host, connect_port), connect_handler(self._dispatch)
+            (host, connect_port), connect_handler(self._dispatch, page)
         )
         self._http.daemon_threads = True
         self._grpc_port = grpc_port
@@ -51,6 +56,11 @@ class DevServer:
     @property
     def connect_url(self) -> str:
         return f"http://{self.host}:{self._http.server_port}"
+
+    @property
+    def page_url(self) -> str:
+        """The page: what arrived, live."""
+        return self.connect_url + "/"
 
     @property
     def grpc_url(self) -> str:
@@ -85,6 +95,7 @@ class DevServer:
         self._loop.run_until_complete(main())
 
     def stop(self) -> None:
+        self.feed.close()  # ends the pages' streams
         self._http.shutdown()
         self._http.server_close()
         if self._grpc_server is not None:
@@ -120,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         jsonl=args.jsonl,
     ).start()
     print(
-        f"Pug dev server: Connect on {server.connect_url}, gRPC (h2c) on {server.grpc_url}. "
-        "Ctrl-C stops it.",
+        f"Pug dev server: Connect on {server.connect_url}, gRPC (h2c) on {server.grpc_url}, "
+        f"page at {server.page_url}. Ctrl-C stops it.",
         flush=True,
     )
     try:
