@@ -1,9 +1,9 @@
-"""Screenshots of the built documentation site, to look at by eye (run by hand, not a test).
+"""Screenshots of the built documentation site, to look at by eye (run by hand).
 
     just docs && python docs/screenshots/take.py
 
-Serves site/ on 127.0.0.1 and saves, in this folder, the home page (home.png) and the
-reference of `Pug.track` (pug-track.png), taken by Debian's headless Chromium
+Serves site/ on 127.0.0.1 and saves, in this folder, the home page (home.png) and
+the reference of `Pug.track` (pug-track.png), taken by Debian's headless Chromium
 (`apt-get install chromium`) through Playwright (`pip install playwright`).
 """
 
@@ -30,24 +30,34 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT = {"width": 1280, "height": 1200}
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    """Serves files without a log line per request."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 def main() -> None:
     if not (SITE / "index.html").exists():
-        raise SystemExit(f"{SITE} has no index.html: build the site first (`just docs`)")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
+        raise SystemExit(f"{SITE} has no index.html: build it first (`just docs`)")
+    handler = functools.partial(Quiet, directory=str(SITE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS
+            )
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(f"{base}/", wait_until="networkidle")
             page.screenshot(path=HERE / "home.png")
             # The anchor mkdocstrings gives the method: its heading starts the shot.
-            page.goto(f"{base}/reference/clients/#pug.client.Pug.track", wait_until="networkidle")
+            track = f"{base}/reference/clients/#pug.client.Pug.track"
+            page.goto(track, wait_until="networkidle")
             page.screenshot(path=HERE / "pug-track.png")
             browser.close()
     finally:

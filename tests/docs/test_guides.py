@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from pug.client import _Client
 from pug.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```$", re.S | re.M)
 MARKER = re.compile(r"<!-- (no-run|pytest|logs-errors)(?::\s*(.*?))? -->\s*$")
 # What may stand between a marker and its fence: nothing, or blank lines.
@@ -68,7 +67,7 @@ def blocks(page: Path) -> list[Block]:
 
 @pytest.fixture(scope="module")
 def dev_server() -> Iterator[DevServer]:
-    with DevServer(out=open(os.devnull, "w")) as server:  # noqa: SIM115 - closed at exit
+    with DevServer(out=open(os.devnull, "w")) as server:
         yield server
 
 
@@ -158,3 +157,15 @@ def test_markers_are_read(tmp_path: Path) -> None:
         ("no-run", "needs Django settings", "import django\n", 3),
         (None, None, "x = 1\n", 7),
     ]
+
+
+def test_every_event_domain_is_in_the_reference() -> None:
+    """A domain the catalog gains must get its `::: pug.events.<domain>` in the reference."""
+    generated = {
+        path.stem
+        for path in (ROOT / "generated" / "pug" / "events").glob("*.py")
+        if path.stem != "__init__"
+    }
+    page = (ROOT / "docs" / "reference" / "events.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^::: pug\.events\.(\w+)$", page, re.M))
+    assert documented == generated
