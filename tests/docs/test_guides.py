@@ -95,6 +95,7 @@ def close_clients(namespace: dict[str, object]) -> None:
             value._core.close(5.0)
 
 
+@pytest.mark.e2e  # a dev server on 127.0.0.1, and pytest in a subprocess
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_page_blocks_run(
     page: Path,
