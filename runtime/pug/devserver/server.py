@@ -5,22 +5,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.server
+import functools
+import ipaddress
 import sys
 import threading
 from pathlib import Path
 from typing import IO, Any
 
-from pug.devserver.connect import connect_handler
+from pug._ingest.validate import MAX_REQUEST_BYTES
+from pug.devserver.connect import ConnectServer, connect_handler
 from pug.devserver.dispatch import Dispatch, EventPrinter, KeyCheck
 from pug.devserver.grpc import grpc_handlers
 from pug.testing import FakePug
+
+# A request's bound, in bytes on the wire and once gzip is inflated (and a gRPC message's):
+# the real server takes a batch as one message of a 1 MiB bus (WIRE.md), the SDK sends at
+# most MAX_REQUEST_BYTES (512 KiB) a request; 8 times that leaves any honest client room.
+MAX_BODY_BYTES = 8 * MAX_REQUEST_BYTES
+# Connections open at once (Connect; a page's event stream is one of them, so a few browser
+# tabs fit many times over), and how long a request may take to arrive.
+MAX_CONNECTIONS = 64
+IDLE_TIMEOUT = 30.0
 
 
 class DevServer:
     """The dev server, started in background threads (`with DevServer() as server:`).
 
-    Ports 0 pick free ones; `connect_url` and `grpc_url` say where it listens.
+    Ports 0 pick free ones; `connect_url` and `grpc_url` say where it listens. A request
+    body is at most `max_body_bytes` (also once inflated; over it: 413), at most
+    `max_connections` Connect connections are open (one more: 503, closed), and a request
+    must arrive whole within `idle_timeout` seconds of the last one (or the connection's
+    start), its body within as many after its head, or the connection is closed.
     """
 
     def __init__(
@@ -33,15 +48,19 @@ class DevServer:
         api_key: str | None = None,
         jsonl: Path | None = None,
         out: IO[str] | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.fake = fake or FakePug()
         self.host = host
         self.out = out or sys.stdout  # where received events are printed
         self._dispatch = Dispatch(self.fake, KeyCheck(api_key), EventPrinter(self.out, jsonl))
-        self._http = http.server.ThreadingHTTPServer(
-            (host, connect_port), connect_handler(self._dispatch)
+        self.max_body_bytes = max_body_bytes
+        handler = connect_handler(
+            self._dispatch, max_body_bytes=max_body_bytes, idle_timeout=idle_timeout
         )
-        self._http.daemon_threads = True
+        self._http = ConnectServer((host, connect_port), handler, max_connections, max_body_bytes)
         self._grpc_port = grpc_port
         self._loop = asyncio.new_event_loop()
         self._grpc_ready = threading.Event()
@@ -57,9 +76,9 @@ class DevServer:
         return f"http://{self.host}:{self._grpc_port}"
 
     def start(self) -> DevServer:
-        connect = threading.Thread(
-            target=self._http.serve_forever, name="pug-dev-connect", daemon=True
-        )
+        # serve_forever looks for a stop() every poll_interval: 0.5 s by default.
+        serve = functools.partial(self._http.serve_forever, poll_interval=0.05)
+        connect = threading.Thread(target=serve, name="pug-dev-connect", daemon=True)
         grpc = threading.Thread(target=self._serve_grpc, name="pug-dev-grpc", daemon=True)
         self._threads = [connect, grpc]
         for thread in self._threads:
@@ -74,7 +93,7 @@ class DevServer:
         from pug.transports.grpc import BytesCodec
 
         async def main() -> None:
-            handlers = [grpc_handlers(self._dispatch)]
+            handlers = [grpc_handlers(self._dispatch, max_message_bytes=self.max_body_bytes)]
             self._grpc_server = grpclib.server.Server(handlers, codec=BytesCodec())
             await self._grpc_server.start(self.host, self._grpc_port)
             self._grpc_port = self._grpc_server._server.sockets[0].getsockname()[1]
@@ -104,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pug", description="Pug's Python SDK tools")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devserver", help="serve a local in-memory Pug (Connect and gRPC)")
-    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     dev.add_argument("--connect-port", type=int, default=8700, help="Connect (HTTP/1.1) port")
     dev.add_argument("--grpc-port", type=int, default=8701, help="gRPC (h2c) port")
     dev.add_argument(
         "--api-key", default=None, help="accept only this key (default: any prv_/pub_)"
     )
     dev.add_argument("--jsonl", type=Path, default=None, help="append received events to this file")
+    dev.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    dev.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT, help="seconds")
     args = parser.parse_args(argv)
     server = DevServer(
         host=args.host,
@@ -118,16 +139,36 @@ def main(argv: list[str] | None = None) -> int:
         grpc_port=args.grpc_port,
         api_key=args.api_key,
         jsonl=args.jsonl,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
     ).start()
-    print(
-        f"Pug dev server: Connect on {server.connect_url}, gRPC (h2c) on {server.grpc_url}. "
-        "Ctrl-C stops it.",
-        flush=True,
-    )
-    try:
+    try:  # Ctrl-C from here on stops the server (the banner tells the user they may)
+        if not is_loopback(args.host):  # before the banner: whoever reads it has been warned
+            keys = "any prv_/pub_ key" if args.api_key is None else "the key"
+            print(
+                f"warning: listening on {args.host}, not loopback only: whoever reaches it may "
+                f"send and read events with {keys}, over plain HTTP (no TLS)",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(
+            f"Pug dev server: Connect on {server.connect_url}, gRPC (h2c) on {server.grpc_url}. "
+            "Ctrl-C stops it.",
+            flush=True,
+        )
         threading.Event().wait()
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:
         server.stop()
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) can only be reached from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
