@@ -402,6 +402,22 @@ def test_the_cli_says_where_it_listens_and_warns_off_loopback() -> None:
     )
 
 
+@pytest.mark.parametrize("taken", ["--connect-port", "--grpc-port"])
+def test_a_port_in_use_is_one_line_not_a_traceback(taken: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        ports = {"--connect-port": "0", "--grpc-port": "0", taken: str(port)}
+        result = subprocess.run(
+            [sys.executable, "-m", "pug", "devserver", *(x for p in ports.items() for x in p)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].lower() == (
+        f"pug: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+    assert "Traceback" not in result.stderr
+
+
 # ---- 7. gRPC --------------------------------------------------------------------------------
 
 

@@ -52,6 +52,8 @@ class DevServer:
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        if max_body_bytes < 1 or max_connections < 1 or not idle_timeout > 0:
+            raise ValueError("the body bound, connection cap and idle timeout must be positive")
         self.fake = fake or FakePug()
         self.host = host
         self.out = out or sys.stdout  # where received events are printed
@@ -60,11 +62,19 @@ class DevServer:
         handler = connect_handler(
             self._dispatch, max_body_bytes=max_body_bytes, idle_timeout=idle_timeout
         )
-        self._http = ConnectServer((host, connect_port), handler, max_connections, max_body_bytes)
+        try:
+            self._http = ConnectServer(
+                (host, connect_port), handler, max_connections, max_body_bytes
+            )
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot listen on {host}:{connect_port}: {exc.strerror}"
+            ) from None
         self._grpc_port = grpc_port
         self._loop = asyncio.new_event_loop()
         self._grpc_ready = threading.Event()
         self._grpc_server: Any = None
+        self._grpc_failed: OSError | None = None
         self._threads: list[threading.Thread] = []
 
     @property
@@ -85,6 +95,9 @@ class DevServer:
             thread.start()
         if not self._grpc_ready.wait(10):
             raise RuntimeError("the gRPC server did not start")
+        if self._grpc_failed is not None:
+            self.stop()
+            raise self._grpc_failed
         return self
 
     def _serve_grpc(self) -> None:
@@ -95,7 +108,15 @@ class DevServer:
         async def main() -> None:
             handlers = [grpc_handlers(self._dispatch, max_message_bytes=self.max_body_bytes)]
             self._grpc_server = grpclib.server.Server(handlers, codec=BytesCodec())
-            await self._grpc_server.start(self.host, self._grpc_port)
+            try:
+                await self._grpc_server.start(self.host, self._grpc_port)
+            except OSError as exc:
+                where = f"{self.host}:{self._grpc_port}"
+                why = str(exc.strerror).rsplit(": ", 1)[-1]  # asyncio's repeats the address
+                self._grpc_failed = OSError(exc.errno, f"cannot listen on {where}: {why}")
+                self._grpc_server = None
+                self._grpc_ready.set()
+                return
             self._grpc_port = self._grpc_server._server.sockets[0].getsockname()[1]
             self._grpc_ready.set()
             await self._grpc_server.wait_closed()
@@ -130,18 +151,27 @@ def main(argv: list[str] | None = None) -> int:
         "--api-key", default=None, help="accept only this key (default: any prv_/pub_)"
     )
     dev.add_argument("--jsonl", type=Path, default=None, help="append received events to this file")
-    dev.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
-    dev.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT, help="seconds")
+    dev.add_argument(
+        "--max-connections", type=int, default=MAX_CONNECTIONS, help="Connect connections at once"
+    )
+    dev.add_argument(
+        "--idle-timeout", type=float, default=IDLE_TIMEOUT, help="seconds a request may take"
+    )
     args = parser.parse_args(argv)
-    server = DevServer(
-        host=args.host,
-        connect_port=args.connect_port,
-        grpc_port=args.grpc_port,
-        api_key=args.api_key,
-        jsonl=args.jsonl,
-        max_connections=args.max_connections,
-        idle_timeout=args.idle_timeout,
-    ).start()
+    try:
+        server = DevServer(
+            host=args.host,
+            connect_port=args.connect_port,
+            grpc_port=args.grpc_port,
+            api_key=args.api_key,
+            jsonl=args.jsonl,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+        ).start()
+    except ValueError as exc:
+        parser.error(str(exc))
+    except OSError as exc:
+        parser.error(exc.strerror or str(exc))
     try:  # Ctrl-C from here on stops the server (the banner tells the user they may)
         if not is_loopback(args.host):  # before the banner: whoever reads it has been warned
             keys = "any prv_/pub_ key" if args.api_key is None else "the key"
