@@ -461,6 +461,63 @@ def test_an_oversize_grpc_message_is_refused_resource_exhausted() -> None:
         assert len(server.fake.events()) == 1
 
 
+def test_a_cut_short_grpc_message_is_invalid_argument_not_a_traceback(
+    server: DevServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    import grpclib
+    from grpclib.client import Channel
+    from pug.transports.grpc import BytesCodec
+
+    async def call() -> None:
+        port = int(server.grpc_url.rsplit(":", 1)[1])
+        channel = Channel(server.host, port, codec=BytesCodec())
+        try:
+            async with channel.request(
+                BATCH, grpclib_const().Cardinality.UNARY_UNARY, bytes, bytes,
+                metadata={"x-api-key": "prv_dev"},
+            ) as stream:  # fmt: skip
+                await stream.send_request()
+                # The prefix promises 100 bytes; 10 come, then the end of the stream.
+                cut = struct.pack(">?I", False, 100) + bytes(10)
+                await stream._stream.send_data(cut, end_stream=True)
+                await stream.recv_message()
+        finally:
+            channel.close()
+
+    with pytest.raises(grpclib.GRPCError) as info:
+        asyncio.run(call())
+    assert info.value.status == grpclib_const().Status.INVALID_ARGUMENT
+    assert info.value.message == "the message is cut short"
+    assert capfd.readouterr().err == ""
+
+
+def test_over_the_cap_a_grpc_connection_is_closed_unavailable() -> None:
+    import asyncio
+
+    from grpclib.exceptions import StreamTerminatedError
+
+    lost = (StreamTerminatedError, ConnectionError)  # as the client sees a closed connection
+    with DevServer(out=io.StringIO(), max_connections=2) as server:
+        address = ("127.0.0.1", int(server.grpc_url.rsplit(":", 1)[1]))
+        held = [socket.create_connection(address, timeout=10) for _ in range(2)]
+        # Accepted in order: the client's connection is the third, closed once made.
+        with pytest.raises(lost):
+            asyncio.run(grpc_call(server, batch()))
+        assert server.fake.events() == []
+        held[0].close()
+        # Its slot frees once the server has seen it go: the next call gets through.
+        for _ in range(1000):
+            try:
+                answer = asyncio.run(grpc_call(server, batch()))
+                break
+            except lost:
+                continue
+        assert BatchCreateResponse.parse(answer).accepted == 1
+        held[1].close()
+
+
 def test_a_large_grpc_message_over_the_default_bound_is_refused(server: DevServer) -> None:
     import asyncio
 

@@ -3,6 +3,7 @@ request message bounded in bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -71,3 +72,45 @@ def grpc_handlers(dispatch: Dispatch, *, max_message_bytes: int) -> Any:
             }
 
     return Services()
+
+
+def capped_server(handlers: list[Any], codec: Any, max_connections: int) -> Any:
+    """A grpclib server with at most `max_connections` connections open at once: one more is
+    closed as soon as it is made (the client sees `unavailable`)."""
+    import grpclib.server
+
+    class CappedServer(grpclib.server.Server):
+        open = 0
+
+        # grpclib makes each connection's protocol here and offers no public hook or limit:
+        # each is wrapped to be counted.
+        def _protocol_factory(self) -> Any:
+            return _Counted(super()._protocol_factory(), self, max_connections)
+
+    return CappedServer(handlers, codec=codec)
+
+
+class _Counted(asyncio.Protocol):
+    """A grpclib connection's protocol, counted on its server; closed when over the cap."""
+
+    def __init__(self, inner: Any, server: Any, cap: int) -> None:
+        self.inner, self.server, self.cap = inner, server, cap
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server.open += 1
+        self.inner.connection_made(transport)
+        if self.server.open > self.cap:
+            transport.close()  # grpclib still sees it end: its handler is let go
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.open -= 1
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()

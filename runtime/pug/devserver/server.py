@@ -15,7 +15,7 @@ from typing import IO, Any
 from pug._ingest.validate import MAX_REQUEST_BYTES
 from pug.devserver.connect import ConnectServer, connect_handler
 from pug.devserver.dispatch import Dispatch, EventPrinter, KeyCheck
-from pug.devserver.grpc import grpc_handlers
+from pug.devserver.grpc import capped_server, grpc_handlers
 from pug.testing import FakePug
 
 # A request's bound, in bytes on the wire and once gzip is inflated (and a gRPC message's):
@@ -59,6 +59,7 @@ class DevServer:
         self.out = out or sys.stdout  # where received events are printed
         self._dispatch = Dispatch(self.fake, KeyCheck(api_key), EventPrinter(self.out, jsonl))
         self.max_body_bytes = max_body_bytes
+        self.max_connections = max_connections
         handler = connect_handler(
             self._dispatch, max_body_bytes=max_body_bytes, idle_timeout=idle_timeout
         )
@@ -101,13 +102,11 @@ class DevServer:
         return self
 
     def _serve_grpc(self) -> None:
-        import grpclib.server
-
         from pug.transports.grpc import BytesCodec
 
         async def main() -> None:
             handlers = [grpc_handlers(self._dispatch, max_message_bytes=self.max_body_bytes)]
-            self._grpc_server = grpclib.server.Server(handlers, codec=BytesCodec())
+            self._grpc_server = capped_server(handlers, BytesCodec(), self.max_connections)
             try:
                 await self._grpc_server.start(self.host, self._grpc_port)
             except OSError as exc:
