@@ -88,10 +88,6 @@ def batch(distinct_id: str = "user_1", **properties: str) -> bytes:
 # ---- 1. the body's size ---------------------------------------------------------------------
 
 
-def test_the_bound_is_eight_sdk_requests() -> None:
-    assert MAX_BODY_BYTES == 4 * 1024 * 1024
-
-
 @pytest.mark.parametrize("client", ["head-only", "expect-100", "sends-1MiB-anyway"])
 def test_a_body_over_the_bound_is_refused_413_unread(server: DevServer, client: str) -> None:
     extra = {"expect": "100-continue"} if client == "expect-100" else {}
@@ -107,6 +103,19 @@ def test_a_body_over_the_bound_is_refused_413_unread(server: DevServer, client: 
     assert answer.headers["connection"] == "close"
     assert answer.closed()
     assert server.fake.events() == []
+
+
+def test_expect_100_continue_within_the_bound_is_answered_100_then_200(
+    server: DevServer,
+) -> None:
+    body = batch()
+    sock = connect(server)
+    sock.sendall(head(length=len(body), expect="100-continue"))
+    assert sock.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(body)
+    answer = Answer(sock)
+    assert answer.status == 200
+    assert BatchCreateResponse.parse(answer.body).accepted == 1
 
 
 def test_a_body_at_the_bound_is_read() -> None:
