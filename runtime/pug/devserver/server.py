@@ -32,10 +32,11 @@ class DevServer:
     """The dev server, started in background threads (`with DevServer() as server:`).
 
     Ports 0 pick free ones; `connect_url` and `grpc_url` say where it listens. A request
-    body is at most `max_body_bytes` (also once inflated; over it: 413), at most
-    `max_connections` Connect connections are open (one more: 503, closed), and a request
-    must arrive whole within `idle_timeout` seconds of the last one (or the connection's
-    start), its body within as many after its head, or the connection is closed.
+    body is at most `max_body_bytes` (also once inflated; over it: 413); at most
+    `max_connections` Connect connections are open (one more: 503, closed), as many gRPC
+    ones (one more: closed); a Connect request must arrive whole within `idle_timeout`
+    seconds of the last one (or of the connection's start), its body within as many after
+    its head, or the connection is closed.
     """
 
     def __init__(
@@ -151,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     dev.add_argument("--jsonl", type=Path, default=None, help="append received events to this file")
     dev.add_argument(
-        "--max-connections", type=int, default=MAX_CONNECTIONS, help="Connect connections at once"
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        help="connections at once, per protocol",
     )
     dev.add_argument(
         "--idle-timeout", type=float, default=IDLE_TIMEOUT, help="seconds a request may take"
