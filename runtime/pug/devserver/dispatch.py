@@ -52,7 +52,8 @@ class EventPrinter:
 
         for event in BatchCreateRequest.parse(body).events:
             props = {k: _plain(v) for k, v in event.custom_properties.items()}
-            line = f"{event.kind:<24} {event.distinct_id:<16} {json.dumps(props, default=str)}"
+            kind, distinct_id = escape(event.kind or ""), escape(event.distinct_id or "")
+            line = f"{kind:<24} {distinct_id:<16} {json.dumps(props, default=str)}"
             record = {
                 "event_id": event.event_id,
                 "kind": event.kind,
@@ -65,6 +66,14 @@ class EventPrinter:
                 if self.jsonl is not None:
                     with self.jsonl.open("a", encoding="utf-8") as f:
                         f.write(json.dumps(record, default=str) + "\n")
+
+
+def escape(text: str) -> str:
+    """`text` safe to print on a terminal line: each control or other unprintable character
+    (escape sequences, `\\r`, newlines, bidi overrides) written as its Python escape (`\\x1b`)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _plain(value: Any) -> object:
