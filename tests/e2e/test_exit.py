@@ -101,8 +101,10 @@ ENDINGS = {
     "end of script": "",
     "sys.exit(0)": "sys.exit(0)",
     # A SIGTERM handler that raises SystemExit (what gunicorn, uvicorn, Celery install);
-    # the test sends the signal once the events are queued.
-    "SIGTERM with a handler": "print('queued', flush=True); threading.Event().wait(30)",
+    # the test sends the signal once the events are queued. The program waits in short
+    # sleeps, as a server's main loop does: a signal that lands just before a long blocking
+    # wait starts is not seen until the wait ends (CPython runs handlers between waits).
+    "SIGTERM with a handler": "print('queued', flush=True)\nwhile True: time.sleep(0.05)",
 }
 
 
@@ -125,9 +127,10 @@ def test_a_host_name_url_gets_everything_at_exit(
     server = servers[protocol]
     server.fake.reset()
     url = server.url.replace("127.0.0.1", "localhost")
-    program = textwrap.dedent(
-        f"""
-        import signal, sys, threading
+    program = (
+        textwrap.dedent(
+            f"""
+        import signal, sys, time
         from pug import BatchConfig, Pug
 
         def stop(signum, frame):
@@ -142,8 +145,9 @@ def test_a_host_name_url_gets_everything_at_exit(
         )
         for i in range(20):
             pug.track("user_1", "job.finished", {{"i": i}})
-        {ENDINGS[ending]}
         """
+        )
+        + ENDINGS[ending]
     )
     start = time.monotonic()
     with subprocess.Popen(
