@@ -137,9 +137,65 @@ def _event_spans(data: bytes) -> list[tuple[int, int]]:
     return spans
 
 
+# What follows an event's id and time (distinct id, kind, session, properties) repeats from
+# event to event of one user and kind: read once, kept by its bytes. Bounded in bytes (the
+# tails kept; emptied when full) and per tail.
+_TAIL_CACHE_BYTES = 4 << 20
+_TAIL_MAX_BYTES = 4096
+_tails: dict[bytes, WireEvent] = {}
+_tails_size = [0]
+
+
 def _event(data: bytes, pos: int, end: int) -> WireEvent:
-    """One Event from data[pos:end]. Strings are decoded after the loop, so only the last
-    of a field sent twice must be UTF-8 (as only the last is kept)."""
+    """One Event from data[pos:end]: its id and time (the SDK writes them first), then the
+    rest, read by `_read_event` once per distinct tail of bytes."""
+    start = pos
+    event_id = None
+    occur: Timestamp | None = None
+    while pos < end:
+        key = data[pos]
+        if key != _EVENT_ID and key != _OCCUR_TIME:
+            break
+        size = data[pos + 1]
+        pos += 2
+        if size > 0x7F:
+            size, pos = _varint(data, pos, size)
+        stop = pos + size
+        if stop > end:
+            raise _past_end()
+        if key == _EVENT_ID:
+            event_id = data[pos:stop]
+        else:
+            occur = _timestamp(data, pos, stop, occur)
+        pos = stop
+    if end - pos > _TAIL_MAX_BYTES:
+        return _read_event(data, start, end)
+    tail = data[pos:end]
+    rest = _tails.get(tail)
+    if rest is None:
+        rest = _read_event(data, pos, end)
+        if rest.event_id is not None or rest.occur_time is not None:
+            return _read_event(data, start, end)  # not the SDK's layout: read it whole
+        if _tails_size[0] > _TAIL_CACHE_BYTES:
+            _tails.clear()
+            _tails_size[0] = 0
+        _tails[tail] = rest
+        _tails_size[0] += len(tail)
+    return WireEvent(
+        None if event_id is None else event_id.decode(),
+        rest.kind,
+        rest.distinct_id,
+        occur,
+        rest.session_id,
+        rest.cookieless,
+        rest.auto_properties.copy(),
+        rest.custom_properties.copy(),
+    )
+
+
+def _read_event(data: bytes, pos: int, end: int) -> WireEvent:
+    """The fields of an Event in data[pos:end]. Strings are decoded after the loop, so only
+    the last of a field sent twice must be UTF-8 (as only the last is kept)."""
     event_id = kind = distinct_id = session_id = None
     occur: Timestamp | None = None
     cookieless: bool | None = None
