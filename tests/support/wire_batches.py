@@ -5,14 +5,19 @@ fake took before `pug._wire.reader` (its test oracle)."""
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 
+import betterproto2
 from hypothesis import strategies as st
 from pug._wire.reader import Timestamp, Value, WireEvent
 from pug.proto.common.v1 import PropertyValue
-from pug.proto.sdk.events.v1 import BatchCreateRequest
+from pug.proto.sdk.events.v1 import BatchCreateRequest, Event
+from pug.rules import RESERVED_ID_PREFIX as RESERVED
 from pug.testing.fake import wire
+from pug.testing.fake.server import _cel, _check, _check_fields, _go_quote, _rules
+from pug.testing.fake.server import _Violation as Violation
 
 
 def varint(n: int, pad: int = 0) -> bytes:
@@ -77,7 +82,8 @@ def _doubles(x: float) -> bytes:
 member = st.one_of(
     st.builds(lambda t: ld(1, utf8(t)), texts),
     st.builds(lambda i: vi(2, i), st.integers(-(2**63), 2**63 - 1)),
-    st.builds(lambda x: key(3, 1) + _doubles(x), st.floats(allow_nan=True)),
+    st.builds(lambda x: key(3, 1) + _doubles(x),
+              st.floats() | st.sampled_from([math.nan, math.inf, -0.0])),  # fmt: skip
     st.builds(lambda b: vi(4, b), st.sampled_from([0, 1, 2])),
     st.builds(lambda t: ld(5, t), timestamps),
     unknown_field,
@@ -99,7 +105,7 @@ event_field = st.one_of(
     st.builds(lambda t: ld(1, utf8(t)), uuids),
     st.builds(lambda e: ld(2, e), map_entry),
     st.builds(lambda e: ld(3, e), map_entry),
-    st.builds(lambda t: ld(4, utf8(t)), st.sampled_from(["u1", "$device:x", ""]) | texts),
+    st.builds(lambda t: ld(4, utf8(t)), st.sampled_from(["u1", RESERVED + "x", ""]) | texts),
     st.builds(lambda t: ld(5, utf8(t)), kinds),
     st.builds(lambda t: ld(6, t), timestamps),
     st.builds(lambda t: ld(7, utf8(t)), uuids),
@@ -185,4 +191,39 @@ def oracle_events(body: bytes) -> list[WireEvent]:
                 custom_properties={k: _value(v) for k, v in e.custom_properties.items()},
             )
         )
+    return out
+
+
+# The rules FakePug checked on betterproto2 objects before `wire_batch_violations`.
+def _event_violations(index: int, event: Event) -> list[Violation]:
+    out: list[Violation] = []
+    at = f"events[{index}]"
+    fields = _rules(Event).fields
+    _check(out, f"{at}.event_id", event.event_id, fields["event_id"])
+    for name, props in (("auto_properties", event.auto_properties),
+                        ("custom_properties", event.custom_properties)):  # fmt: skip
+        for key, value in props.items():
+            out.extend(_property_value_violations(f"{at}.{name}[{_go_quote(key)}]", value))
+    for name in ("kind", "occur_time", "session_id"):
+        _check(out, f"{at}.{name}", getattr(event, name), fields[name])
+    _cel(out, at, _rules(Event).cel, event)
+    return out
+
+
+def _property_value_violations(path: str, value: PropertyValue) -> list[Violation]:
+    out: list[Violation] = []
+    for oneof in _rules(PropertyValue).required_oneofs:
+        if not betterproto2.which_one_of(value, oneof)[0]:
+            message = "exactly one field is required in oneof"
+            out.append(Violation(f"{path}.{oneof}", "required", message))
+    _check_fields(out, f"{path}.", value)
+    return out
+
+
+def oracle_violations(request: BatchCreateRequest) -> list[Violation]:
+    out: list[Violation] = []
+    _check(out, "events", request.events, _rules(BatchCreateRequest).fields["events"])
+    for index, event in enumerate(request.events):
+        out.extend(_event_violations(index, event))
+    _cel(out, "", _rules(BatchCreateRequest).cel, request)
     return out

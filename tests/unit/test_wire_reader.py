@@ -1,6 +1,7 @@
 """`pug._wire.reader.read_batch` reads every BatchCreateRequest as FakePug's betterproto2
 path did (wire.canonical, then betterproto2: the oracle here), and refuses exactly the
-bytes that path refused."""
+bytes that path refused; `wire_batch_violations` on what it reads gives the violations
+the old path gave, in its order."""
 
 from __future__ import annotations
 
@@ -13,15 +14,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pug._wire import protobuf
 from pug._wire.reader import Timestamp, Unreadable, Value, WireEvent, read_batch
+from pug.errors import PugError
 from pug.event import Variant
+from pug.testing import FakePug
 from pug.testing.fake import wire
+from pug.testing.fake.server import wire_batch_violations
+from pug.transports.base import BATCH_CREATE
 
 from tests.support.wire_batches import (
     batches,
     key,
     ld,
     mutated,
+    oracle_batch,
     oracle_events,
+    oracle_violations,
     varint,
     vi,
 )
@@ -167,3 +174,63 @@ def test_non_minimal_varints_are_read() -> None:
     (got,) = read_batch(body)
     assert got.cookieless is True
     _same_as_oracle(body)
+
+
+def _old_answer(body: bytes) -> object:
+    """What FakePug answered a BatchCreate before: betterproto2 objects, checked."""
+    try:
+        request, _ = oracle_batch(body)
+    except wire.Unreadable:
+        return "unreadable"
+    return [(v.field, v.rule_id, v.message) for v in oracle_violations(request)]
+
+
+def _new_answer(body: bytes) -> object:
+    try:
+        events = read_batch(body)
+    except Unreadable:
+        return "unreadable"
+    return [(v.field, v.rule_id, v.message) for v in wire_batch_violations(events)]
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches)
+def test_violations_are_the_old_paths_in_its_order(body: bytes) -> None:
+    assert _new_answer(body) == _old_answer(body)
+
+
+def test_generated_batches_break_every_event_rule() -> None:
+    """The strategy reaches the rules (the test above would pass on valid batches only)."""
+    seen: set[str] = set()
+
+    @settings(max_examples=600, deadline=None, database=None)
+    @given(batches)
+    def collect(body: bytes) -> None:
+        answer = _old_answer(body)
+        if isinstance(answer, list):
+            seen.update(rule_id for _, rule_id, _ in answer)
+
+    collect()
+    expected = {
+        "required", "string.uuid", "string.uuid_empty", "string.pattern", "string.max_len",
+        "double.finite", "event.auto_properties_dollar_prefix",
+        "event.custom_properties_no_dollar_prefix", "event.identity_required_unless_cookieless",
+        "batch.cookieless_identity_server_owned", "batch.distinct_id_reserved_prefix",
+    }  # fmt: skip
+    assert expected <= seen
+
+
+def test_fakepug_answers_a_batch_as_before() -> None:
+    """The same PugError (code, message, details) through FakePug.handle."""
+    fake = FakePug()
+    event = ld(1, ld(1, b"x") + ld(5, b"Bad Kind") + ld(3, ld(1, b"$k") + ld(2, b"")))
+    with pytest.raises(PugError) as caught:
+        fake.handle(BATCH_CREATE, event)
+    assert caught.value.code == "invalid_argument"
+    request, _ = oracle_batch(event)
+    assert caught.value.details == [
+        {"field": v.field, "rule_id": v.rule_id, "message": v.message}
+        for v in oracle_violations(request)
+    ]
+    with pytest.raises(PugError, match="unreadable BatchCreateRequest: length-delimited"):
+        fake.handle(BATCH_CREATE, b"\x0a\x05")

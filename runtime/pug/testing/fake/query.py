@@ -29,7 +29,8 @@ from pug.proto.common.v1 import (
     PropertySource,
     PropertyValueType,
 )
-from pug.proto.sdk.events.v1 import BatchCreateRequest, BatchCreateResponse, Event
+from pug._wire.reader import WireEvent
+from pug.proto.sdk.events.v1 import BatchCreateResponse
 from pug.proto.sdk.profiles.v1 import IdentifyRequest, IdentifyResponse
 from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
@@ -155,20 +156,25 @@ class Store:
 
     # ---- ingestion ---------------------------------------------------------------------
 
-    def batch_create(self, request: BatchCreateRequest) -> BatchCreateResponse:
-        for event in request.events:
-            self._add(event)
-        return BatchCreateResponse(accepted=len(request.events), dropped=0)
+    def batch_create(self, events: list[WireEvent]) -> BatchCreateResponse:
+        """Store a BatchCreate's events, read by `pug._wire.reader` and already checked
+        (the fast path: no betterproto2 object per event)."""
+        add = self._add
+        for event in events:
+            add(event)
+        return BatchCreateResponse(accepted=len(events), dropped=0)
 
-    def _add(self, event: Event) -> None:
-        occur_time = utc(event.occur_time)
+    def _add(self, event: WireEvent) -> None:
+        assert event.occur_time is not None  # required: checked before
+        occur_time = event.occur_time.to_datetime()
         kind, event_id = event.kind or "", event.event_id or ""
         key = (event_id, kind, occur_time.replace(second=0, microsecond=0))
         if key in self._seen:
             return
         self._seen.add(key)
-        owner = "" if event.cookieless else self._owner(event.distinct_id or "")
-        if owner:
+        distinct_id = event.distinct_id or ""
+        owner = "" if event.cookieless else self.aliases.get(distinct_id, distinct_id)
+        if owner and owner not in self.profiles:
             self._profile_for(owner)
         self._seq += 1
         self.events.append(
@@ -176,7 +182,7 @@ class Store:
                 seq=self._seq,
                 event_id=event_id,
                 kind=kind,
-                distinct_id=event.distinct_id or "",
+                distinct_id=distinct_id,
                 session_id=event.session_id,
                 occur_time=occur_time,
                 cookieless=bool(event.cookieless),

@@ -101,6 +101,8 @@ from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
 import betterproto2
 
 import pug.rules as rules
+from pug._wire.reader import Timestamp as WireTimestamp
+from pug._wire.reader import Value, WireEvent, read_batch
 from pug.client import AsyncPug, Pug
 from pug.errors import PugError, error_for
 from pug.event import PugEvent
@@ -300,22 +302,6 @@ def _violations(message: betterproto2.Message) -> list[_Violation]:
     return out
 
 
-def _event_violations(index: int, event: Event) -> list[_Violation]:
-    """Every rule of sdk.events.v1.Event (fields, then its CEL rules) for events[index]."""
-    out: list[_Violation] = []
-    at = f"events[{index}]"
-    fields = _rules(Event).fields
-    _check(out, f"{at}.event_id", event.event_id, fields["event_id"])
-    for name, props in (("auto_properties", event.auto_properties),
-                        ("custom_properties", event.custom_properties)):  # fmt: skip
-        for key, value in props.items():
-            out.extend(_property_value_violations(f"{at}.{name}[{_go_quote(key)}]", value))
-    for name in ("kind", "occur_time", "session_id"):
-        _check(out, f"{at}.{name}", getattr(event, name), fields[name])
-    _cel(out, at, _rules(Event).cel, event)
-    return out
-
-
 _GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                "\t": "\\t", "\v": "\\v", '"': '\\"', "\\": "\\\\"}  # fmt: skip
 
@@ -337,24 +323,120 @@ def _go_quote(key: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _property_value_violations(path: str, value: PropertyValue) -> list[_Violation]:
+# ---- BatchCreate on `WireEvent`s (pug._wire.reader): the hot path of ingestion -----------
+#
+# The same violations, in the same order, as protovalidate on the message (tests compare
+# them with the betterproto2 path the fake took before, tests/support/wire_batches.py): an
+# event is first tested by `_clean`, a quick test that it breaks none of its fields'
+# rules (derived from pug.rules at import: only the kinds of rule it understands), and
+# checked rule by rule as before when that test fails. The CEL rules are the same `_CEL`
+# functions: a WireEvent has the attributes they read.
+
+
+class _WireBatch(NamedTuple):
+    events: list[WireEvent]
+
+
+_EVENT_RULES = _rules(Event)
+_VALUE_RULES = _rules(PropertyValue)
+_VALUE_MEMBERS: dict[type, str] = {
+    str: "string_value", int: "int_value", float: "double_value", bool: "bool_value",
+    WireTimestamp: "timestamp_value",
+}  # fmt: skip
+
+
+def _quick(rule: rules.Field) -> Callable[[Any], bool]:
+    """A fast test that a value breaks none of `rule`'s rules. Knows required, uuid,
+    pattern and max_len on strings, finite on doubles; a rule with any other part is
+    always checked in full (the test says False)."""
+    known = rules.Field(
+        type=rule.type, required=rule.required, uuid=rule.uuid, pattern=rule.pattern,
+        max_len=rule.max_len, finite=rule.finite,
+    )  # fmt: skip
+    if rule != known or rule.type not in ("", "string", "double"):
+        return lambda value: False
+    uuid, pattern, max_len = rule.uuid and rules.UUID_PATTERN, rule.pattern, rule.max_len
+    optional, finite = not rule.required, rule.finite
+
+    def clean(value: Any) -> bool:
+        if value is None:
+            return optional
+        if isinstance(value, str):
+            return (
+                (not uuid or uuid.matches(value))
+                and (pattern is None or pattern.matches(value))
+                and (max_len is None or len(value) <= max_len)
+            )
+        return not finite or math.isfinite(value)
+
+    return clean
+
+
+_EVENT_FIELD_TESTS = tuple((name, _quick(rule)) for name, rule in _EVENT_RULES.fields.items())
+# Per member type of a PropertyValue: the test of its field's rules (none: always clean).
+_VALUE_TESTS: dict[type, Callable[[Any], bool]] = {
+    kind: _quick(_VALUE_RULES.fields[name]) if name in _VALUE_RULES.fields else (lambda v: True)
+    for kind, name in _VALUE_MEMBERS.items()
+}
+_VALUE_TESTS_CLEAN = not _VALUE_RULES.cel and all(
+    name in _VALUE_MEMBERS.values() for name in _VALUE_RULES.fields
+)
+
+
+def _clean(event: WireEvent) -> bool:
+    """True if `event` breaks no field rule (its CEL rules are checked apart)."""
+    for name, test in _EVENT_FIELD_TESTS:
+        if not test(getattr(event, name)):
+            return False
+    tests = _VALUE_TESTS
+    for props in (event.auto_properties, event.custom_properties):
+        for value in props.values():
+            test = tests.get(type(value))
+            if test is None or not test(value):
+                return False  # None (no member), or a value to check in full
+    return _VALUE_TESTS_CLEAN
+
+
+def _wire_value_violations(path: str, value: Value) -> list[_Violation]:
+    """The rules of a common.v1.PropertyValue read as a plain value (None: no member)."""
     out: list[_Violation] = []
-    for oneof in _rules(PropertyValue).required_oneofs:
-        if not betterproto2.which_one_of(value, oneof)[0]:
+    member = _VALUE_MEMBERS.get(type(value))
+    for oneof in _VALUE_RULES.required_oneofs:
+        if member is None:
             message = "exactly one field is required in oneof"
             out.append(_Violation(f"{path}.{oneof}", "required", message))
-    _check_fields(out, f"{path}.", value)
+    for name, rule in _VALUE_RULES.fields.items():
+        _check(out, f"{path}.{name}", value if name == member else None, rule)
     return out
 
 
-def _batch_violations(request: BatchCreateRequest) -> list[_Violation]:
+def _wire_event_violations(index: int, event: WireEvent) -> list[_Violation]:
+    """Every rule of sdk.events.v1.Event (fields, then its CEL rules) for events[index]."""
     out: list[_Violation] = []
-    _check(out, "events", request.events, _rules(BatchCreateRequest).fields["events"])
-    for index, event in enumerate(request.events):
-        out.extend(_event_violations(index, event))
-    # BatchCreateRequest's own CEL rules (`this.events.all(...)`): protovalidate reports
-    # each once, at the request (no field path), whichever events break it.
-    _cel(out, "", _rules(BatchCreateRequest).cel, request)
+    at = f"events[{index}]"
+    fields = _EVENT_RULES.fields
+    _check(out, f"{at}.event_id", event.event_id, fields["event_id"])
+    for name, props in (("auto_properties", event.auto_properties),
+                        ("custom_properties", event.custom_properties)):  # fmt: skip
+        for key, value in props.items():
+            out.extend(_wire_value_violations(f"{at}.{name}[{_go_quote(key)}]", value))
+    for name in ("kind", "occur_time", "session_id"):
+        _check(out, f"{at}.{name}", getattr(event, name), fields[name])
+    _cel(out, at, _EVENT_RULES.cel, event)
+    return out
+
+
+def wire_batch_violations(events: list[WireEvent]) -> list[_Violation]:
+    """Every rule a BatchCreateRequest read by `read_batch` breaks, in protovalidate's
+    order: the events' count, each event's rules, the request's CEL rules."""
+    out: list[_Violation] = []
+    _check(out, "events", events, _rules(BatchCreateRequest).fields["events"])
+    cels = [_CEL[cel.id] for cel in _EVENT_RULES.cel]
+    clean = _clean
+    for index, event in enumerate(events):
+        if not clean(event) or not all(cel(event) for cel in cels):
+            out.extend(_wire_event_violations(index, event))
+    _cel(out, "", _rules(BatchCreateRequest).cel, _WireBatch(events))
     return out
 
 
@@ -797,7 +879,6 @@ def _segment_violations(
 
 # What the fake checks of each request, by its type (the rest of each is in pug.rules).
 _REQUEST_RULES: dict[type[betterproto2.Message], Callable[[Any, wire.Times], list[_Violation]]] = {
-    BatchCreateRequest: lambda r, _: _batch_violations(r),
     activity_v1.GetActivityFeedRequest: _feed_violations,
     activity_v1.GetEventExplorerRequest: _feed_violations,
     activity_v1.GetActivityHeatmapRequest: _heatmap_violations,
@@ -884,10 +965,25 @@ class FakePug(InMemoryTransport):
             raise error_for("unimplemented", f"FakePug does not implement {method}")
         if route.streams != streaming:
             raise self._wrong_call(method, streams=route.streams)
+        if route.request is BatchCreateRequest:
+            return self.handle_batch(body)[0]
         request, times = _parse(route.request, body)
         with self._state_lock:
             _raise_if(_request_violations(request, times))
             return answer(request)
+
+    def handle_batch(self, body: bytes) -> tuple[bytes, list[WireEvent]]:
+        """Answer one BatchCreate (the serialized response) and the events it carried:
+        read by `read_batch` and checked on plain values, not betterproto2 objects, so
+        the dev server keeps up with the SDK; it prints the same events."""
+        try:
+            events = read_batch(body)
+        except ValueError as exc:
+            raise error_for("invalid_argument", f"unreadable BatchCreateRequest: {exc}") from None
+        with self._state_lock:
+            _raise_if(wire_batch_violations(events))
+            response = self._store.batch_create(events)
+        return bytes(response), events
 
     def _answers(self, route: Method | None) -> _Answer | None:
         """The store's method that answers `route` (named after the RPC), if it has one."""
