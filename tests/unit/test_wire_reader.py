@@ -65,9 +65,7 @@ def _same_as_oracle(body: bytes) -> None:
     got = read_batch(body)
     assert _normal(got) == _normal(expected)
     # Key order too (a duplicate key keeps its first place).
-    assert [list(e.custom_properties) for e in got] == [
-        list(e.custom_properties) for e in expected
-    ]
+    assert [list(e.custom_properties) for e in got] == [list(e.custom_properties) for e in expected]
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -144,7 +142,9 @@ def test_unreadable_bytes_say_why(body: bytes, message: str) -> None:
 
 def test_only_the_kept_string_must_be_utf8_as_before() -> None:
     """A string sent twice keeps the last; the first is never checked (nor was it)."""
-    body = ld(1, ld(5, b"\xff") + ld(5, b"ok") + ld(3, ld(1, b"k") + ld(2, ld(1, b"\xff") + vi(2, 1))))
+    body = ld(
+        1, ld(5, b"\xff") + ld(5, b"ok") + ld(3, ld(1, b"k") + ld(2, ld(1, b"\xff") + vi(2, 1)))
+    )
     (event,) = read_batch(body)
     assert event.kind == "ok" and event.custom_properties == {"k": 1}
     _same_as_oracle(body)
@@ -160,7 +160,12 @@ def test_map_entries_default_and_duplicate_keys_keep_the_last_value() -> None:
 
 def test_a_timestamp_sent_twice_is_merged_and_kept_exact() -> None:
     seconds = 2**40  # beyond datetime's years: kept exactly, clamped only as a datetime
-    body = ld(1, ld(6, vi(1, seconds)) + ld(6, vi(2, -1)) + ld(3, ld(1, b"t") + ld(2, ld(5, vi(1, 5)) + ld(5, vi(2, 9)))))
+    body = ld(
+        1,
+        ld(6, vi(1, seconds))
+        + ld(6, vi(2, -1))
+        + ld(3, ld(1, b"t") + ld(2, ld(5, vi(1, 5)) + ld(5, vi(2, 9)))),
+    )
     (event,) = read_batch(body)
     assert event.occur_time == Timestamp(seconds, -1)
     assert event.occur_time.to_datetime() == datetime.datetime.max.replace(tzinfo=datetime.UTC)

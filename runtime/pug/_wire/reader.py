@@ -102,7 +102,9 @@ _SECONDS, _NANOS = T.TIMESTAMP_SECONDS[0], T.TIMESTAMP_NANOS[0]
 
 def read_batch(body: bytes) -> list[WireEvent]:
     """The events of a BatchCreateRequest body; `Unreadable` (a ValueError) for bytes the
-    server cannot unmarshal."""
+    server cannot unmarshal. Events whose bytes after their id and time are the same share
+    those values, property dicts included (the same objects): treat them as read-only.
+    Consumers may use that identity to reuse what they derived from one for the next."""
     data = bytes(body)
     try:
         return [_event(data, start, stop) for start, stop in _event_spans(data)]
@@ -188,8 +190,8 @@ def _event(data: bytes, pos: int, end: int) -> WireEvent:
         occur,
         rest.session_id,
         rest.cookieless,
-        rest.auto_properties.copy(),
-        rest.custom_properties.copy(),
+        rest.auto_properties,
+        rest.custom_properties,
     )
 
 
@@ -296,7 +298,7 @@ def _value(data: bytes, pos: int, end: int) -> Value:
         pos += 1
         if tag > 0x7F:
             tag, pos = _varint(data, pos, tag)
-        if tag == _PV_STRING or tag == _PV_TIMESTAMP:
+        if tag in (_PV_STRING, _PV_TIMESTAMP):
             size = data[pos]
             pos += 1
             if size > 0x7F:
@@ -310,15 +312,12 @@ def _value(data: bytes, pos: int, end: int) -> Value:
                 merged = found if type(found) is Timestamp else None
                 text_at, found = None, _timestamp(data, pos, stop, merged)
             pos = stop
-        elif tag == _PV_INT or tag == _PV_BOOL:
+        elif tag in (_PV_INT, _PV_BOOL):
             number = data[pos]
             pos += 1
             if number > 0x7F:
                 number, pos = _varint(data, pos, number)
-            if tag == _PV_BOOL:
-                found = number != 0
-            else:
-                found = number - _U64 if number >= _I64 else number
+            found = number != 0 if tag == _PV_BOOL else number - _U64 if number >= _I64 else number
             text_at = None
         elif tag == _PV_DOUBLE:
             if pos + 8 > end:
@@ -344,7 +343,7 @@ def _timestamp(data: bytes, pos: int, end: int, merged: Timestamp | None) -> Tim
         pos += 1
         if tag > 0x7F:
             tag, pos = _varint(data, pos, tag)
-        if tag == _SECONDS or tag == _NANOS:
+        if tag in (_SECONDS, _NANOS):
             number = data[pos]
             pos += 1
             if number > 0x7F:

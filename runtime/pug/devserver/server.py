@@ -37,7 +37,8 @@ class DevServer:
         self.fake = fake or FakePug()
         self.host = host
         self.out = out or sys.stdout  # where received events are printed
-        self._dispatch = Dispatch(self.fake, KeyCheck(api_key), EventPrinter(self.out, jsonl))
+        self._printer = EventPrinter(self.out, jsonl)
+        self._dispatch = Dispatch(self.fake, KeyCheck(api_key), self._printer)
         self._http = http.server.ThreadingHTTPServer(
             (host, connect_port), connect_handler(self._dispatch)
         )
@@ -91,6 +92,7 @@ class DevServer:
             self._loop.call_soon_threadsafe(self._grpc_server.close)
         for thread in self._threads:
             thread.join(5)
+        self._printer.close()
 
     def __enter__(self) -> DevServer:
         return self.start()

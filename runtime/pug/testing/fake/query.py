@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pug.rules as rules
+from pug._wire.reader import Value, WireEvent
 from pug.errors import error_for
 from pug.proto.common.v1 import (
     EventFilter,
@@ -29,7 +30,6 @@ from pug.proto.common.v1 import (
     PropertySource,
     PropertyValueType,
 )
-from pug._wire.reader import WireEvent
 from pug.proto.sdk.events.v1 import BatchCreateResponse
 from pug.proto.sdk.profiles.v1 import IdentifyRequest, IdentifyResponse
 from pug.proto.shared.activity import v1 as activity_v1
@@ -52,13 +52,15 @@ from pug.testing.fake.values import (
     profile_value_type,
     property_at,
     to_struct,
-    utc,
 )
 
 PROJECT_ID = "fake-project"
 # Page sizes are the fake's choice (the contract bounds them, it does not fix them).
 LIST_PAGE_SIZE = 100  # profiles per ListResponse message
 DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size is 0
+# Property dicts made plain, kept for the events that share them: bounded in entries (each
+# one event's properties, which the reader shares only for events of at most 4 KiB).
+_PLAINS_MAX = 1024
 
 
 # ---- pagination ---------------------------------------------------------------------------
@@ -153,6 +155,7 @@ class Store:
         self.profiles: dict[str, StoredProfile] = {}  # by external id, in creation order
         self.aliases: dict[str, str] = {}  # merged anonymous id → identified external id
         self.deletions: dict[str, Deletion] = {}
+        self._plains: dict[int, tuple[Mapping[str, Value], dict[str, Any]]] = {}
 
     # ---- ingestion ---------------------------------------------------------------------
 
@@ -186,11 +189,24 @@ class Store:
                 session_id=event.session_id,
                 occur_time=occur_time,
                 cookieless=bool(event.cookieless),
-                auto=plain_map(event.auto_properties),
-                custom=plain_map(event.custom_properties),
+                auto=self._plain(event.auto_properties),
+                custom=self._plain(event.custom_properties),
                 owner=owner,
             )
         )
+
+    def _plain(self, props: Mapping[str, Value]) -> dict[str, Any]:
+        """`plain_map`, made once for the property dicts events share (`read_batch` gives
+        events with the same properties the same dict): stored events share the result,
+        which nothing changes (reads copy it)."""
+        seen = self._plains.get(id(props))
+        if seen is not None and seen[0] is props:  # holding `props` keeps its id its own
+            return seen[1]
+        plain = plain_map(props)
+        if len(self._plains) >= _PLAINS_MAX:
+            self._plains.clear()
+        self._plains[id(props)] = (props, plain)
+        return plain
 
     def _owner(self, distinct_id: str) -> str:
         """The external id whose profile a distinct id's events belong to."""

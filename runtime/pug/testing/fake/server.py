@@ -372,29 +372,91 @@ def _quick(rule: rules.Field) -> Callable[[Any], bool]:
     return clean
 
 
-_EVENT_FIELD_TESTS = tuple((name, _quick(rule)) for name, rule in _EVENT_RULES.fields.items())
-# Per member type of a PropertyValue: the test of its field's rules (none: always clean).
-_VALUE_TESTS: dict[type, Callable[[Any], bool]] = {
-    kind: _quick(_VALUE_RULES.fields[name]) if name in _VALUE_RULES.fields else (lambda v: True)
-    for kind, name in _VALUE_MEMBERS.items()
-}
-_VALUE_TESTS_CLEAN = not _VALUE_RULES.cel and all(
-    name in _VALUE_MEMBERS.values() for name in _VALUE_RULES.fields
-)
+# Each field rule of Event as (the field's place in a WireEvent, its quick test): those
+# of the event's own id and time, and those of the rest (what events share, see below).
+_OWN = (WireEvent._fields.index("event_id"), WireEvent._fields.index("occur_time"))
+_EVENT_FIELD_TESTS = [
+    (WireEvent._fields.index(name), _quick(rule)) for name, rule in _EVENT_RULES.fields.items()
+]
+_OWN_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place in _OWN]
+_REST_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place not in _OWN]
+_REST = [place for place in range(len(WireEvent._fields)) if place not in _OWN]
+# The CEL rules of Event known to read neither its id nor its time.
+_REST_CEL_IDS = {
+    "event.auto_properties_dollar_prefix", "event.custom_properties_no_dollar_prefix",
+    "event.identity_required_unless_cookieless",
+}  # fmt: skip
+
+
+def _value_limits() -> tuple[float, bool] | None:
+    """(the longest string, whether doubles must be finite): PropertyValue's rules, if they
+    are only those (the quick test knows no others: None, every value checked in full)."""
+    fields = dict(_VALUE_RULES.fields)
+    string = fields.pop("string_value", rules.Field(type="string"))
+    double = fields.pop("double_value", rules.Field(type="double"))
+    if (
+        fields
+        or _VALUE_RULES.cel
+        or string != rules.Field(type="string", max_len=string.max_len)
+        or double != rules.Field(type="double", finite=double.finite)
+    ):
+        return None
+    return (math.inf if string.max_len is None else string.max_len), double.finite
+
+
+_VALUE_LIMITS = _value_limits()
 
 
 def _clean(event: WireEvent) -> bool:
-    """True if `event` breaks no field rule (its CEL rules are checked apart)."""
-    for name, test in _EVENT_FIELD_TESTS:
-        if not test(getattr(event, name)):
+    """True if `event` breaks no rule of Event. Its rest (all but its id and time) is
+    judged once for events that share it (`read_batch` gives them the same objects)."""
+    for place, test in _OWN_TESTS:
+        if not test(event[place]):
             return False
-    tests = _VALUE_TESTS
+    custom = event.custom_properties
+    seen = _verdicts.get(id(custom))
+    if seen is not None:
+        first, verdict = seen
+        # `first` holds its dicts, so an id found here is still theirs: the same rest if
+        # each of its values is the same object.
+        if all(first[place] is event[place] for place in _REST):
+            return verdict
+    verdict = _rest_clean(event)
+    if _MEMO:
+        if len(_verdicts) >= _VERDICTS_MAX:
+            _verdicts.clear()
+        _verdicts[id(custom)] = (event, verdict)
+    return verdict
+
+
+# Rests judged, by the id of their custom properties dict: bounded in entries (each holds
+# one event, whose rest is at most reader._TAIL_MAX_BYTES of bytes); emptied when full.
+_VERDICTS_MAX = 1024
+_verdicts: dict[int, tuple[WireEvent, bool]] = {}
+_MEMO = {cel.id for cel in _EVENT_RULES.cel} <= _REST_CEL_IDS
+
+
+def _rest_clean(event: WireEvent) -> bool:
+    """The rules of an event but those of its own id and time: its fields', its property
+    values' (tested inline: an event has a dozen) and its CEL rules."""
+    for place, test in _REST_TESTS:
+        if not test(event[place]):
+            return False
+    if _VALUE_LIMITS is None:
+        return False
+    longest, finite = _VALUE_LIMITS
+    isfinite = math.isfinite
     for props in (event.auto_properties, event.custom_properties):
         for value in props.values():
-            test = tests.get(type(value))
-            if test is None or not test(value):
-                return False  # None (no member), or a value to check in full
-    return _VALUE_TESTS_CLEAN
+            if isinstance(value, str):
+                if len(value) > longest:
+                    return False
+            elif isinstance(value, float):
+                if finite and not isfinite(value):
+                    return False
+            elif value is None:
+                return False  # no member: the required oneof is broken
+    return all(_CEL[cel.id](event) for cel in _EVENT_RULES.cel)
 
 
 def _wire_value_violations(path: str, value: Value) -> list[_Violation]:
@@ -431,10 +493,9 @@ def wire_batch_violations(events: list[WireEvent]) -> list[_Violation]:
     order: the events' count, each event's rules, the request's CEL rules."""
     out: list[_Violation] = []
     _check(out, "events", events, _rules(BatchCreateRequest).fields["events"])
-    cels = [_CEL[cel.id] for cel in _EVENT_RULES.cel]
     clean = _clean
     for index, event in enumerate(events):
-        if not clean(event) or not all(cel(event) for cel in cels):
+        if not clean(event):
             out.extend(_wire_event_violations(index, event))
     _cel(out, "", _rules(BatchCreateRequest).cel, _WireBatch(events))
     return out

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-import betterproto2
-
 import pug.rules as rules
 from pug._wire.reader import Timestamp, Value
 from pug.proto.common.v1 import (
@@ -24,7 +22,6 @@ from pug.proto.common.v1 import (
     LogicalOperator,
     PropertyFilter,
     PropertySource,
-    PropertyValue,
     PropertyValueType,
     TimeRange,
 )
@@ -103,7 +100,7 @@ def plain_map(values: Mapping[str, Value]) -> dict[str, _Plain]:
     """Property values as the fake stores them: timestamps as UTC datetimes (clamped to
     the years `datetime` holds), a PropertyValue with no member left out."""
     return {
-        key: value.to_datetime() if type(value) is Timestamp else value
+        key: value.to_datetime() if isinstance(value, Timestamp) else value
         for key, value in values.items()
         if value is not None
     }
