@@ -19,6 +19,10 @@ as the fake's canonical reader (`pug.testing.fake.wire`) does, Go's protobuf sem
 - a map entry without a key has the key "", without a value no member (None); a key sent
   twice keeps its first place and its last value;
 - Timestamps are kept exactly as sent (seconds an int64, nanos an int32).
+
+What follows an event's id and time (distinct id, kind, session, properties) is mostly
+the same bytes from one event to the next: it is read once and kept by its bytes (a cache
+bounded in bytes), and events that share it share its values.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ def _event(data: bytes, pos: int, end: int) -> WireEvent:
     rest, read by `_read_event` once per distinct tail of bytes."""
     start = pos
     event_id = None
-    occur: Timestamp | None = None
+    occur: list[tuple[int, int]] = []  # occur_time's parts: a message sent twice is merged
     while pos < end:
         key = data[pos]
         if key != _EVENT_ID and key != _OCCUR_TIME:
@@ -168,7 +172,7 @@ def _event(data: bytes, pos: int, end: int) -> WireEvent:
         if key == _EVENT_ID:
             event_id = data[pos:stop]
         else:
-            occur = _timestamp(data, pos, stop, occur)
+            occur.append((pos, stop))
         pos = stop
     if end - pos > _TAIL_MAX_BYTES:
         return _read_event(data, start, end)
@@ -187,7 +191,7 @@ def _event(data: bytes, pos: int, end: int) -> WireEvent:
         None if event_id is None else event_id.decode(),
         rest.kind,
         rest.distinct_id,
-        occur,
+        _timestamp(data, occur) if occur else None,
         rest.session_id,
         rest.cookieless,
         rest.auto_properties,
@@ -199,7 +203,7 @@ def _read_event(data: bytes, pos: int, end: int) -> WireEvent:
     """The fields of an Event in data[pos:end]. Strings are decoded after the loop, so only
     the last of a field sent twice must be UTF-8 (as only the last is kept)."""
     event_id = kind = distinct_id = session_id = None
-    occur: Timestamp | None = None
+    occur: list[tuple[int, int]] = []  # occur_time's parts: a message sent twice is merged
     cookieless: bool | None = None
     auto: dict[str, Value] = {}
     custom: dict[str, Value] = {}
@@ -237,8 +241,8 @@ def _read_event(data: bytes, pos: int, end: int) -> WireEvent:
             distinct_id = data[pos:stop]
         elif key == _SESSION_ID:
             session_id = data[pos:stop]
-        else:  # occur_time: a message sent twice is merged
-            occur = _timestamp(data, pos, stop, occur)
+        else:
+            occur.append((pos, stop))
         pos = stop
     if pos > end:  # a varint ran past the event's end
         raise _truncated()
@@ -246,7 +250,7 @@ def _read_event(data: bytes, pos: int, end: int) -> WireEvent:
         None if event_id is None else event_id.decode(),
         None if kind is None else kind.decode(),
         None if distinct_id is None else distinct_id.decode(),
-        occur,
+        _timestamp(data, occur) if occur else None,
         None if session_id is None else session_id.decode(),
         cookieless,
         auto,
@@ -292,7 +296,10 @@ def _entry(data: bytes, pos: int, end: int, into: dict[str, Value]) -> None:
 def _value(data: bytes, pos: int, end: int) -> Value:
     """A PropertyValue's member: the last one sent (setting one clears the others)."""
     found: Value = None
-    text_at = None  # a string member is decoded only if it stays the last one
+    # A string or Timestamp member is read only if it stays the last one (as before: the
+    # bytes of a member replaced are never looked into); a Timestamp's parts are merged.
+    text_at = None
+    times: list[tuple[int, int]] | None = None
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -307,10 +314,11 @@ def _value(data: bytes, pos: int, end: int) -> Value:
             if stop > end:
                 raise _past_end()
             if tag == _PV_STRING:
-                text_at, found = (pos, stop), None
+                text_at, times = (pos, stop), None
+            elif times is None:
+                text_at, times = None, [(pos, stop)]
             else:
-                merged = found if type(found) is Timestamp else None
-                text_at, found = None, _timestamp(data, pos, stop, merged)
+                times.append((pos, stop))
             pos = stop
         elif tag in (_PV_INT, _PV_BOOL):
             number = data[pos]
@@ -318,12 +326,12 @@ def _value(data: bytes, pos: int, end: int) -> Value:
             if number > 0x7F:
                 number, pos = _varint(data, pos, number)
             found = number != 0 if tag == _PV_BOOL else number - _U64 if number >= _I64 else number
-            text_at = None
+            text_at = times = None
         elif tag == _PV_DOUBLE:
             if pos + 8 > end:
                 raise Unreadable("unexpected end of data in a fixed-size field")
             found = _unpack_double(data, pos)[0]
-            text_at = None
+            text_at = times = None
             pos += 8
         else:
             pos = _skip(data, pos, end, tag)
@@ -331,13 +339,21 @@ def _value(data: bytes, pos: int, end: int) -> Value:
         raise _truncated()
     if text_at is not None:
         return data[text_at[0] : text_at[1]].decode()
+    if times is not None:
+        return _timestamp(data, times)
     return found
 
 
-def _timestamp(data: bytes, pos: int, end: int, merged: Timestamp | None) -> Timestamp:
-    """A google.protobuf.Timestamp exactly as sent (merged into `merged`, a first part of
-    the same message): seconds an int64, nanos an int32."""
-    seconds, nanos = (0, 0) if merged is None else merged
+def _timestamp(data: bytes, parts: list[tuple[int, int]]) -> Timestamp:
+    """A google.protobuf.Timestamp exactly as sent (seconds an int64, nanos an int32)
+    from the (start, stop) of each time it was sent: a message sent twice is merged, read
+    as its parts' bytes joined."""
+    if len(parts) == 1:
+        pos, end = parts[0]
+    else:
+        data = b"".join([data[start:stop] for start, stop in parts])
+        pos, end = 0, len(data)
+    seconds = nanos = 0
     while pos < end:
         tag = data[pos]
         pos += 1
