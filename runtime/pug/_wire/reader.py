@@ -131,8 +131,12 @@ def _event_spans(data: bytes) -> list[tuple[int, int]]:
         if key == _EVENTS:
             size = data[pos]
             pos += 1
-            if size > 0x7F:
-                size, pos = _varint(data, pos, size)
+            if size > 0x7F:  # events are mostly 128 bytes to 16 KiB: two bytes, inline
+                if data[pos] < 0x80:
+                    size = size & 0x7F | data[pos] << 7
+                    pos += 1
+                else:
+                    size, pos = _varint(data, pos, size)
             stop = pos + size
             if stop > end:
                 raise _past_end()
@@ -378,16 +382,32 @@ def _timestamp(data: bytes, parts: list[tuple[int, int]]) -> Timestamp:
 def _varint(data: bytes, pos: int, first: int) -> tuple[int, int]:
     """The rest of a varint whose first byte (above 0x7F) was read. Go refuses more than
     10 bytes, or a 10th byte above 1 (more than 64 bits)."""
-    value, shift = first & 0x7F, 7
-    for i in range(1, 10):
+    # Up to 5 bytes (lengths, times in seconds and nanos) unrolled: twice the loop's speed.
+    byte = data[pos]
+    if byte < 0x80:
+        return first & 0x7F | byte << 7, pos + 1
+    value = first & 0x7F | (byte & 0x7F) << 7
+    byte = data[pos + 1]
+    if byte < 0x80:
+        return value | byte << 14, pos + 2
+    value |= (byte & 0x7F) << 14
+    byte = data[pos + 2]
+    if byte < 0x80:
+        return value | byte << 21, pos + 3
+    value |= (byte & 0x7F) << 21
+    byte = data[pos + 3]
+    if byte < 0x80:
+        return value | byte << 28, pos + 4
+    value |= (byte & 0x7F) << 28
+    pos += 4
+    for shift in (35, 42, 49, 56, 63):
         byte = data[pos]
         pos += 1
-        if i == 9 and byte > 1:
+        if shift == 63 and byte > 1:
             break
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
             return value, pos
-        shift += 7
     raise Unreadable("variable length integer overflow")
 
 

@@ -61,6 +61,25 @@ DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size 
 # Property dicts made plain, kept for the events that share them: bounded in entries (each
 # one event's properties, which the reader shares only for events of at most 4 KiB).
 _PLAINS_MAX = 1024
+_NANOS = 1_000_000_000
+_NANOS_PER_MINUTE = 60 * _NANOS
+# The times a datetime holds, in nanoseconds from the epoch (what occur_time is clamped to).
+_MIN_TIME = (
+    (
+        datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)
+        - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    )
+    // datetime.timedelta(microseconds=1)
+    * 1000
+)
+_MAX_TIME = (
+    (
+        datetime.datetime.max.replace(tzinfo=datetime.UTC)
+        - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    )
+    // datetime.timedelta(microseconds=1)
+    * 1000
+)
 
 
 # ---- pagination ---------------------------------------------------------------------------
@@ -149,8 +168,9 @@ class Store:
 
     def __init__(self, clock: Callable[[], datetime.datetime]) -> None:
         self.clock = clock
-        self.events: list[StoredEvent] = []
-        self._seen: set[tuple[str, str, datetime.datetime]] = set()
+        self._events: list[StoredEvent] = []
+        self._arrived: list[tuple[int, WireEvent, str]] = []  # (seq, event, owner), unread
+        self._seen: set[tuple[str, str, int]] = set()  # (event_id, kind, minute)
         self._seq = 0
         self.profiles: dict[str, StoredProfile] = {}  # by external id, in creation order
         self.aliases: dict[str, str] = {}  # merged anonymous id → identified external id
@@ -168,10 +188,14 @@ class Store:
         return BatchCreateResponse(accepted=len(events), dropped=0)
 
     def _add(self, event: WireEvent) -> None:
-        assert event.occur_time is not None  # required: checked before
-        occur_time = event.occur_time.to_datetime()
+        """Take one event: its duplicate check and its owner's profile now (the profile's
+        create time is the arrival's), the rest when it is read (`events`)."""
+        when = event.occur_time
+        assert when is not None  # required: checked before
         kind, event_id = event.kind or "", event.event_id or ""
-        key = (event_id, kind, occur_time.replace(second=0, microsecond=0))
+        # The minute of occur_time as stored (a datetime, clamped to its years).
+        nanos = min(max(when.seconds * _NANOS + when.nanos, _MIN_TIME), _MAX_TIME)
+        key = (event_id, kind, nanos // _NANOS_PER_MINUTE)
         if key in self._seen:
             return
         self._seen.add(key)
@@ -180,19 +204,35 @@ class Store:
         if owner and owner not in self.profiles:
             self._profile_for(owner)
         self._seq += 1
-        self.events.append(
-            StoredEvent(
-                seq=self._seq,
-                event_id=event_id,
-                kind=kind,
-                distinct_id=distinct_id,
-                session_id=event.session_id,
-                occur_time=occur_time,
-                cookieless=bool(event.cookieless),
-                auto=self._plain(event.auto_properties),
-                custom=self._plain(event.custom_properties),
-                owner=owner,
-            )
+        self._arrived.append((self._seq, event, owner))
+
+    @property
+    def events(self) -> list[StoredEvent]:
+        """Every event stored, in arrival order (those arrived since the last read made
+        `StoredEvent`s now: ingestion does not wait for them)."""
+        if self._arrived:
+            arrived, self._arrived = self._arrived, []
+            self._events.extend([self._stored(*a) for a in arrived])
+        return self._events
+
+    @events.setter
+    def events(self, events: list[StoredEvent]) -> None:
+        self._arrived.clear()
+        self._events = events
+
+    def _stored(self, seq: int, event: WireEvent, owner: str) -> StoredEvent:
+        assert event.occur_time is not None
+        return StoredEvent(
+            seq=seq,
+            event_id=event.event_id or "",
+            kind=event.kind or "",
+            distinct_id=event.distinct_id or "",
+            session_id=event.session_id,
+            occur_time=event.occur_time.to_datetime(),
+            cookieless=bool(event.cookieless),
+            auto=self._plain(event.auto_properties),
+            custom=self._plain(event.custom_properties),
+            owner=owner,
         )
 
     def _plain(self, props: Mapping[str, Value]) -> dict[str, Any]:

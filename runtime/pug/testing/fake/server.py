@@ -380,7 +380,6 @@ _EVENT_FIELD_TESTS = [
 ]
 _OWN_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place in _OWN]
 _REST_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place not in _OWN]
-_REST = [place for place in range(len(WireEvent._fields)) if place not in _OWN]
 # The CEL rules of Event known to read neither its id nor its time.
 _REST_CEL_IDS = {
     "event.auto_properties_dollar_prefix", "event.custom_properties_no_dollar_prefix",
@@ -419,7 +418,13 @@ def _clean(event: WireEvent) -> bool:
         first, verdict = seen
         # `first` holds its dicts, so an id found here is still theirs: the same rest if
         # each of its values is the same object.
-        if all(first[place] is event[place] for place in _REST):
+        if (
+            first.kind is event.kind
+            and first.distinct_id is event.distinct_id
+            and first.session_id is event.session_id
+            and first.cookieless is event.cookieless
+            and first.auto_properties is event.auto_properties
+        ):
             return verdict
     verdict = _rest_clean(event)
     if _MEMO:
