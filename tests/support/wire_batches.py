@@ -79,6 +79,7 @@ def _doubles(x: float) -> bytes:
 
 member = st.one_of(
     st.builds(lambda t: ld(1, utf8(t)), texts),
+    st.just(ld(1, b"a" * 1025)),  # one character past string_value's max_len
     st.builds(lambda i: vi(2, i), st.integers(-(2**63), 2**63 - 1)),
     st.builds(
         lambda x: key(3, 1) + _doubles(x), st.floats() | st.sampled_from([math.nan, math.inf, -0.0])

@@ -211,6 +211,7 @@ def _read_event(data: bytes, pos: int, end: int) -> WireEvent:
     cookieless: bool | None = None
     auto: dict[str, Value] = {}
     custom: dict[str, Value] = {}
+    entries = _entries
     while pos < end:
         key = data[pos]
         pos += 1
@@ -234,9 +235,15 @@ def _read_event(data: bytes, pos: int, end: int) -> WireEvent:
         if stop > end:
             raise _past_end()
         if key == _CUSTOM:
-            _entry(data, pos, stop, custom)
+            entry = entries.get(data[pos:stop])
+            if entry is None:
+                entry = _entry(data, pos, stop)
+            custom[entry[0]] = entry[1]
         elif key == _AUTO:
-            _entry(data, pos, stop, auto)
+            entry = entries.get(data[pos:stop])
+            if entry is None:
+                entry = _entry(data, pos, stop)
+            auto[entry[0]] = entry[1]
         elif key == _EVENT_ID:
             event_id = data[pos:stop]
         elif key == _KIND:
@@ -267,9 +274,11 @@ _EVENT_LENGTH_KEYS = frozenset(
 )
 
 
-def _entry(data: bytes, pos: int, end: int, into: dict[str, Value]) -> None:
-    """One map<string, PropertyValue> entry into `into`: the last key and value sent, ""
-    and a PropertyValue with no member when missing; a duplicate key's last value wins."""
+def _entry(data: bytes, pos: int, end: int) -> tuple[str, Value]:
+    """One map<string, PropertyValue> entry: the last key and value sent, "" and a
+    PropertyValue with no member when missing (a duplicate key's last value wins: the
+    caller's dict). Kept by its bytes in `_entries`."""
+    start = pos
     key_at = value_at = None
     while pos < end:
         tag = data[pos]
@@ -294,7 +303,22 @@ def _entry(data: bytes, pos: int, end: int, into: dict[str, Value]) -> None:
     if pos > end:
         raise _truncated()
     key = "" if key_at is None else data[key_at[0] : key_at[1]].decode()
-    into[key] = None if value_at is None else _value(data, value_at[0], value_at[1])
+    entry = key, None if value_at is None else _value(data, value_at[0], value_at[1])
+    if end - start <= _ENTRY_MAX_BYTES:
+        if _entries_size[0] > _ENTRY_CACHE_BYTES:
+            _entries.clear()
+            _entries_size[0] = 0
+        _entries[data[start:end]] = entry
+        _entries_size[0] += end - start
+    return entry
+
+
+# Property entries (key and value) repeat across events whose other properties differ:
+# each is read once, kept by its bytes (bounded in bytes; emptied when full).
+_ENTRY_CACHE_BYTES = 1 << 20
+_ENTRY_MAX_BYTES = 256
+_entries: dict[bytes, tuple[str, Value]] = {}
+_entries_size = [0]
 
 
 def _value(data: bytes, pos: int, end: int) -> Value:
