@@ -25,6 +25,11 @@ lint:
     {{python}} -m mypy runtime/pug codegen/pug_codegen examples
     MYPYPATH=runtime:generated {{python}} -m mypy -p pug.events -p pug.resources -p pug.wire_tags -p pug.rules
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or
+# reference fails. `python -m http.server -d site` serves it.
+docs:
+    NO_MKDOCS_2_WARNING=1 {{python}} -m mkdocs build --strict --quiet
+
 # Everything CI runs, through nox (noxfile.py), one session after another: lint, types and
 # generated drift once, then the suite on CPython 3.11, 3.12 and 3.13 and at the dependency
 # floors; a missing interpreter fails the run. One session: `just test -s tests-3.12 -- -k stream`.

@@ -45,10 +45,11 @@ def run_suite(session: nox.Session) -> None:
 
 @nox.session(python=interpreter("3.11"))
 def lint(session: nox.Session) -> None:
-    """ruff, mypy --strict, and generated code that matches what the generator makes now."""
+    """ruff, mypy --strict, generated code that matches what the generator makes now, and
+    the documentation site built with --strict (a broken link or reference fails)."""
     session.install("-e", ".[dev]")
     # The Justfile's recipes, with this session's interpreter instead of .venv's.
-    session.run("just", "python=python", "lint", "check-generated")
+    session.run("just", "python=python", "lint", "check-generated", "docs")
 
 
 for _version in PYTHONS:

@@ -45,6 +45,7 @@ def _env() -> jinja2.Environment:
     env.filters["rename"] = rename_argument
     env.filters["pyrepr"] = pyrepr
     env.filters["rules"] = rules_text
+    env.filters["attribute_doc"] = attribute_doc
     env.filters["mdcell"] = lambda s: str(s).replace("|", "\\|")
     env.filters["encoder_fields"] = encoder_fields
     env.filters["pattern_literal"] = pattern_literal
@@ -192,6 +193,22 @@ def encoder_fields(e: Event) -> list[dict[str, object]]:
             }
         )
     return fields
+
+
+def attribute_doc(p: Property) -> str:
+    """One line of a class docstring's `Attributes:` section (what the API reference and
+    editors show): the description, the wire name, whether required, the rules, pii. Safe
+    inside a triple-quoted string (backslashes of patterns doubled)."""
+    parts = [p.description.rstrip(".")] if p.description else []
+    parts.append(f"sent as `{p.wire_name}`")
+    if p.required:
+        parts.append("required")
+    if rules := rules_text(p):
+        parts.append(rules)
+    if p.pii:
+        parts.append("personal data (pii)")
+    line = "; ".join(parts) + "."
+    return line.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
 
 
 def rules_text(p: Property) -> str:

@@ -11,10 +11,11 @@ and the generated code (`generated/pug/`: `pug.proto` stubs, `pug.events` typed 
 A wheel merges them; in a source checkout or editable install `extend_path` joins them.
 """
 
-from pkgutil import extend_path
 from typing import TYPE_CHECKING, Any
 
-__path__ = extend_path(__path__, __name__)
+# Written this way, not `from pkgutil import extend_path`: it is the form documentation
+# tools (griffe, for the API reference) recognise as one package spread over two folders.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 from pug._ingest.core import Stats, TrackedEvent
 from pug._version import __version__

@@ -157,11 +157,21 @@ class _Client:
         session_id: str | None = None,
     ) -> None:
         """Queue one event; returns at once and never raises (unless `strict=True` and the
-        event is invalid). `track(event)`, `track(event, properties)`,
-        `track(distinct_id, event)`, `track(distinct_id, event, properties)`; `event` is a
-        typed event or a kind string, `properties` extra properties. Without a distinct id
-        the one of the current `pug.context()` is used. Invalid input (no distinct id at
-        all among it) is logged on the `pug` logger and dropped alone."""
+        event is invalid).
+
+        The forms, each typed (`typing.overload`):
+
+        - `track(event)` and `track(event, properties)`: for the distinct id of the current
+          `pug.context()` (or `distinct_id=` as a keyword);
+        - `track(distinct_id, event)` and `track(distinct_id, event, properties)`.
+
+        `event` is a typed event (`pug.events.Purchase(...)`, or a class of your own
+        tracking plan) or a kind string (`"report.exported"`); `properties` are extra
+        properties. `timestamp=` sets when it happened (default: now), `session_id=` a
+        session other than the context's or the client's.
+
+        Invalid input (no distinct id at all among it) is logged on the `pug` logger and
+        dropped alone; `strict=True` raises `PugValidationError` instead."""
         second_type = type(second)  # exact types first: isinstance costs ~0.1 µs
         if (
             second_type is str

@@ -157,6 +157,7 @@ def test_the_cli_serves_prints_writes_jsonl_and_stops_on_ctrl_c(tmp_path: Path) 
         banner = proc.stdout.readline()
         assert banner.startswith("Pug dev server: Connect on http://127.0.0.1:")
         connect_url = banner.split("Connect on ")[1].split(",")[0]
+        assert f", page at {connect_url}/. Ctrl-C stops it." in banner
         client = Pug(api_key="prv_cli", base_url=connect_url)
         client.track("user_9", "cli.event", {"n": 1})
         client.close(10)

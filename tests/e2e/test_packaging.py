@@ -45,6 +45,16 @@ def test_wheel_holds_exactly_what_the_editable_install_serves(wheel: Path) -> No
     packaged = {n for n in names if n.startswith(("pug/", "pug_codegen/")) and n.endswith(".py")}
     assert packaged == {n for n in source_modules() if n.endswith(".py")}
     assert "pug/py.typed" in names
+    # The dev server's page: no build step at install, so its files ship as they are.
+    static = {
+        "pug/devserver/static/" + p.name for p in (ROOT / "runtime/pug/devserver/static").iterdir()
+    }
+    assert static == {
+        "pug/devserver/static/index.html",
+        "pug/devserver/static/page.js",
+        "pug/devserver/static/page.css",
+    }
+    assert static <= set(names)
     templates = {p.name for p in (ROOT / "templates").iterdir()}
     assert {n.removeprefix("pug_codegen/templates/") for n in names if "templates/" in n} == (
         templates

@@ -339,6 +339,8 @@ def test_identify_merges_the_anonymous_profile(fake: FakePug, client: Pug) -> No
         client.profiles.get_by_external_id("anon-1")
     # What was sent is unchanged: the assertions see the distinct id the code used.
     assert [e.distinct_id for e in fake.events()] == ["anon-1", "anon-1", "anon-1"]
+    assert fake.merged_ids("user_1") == ["anon-1"]
+    assert fake.merged_ids("anon-1") == []
 
 
 # ---- ProfilesService ----------------------------------------------------------------------

@@ -605,6 +605,49 @@ def test_close_timeout_bounds_a_request_already_in_flight(make_pug: MakePug) -> 
     assert elapsed < 0.8
 
 
+class BlockingTransport(InMemoryTransport):
+    """A transport that blocks the worker's event loop (a synchronous call inside it):
+    the cancel at close()'s deadline cannot run until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = threading.Event(), threading.Event()
+
+    async def unary(self, method: str, request: bytes, *, timeout: float) -> bytes:
+        self.started.set()
+        self.release.wait(30)
+        return await super().unary(method, request, timeout=timeout)
+
+
+def test_close_hands_over_what_a_late_worker_has_not_taken(make_pug: MakePug) -> None:
+    """close() hands what is queued to on_error itself when the worker does not end in
+    time; the batch the worker holds is its own to finish."""
+    transport = BlockingTransport()
+    dead = DeadLetters()
+    recorder = IdRecorder()
+    pug = make_pug(
+        transport, batch=BatchConfig(max_size=1, max_wait=60.0), on_error=dead,
+        before_send=recorder,
+    )  # fmt: skip
+    pug.track("user_1", "rel.order", {"n": 0})
+    assert transport.started.wait(5)
+    for n in range(1, 1001):
+        pug.track("user_1", "rel.order", {"n": n})
+    started = time.monotonic()
+    pug.close(0.3)
+    elapsed = time.monotonic() - started
+    try:
+        assert elapsed < 0.3 + 0.5 + 0.2
+        assert ids(dead.items) == recorder.ids[1:]  # all but the one held
+        assert dead.codes == ["deadline_exceeded"]
+        assert str(dead.calls[0][0]) == "deadline_exceeded: close() timed out before delivery"
+    finally:
+        transport.release.set()
+    # The worker, released, finishes its batch: delivered, and the stats add up.
+    wait_until(lambda: pug.stats().sent == 1, "the held batch finished")
+    assert_stats_add_up(pug)
+
+
 def test_track_racing_close_never_strands_an_event(
     make_pug: MakePug, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,6 +19,12 @@ class ApiKeyCreated(PugEvent, kw_only=True, rename="camel"):
     """A user created a new API key (sent once the key exists and can be used).
 
     Kind ``api_key_created``.
+
+    Attributes:
+        api_key_id: sent as `apiKeyId`.
+        name: sent as `name`.
+        scope: sent as `scope`.
+
     """
 
     KIND: ClassVar[str] = "api_key_created"
@@ -31,6 +37,12 @@ class ApiKeyRevoked(PugEvent, kw_only=True, rename="camel"):
     """An API key was revoked and can no longer authenticate requests.
 
     Kind ``api_key_revoked``.
+
+    Attributes:
+        api_key_id: sent as `apiKeyId`.
+        name: sent as `name`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "api_key_revoked"

@@ -18,6 +18,11 @@ class FeatureUsed(PugEvent, kw_only=True, rename="camel"):
     """A user used a specific product feature (sent each time the feature is exercised).
 
     Kind ``feature_used``.
+
+    Attributes:
+        feature_id: sent as `featureId`; required.
+        feature_name: sent as `featureName`.
+
     """
 
     KIND: ClassVar[str] = "feature_used"

@@ -34,6 +34,10 @@ class MfaDisabled(PugEvent, kw_only=True):
     """A user turned off multi-factor authentication for their account.
 
     Kind ``mfa_disabled``.
+
+    Attributes:
+        method: sent as `method`.
+
     """
 
     KIND: ClassVar[str] = "mfa_disabled"
@@ -44,6 +48,10 @@ class MfaEnabled(PugEvent, kw_only=True):
     """A user turned on multi-factor authentication for their account.
 
     Kind ``mfa_enabled``.
+
+    Attributes:
+        method: sent as `method`.
+
     """
 
     KIND: ClassVar[str] = "mfa_enabled"

@@ -34,6 +34,14 @@ class InvoiceFailed(PugEvent, kw_only=True, rename="camel"):
     """An invoice could not be collected (sent when a payment attempt for it fails).
 
     Kind ``invoice_failed``.
+
+    Attributes:
+        invoice_id: sent as `invoiceId`; required.
+        subscription_id: sent as `subscriptionId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "invoice_failed"
@@ -48,6 +56,13 @@ class InvoicePaid(PugEvent, kw_only=True, rename="camel"):
     """An invoice was paid in full.
 
     Kind ``invoice_paid``.
+
+    Attributes:
+        invoice_id: sent as `invoiceId`; required.
+        subscription_id: sent as `subscriptionId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "invoice_paid"
@@ -61,6 +76,15 @@ class PaymentFailed(PugEvent, kw_only=True, rename="camel"):
     """A payment attempt was declined or errored (sent when the processor reports the failure).
 
     Kind ``payment_failed``.
+
+    Attributes:
+        payment_id: sent as `paymentId`.
+        invoice_id: sent as `invoiceId`.
+        subscription_id: sent as `subscriptionId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "payment_failed"
@@ -76,6 +100,11 @@ class PaymentMethodAdded(PugEvent, kw_only=True, rename="camel"):
     """A customer saved a new payment method (e.g. a card) to their account.
 
     Kind ``payment_method_added``.
+
+    Attributes:
+        payment_method_id: sent as `paymentMethodId`.
+        payment_method_type: sent as `paymentMethodType`.
+
     """
 
     KIND: ClassVar[str] = "payment_method_added"
@@ -87,6 +116,11 @@ class PaymentMethodRemoved(PugEvent, kw_only=True, rename="camel"):
     """A customer removed a saved payment method from their account.
 
     Kind ``payment_method_removed``.
+
+    Attributes:
+        payment_method_id: sent as `paymentMethodId`.
+        payment_method_type: sent as `paymentMethodType`.
+
     """
 
     KIND: ClassVar[str] = "payment_method_removed"
@@ -98,6 +132,14 @@ class PaymentSucceeded(PugEvent, kw_only=True, rename="camel"):
     """A payment went through (sent once the processor confirms the charge).
 
     Kind ``payment_succeeded``.
+
+    Attributes:
+        payment_id: sent as `paymentId`.
+        invoice_id: sent as `invoiceId`.
+        subscription_id: sent as `subscriptionId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "payment_succeeded"
@@ -112,6 +154,14 @@ class RefundFailed(PugEvent, kw_only=True, rename="camel"):
     """A refund for an order could not be completed (sent when the processor rejects it).
 
     Kind ``refund_failed``.
+
+    Attributes:
+        order_id: sent as `orderId`; required.
+        refund_id: sent as `refundId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "refund_failed"
@@ -126,6 +176,12 @@ class SubscriptionCanceled(PugEvent, kw_only=True, rename="camel"):
     """A subscription was canceled by the customer or the system.
 
     Kind ``subscription_canceled``.
+
+    Attributes:
+        subscription_id: sent as `subscriptionId`; required.
+        plan_id: sent as `planId`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "subscription_canceled"
@@ -138,6 +194,12 @@ class SubscriptionChanged(PugEvent, kw_only=True, rename="camel"):
     """A subscription moved to a different plan (an upgrade, downgrade or switch).
 
     Kind ``subscription_changed``.
+
+    Attributes:
+        subscription_id: sent as `subscriptionId`; required.
+        previous_plan_id: sent as `previousPlanId`.
+        new_plan_id: sent as `newPlanId`.
+
     """
 
     KIND: ClassVar[str] = "subscription_changed"
@@ -150,6 +212,12 @@ class SubscriptionPaused(PugEvent, kw_only=True, rename="camel"):
     """A subscription was paused; billing is suspended until it resumes.
 
     Kind ``subscription_paused``.
+
+    Attributes:
+        subscription_id: sent as `subscriptionId`; required.
+        plan_id: sent as `planId`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "subscription_paused"
@@ -162,6 +230,13 @@ class SubscriptionRenewed(PugEvent, kw_only=True, rename="camel"):
     """A subscription renewed for another billing period (sent after the renewal charge).
 
     Kind ``subscription_renewed``.
+
+    Attributes:
+        subscription_id: sent as `subscriptionId`; required.
+        plan_id: sent as `planId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "subscription_renewed"
@@ -175,6 +250,12 @@ class SubscriptionResumed(PugEvent, kw_only=True, rename="camel"):
     """A paused subscription was resumed and billing restarted.
 
     Kind ``subscription_resumed``.
+
+    Attributes:
+        subscription_id: sent as `subscriptionId`; required.
+        plan_id: sent as `planId`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "subscription_resumed"
@@ -187,6 +268,13 @@ class SubscriptionStarted(PugEvent, kw_only=True, rename="camel"):
     """A customer started a new paid subscription.
 
     Kind ``subscription_started``.
+
+    Attributes:
+        subscription_id: sent as `subscriptionId`; required.
+        plan_id: sent as `planId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "subscription_started"
@@ -200,6 +288,12 @@ class SubscriptionTrialWillEnd(PugEvent, kw_only=True, rename="camel"):
     """A subscription's trial period is about to end (sent ahead of the trial end date).
 
     Kind ``subscription_trial_will_end``.
+
+    Attributes:
+        subscription_id: sent as `subscriptionId`; required.
+        plan_id: sent as `planId`.
+        trial_id: sent as `trialId`.
+
     """
 
     KIND: ClassVar[str] = "subscription_trial_will_end"
@@ -212,6 +306,12 @@ class TrialConverted(PugEvent, kw_only=True, rename="camel"):
     """A trial turned into a paid subscription (sent when the first paid period begins).
 
     Kind ``trial_converted``.
+
+    Attributes:
+        trial_id: sent as `trialId`.
+        subscription_id: sent as `subscriptionId`.
+        plan_id: sent as `planId`.
+
     """
 
     KIND: ClassVar[str] = "trial_converted"
@@ -224,6 +324,11 @@ class TrialStarted(PugEvent, kw_only=True, rename="camel"):
     """A user started a free trial of a plan.
 
     Kind ``trial_started``.
+
+    Attributes:
+        trial_id: sent as `trialId`.
+        plan_id: sent as `planId`.
+
     """
 
     KIND: ClassVar[str] = "trial_started"

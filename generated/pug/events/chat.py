@@ -48,6 +48,11 @@ class ChatArchived(PugEvent, kw_only=True, rename="camel"):
     """A user archived a conversation, hiding it from their active list.
 
     Kind ``chat_archived``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+
     """
 
     KIND: ClassVar[str] = "chat_archived"
@@ -59,6 +64,15 @@ class ChatAttachmentDownloaded(PugEvent, kw_only=True, rename="camel"):
     """A user downloaded an attachment shared in a conversation.
 
     Kind ``chat_attachment_downloaded``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        attachment_id: sent as `attachmentId`; required.
+        attachment_type: sent as `attachmentType`.
+        size_bytes: sent as `sizeBytes`; ≥ 0.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_attachment_downloaded"
@@ -74,6 +88,15 @@ class ChatAttachmentUploaded(PugEvent, kw_only=True, rename="camel"):
     """A user uploaded an attachment to a conversation (sent once the upload finishes).
 
     Kind ``chat_attachment_uploaded``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        attachment_id: sent as `attachmentId`; required.
+        attachment_type: sent as `attachmentType`.
+        size_bytes: sent as `sizeBytes`; ≥ 0.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_attachment_uploaded"
@@ -89,6 +112,12 @@ class ChatCallJoined(PugEvent, kw_only=True, rename="camel"):
     """A user joined a voice or video call in a conversation.
 
     Kind ``chat_call_joined``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        call_id: sent as `callId`; required.
+        call_type: sent as `callType`.
+
     """
 
     KIND: ClassVar[str] = "chat_call_joined"
@@ -101,6 +130,13 @@ class ChatCallLeft(PugEvent, kw_only=True, rename="camel"):
     """A user left a call in a conversation (sent with how long they were in it).
 
     Kind ``chat_call_left``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        call_id: sent as `callId`; required.
+        call_type: sent as `callType`.
+        duration: sent as `duration`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "chat_call_left"
@@ -114,6 +150,11 @@ class ChatCallRecordingStarted(PugEvent, kw_only=True, rename="camel"):
     """Recording was started for a call in a conversation.
 
     Kind ``chat_call_recording_started``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        call_id: sent as `callId`; required.
+
     """
 
     KIND: ClassVar[str] = "chat_call_recording_started"
@@ -125,6 +166,11 @@ class ChatCallScreenShared(PugEvent, kw_only=True, rename="camel"):
     """A participant started sharing their screen during a call.
 
     Kind ``chat_call_screen_shared``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        call_id: sent as `callId`; required.
+
     """
 
     KIND: ClassVar[str] = "chat_call_screen_shared"
@@ -136,6 +182,12 @@ class ChatCallStarted(PugEvent, kw_only=True, rename="camel"):
     """A user started a new voice or video call in a conversation.
 
     Kind ``chat_call_started``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        call_id: sent as `callId`; required.
+        call_type: sent as `callType`.
+
     """
 
     KIND: ClassVar[str] = "chat_call_started"
@@ -148,6 +200,12 @@ class ChatCreated(PugEvent, kw_only=True, rename="camel"):
     """A new conversation (direct message, group or channel) was created.
 
     Kind ``chat_created``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+        participant_count: sent as `participantCount`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "chat_created"
@@ -160,6 +218,12 @@ class ChatDeleted(PugEvent, kw_only=True, rename="camel"):
     """A conversation was deleted.
 
     Kind ``chat_deleted``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "chat_deleted"
@@ -172,6 +236,11 @@ class ChatJoined(PugEvent, kw_only=True, rename="camel"):
     """A user joined an existing conversation.
 
     Kind ``chat_joined``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+
     """
 
     KIND: ClassVar[str] = "chat_joined"
@@ -183,6 +252,12 @@ class ChatLeft(PugEvent, kw_only=True, rename="camel"):
     """A user left a conversation they were part of.
 
     Kind ``chat_left``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "chat_left"
@@ -195,6 +270,12 @@ class ChatMemberAdded(PugEvent, kw_only=True, rename="camel"):
     """A member was added to a conversation by another participant or an admin.
 
     Kind ``chat_member_added``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        member_id: sent as `memberId`; required.
+        role: sent as `role`.
+
     """
 
     KIND: ClassVar[str] = "chat_member_added"
@@ -207,6 +288,12 @@ class ChatMemberMuted(PugEvent, kw_only=True, rename="camel"):
     """A member of a conversation was muted, optionally for a set amount of time.
 
     Kind ``chat_member_muted``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        member_id: sent as `memberId`; required.
+        mute_duration: sent as `muteDuration`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "chat_member_muted"
@@ -219,6 +306,12 @@ class ChatMemberRemoved(PugEvent, kw_only=True, rename="camel"):
     """A member was removed from a conversation by another participant or an admin.
 
     Kind ``chat_member_removed``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        member_id: sent as `memberId`; required.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "chat_member_removed"
@@ -231,6 +324,13 @@ class ChatMemberRoleChanged(PugEvent, kw_only=True, rename="camel"):
     """A conversation member's role changed (e.g. promoted to admin).
 
     Kind ``chat_member_role_changed``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        member_id: sent as `memberId`; required.
+        previous_role: sent as `previousRole`.
+        new_role: sent as `newRole`; required.
+
     """
 
     KIND: ClassVar[str] = "chat_member_role_changed"
@@ -244,6 +344,14 @@ class ChatMessageDeleted(PugEvent, kw_only=True, rename="camel"):
     """A chat message was deleted by its author or a moderator.
 
     Kind ``chat_message_deleted``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        reason: sent as `reason`.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_deleted"
@@ -258,6 +366,13 @@ class ChatMessageEdited(PugEvent, kw_only=True, rename="camel"):
     """The author edited a chat message they had already sent.
 
     Kind ``chat_message_edited``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_edited"
@@ -271,6 +386,14 @@ class ChatMessageFailed(PugEvent, kw_only=True, rename="camel"):
     """A chat message could not be delivered (sent with the reason it failed).
 
     Kind ``chat_message_failed``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        reason: sent as `reason`; required.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_failed"
@@ -285,6 +408,13 @@ class ChatMessagePinned(PugEvent, kw_only=True, rename="camel"):
     """A chat message was pinned in its conversation.
 
     Kind ``chat_message_pinned``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_pinned"
@@ -298,6 +428,13 @@ class ChatMessageRead(PugEvent, kw_only=True, rename="camel"):
     """A recipient read a chat message (sent when it is first marked as seen).
 
     Kind ``chat_message_read``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_read"
@@ -311,6 +448,17 @@ class ChatMessageReceived(PugEvent, kw_only=True, rename="camel"):
     """A chat message was delivered to a recipient.
 
     Kind ``chat_message_received``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        message_type: sent as `messageType`.
+        character_count: sent as `characterCount`; ≥ 0.
+        attachment_count: sent as `attachmentCount`; ≥ 0.
+        thread_id: sent as `threadId`.
+        parent_message_id: sent as `parentMessageId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_received"
@@ -328,6 +476,17 @@ class ChatMessageSent(PugEvent, kw_only=True, rename="camel"):
     """A user sent a chat message in a conversation or thread.
 
     Kind ``chat_message_sent``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        message_type: sent as `messageType`.
+        character_count: sent as `characterCount`; ≥ 0.
+        attachment_count: sent as `attachmentCount`; ≥ 0.
+        thread_id: sent as `threadId`.
+        parent_message_id: sent as `parentMessageId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_sent"
@@ -345,6 +504,13 @@ class ChatMessageUnpinned(PugEvent, kw_only=True, rename="camel"):
     """A previously pinned chat message was unpinned.
 
     Kind ``chat_message_unpinned``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        conversation_type: sent as `conversationType`.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_message_unpinned"
@@ -358,6 +524,13 @@ class ChatReactionAdded(PugEvent, kw_only=True, rename="camel"):
     """A user added a reaction (e.g. an emoji) to a chat message.
 
     Kind ``chat_reaction_added``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        reaction: sent as `reaction`; required.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_reaction_added"
@@ -371,6 +544,13 @@ class ChatReactionRemoved(PugEvent, kw_only=True, rename="camel"):
     """A user removed their reaction from a chat message.
 
     Kind ``chat_reaction_removed``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        message_id: sent as `messageId`.
+        reaction: sent as `reaction`; required.
+        thread_id: sent as `threadId`.
+
     """
 
     KIND: ClassVar[str] = "chat_reaction_removed"
@@ -384,6 +564,11 @@ class ChatTypingStarted(PugEvent, kw_only=True, rename="camel"):
     """A user began typing in a conversation.
 
     Kind ``chat_typing_started``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+
     """
 
     KIND: ClassVar[str] = "chat_typing_started"
@@ -395,6 +580,11 @@ class ChatTypingStopped(PugEvent, kw_only=True, rename="camel"):
     """A user stopped typing in a conversation without necessarily sending a message.
 
     Kind ``chat_typing_stopped``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+
     """
 
     KIND: ClassVar[str] = "chat_typing_stopped"
@@ -406,6 +596,11 @@ class ChatUnarchived(PugEvent, kw_only=True, rename="camel"):
     """A user restored an archived conversation to their active list.
 
     Kind ``chat_unarchived``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        conversation_type: sent as `conversationType`.
+
     """
 
     KIND: ClassVar[str] = "chat_unarchived"
@@ -417,6 +612,10 @@ class ChatUserBlocked(PugEvent, kw_only=True, rename="camel"):
     """A user blocked another user from contacting them in chat.
 
     Kind ``chat_user_blocked``.
+
+    Attributes:
+        user_id: sent as `userId`; required.
+
     """
 
     KIND: ClassVar[str] = "chat_user_blocked"

@@ -31,6 +31,17 @@ class AddToCart(PugEvent, kw_only=True, rename="camel"):
     """A user added a product to their cart.
 
     Kind ``add_to_cart``.
+
+    Attributes:
+        product_id: sent as `productId`; required.
+        price: sent as `price`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        cart_id: sent as `cartId`.
+        quantity: sent as `quantity`; ≥ 0.
+        category: sent as `category`.
+        brand: sent as `brand`.
+        sku: sent as `sku`.
+
     """
 
     KIND: ClassVar[str] = "add_to_cart"
@@ -48,6 +59,13 @@ class CartViewed(PugEvent, kw_only=True, rename="camel"):
     """A user opened their cart to review its contents.
 
     Kind ``cart_viewed``.
+
+    Attributes:
+        cart_id: sent as `cartId`.
+        item_count: sent as `itemCount`; ≥ 0.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "cart_viewed"
@@ -61,6 +79,15 @@ class CheckoutStarted(PugEvent, kw_only=True, rename="camel"):
     """A user began the checkout process for their cart or a product.
 
     Kind ``checkout_started``.
+
+    Attributes:
+        product_id: sent as `productId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        cart_id: sent as `cartId`.
+        checkout_id: sent as `checkoutId`.
+        item_count: sent as `itemCount`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "checkout_started"
@@ -76,6 +103,12 @@ class CheckoutStepCompleted(PugEvent, kw_only=True, rename="camel"):
     """A user finished one step of checkout (e.g. shipping or payment details).
 
     Kind ``checkout_step_completed``.
+
+    Attributes:
+        checkout_id: sent as `checkoutId`; required.
+        step: sent as `step`; required.
+        step_index: sent as `stepIndex`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "checkout_step_completed"
@@ -88,6 +121,14 @@ class CouponApplied(PugEvent, kw_only=True, rename="camel"):
     """A coupon or discount code was successfully applied to a cart.
 
     Kind ``coupon_applied``.
+
+    Attributes:
+        coupon_id: sent as `couponId`; required.
+        coupon_code: sent as `couponCode`.
+        cart_id: sent as `cartId`.
+        discount_amount: sent as `discountAmount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "coupon_applied"
@@ -102,6 +143,13 @@ class CouponRemoved(PugEvent, kw_only=True, rename="camel"):
     """A coupon was removed from a cart, by the user or because it became invalid.
 
     Kind ``coupon_removed``.
+
+    Attributes:
+        coupon_id: sent as `couponId`; required.
+        coupon_code: sent as `couponCode`.
+        cart_id: sent as `cartId`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "coupon_removed"
@@ -115,6 +163,13 @@ class OrderRefunded(PugEvent, kw_only=True, rename="camel"):
     """An order was refunded, in full or in part (sent once the refund is issued).
 
     Kind ``order_refunded``.
+
+    Attributes:
+        order_id: sent as `orderId`; required.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "order_refunded"
@@ -128,6 +183,13 @@ class ProductListViewed(PugEvent, kw_only=True, rename="camel"):
     """A user viewed a list of products, such as a category page or collection.
 
     Kind ``product_list_viewed``.
+
+    Attributes:
+        list_id: sent as `listId`; required.
+        list_name: sent as `listName`.
+        category: sent as `category`.
+        item_count: sent as `itemCount`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "product_list_viewed"
@@ -141,6 +203,16 @@ class ProductViewed(PugEvent, kw_only=True, rename="camel"):
     """A user viewed the details of a single product.
 
     Kind ``product_viewed``.
+
+    Attributes:
+        product_id: sent as `productId`; required.
+        product_name: sent as `productName`.
+        category: sent as `category`.
+        brand: sent as `brand`.
+        sku: sent as `sku`.
+        price: sent as `price`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "product_viewed"
@@ -157,6 +229,17 @@ class Purchase(PugEvent, kw_only=True, rename="camel"):
     """A user completed a purchase and an order was placed (sent once payment is confirmed).
 
     Kind ``purchase``.
+
+    Attributes:
+        product_id: sent as `productId`.
+        amount: sent as `amount`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        order_id: sent as `orderId`.
+        quantity: sent as `quantity`; ≥ 0.
+        category: sent as `category`.
+        brand: sent as `brand`.
+        sku: sent as `sku`.
+
     """
 
     KIND: ClassVar[str] = "purchase"
@@ -174,6 +257,17 @@ class RemoveFromCart(PugEvent, kw_only=True, rename="camel"):
     """A user removed a product from their cart.
 
     Kind ``remove_from_cart``.
+
+    Attributes:
+        product_id: sent as `productId`; required.
+        price: sent as `price`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+        cart_id: sent as `cartId`.
+        quantity: sent as `quantity`; ≥ 0.
+        category: sent as `category`.
+        brand: sent as `brand`.
+        sku: sent as `sku`.
+
     """
 
     KIND: ClassVar[str] = "remove_from_cart"
@@ -191,6 +285,13 @@ class WishlistAdded(PugEvent, kw_only=True, rename="camel"):
     """A user saved a product to a wishlist.
 
     Kind ``wishlist_added``.
+
+    Attributes:
+        product_id: sent as `productId`; required.
+        wishlist_id: sent as `wishlistId`.
+        price: sent as `price`; > 0.
+        currency: sent as `currency`; matches `^[A-Z]{3}$`.
+
     """
 
     KIND: ClassVar[str] = "wishlist_added"
@@ -204,6 +305,11 @@ class WishlistRemoved(PugEvent, kw_only=True, rename="camel"):
     """A user removed a product from a wishlist.
 
     Kind ``wishlist_removed``.
+
+    Attributes:
+        product_id: sent as `productId`; required.
+        wishlist_id: sent as `wishlistId`.
+
     """
 
     KIND: ClassVar[str] = "wishlist_removed"

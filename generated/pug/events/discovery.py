@@ -23,6 +23,11 @@ class FilterApplied(PugEvent, kw_only=True):
     """A user applied a filter to narrow down a list or set of search results.
 
     Kind ``filter_applied``.
+
+    Attributes:
+        key: sent as `key`; required.
+        value: sent as `value`.
+
     """
 
     KIND: ClassVar[str] = "filter_applied"
@@ -34,6 +39,13 @@ class RecommendationClicked(PugEvent, kw_only=True, rename="camel"):
     """A user clicked on a recommended item.
 
     Kind ``recommendation_clicked``.
+
+    Attributes:
+        recommendation_id: sent as `recommendationId`; required.
+        item_id: sent as `itemId`; required.
+        source: sent as `source`.
+        index: sent as `index`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "recommendation_clicked"
@@ -47,6 +59,13 @@ class RecommendationViewed(PugEvent, kw_only=True, rename="camel"):
     """A recommended item was shown to a user.
 
     Kind ``recommendation_viewed``.
+
+    Attributes:
+        recommendation_id: sent as `recommendationId`; required.
+        item_id: sent as `itemId`.
+        source: sent as `source`.
+        index: sent as `index`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "recommendation_viewed"
@@ -60,6 +79,10 @@ class Search(PugEvent, kw_only=True):
     """A user ran a search (sent when the query is submitted).
 
     Kind ``search``.
+
+    Attributes:
+        query: sent as `query`; required.
+
     """
 
     KIND: ClassVar[str] = "search"
@@ -70,6 +93,12 @@ class SearchResultClicked(PugEvent, kw_only=True, rename="camel"):
     """A user clicked on one of the results returned by a search.
 
     Kind ``search_result_clicked``.
+
+    Attributes:
+        query: sent as `query`; required.
+        result_id: sent as `resultId`; required.
+        index: sent as `index`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "search_result_clicked"
@@ -82,6 +111,11 @@ class SortChanged(PugEvent, kw_only=True):
     """A user changed how a list or set of results is sorted.
 
     Kind ``sort_changed``.
+
+    Attributes:
+        key: sent as `key`; required.
+        direction: sent as `direction`.
+
     """
 
     KIND: ClassVar[str] = "sort_changed"

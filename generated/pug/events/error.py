@@ -18,6 +18,14 @@ class ErrorOccurred(PugEvent, kw_only=True, rename="camel"):
     """An error happened in the application (handled or unhandled), with its code and severity.
 
     Kind ``error_occurred``.
+
+    Attributes:
+        error_code: sent as `errorCode`; required.
+        message: sent as `message`; personal data (pii).
+        severity: sent as `severity`.
+        unhandled: sent as `unhandled`.
+        stack: sent as `stack`; personal data (pii).
+
     """
 
     KIND: ClassVar[str] = "error_occurred"

@@ -21,6 +21,12 @@ class ExportCompleted(PugEvent, kw_only=True, rename="camel"):
     """A data export finished and its output is ready to download.
 
     Kind ``export_completed``.
+
+    Attributes:
+        export_id: sent as `exportId`; required.
+        export_type: sent as `exportType`.
+        size_bytes: sent as `sizeBytes`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "export_completed"
@@ -33,6 +39,11 @@ class ExportStarted(PugEvent, kw_only=True, rename="camel"):
     """A user started a data export.
 
     Kind ``export_started``.
+
+    Attributes:
+        export_id: sent as `exportId`; required.
+        export_type: sent as `exportType`.
+
     """
 
     KIND: ClassVar[str] = "export_started"
@@ -44,6 +55,13 @@ class FileDownloaded(PugEvent, kw_only=True, rename="camel"):
     """A user downloaded a file.
 
     Kind ``file_downloaded``.
+
+    Attributes:
+        file_id: sent as `fileId`; required.
+        file_name: sent as `fileName`; personal data (pii).
+        file_type: sent as `fileType`.
+        size_bytes: sent as `sizeBytes`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "file_downloaded"
@@ -57,6 +75,13 @@ class FileUploaded(PugEvent, kw_only=True, rename="camel"):
     """A user uploaded a file (sent once the upload has completed).
 
     Kind ``file_uploaded``.
+
+    Attributes:
+        file_id: sent as `fileId`; required.
+        file_name: sent as `fileName`; personal data (pii).
+        file_type: sent as `fileType`.
+        size_bytes: sent as `sizeBytes`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "file_uploaded"

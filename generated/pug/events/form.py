@@ -19,6 +19,11 @@ class FormStart(PugEvent, kw_only=True, rename="camel"):
     """A user started filling in a form (sent on their first interaction with it).
 
     Kind ``form_start``.
+
+    Attributes:
+        form_id: sent as `formId`; required.
+        form_name: sent as `formName`.
+
     """
 
     KIND: ClassVar[str] = "form_start"
@@ -30,6 +35,12 @@ class FormSubmit(PugEvent, kw_only=True, rename="camel"):
     """A user submitted a form.
 
     Kind ``form_submit``.
+
+    Attributes:
+        form_id: sent as `formId`; required.
+        form_name: sent as `formName`.
+        action: sent as `action`.
+
     """
 
     KIND: ClassVar[str] = "form_submit"

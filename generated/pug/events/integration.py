@@ -19,6 +19,11 @@ class IntegrationConnected(PugEvent, kw_only=True, rename="camel"):
     """A third-party integration was connected to the account.
 
     Kind ``integration_connected``.
+
+    Attributes:
+        integration_id: sent as `integrationId`.
+        integration_type: sent as `integrationType`; required.
+
     """
 
     KIND: ClassVar[str] = "integration_connected"
@@ -30,6 +35,12 @@ class IntegrationDisconnected(PugEvent, kw_only=True, rename="camel"):
     """A third-party integration was disconnected from the account.
 
     Kind ``integration_disconnected``.
+
+    Attributes:
+        integration_id: sent as `integrationId`.
+        integration_type: sent as `integrationType`; required.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "integration_disconnected"

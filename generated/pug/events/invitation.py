@@ -19,6 +19,15 @@ class InviteAccepted(PugEvent, kw_only=True, rename="camel"):
     """An invited person accepted their invitation and joined the workspace.
 
     Kind ``invite_accepted``.
+
+    Attributes:
+        invite_id: sent as `inviteId`.
+        workspace_id: sent as `workspaceId`.
+        inviter_id: sent as `inviterId`.
+        invitee_id: sent as `inviteeId`.
+        invitee_email: sent as `inviteeEmail`; personal data (pii).
+        role: sent as `role`.
+
     """
 
     KIND: ClassVar[str] = "invite_accepted"
@@ -34,6 +43,15 @@ class InviteSent(PugEvent, kw_only=True, rename="camel"):
     """A user invited someone to join a workspace (sent when the invitation goes out).
 
     Kind ``invite_sent``.
+
+    Attributes:
+        invite_id: sent as `inviteId`.
+        workspace_id: sent as `workspaceId`.
+        inviter_id: sent as `inviterId`.
+        invitee_id: sent as `inviteeId`.
+        invitee_email: sent as `inviteeEmail`; personal data (pii).
+        role: sent as `role`.
+
     """
 
     KIND: ClassVar[str] = "invite_sent"

@@ -28,6 +28,10 @@ class AudioCompleted(PugEvent, kw_only=True, rename="camel"):
     """An audio track played through to the end.
 
     Kind ``audio_completed``.
+
+    Attributes:
+        audio_id: sent as `audioId`; required.
+
     """
 
     KIND: ClassVar[str] = "audio_completed"
@@ -38,6 +42,11 @@ class AudioPause(PugEvent, kw_only=True, rename="camel"):
     """A user paused audio playback.
 
     Kind ``audio_pause``.
+
+    Attributes:
+        audio_id: sent as `audioId`; required.
+        position: sent as `position`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "audio_pause"
@@ -49,6 +58,11 @@ class AudioPlay(PugEvent, kw_only=True, rename="camel"):
     """Audio playback began or resumed, e.g. after a pause.
 
     Kind ``audio_play``.
+
+    Attributes:
+        audio_id: sent as `audioId`; required.
+        position: sent as `position`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "audio_play"
@@ -60,6 +74,12 @@ class AudioSeeked(PugEvent, kw_only=True, rename="camel"):
     """A user jumped to a different position in an audio track.
 
     Kind ``audio_seeked``.
+
+    Attributes:
+        audio_id: sent as `audioId`; required.
+        from_position: sent as `fromPosition`; ≥ 0s.
+        to_position: sent as `toPosition`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "audio_seeked"
@@ -72,6 +92,10 @@ class AudioStarted(PugEvent, kw_only=True, rename="camel"):
     """An audio track started playing for the first time in a session.
 
     Kind ``audio_started``.
+
+    Attributes:
+        audio_id: sent as `audioId`; required.
+
     """
 
     KIND: ClassVar[str] = "audio_started"
@@ -82,6 +106,10 @@ class VideoCompleted(PugEvent, kw_only=True, rename="camel"):
     """A video played through to the end.
 
     Kind ``video_completed``.
+
+    Attributes:
+        video_id: sent as `videoId`; required.
+
     """
 
     KIND: ClassVar[str] = "video_completed"
@@ -92,6 +120,11 @@ class VideoPause(PugEvent, kw_only=True, rename="camel"):
     """A user paused video playback.
 
     Kind ``video_pause``.
+
+    Attributes:
+        video_id: sent as `videoId`; required.
+        position: sent as `position`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "video_pause"
@@ -103,6 +136,11 @@ class VideoPlay(PugEvent, kw_only=True, rename="camel"):
     """Video playback began or resumed, e.g. after a pause.
 
     Kind ``video_play``.
+
+    Attributes:
+        video_id: sent as `videoId`; required.
+        position: sent as `position`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "video_play"
@@ -114,6 +152,12 @@ class VideoSeeked(PugEvent, kw_only=True, rename="camel"):
     """A user jumped to a different position in a video.
 
     Kind ``video_seeked``.
+
+    Attributes:
+        video_id: sent as `videoId`; required.
+        from_position: sent as `fromPosition`; ≥ 0s.
+        to_position: sent as `toPosition`; ≥ 0s.
+
     """
 
     KIND: ClassVar[str] = "video_seeked"
@@ -126,6 +170,10 @@ class VideoStarted(PugEvent, kw_only=True, rename="camel"):
     """A video started playing for the first time in a session.
 
     Kind ``video_started``.
+
+    Attributes:
+        video_id: sent as `videoId`; required.
+
     """
 
     KIND: ClassVar[str] = "video_started"

@@ -20,6 +20,11 @@ class NotificationClicked(PugEvent, kw_only=True, rename="camel"):
     """A user tapped or clicked a notification.
 
     Kind ``notification_clicked``.
+
+    Attributes:
+        campaign_id: sent as `campaignId`; required.
+        notification_type: sent as `notificationType`.
+
     """
 
     KIND: ClassVar[str] = "notification_clicked"
@@ -31,6 +36,11 @@ class NotificationDismissed(PugEvent, kw_only=True, rename="camel"):
     """A user dismissed a notification without opening it.
 
     Kind ``notification_dismissed``.
+
+    Attributes:
+        campaign_id: sent as `campaignId`; required.
+        notification_type: sent as `notificationType`.
+
     """
 
     KIND: ClassVar[str] = "notification_dismissed"
@@ -42,6 +52,11 @@ class NotificationReceived(PugEvent, kw_only=True, rename="camel"):
     """A notification was delivered to the user's device or inbox.
 
     Kind ``notification_received``.
+
+    Attributes:
+        campaign_id: sent as `campaignId`; required.
+        notification_type: sent as `notificationType`.
+
     """
 
     KIND: ClassVar[str] = "notification_received"

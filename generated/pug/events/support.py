@@ -25,6 +25,12 @@ class FeedbackSubmitted(PugEvent, kw_only=True, rename="camel"):
     """A user submitted feedback about the product.
 
     Kind ``feedback_submitted``.
+
+    Attributes:
+        feedback_id: sent as `feedbackId`.
+        category: sent as `category`.
+        comment: sent as `comment`; personal data (pii).
+
     """
 
     KIND: ClassVar[str] = "feedback_submitted"
@@ -37,6 +43,12 @@ class HelpArticleViewed(PugEvent, kw_only=True, rename="camel"):
     """A user opened a help center or documentation article.
 
     Kind ``help_article_viewed``.
+
+    Attributes:
+        article_id: sent as `articleId`; required.
+        article_title: sent as `articleTitle`.
+        category: sent as `category`.
+
     """
 
     KIND: ClassVar[str] = "help_article_viewed"
@@ -49,6 +61,11 @@ class NpsSubmitted(PugEvent, kw_only=True):
     """A user answered a Net Promoter Score survey with a 0 to 10 score.
 
     Kind ``nps_submitted``.
+
+    Attributes:
+        score: sent as `score`; ≥ 0, ≤ 10.
+        comment: sent as `comment`; personal data (pii).
+
     """
 
     KIND: ClassVar[str] = "nps_submitted"
@@ -60,6 +77,11 @@ class SupportChatStarted(PugEvent, kw_only=True, rename="camel"):
     """A user started a live chat with the support team.
 
     Kind ``support_chat_started``.
+
+    Attributes:
+        conversation_id: sent as `conversationId`; required.
+        topic: sent as `topic`; personal data (pii).
+
     """
 
     KIND: ClassVar[str] = "support_chat_started"
@@ -71,6 +93,12 @@ class SupportTicketCreated(PugEvent, kw_only=True, rename="camel"):
     """A support ticket was opened, by the user or on their behalf.
 
     Kind ``support_ticket_created``.
+
+    Attributes:
+        ticket_id: sent as `ticketId`; required.
+        category: sent as `category`.
+        priority: sent as `priority`.
+
     """
 
     KIND: ClassVar[str] = "support_ticket_created"
@@ -83,6 +111,11 @@ class SupportTicketResolved(PugEvent, kw_only=True, rename="camel"):
     """A support ticket was marked as resolved.
 
     Kind ``support_ticket_resolved``.
+
+    Attributes:
+        ticket_id: sent as `ticketId`; required.
+        resolution: sent as `resolution`; personal data (pii).
+
     """
 
     KIND: ClassVar[str] = "support_ticket_resolved"
@@ -94,6 +127,11 @@ class SurveyCompleted(PugEvent, kw_only=True, rename="camel"):
     """A user finished and submitted a survey.
 
     Kind ``survey_completed``.
+
+    Attributes:
+        survey_id: sent as `surveyId`; required.
+        question_count: sent as `questionCount`; ≥ 0.
+
     """
 
     KIND: ClassVar[str] = "survey_completed"
@@ -105,6 +143,10 @@ class SurveyStarted(PugEvent, kw_only=True, rename="camel"):
     """A user began answering a survey.
 
     Kind ``survey_started``.
+
+    Attributes:
+        survey_id: sent as `surveyId`; required.
+
     """
 
     KIND: ClassVar[str] = "survey_started"

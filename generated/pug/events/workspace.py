@@ -22,6 +22,11 @@ class WorkspaceCreated(PugEvent, kw_only=True, rename="camel"):
     """A user created a new workspace.
 
     Kind ``workspace_created``.
+
+    Attributes:
+        workspace_id: sent as `workspaceId`; required.
+        workspace_name: sent as `workspaceName`.
+
     """
 
     KIND: ClassVar[str] = "workspace_created"
@@ -33,6 +38,11 @@ class WorkspaceDeleted(PugEvent, kw_only=True, rename="camel"):
     """A workspace was deleted.
 
     Kind ``workspace_deleted``.
+
+    Attributes:
+        workspace_id: sent as `workspaceId`; required.
+        reason: sent as `reason`.
+
     """
 
     KIND: ClassVar[str] = "workspace_deleted"
@@ -44,6 +54,11 @@ class WorkspaceJoined(PugEvent, kw_only=True, rename="camel"):
     """A user became a member of a workspace.
 
     Kind ``workspace_joined``.
+
+    Attributes:
+        workspace_id: sent as `workspaceId`; required.
+        role: sent as `role`.
+
     """
 
     KIND: ClassVar[str] = "workspace_joined"
@@ -55,6 +70,13 @@ class WorkspaceRoleChanged(PugEvent, kw_only=True, rename="camel"):
     """A workspace member's role was changed (e.g. from member to admin).
 
     Kind ``workspace_role_changed``.
+
+    Attributes:
+        workspace_id: sent as `workspaceId`; required.
+        member_id: sent as `memberId`; required.
+        previous_role: sent as `previousRole`.
+        new_role: sent as `newRole`; required.
+
     """
 
     KIND: ClassVar[str] = "workspace_role_changed"
@@ -68,6 +90,11 @@ class WorkspaceSettingsUpdated(PugEvent, kw_only=True, rename="camel"):
     """A setting of a workspace was changed.
 
     Kind ``workspace_settings_updated``.
+
+    Attributes:
+        workspace_id: sent as `workspaceId`; required.
+        setting: sent as `setting`; required.
+
     """
 
     KIND: ClassVar[str] = "workspace_settings_updated"

@@ -198,14 +198,22 @@ class Worker:
             # What is left at the deadline goes to on_error at once (no decoding, no I/O):
             # the slack covers handing over a large backlog, so close() returns within
             # its timeout + 0.5 s with on_error done.
-            self._join(None if deadline is None else deadline + _CLOSE_SLACK - time.monotonic())
+            if self._join(None if deadline is None else deadline + _CLOSE_SLACK - time.monotonic()):
+                return
+            # The worker is late (a CPU starved of time; a transport that ignored the
+            # cancel): what it has not taken yet goes to on_error from here, so close()
+            # still returns with it handed over.
+            error = PugError("deadline_exceeded", "close() timed out before delivery")
+            self._fail(self.queue.take_all(), error)
 
-    def _join(self, timeout: float | None) -> None:
-        """Wait (at most `timeout`) for the thread to end; a plain lock, not Thread.join:
-        the thread may not have started yet, and under gevent it is not a Thread (a greenlet
-        calling close() then blocks its OS thread, for at most `timeout`)."""
+    def _join(self, timeout: float | None) -> bool:
+        """Wait (at most `timeout`) for the thread to end: whether it did. A plain lock, not
+        Thread.join: the thread may not have started yet, and under gevent it is not a
+        Thread (a greenlet calling close() then blocks its OS thread, for at most `timeout`)."""
         if self._ended.acquire(timeout=-1 if timeout is None else timeout):
             self._ended.release()
+            return True
+        return False
 
     def _cancel_inflight(self) -> None:
         if self._inflight is not None and not self._inflight.done():

@@ -100,8 +100,8 @@ _json = json.JSONEncoder(default=str).encode
 
 def event_line(event: WireEvent) -> str:
     """The line printed for one event: kind, distinct id, custom properties as JSON."""
-    props = _json(_plain(event.custom_properties))
-    return f"{event.kind or '':<24} {event.distinct_id or '':<16} {props}"
+    kind, distinct_id = escape(event.kind or ""), escape(event.distinct_id or "")
+    return f"{kind:<24} {distinct_id:<16} {_json(_plain(event.custom_properties))}"
 
 
 def _record(event: WireEvent) -> dict[str, object]:
@@ -119,6 +119,14 @@ def _record(event: WireEvent) -> dict[str, object]:
 def _plain(props: dict[str, Value]) -> dict[str, object]:
     """Property values as JSON takes them: timestamps as ISO 8601 (UTC)."""
     return {k: v.to_datetime().isoformat() if type(v) is Timestamp else v for k, v in props.items()}
+
+
+def escape(text: str) -> str:
+    """`text` safe to print on a terminal line: each control or other unprintable character
+    (escape sequences, `\\r`, newlines, bidi overrides) written as its Python escape (`\\x1b`)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class Dispatch:

@@ -61,10 +61,15 @@ class InMemoryTransport:
         self.closed = False
 
     def fail(self, code: str, *, count: int | None = 1, message: str = "injected failure") -> None:
+        """Make the next `count` requests raise `PugError(code, message)` (`count=None`:
+        every request until `recover()`). A permanent code (`permission_denied`,
+        `invalid_argument`, ...) sends the events to `on_error`; a transient one
+        (`unavailable`, ...) makes the client retry."""
         with self._lock:
             self._failures.append(_Failure(code, message, count))
 
     def recover(self) -> None:
+        """Forget every injected failure: requests succeed again."""
         with self._lock:
             self._failures.clear()
 

@@ -986,7 +986,8 @@ class FakePug(InMemoryTransport):
 
     - `events(kind=, distinct_id=)`: what was received, as `ReceivedEvent`s;
       `assert_tracked(expected, properties, distinct_id=)` fails with a field-by-field diff.
-    - `profiles` (external id → properties), `profile(external_id)` (the Profile message).
+    - `profiles` (external id → properties), `profile(external_id)` (the Profile message),
+      `merged_ids(external_id)` (the anonymous ids folded into it).
     - `flush_hooks`: callables run before `events`, `assert_tracked` and `profiles`;
       `attach(client)` registers the client's flush there.
     - `reset()`: forget everything received and any injected failure.
@@ -1125,6 +1126,12 @@ class FakePug(InMemoryTransport):
             if profile is None:
                 raise KeyError(f"no profile with external id {external_id!r}")
             return self._store.profile_message(profile)
+
+    def merged_ids(self, external_id: str) -> list[str]:
+        """The anonymous ids identify merged into a profile (its events sent with them are
+        the profile's), in merge order."""
+        with self._state_lock:
+            return [a for a, target in self._store.aliases.items() if target == external_id]
 
     def reset(self) -> None:
         """Forget every event, profile, deletion and request, and any injected failure."""
