@@ -252,3 +252,13 @@ def test_a_member_replaced_is_not_read_as_before() -> None:
     (event,) = read_batch(joined)
     assert event.occur_time == Timestamp(7, 0)
     _same_as_oracle(joined)
+
+
+def test_the_same_body_read_again_gives_the_same_events_in_a_new_list() -> None:
+    """The dev server's fake and its page's feed both read each request's body."""
+    body = ld(1, ld(5, b"a")) + ld(1, ld(5, b"b"))
+    first, again = read_batch(body), read_batch(body)
+    assert again == first and again is not first
+    assert read_batch(bytes(bytearray(body))) == first  # equal bytes, another object: read
+    with pytest.raises(Unreadable):
+        read_batch(body[:-1])
