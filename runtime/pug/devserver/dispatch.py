@@ -3,13 +3,13 @@ what arrived."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeAlias
+from typing import IO, TypeAlias
 
+from pug._wire.reader import Timestamp, Value, WireEvent
 from pug.errors import PugError, error_for
 from pug.testing import FakePug
 from pug.testing.fake.server import service_methods
@@ -37,35 +37,88 @@ class KeyCheck:
             raise error_for("unauthenticated", "invalid API key")
 
 
+# Lines kept for events that repeat: bounded in entries (each one event's, its line at most
+# a few times the event's bytes, which the reader bounds for events it shares).
+_LINES_MAX = 1024
+
+
 class EventPrinter:
-    """One readable line per received event, and the JSONL file if asked for."""
+    """One readable line per received event (`event_line`), and the JSONL file if asked
+    for: each batch is one write to each (the dev server must keep up with the SDK; a
+    print and a flush per event cost more than reading the event), the file opened once."""
 
     def __init__(self, out: IO[str], jsonl: Path | None) -> None:
         self.out = out
-        self.jsonl = jsonl
+        self._jsonl = None if jsonl is None else jsonl.open("a", encoding="utf-8")
         self._lock = threading.Lock()
+        self._lines: dict[int, tuple[WireEvent, str]] = {}
 
-    def __call__(self, method: str, body: bytes) -> None:
-        if method != BATCH_CREATE:
+    def __call__(self, events: list[WireEvent]) -> None:
+        if not events:
             return
-        from pug.proto.sdk.events.v1 import BatchCreateRequest
+        lines = "".join([self._line(e) for e in events])
+        records = (
+            None if self._jsonl is None else "".join([_json(_record(e)) + "\n" for e in events])
+        )
+        with self._lock:
+            self.out.write(lines)
+            self.out.flush()
+            if self._jsonl is not None and records is not None:
+                self._jsonl.write(records)
+                self._jsonl.flush()
 
-        for event in BatchCreateRequest.parse(body).events:
-            props = {k: _plain(v) for k, v in event.custom_properties.items()}
-            kind, distinct_id = escape(event.kind or ""), escape(event.distinct_id or "")
-            line = f"{kind:<24} {distinct_id:<16} {json.dumps(props, default=str)}"
-            record = {
-                "event_id": event.event_id,
-                "kind": event.kind,
-                "distinct_id": event.distinct_id,
-                "occur_time": event.occur_time.isoformat() if event.occur_time else None,
-                "properties": props,
-            }
-            with self._lock:
-                print(line, file=self.out, flush=True)
-                if self.jsonl is not None:
-                    with self.jsonl.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(record, default=str) + "\n")
+    def _line(self, event: WireEvent) -> str:
+        """`event_line`, made once for events that share their kind, distinct id and
+        properties (`read_batch` gives them the same objects)."""
+        custom = event.custom_properties
+        seen = self._lines.get(id(custom))
+        # `first` holds its dict, so an id found here is still that dict's.
+        if seen is not None:
+            first, line = seen
+            if (
+                first.custom_properties is custom
+                and first.kind is event.kind
+                and (first.distinct_id is event.distinct_id)
+            ):
+                return line
+        line = event_line(event) + "\n"
+        if len(self._lines) >= _LINES_MAX:
+            self._lines.clear()
+        self._lines[id(custom)] = (event, line)
+        return line
+
+    def close(self) -> None:
+        with self._lock:
+            if self._jsonl is not None:
+                self._jsonl.close()
+                self._jsonl = None
+
+
+# json.dumps with an argument builds an encoder per call; this one is built once.
+_json = json.JSONEncoder(default=str).encode
+
+
+def event_line(event: WireEvent) -> str:
+    """The line printed for one event: kind, distinct id, custom properties as JSON."""
+    kind, distinct_id = escape(event.kind or ""), escape(event.distinct_id or "")
+    return f"{kind:<24} {distinct_id:<16} {_json(_plain(event.custom_properties))}"
+
+
+def _record(event: WireEvent) -> dict[str, object]:
+    """One event's JSONL record."""
+    when = event.occur_time
+    return {
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "distinct_id": event.distinct_id,
+        "occur_time": None if when is None else when.to_datetime().isoformat(),
+        "properties": _plain(event.custom_properties),
+    }
+
+
+def _plain(props: dict[str, Value]) -> dict[str, object]:
+    """Property values as JSON takes them: timestamps as ISO 8601 (UTC)."""
+    return {k: v.to_datetime().isoformat() if type(v) is Timestamp else v for k, v in props.items()}
 
 
 def escape(text: str) -> str:
@@ -74,14 +127,6 @@ def escape(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _plain(value: Any) -> object:
-    for member in ("string_value", "int_value", "double_value", "bool_value", "timestamp_value"):
-        found = getattr(value, member, None)
-        if found is not None:
-            return found.isoformat() if isinstance(found, datetime.datetime) else found
-    return None
 
 
 class Dispatch:
@@ -101,11 +146,14 @@ class Dispatch:
     def unary(self, method: str, key: str | None, body: bytes) -> bytes:
         self._check(method, key, stream=False)
         try:
-            answer = self.fake.handle(method, body)
+            if method == BATCH_CREATE:
+                answer, events = self.fake.handle_batch(body)
+            else:
+                answer, events = self.fake.handle(method, body), []
         except PugError as exc:
             self._tell(method, body, exc)
             raise
-        self.printer(method, body)
+        self.printer(events)
         self._tell(method, body, None)
         return answer
 

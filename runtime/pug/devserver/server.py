@@ -60,7 +60,8 @@ class DevServer:
         self.fake = fake or FakePug()
         self.host = host
         self.out = out or sys.stdout  # where received events are printed
-        self._dispatch = Dispatch(self.fake, KeyCheck(api_key), EventPrinter(self.out, jsonl))
+        self._printer = EventPrinter(self.out, jsonl)
+        self._dispatch = Dispatch(self.fake, KeyCheck(api_key), self._printer)
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
         self.feed = Feed()  # what the page shows
@@ -142,6 +143,7 @@ class DevServer:
             self._loop.call_soon_threadsafe(self._grpc_server.close)
         for thread in self._threads:
             thread.join(5)
+        self._printer.close()
 
     def __enter__(self) -> DevServer:
         return self.start()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pug.rules as rules
+from pug._wire.reader import Value, WireEvent
 from pug.errors import error_for
 from pug.proto.common.v1 import (
     EventFilter,
@@ -29,7 +30,7 @@ from pug.proto.common.v1 import (
     PropertySource,
     PropertyValueType,
 )
-from pug.proto.sdk.events.v1 import BatchCreateRequest, BatchCreateResponse, Event
+from pug.proto.sdk.events.v1 import BatchCreateResponse
 from pug.proto.sdk.profiles.v1 import IdentifyRequest, IdentifyResponse
 from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
@@ -51,13 +52,34 @@ from pug.testing.fake.values import (
     profile_value_type,
     property_at,
     to_struct,
-    utc,
 )
 
 PROJECT_ID = "fake-project"
 # Page sizes are the fake's choice (the contract bounds them, it does not fix them).
 LIST_PAGE_SIZE = 100  # profiles per ListResponse message
 DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size is 0
+# Property dicts made plain, kept for the events that share them: bounded in entries (each
+# one event's properties, which the reader shares only for events of at most 4 KiB).
+_PLAINS_MAX = 1024
+_NANOS = 1_000_000_000
+_NANOS_PER_MINUTE = 60 * _NANOS
+# The times a datetime holds, in nanoseconds from the epoch (what occur_time is clamped to).
+_MIN_TIME = (
+    (
+        datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)
+        - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    )
+    // datetime.timedelta(microseconds=1)
+    * 1000
+)
+_MAX_TIME = (
+    (
+        datetime.datetime.max.replace(tzinfo=datetime.UTC)
+        - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    )
+    // datetime.timedelta(microseconds=1)
+    * 1000
+)
 
 
 # ---- pagination ---------------------------------------------------------------------------
@@ -146,45 +168,85 @@ class Store:
 
     def __init__(self, clock: Callable[[], datetime.datetime]) -> None:
         self.clock = clock
-        self.events: list[StoredEvent] = []
-        self._seen: set[tuple[str, str, datetime.datetime]] = set()
+        self._events: list[StoredEvent] = []
+        self._arrived: list[tuple[int, WireEvent, str]] = []  # (seq, event, owner), unread
+        self._seen: set[tuple[str, str, int]] = set()  # (event_id, kind, minute)
         self._seq = 0
         self.profiles: dict[str, StoredProfile] = {}  # by external id, in creation order
         self.aliases: dict[str, str] = {}  # merged anonymous id → identified external id
         self.deletions: dict[str, Deletion] = {}
+        self._plains: dict[int, tuple[Mapping[str, Value], dict[str, Any]]] = {}
 
     # ---- ingestion ---------------------------------------------------------------------
 
-    def batch_create(self, request: BatchCreateRequest) -> BatchCreateResponse:
-        for event in request.events:
-            self._add(event)
-        return BatchCreateResponse(accepted=len(request.events), dropped=0)
+    def batch_create(self, events: list[WireEvent]) -> BatchCreateResponse:
+        """Store a BatchCreate's events, read by `pug._wire.reader` and already checked
+        (the fast path: no betterproto2 object per event)."""
+        add = self._add
+        for event in events:
+            add(event)
+        return BatchCreateResponse(accepted=len(events), dropped=0)
 
-    def _add(self, event: Event) -> None:
-        occur_time = utc(event.occur_time)
+    def _add(self, event: WireEvent) -> None:
+        """Take one event: its duplicate check and its owner's profile now (the profile's
+        create time is the arrival's), the rest when it is read (`events`)."""
+        when = event.occur_time
+        assert when is not None  # required: checked before
         kind, event_id = event.kind or "", event.event_id or ""
-        key = (event_id, kind, occur_time.replace(second=0, microsecond=0))
+        # The minute of occur_time as stored (a datetime, clamped to its years).
+        nanos = min(max(when.seconds * _NANOS + when.nanos, _MIN_TIME), _MAX_TIME)
+        key = (event_id, kind, nanos // _NANOS_PER_MINUTE)
         if key in self._seen:
             return
         self._seen.add(key)
-        owner = "" if event.cookieless else self._owner(event.distinct_id or "")
-        if owner:
+        distinct_id = event.distinct_id or ""
+        owner = "" if event.cookieless else self.aliases.get(distinct_id, distinct_id)
+        if owner and owner not in self.profiles:
             self._profile_for(owner)
         self._seq += 1
-        self.events.append(
-            StoredEvent(
-                seq=self._seq,
-                event_id=event_id,
-                kind=kind,
-                distinct_id=event.distinct_id or "",
-                session_id=event.session_id,
-                occur_time=occur_time,
-                cookieless=bool(event.cookieless),
-                auto=plain_map(event.auto_properties),
-                custom=plain_map(event.custom_properties),
-                owner=owner,
-            )
+        self._arrived.append((self._seq, event, owner))
+
+    @property
+    def events(self) -> list[StoredEvent]:
+        """Every event stored, in arrival order (those arrived since the last read made
+        `StoredEvent`s now: ingestion does not wait for them)."""
+        if self._arrived:
+            arrived, self._arrived = self._arrived, []
+            self._events.extend([self._stored(*a) for a in arrived])
+        return self._events
+
+    @events.setter
+    def events(self, events: list[StoredEvent]) -> None:
+        self._arrived.clear()
+        self._events = events
+
+    def _stored(self, seq: int, event: WireEvent, owner: str) -> StoredEvent:
+        assert event.occur_time is not None
+        return StoredEvent(
+            seq=seq,
+            event_id=event.event_id or "",
+            kind=event.kind or "",
+            distinct_id=event.distinct_id or "",
+            session_id=event.session_id,
+            occur_time=event.occur_time.to_datetime(),
+            cookieless=bool(event.cookieless),
+            auto=self._plain(event.auto_properties),
+            custom=self._plain(event.custom_properties),
+            owner=owner,
         )
+
+    def _plain(self, props: Mapping[str, Value]) -> dict[str, Any]:
+        """`plain_map`, made once for the property dicts events share (`read_batch` gives
+        events with the same properties the same dict): stored events share the result,
+        which nothing changes (reads copy it)."""
+        seen = self._plains.get(id(props))
+        if seen is not None and seen[0] is props:  # holding `props` keeps its id its own
+            return seen[1]
+        plain = plain_map(props)
+        if len(self._plains) >= _PLAINS_MAX:
+            self._plains.clear()
+        self._plains[id(props)] = (props, plain)
+        return plain
 
     def _owner(self, distinct_id: str) -> str:
         """The external id whose profile a distinct id's events belong to."""

@@ -101,6 +101,8 @@ from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
 import betterproto2
 
 import pug.rules as rules
+from pug._wire.reader import Timestamp as WireTimestamp
+from pug._wire.reader import Value, WireEvent, read_batch
 from pug.client import AsyncPug, Pug
 from pug.errors import PugError, error_for
 from pug.event import PugEvent
@@ -300,22 +302,6 @@ def _violations(message: betterproto2.Message) -> list[_Violation]:
     return out
 
 
-def _event_violations(index: int, event: Event) -> list[_Violation]:
-    """Every rule of sdk.events.v1.Event (fields, then its CEL rules) for events[index]."""
-    out: list[_Violation] = []
-    at = f"events[{index}]"
-    fields = _rules(Event).fields
-    _check(out, f"{at}.event_id", event.event_id, fields["event_id"])
-    for name, props in (("auto_properties", event.auto_properties),
-                        ("custom_properties", event.custom_properties)):  # fmt: skip
-        for key, value in props.items():
-            out.extend(_property_value_violations(f"{at}.{name}[{_go_quote(key)}]", value))
-    for name in ("kind", "occur_time", "session_id"):
-        _check(out, f"{at}.{name}", getattr(event, name), fields[name])
-    _cel(out, at, _rules(Event).cel, event)
-    return out
-
-
 _GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                "\t": "\\t", "\v": "\\v", '"': '\\"', "\\": "\\\\"}  # fmt: skip
 
@@ -337,24 +323,186 @@ def _go_quote(key: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _property_value_violations(path: str, value: PropertyValue) -> list[_Violation]:
+# ---- BatchCreate on `WireEvent`s (pug._wire.reader): the hot path of ingestion -----------
+#
+# The same violations, in the same order, as protovalidate on the message (tests compare
+# them with the betterproto2 path the fake took before, tests/support/wire_batches.py): an
+# event is first tested by `_clean`, a quick test that it breaks none of its fields'
+# rules (derived from pug.rules at import: only the kinds of rule it understands), and
+# checked rule by rule as before when that test fails. The CEL rules are the same `_CEL`
+# functions: a WireEvent has the attributes they read.
+
+
+class _WireBatch(NamedTuple):
+    events: list[WireEvent]
+
+
+_EVENT_RULES = _rules(Event)
+_VALUE_RULES = _rules(PropertyValue)
+_VALUE_MEMBERS: dict[type, str] = {
+    str: "string_value", int: "int_value", float: "double_value", bool: "bool_value",
+    WireTimestamp: "timestamp_value",
+}  # fmt: skip
+
+
+def _quick(rule: rules.Field) -> Callable[[Any], bool]:
+    """A fast test that a value breaks none of `rule`'s rules. Knows required, uuid,
+    pattern and max_len on strings, finite on doubles; a rule with any other part is
+    always checked in full (the test says False)."""
+    known = rules.Field(
+        type=rule.type, required=rule.required, uuid=rule.uuid, pattern=rule.pattern,
+        max_len=rule.max_len, finite=rule.finite,
+    )  # fmt: skip
+    if rule != known or rule.type not in ("", "string", "double"):
+        return lambda value: False
+    uuid, pattern, max_len = rule.uuid and rules.UUID_PATTERN, rule.pattern, rule.max_len
+    optional, finite = not rule.required, rule.finite
+
+    def clean(value: Any) -> bool:
+        if value is None:
+            return optional
+        if isinstance(value, str):
+            return (
+                (not uuid or uuid.matches(value))
+                and (pattern is None or pattern.matches(value))
+                and (max_len is None or len(value) <= max_len)
+            )
+        return not finite or math.isfinite(value)
+
+    return clean
+
+
+# Each field rule of Event as (the field's place in a WireEvent, its quick test): those
+# of the event's own id and time, and those of the rest (what events share, see below).
+_OWN = (WireEvent._fields.index("event_id"), WireEvent._fields.index("occur_time"))
+_EVENT_FIELD_TESTS = [
+    (WireEvent._fields.index(name), _quick(rule)) for name, rule in _EVENT_RULES.fields.items()
+]
+_OWN_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place in _OWN]
+_REST_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place not in _OWN]
+# The CEL rules of Event known to read neither its id nor its time.
+_REST_CEL_IDS = {
+    "event.auto_properties_dollar_prefix", "event.custom_properties_no_dollar_prefix",
+    "event.identity_required_unless_cookieless",
+}  # fmt: skip
+
+
+def _value_limits() -> tuple[float, bool] | None:
+    """(the longest string, whether doubles must be finite): PropertyValue's rules, if they
+    are only those (the quick test knows no others: None, every value checked in full)."""
+    fields = dict(_VALUE_RULES.fields)
+    string = fields.pop("string_value", rules.Field(type="string"))
+    double = fields.pop("double_value", rules.Field(type="double"))
+    if (
+        fields
+        or _VALUE_RULES.cel
+        or string != rules.Field(type="string", max_len=string.max_len)
+        or double != rules.Field(type="double", finite=double.finite)
+    ):
+        return None
+    return (math.inf if string.max_len is None else string.max_len), double.finite
+
+
+_VALUE_LIMITS = _value_limits()
+
+
+def _clean(event: WireEvent) -> bool:
+    """True if `event` breaks no rule of Event. Its rest (all but its id and time) is
+    judged once for events that share it (`read_batch` gives them the same objects)."""
+    for place, test in _OWN_TESTS:
+        if not test(event[place]):
+            return False
+    custom = event.custom_properties
+    seen = _verdicts.get(id(custom))
+    if seen is not None:
+        first, verdict = seen
+        # `first` holds its dicts, so an id found here is still theirs: the same rest if
+        # each of its values is the same object.
+        if (
+            first.kind is event.kind
+            and first.distinct_id is event.distinct_id
+            and first.session_id is event.session_id
+            and first.cookieless is event.cookieless
+            and first.auto_properties is event.auto_properties
+        ):
+            return verdict
+    verdict = _rest_clean(event)
+    if _MEMO:
+        if len(_verdicts) >= _VERDICTS_MAX:
+            _verdicts.clear()
+        _verdicts[id(custom)] = (event, verdict)
+    return verdict
+
+
+# Rests judged, by the id of their custom properties dict: bounded in entries (each holds
+# one event, whose rest is at most reader._TAIL_MAX_BYTES of bytes); emptied when full.
+_VERDICTS_MAX = 1024
+_verdicts: dict[int, tuple[WireEvent, bool]] = {}
+_MEMO = {cel.id for cel in _EVENT_RULES.cel} <= _REST_CEL_IDS
+
+
+def _rest_clean(event: WireEvent) -> bool:
+    """The rules of an event but those of its own id and time: its fields', its property
+    values' (tested inline: an event has a dozen) and its CEL rules."""
+    for place, test in _REST_TESTS:
+        if not test(event[place]):
+            return False
+    if _VALUE_LIMITS is None:
+        return False
+    longest, finite = _VALUE_LIMITS
+    isfinite = math.isfinite
+    for props in (event.auto_properties, event.custom_properties):
+        for value in props.values():
+            if isinstance(value, str):
+                if len(value) > longest:
+                    return False
+            elif isinstance(value, float):
+                if finite and not isfinite(value):
+                    return False
+            elif value is None:
+                return False  # no member: the required oneof is broken
+    return all(_CEL[cel.id](event) for cel in _EVENT_RULES.cel)
+
+
+def _wire_value_violations(path: str, value: Value) -> list[_Violation]:
+    """The rules of a common.v1.PropertyValue read as a plain value (None: no member)."""
     out: list[_Violation] = []
-    for oneof in _rules(PropertyValue).required_oneofs:
-        if not betterproto2.which_one_of(value, oneof)[0]:
+    member = _VALUE_MEMBERS.get(type(value))
+    for oneof in _VALUE_RULES.required_oneofs:
+        if member is None:
             message = "exactly one field is required in oneof"
             out.append(_Violation(f"{path}.{oneof}", "required", message))
-    _check_fields(out, f"{path}.", value)
+    for name, rule in _VALUE_RULES.fields.items():
+        _check(out, f"{path}.{name}", value if name == member else None, rule)
     return out
 
 
-def _batch_violations(request: BatchCreateRequest) -> list[_Violation]:
+def _wire_event_violations(index: int, event: WireEvent) -> list[_Violation]:
+    """Every rule of sdk.events.v1.Event (fields, then its CEL rules) for events[index]."""
     out: list[_Violation] = []
-    _check(out, "events", request.events, _rules(BatchCreateRequest).fields["events"])
-    for index, event in enumerate(request.events):
-        out.extend(_event_violations(index, event))
-    # BatchCreateRequest's own CEL rules (`this.events.all(...)`): protovalidate reports
-    # each once, at the request (no field path), whichever events break it.
-    _cel(out, "", _rules(BatchCreateRequest).cel, request)
+    at = f"events[{index}]"
+    fields = _EVENT_RULES.fields
+    _check(out, f"{at}.event_id", event.event_id, fields["event_id"])
+    for name, props in (("auto_properties", event.auto_properties),
+                        ("custom_properties", event.custom_properties)):  # fmt: skip
+        for key, value in props.items():
+            out.extend(_wire_value_violations(f"{at}.{name}[{_go_quote(key)}]", value))
+    for name in ("kind", "occur_time", "session_id"):
+        _check(out, f"{at}.{name}", getattr(event, name), fields[name])
+    _cel(out, at, _EVENT_RULES.cel, event)
+    return out
+
+
+def wire_batch_violations(events: list[WireEvent]) -> list[_Violation]:
+    """Every rule a BatchCreateRequest read by `read_batch` breaks, in protovalidate's
+    order: the events' count, each event's rules, the request's CEL rules."""
+    out: list[_Violation] = []
+    _check(out, "events", events, _rules(BatchCreateRequest).fields["events"])
+    clean = _clean
+    for index, event in enumerate(events):
+        if not clean(event):
+            out.extend(_wire_event_violations(index, event))
+    _cel(out, "", _rules(BatchCreateRequest).cel, _WireBatch(events))
     return out
 
 
@@ -797,7 +945,6 @@ def _segment_violations(
 
 # What the fake checks of each request, by its type (the rest of each is in pug.rules).
 _REQUEST_RULES: dict[type[betterproto2.Message], Callable[[Any, wire.Times], list[_Violation]]] = {
-    BatchCreateRequest: lambda r, _: _batch_violations(r),
     activity_v1.GetActivityFeedRequest: _feed_violations,
     activity_v1.GetEventExplorerRequest: _feed_violations,
     activity_v1.GetActivityHeatmapRequest: _heatmap_violations,
@@ -885,10 +1032,25 @@ class FakePug(InMemoryTransport):
             raise error_for("unimplemented", f"FakePug does not implement {method}")
         if route.streams != streaming:
             raise self._wrong_call(method, streams=route.streams)
+        if route.request is BatchCreateRequest:
+            return self.handle_batch(body)[0]
         request, times = _parse(route.request, body)
         with self._state_lock:
             _raise_if(_request_violations(request, times))
             return answer(request)
+
+    def handle_batch(self, body: bytes) -> tuple[bytes, list[WireEvent]]:
+        """Answer one BatchCreate (the serialized response) and the events it carried:
+        read by `read_batch` and checked on plain values, not betterproto2 objects, so
+        the dev server keeps up with the SDK; it prints the same events."""
+        try:
+            events = read_batch(body)
+        except ValueError as exc:
+            raise error_for("invalid_argument", f"unreadable BatchCreateRequest: {exc}") from None
+        with self._state_lock:
+            _raise_if(wire_batch_violations(events))
+            response = self._store.batch_create(events)
+        return bytes(response), events
 
     def _answers(self, route: Method | None) -> _Answer | None:
         """The store's method that answers `route` (named after the RPC), if it has one."""

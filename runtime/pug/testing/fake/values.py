@@ -14,16 +14,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-import betterproto2
-
 import pug.rules as rules
+from pug._wire.reader import Timestamp, Value
 from pug.proto.common.v1 import (
     EventFilter,
     FilterOperator,
     LogicalOperator,
     PropertyFilter,
     PropertySource,
-    PropertyValue,
     PropertyValueType,
     TimeRange,
 )
@@ -98,21 +96,14 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(UTC)
 
 
-def _plain(value: PropertyValue) -> _Plain | None:
-    """The Python value of a PropertyValue's set variant."""
-    _, got = betterproto2.which_one_of(value, "value")
-    if isinstance(got, datetime.datetime):
-        return utc(got)
-    return got if isinstance(got, str | int | float | bool) else None
-
-
-def plain_map(values: Mapping[str, PropertyValue]) -> dict[str, _Plain]:
-    out: dict[str, _Plain] = {}
-    for key, value in values.items():
-        plain = _plain(value)
-        if plain is not None:
-            out[key] = plain
-    return out
+def plain_map(values: Mapping[str, Value]) -> dict[str, _Plain]:
+    """Property values as the fake stores them: timestamps as UTC datetimes (clamped to
+    the years `datetime` holds), a PropertyValue with no member left out."""
+    return {
+        key: value.to_datetime() if isinstance(value, Timestamp) else value
+        for key, value in values.items()
+        if value is not None
+    }
 
 
 def _json_value(value: object) -> object:

@@ -1,0 +1,172 @@
+"""Events per second the dev server ingests from the SDK, against a minimal sink.
+
+    python bench/bench_devserver.py [--events 20000] [--rounds 3]
+
+The SDK (`Pug(base_url=...)`, Connect over HTTP/1.1, batches of 100) tracks 8-property
+events to `pug devserver` running in another process, which reads, checks, stores and
+prints every event: its stdout to a file (what a terminal costs is not measured), and to
+a pipe this script reads line by line. The baseline, measured in the same run, is the
+same client against bench/sink.py (answers every POST without reading it): the ratio is
+what the dev server's work costs the client's throughput. Events per second are from the
+first `track()` until `flush()` returns, interleaved round by round; the dev server's CPU
+seconds per 10 000 events are read from /proc. Writes bench/results/devserver.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from common import PROPS, median, sink, spread, versions, write
+from pug import BatchConfig, Pug
+
+_BANNER = "Pug dev server: Connect on "
+
+
+@contextmanager
+def devserver(stdout: str) -> Iterator[tuple[str, subprocess.Popen[bytes], list[int]]]:
+    """`pug devserver` in another process, its stdout to a file ("file") or a pipe read
+    here ("pipe"); yields its Connect URL, the process and [lines printed] (pipe only)."""
+    out_path = Path(tempfile.mkdtemp()) / "stdout"
+    out: IO[bytes] | int = out_path.open("wb") if stdout == "file" else subprocess.PIPE
+    command = [sys.executable, "-m", "pug", "devserver", "--connect-port", "0", "--grpc-port", "0"]
+    proc = subprocess.Popen(command, stdout=out)
+    lines = [0]
+    try:
+        if stdout == "file":
+            banner = _wait_for_banner(out_path, proc)
+        else:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline().decode()
+            threading.Thread(target=_count_lines, args=(proc.stdout, lines), daemon=True).start()
+        yield banner.removeprefix(_BANNER).split(",")[0], proc, lines
+    finally:
+        proc.terminate()
+        proc.wait()
+        if not isinstance(out, int):
+            out.close()
+
+
+def _wait_for_banner(path: Path, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        first = path.read_text().partition("\n")
+        if first[1]:
+            return first[0]
+        time.sleep(0.02)
+    raise RuntimeError("the dev server did not start")
+
+
+def _count_lines(pipe: IO[bytes], lines: list[int]) -> None:
+    for _ in pipe:
+        lines[0] += 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(client: Pug, n: int, pid: int | None) -> tuple[float, float | None]:
+    """(events per second, the server's CPU seconds per 10 000 events) for n events."""
+    cpu = cpu_seconds(pid) if pid else 0.0
+    start = time.perf_counter()
+    for _ in range(n):
+        client.track("user_42", "order.completed", PROPS)
+    if not client.flush(120):
+        raise RuntimeError("flush timed out")
+    wall = time.perf_counter() - start
+    used = (cpu_seconds(pid) - cpu) / n * 10_000 if pid else None
+    return n / wall, used
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    batch = BatchConfig(max_size=100)
+    names = ("dev server, stdout to a file", "dev server, stdout to a pipe", "sink (baseline)")
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    with (
+        devserver("file") as (file_url, file_proc, _),
+        devserver("pipe") as (
+            pipe_url,
+            pipe_proc,
+            printed,
+        ),
+        sink("http") as sink_url,
+    ):
+        targets = {
+            names[0]: (Pug(api_key="prv_bench", base_url=file_url, batch=batch), file_proc.pid),
+            names[1]: (Pug(api_key="prv_bench", base_url=pipe_url, batch=batch), pipe_proc.pid),
+            names[2]: (Pug(api_key="prv_bench", base_url=sink_url, batch=batch), None),
+        }
+        for client, _ in targets.values():  # warm up: connections, caches
+            run(client, 1_000, None)
+        for _ in range(args.rounds):
+            for name, (client, pid) in targets.items():
+                rate, cpu = run(client, args.events, pid)
+                rates[name].append(rate)
+                if cpu is not None:
+                    cpus[name].append(cpu)
+        expected = 1_000 + args.events * args.rounds
+        deadline = time.monotonic() + 30
+        while printed[0] < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for client, _ in targets.values():
+            client.close(10)
+    load_after = os.getloadavg()
+    if printed[0] != expected:
+        raise RuntimeError(f"the piped dev server printed {printed[0]} lines of {expected}")
+    base = median(rates[names[2]])
+    rows = [
+        f"| {name} | {median(rates[name]):,.0f} | {spread(rates[name], ',.0f')} | "
+        f"{median(rates[name]) / base:.2f}× | "
+        + (f"{median(cpus[name]):.2f} |" if cpus[name] else "— |")
+        for name in names
+    ]
+    text = "\n".join(
+        [
+            "# The dev server's ingestion: SDK → `pug devserver` over Connect",
+            "",
+            f"`python bench/bench_devserver.py --events {args.events} --rounds {args.rounds}`: "
+            f"{args.rounds} interleaved rounds of {args.events:,} 8-property events, batches "
+            "of 100, one client per server, each server in its own process (the dev server "
+            "reads, checks, stores and prints every event). Target: 50 000 events/s.",
+            "",
+            "Every event carries the same properties (bench/common.py's `PROPS`), as an "
+            "app's repeated event does: the dev server reads an event's distinct id, kind, "
+            "session and properties once per distinct bytes (`pug._wire.reader`), and checks "
+            "and prints them once; each event's id and time are read every time. Events "
+            "whose properties change every time cost the dev server more CPU.",
+            "",
+            "| server | events/s (median) | range | of the sink's | server CPU s / 10k events |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
+            f"after: {', '.join(f'{x:.2f}' for x in load_after)} "
+            f"({os.cpu_count()} CPUs, shared with other work).",
+            f"Python {platform.python_version()}, {platform.machine()}; {versions('pug-sdk')}.",
+            "",
+        ]
+    )
+    write("devserver.md", text)
+
+
+if __name__ == "__main__":
+    main()
