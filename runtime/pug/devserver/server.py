@@ -202,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             f"page at {server.page_url}. Ctrl-C stops it.",
             flush=True,
         )
-        threading.Event().wait()
+        # Waits of a second, not one endless wait: CPython runs a signal handler between
+        # waits, and a Ctrl-C that lands as a wait begins would otherwise never be seen.
+        idle = threading.Event()
+        while not idle.wait(1.0):
+            pass
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:
