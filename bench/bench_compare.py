@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common import PROPS, RESULTS, median, sink, spread, versions, write
+from common import PROPS, RESULTS, Realistic, median, sink, spread, versions, write
 from pug import BatchConfig, Pug
 from pug.events import Purchase
 from pug.ids import uuid7
@@ -70,23 +70,6 @@ class Contender:
     close: Callable[[], object]
     # Realistic traffic: builds the next n calls' arguments before a timed run.
     prepare: Callable[[int], None] | None = None
-
-
-class Realistic:
-    """Arguments of realistic traffic: a new distinct id on every call, and 2 of the 8
-    values (an order id, an amount) never seen before; built ahead, outside the timings."""
-
-    def __init__(self, offset: int) -> None:
-        self.next_index = offset  # contenders apart: no SDK sees another's ids (no matter)
-        self.queued: list[tuple[str, dict[str, object]]] = []
-        self.pop = self.queued.pop
-
-    def prepare(self, n: int) -> None:
-        start, self.next_index = self.next_index, self.next_index + n
-        self.queued[:] = [
-            (f"user_{i:09x}", dict(PROPS, order_id=f"ord_{i:09x}", amount=i / 100 + 0.01))
-            for i in range(start + n - 1, start - 1, -1)
-        ]  # reversed: pop() from the end gives them in order
 
 
 # --- clients -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import functools
 import ipaddress
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-timeout", type=float, default=IDLE_TIMEOUT, help="seconds a request may take"
     )
     args = parser.parse_args(argv)
+    # Ctrl-C (SIGINT) stops it, also when its parent started it with SIGINT ignored (a
+    # shell's background job does): its own handler, not the inherited disposition.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server = DevServer(
             host=args.host,
