@@ -68,13 +68,13 @@ def _same_as_oracle(body: bytes) -> None:
     assert [list(e.custom_properties) for e in got] == [list(e.custom_properties) for e in expected]
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches)
 def test_every_wire_form_reads_as_betterproto_read_it(body: bytes) -> None:
     _same_as_oracle(body)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches, st.data())
 def test_damaged_bytes_are_refused_exactly_when_the_old_path_refused_them(
     body: bytes, data: st.DataObject
@@ -198,7 +198,7 @@ def _new_answer(body: bytes) -> object:
     return [(v.field, v.rule_id, v.message) for v in wire_batch_violations(events)]
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches)
 def test_violations_are_the_old_paths_in_its_order(body: bytes) -> None:
     assert _new_answer(body) == _old_answer(body)
