@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import functools
 import ipaddress
+import os
 import signal
 import sys
 import threading
@@ -124,7 +125,8 @@ class DevServer:
                 await self._grpc_server.start(self.host, self._grpc_port)
             except OSError as exc:
                 where = f"{self.host}:{self._grpc_port}"
-                why = str(exc.strerror).rsplit(": ", 1)[-1]  # asyncio's repeats the address
+                # asyncio's strerror repeats the address (and, from 3.13, the errno)
+                why = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
                 self._grpc_failed = OSError(exc.errno, f"cannot listen on {where}: {why}")
                 self._grpc_server = None
                 self._grpc_ready.set()
