@@ -30,6 +30,8 @@ from typing import Any, cast
 
 import betterproto2
 
+# The range of times datetime holds, in nanoseconds from the epoch: the reader's, one copy.
+from pug._wire.reader import _MAX_TIME, _MIN_TIME
 from pug.proto.google.protobuf import Duration, Timestamp, Value
 
 __all__ = ["Times", "Unreadable", "canonical"]
@@ -45,18 +47,6 @@ _WIRE_TYPES = {
 }
 _MAX_FIELD_NUMBER = (1 << 29) - 1
 _NANOS = 1_000_000_000
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-# What datetime holds, in nanoseconds from the epoch (year 1 to the last microsecond of 9999).
-_MIN_TIME = (
-    (datetime.datetime(1, 1, 1, tzinfo=datetime.UTC) - _EPOCH)
-    // datetime.timedelta(microseconds=1)
-    * 1000
-)
-_MAX_TIME = (
-    (datetime.datetime.max.replace(tzinfo=datetime.UTC) - _EPOCH)
-    // datetime.timedelta(microseconds=1)
-    * 1000
-)
 _MAX_SPAN = datetime.timedelta.max // datetime.timedelta(microseconds=1) * 1000
 
 
