@@ -35,6 +35,11 @@ def batch(*events: tuple[str, str], start: int = 0) -> bytes:
     )
 
 
+def accept(feed: Feed, body: bytes) -> None:
+    """What the dispatcher tells the feed of a batch the fake accepted."""
+    feed(BATCH_CREATE, body, None, FakePug().handle_batch(body)[1])
+
+
 def parse(message: bytes) -> tuple[str, dict[str, Any]]:
     """An SSE message's event name and JSON data."""
     lines = message.decode().splitlines()
@@ -44,8 +49,8 @@ def parse(message: bytes) -> tuple[str, dict[str, Any]]:
 
 def test_an_event_is_recorded_as_the_server_stores_it() -> None:
     feed = Feed()
-    feed(BATCH_CREATE, batch(("user_1", "a.b")), None)
-    feed("sdk.profiles.v1.ProfilesService/Identify", b"", None)  # not an event batch
+    accept(feed, batch(("user_1", "a.b")))
+    feed("sdk.profiles.v1.ProfilesService/Identify", b"", None, [])  # not an event batch
     [entry] = feed.recent(Filter())
     assert entry == {
         "type": "event",
@@ -68,7 +73,7 @@ def test_a_refused_batch_names_the_rule_and_the_event() -> None:
     with pytest.raises(PugError) as refused:
         FakePug().handle(BATCH_CREATE, body)
     feed = Feed()
-    feed(BATCH_CREATE, body, refused.value)
+    feed(BATCH_CREATE, body, refused.value, [])
     [entry] = feed.recent(Filter())
     assert entry["type"] == "rejected"
     assert entry["code"] == "invalid_argument"
@@ -88,7 +93,7 @@ def test_a_refused_batch_names_the_rule_and_the_event() -> None:
 def test_the_store_keeps_its_byte_bound_dropping_the_oldest() -> None:
     feed = Feed(max_bytes=20_000)
     for n in range(100):
-        feed(BATCH_CREATE, batch(("user", "k.k"), start=n), None)
+        accept(feed, batch(("user", "k.k"), start=n))
     stats = feed.stats()
     assert stats["received"] == 100
     assert 0 < stats["held_bytes"] <= 20_000
@@ -101,7 +106,7 @@ def test_an_update_past_the_sample_size_sends_the_newest_and_counts_all() -> Non
     stream = feed.updates(Filter(kind="k.k"))
     assert parse(next(stream))[1]["entries"] == []  # the snapshot
     events = [("u", "k.k")] * (SAMPLE + 70) + [("u", "other")] * 5
-    feed(BATCH_CREATE, batch(*events), None)
+    accept(feed, batch(*events))
     name, update = parse(next(stream))
     assert name == "tick"
     assert update["matched"] == SAMPLE + 70
@@ -117,7 +122,7 @@ def test_a_page_behind_the_store_is_told_what_it_missed() -> None:
     feed = Feed(max_bytes=20_000)
     stream = feed.updates(Filter())
     next(stream)
-    feed(BATCH_CREATE, batch(*[("u", "k.k")] * 100), None)
+    accept(feed, batch(*[("u", "k.k")] * 100))
     _, update = parse(next(stream))
     assert update["skipped"] == feed.stats()["dropped"] > 0
     assert update["matched"] == feed.stats()["held"]
@@ -128,7 +133,7 @@ def test_a_quiet_stream_writes_keep_alives_and_clear_restarts_pages() -> None:
     stream = feed.updates(Filter(), keepalive=0.01)
     next(stream)
     assert next(stream) == b": keep-alive\n\n"
-    feed(BATCH_CREATE, batch(("u", "k.k")), None)
+    accept(feed, batch(("u", "k.k")))
     assert parse(next(stream))[0] == "tick"
     feed.clear()
     name, data = parse(next(stream))

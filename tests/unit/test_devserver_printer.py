@@ -1,15 +1,24 @@
 """The dev server's printer: one line per event, written once per batch (to the terminal
-and the JSONL file), the file opened once."""
+and the JSONL file), the file opened once; a line made from the event's property entries
+is the line of the event read whole."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
-import uuid
 from pathlib import Path
+from typing import Any
 
-from pug._wire.reader import Timestamp, WireEvent
+from pug import BatchConfig, Pug
 from pug.devserver.dispatch import EventPrinter, event_line
+from pug.testing import FakePug, InMemoryTransport
+from pug.testing.fake.ingest import Arrival
+from pug.transports.base import BATCH_CREATE
+
+from tests.support.wire_batches import ld, vi
+
+_SESSION = b"0190a5f0-0000-7000-8000-aaaaaaaaaaaa"
 
 
 class _Writes(io.StringIO):
@@ -22,26 +31,38 @@ class _Writes(io.StringIO):
         return super().write(text)
 
 
-def _event(kind: str, distinct_id: str | None, **custom: object) -> WireEvent:
-    return WireEvent(
-        event_id=str(uuid.UUID(int=7)),
-        kind=kind,
-        distinct_id=distinct_id,
-        occur_time=Timestamp(1_714_979_289, 5_000),
-        session_id=None,
-        cookieless=distinct_id is None,
-        auto_properties={},
-        custom_properties=dict(custom),  # type: ignore[arg-type]
-    )
+def _tracked(*calls: tuple[str, str, dict[str, Any]]) -> list[Arrival]:
+    """What FakePug accepts of the batch the SDK sends for these track() calls."""
+    transport = InMemoryTransport()
+    pug = Pug(api_key="prv_test", transport=transport, batch=BatchConfig(max_size=1000))
+    for distinct_id, kind, properties in calls:
+        pug.track(distinct_id, kind, properties)
+    pug.close()
+    (body,) = [b for method, b in transport.requests if method == BATCH_CREATE]
+    return FakePug().handle_batch(body)[1]
+
+
+def _written(*events: bytes) -> list[Arrival]:
+    """What FakePug accepts of a batch written by hand (not the SDK's layout)."""
+    return FakePug().handle_batch(b"".join(ld(1, e) for e in events))[1]
+
+
+def _cookieless(event_id: str, kind: str, **custom: bytes) -> bytes:
+    entries = b"".join(ld(3, ld(1, k.encode()) + ld(2, v)) for k, v in custom.items())
+    occur = ld(6, vi(1, 1_714_979_289) + vi(2, 5_000))
+    return ld(1, event_id.encode()) + ld(5, kind.encode()) + occur + vi(8, 1) + entries
 
 
 def test_a_batch_is_one_write_of_one_line_per_event(tmp_path: Path) -> None:
     out = _Writes()
     jsonl = tmp_path / "events.jsonl"
     printer = EventPrinter(out, jsonl)
-    when = Timestamp(0, 1_000)
-    printer([_event("a", "u1", n=1), _event("b", None, t=when), _event("a", "u1", n=1)])
-    printer([_event("c", "u2")])
+    tracked = _tracked(("u1", "a", {"n": 1}), ("u1", "a", {"n": 1}))
+    cookieless = _written(
+        _cookieless("0190a5f0-0000-7000-8000-000000000007", "b", t=ld(5, vi(2, 1_000)))
+    )
+    printer([tracked[0], cookieless[0], tracked[1]])
+    printer(_tracked(("u2", "c", {})))
     printer.close()
     assert out.writes == 2
     assert out.getvalue().splitlines() == [
@@ -52,33 +73,62 @@ def test_a_batch_is_one_write_of_one_line_per_event(tmp_path: Path) -> None:
     ]
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["kind"] for r in records] == ["a", "b", "a", "c"]
-    assert records[0] == {
-        "event_id": str(uuid.UUID(int=7)),
-        "kind": "a",
-        "distinct_id": "u1",
+    assert records[1] == {
+        "event_id": "0190a5f0-0000-7000-8000-000000000007",
+        "kind": "b",
+        "distinct_id": None,
         "occur_time": "2024-05-06T07:08:09.000005+00:00",
-        "properties": {"n": 1},
+        "properties": {"t": "1970-01-01T00:00:00.000001+00:00"},
     }
+
+
+def test_a_line_from_the_entries_is_the_line_of_the_event_read_whole() -> None:
+    """Every value the SDK sends, entries that repeat across events of other kinds and
+    users, and text a terminal must not interpret (escaped)."""
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.UTC)
+    values: dict[str, Any] = {
+        "text": "héllo \"quoted\" \\ back", "empty": "", "long": "x" * 1024, "emoji": "🐶",
+        "int": 3, "negative": -(2**63), "big": 2**63 - 1, "zero": 0, "true": True,
+        "false": False, "float": 0.1, "whole": 2.0, "tiny": 5e-324, "huge": 1.7e308,
+        "minus_zero": -0.0, "when": when, "\x1b[31mred": "\x1b[0m\r\n",
+    }  # fmt: skip
+    calls = [
+        ("user_1", "order.completed", values),
+        ("user_2", "page.viewed", values),
+        ("\x1b]0;title\x07", "order.completed", {"int": 3, "text": "other"}),
+        ("user_1", "order.completed", dict(reversed(values.items()))),
+    ]
+    arrivals = _tracked(*calls)
+    out = io.StringIO()
+    EventPrinter(out, None)(arrivals)
+    assert all(a.custom is not None for a in arrivals)  # printed from their entries
+    assert out.getvalue().splitlines() == [event_line(a.event()) for a in arrivals]
+    assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+
+
+def test_a_key_sent_twice_prints_as_the_server_keeps_it() -> None:
+    """The last value, in the first one's place (a map entry replaced): read whole."""
+    occur = ld(6, vi(1, 1_714_979_289))
+    twice = (
+        ld(1, b"0190a5f0-0000-7000-8000-000000000001") + occur + ld(4, b"u1") + ld(5, b"a")
+        + ld(7, _SESSION)
+        + ld(3, ld(1, b"k") + ld(2, vi(2, 1))) + ld(3, ld(1, b"j") + ld(2, vi(2, 2)))
+        + ld(3, ld(1, b"k") + ld(2, vi(2, 3)))
+    )  # fmt: skip
+    (arrival,) = _written(twice)
+    assert arrival.custom is None
+    out = io.StringIO()
+    EventPrinter(out, None)([arrival])
+    assert out.getvalue() == f"{'a':<24} {'u1':<16} " + '{"k": 3, "j": 2}\n'
 
 
 def test_the_jsonl_file_is_opened_once_and_appended_to(tmp_path: Path) -> None:
     jsonl = tmp_path / "events.jsonl"
     jsonl.write_text('{"earlier": true}\n')
     printer = EventPrinter(io.StringIO(), jsonl)
-    printer([_event("a", "u1")])
+    printer(_tracked(("u1", "a", {})))
     assert len(jsonl.read_text().splitlines()) == 2  # appended, and flushed per batch
     jsonl.unlink()
-    printer([_event("b", "u1")])  # to the file opened at start (a reopened one: a new file)
+    printer(_tracked(("u1", "b", {})))  # to the file opened at start (a reopened one: a new file)
     printer.close()
     assert not jsonl.exists()
-
-
-def test_a_repeated_event_prints_its_own_line() -> None:
-    """Lines are reused for events sharing their values, never for another event's."""
-    shared = {"n": 1}
-    first = _event("a", "u1")._replace(custom_properties=shared)
-    other_kind = first._replace(kind="b")
-    out = io.StringIO()
-    EventPrinter(out, None)([first, other_kind, first])
-    assert [line.split()[0] for line in out.getvalue().splitlines()] == ["a", "b", "a"]
-    assert event_line(other_kind).startswith("b ")

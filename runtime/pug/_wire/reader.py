@@ -117,7 +117,7 @@ def read_batch(body: bytes) -> list[WireEvent]:
         return list(last_events)
     data = bytes(body)
     try:
-        events = [_event(data, start, stop) for start, stop in _event_spans(data)]
+        events = [_event(data, start, stop) for start, stop in event_spans(data)]
     except IndexError:
         raise _truncated() from None
     except UnicodeDecodeError:
@@ -126,11 +126,42 @@ def read_batch(body: bytes) -> list[WireEvent]:
     return list(events)
 
 
+def read_event(data: bytes) -> WireEvent:
+    """One Event message's bytes, read as `read_batch` reads each event of a batch."""
+    try:
+        return _event(data, 0, len(data))
+    except IndexError:
+        raise _truncated() from None
+    except UnicodeDecodeError:
+        raise Unreadable("string field contains invalid UTF-8") from None
+
+
+def read_entry(entry: bytes) -> tuple[str, Value]:
+    """One map<string, PropertyValue> entry's bytes: its key and value."""
+    found = _entries.get(entry)
+    if found is None:
+        try:
+            found = _entry(entry, 0, len(entry))
+        except IndexError:
+            raise _truncated() from None
+        except UnicodeDecodeError:
+            raise Unreadable("string field contains invalid UTF-8") from None
+    return found
+
+
+def read_timestamp(message: bytes) -> Timestamp:
+    """A google.protobuf.Timestamp message's bytes, exactly as sent."""
+    try:
+        return _timestamp(message, [(0, len(message))])
+    except IndexError:
+        raise _truncated() from None
+
+
 # The last body read and its events: one body (the caller bounds its size).
 _last: list[tuple[object, list[WireEvent]]] = [(None, [])]
 
 
-def _event_spans(data: bytes) -> list[tuple[int, int]]:
+def event_spans(data: bytes) -> list[tuple[int, int]]:
     """Where each event's bytes are: the request's fields are read whole first (as the
     fake's canonical reader does), so a malformed tail is found before any event."""
     spans = []

@@ -4,19 +4,23 @@ what arrived."""
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeAlias
+from typing import IO, TypeAlias, cast
 
 from pug._wire.reader import Timestamp, Value, WireEvent
 from pug.errors import PugError, error_for
 from pug.testing import FakePug
+from pug.testing.fake.ingest import Arrival, entry_of
 from pug.testing.fake.server import service_methods
 from pug.transports.base import BATCH_CREATE
 
-# (method, request body, the error answered or None), after each unary call.
-Watcher: TypeAlias = Callable[[str, bytes, "PugError | None"], None]
+# (method, request body, the error answered or None, the events a BatchCreate accepted),
+# after each unary call.
+Watcher: TypeAlias = Callable[[str, bytes, "PugError | None", list[Arrival]], None]
 
 
 class KeyCheck:
@@ -37,58 +41,127 @@ class KeyCheck:
             raise error_for("unauthenticated", "invalid API key")
 
 
-# Lines kept for events that repeat: bounded in entries (each one event's, its line at most
-# a few times the event's bytes, which the reader bounds for events it shares).
-_LINES_MAX = 1024
+# Custom-property entries printed, by their bytes: '"key": value' as JSON writes it in a
+# dict. Bounded in bytes (entries and texts held; emptied when full) and per entry.
+_FRAGMENTS_BYTES = 1 << 20
+_FRAGMENT_MAX_BYTES = 256
+
+
+# Events printed a second at most by default: more than a terminal shows anyone. The rest
+# are counted, and the count printed when the second ends.
+LINES_PER_SECOND = 1000
 
 
 class EventPrinter:
     """One readable line per received event (`event_line`), and the JSONL file if asked
     for: each batch is one write to each (the dev server must keep up with the SDK; a
-    print and a flush per event cost more than reading the event), the file opened once."""
+    print and a flush per event cost more than reading the event), the file opened once.
+    A line is made from its event's custom-property entries, each turned into JSON once
+    (an entry repeats from event to event), without reading the event whole.
 
-    def __init__(self, out: IO[str], jsonl: Path | None) -> None:
+    At most `lines_per_second` events are printed a second (0: all); past it, a line
+    after the second says how many were not. The JSONL file gets every event."""
+
+    def __init__(
+        self,
+        out: IO[str],
+        jsonl: Path | None,
+        *,
+        lines_per_second: int = LINES_PER_SECOND,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.out = out
         self._jsonl = None if jsonl is None else jsonl.open("a", encoding="utf-8")
         self._lock = threading.Lock()
-        self._lines: dict[int, tuple[WireEvent, str]] = {}
+        self._fragments: dict[bytes, str] = {}
+        self._fragments_size = 0
+        self.lines_per_second = lines_per_second
+        self._clock = clock
+        self._second = -math.inf  # when the current second began
+        self._printed = 0  # events printed in it
+        self._unprinted = 0  # events not printed in it
+        self._timer: threading.Timer | None = None
 
-    def __call__(self, events: list[WireEvent]) -> None:
+    def __call__(self, events: list[Arrival]) -> None:
         if not events:
             return
-        lines = "".join([self._line(e) for e in events])
+        shown = self._admit(events) if self.lines_per_second > 0 else events
+        lines = "".join([self._line(e) for e in shown])
         records = (
-            None if self._jsonl is None else "".join([_json(_record(e)) + "\n" for e in events])
+            None
+            if self._jsonl is None
+            else "".join([_json(_record(e.event())) + "\n" for e in events])
         )
         with self._lock:
-            self.out.write(lines)
-            self.out.flush()
+            if lines:
+                self.out.write(lines)
+                self.out.flush()
             if self._jsonl is not None and records is not None:
                 self._jsonl.write(records)
                 self._jsonl.flush()
 
-    def _line(self, event: WireEvent) -> str:
-        """`event_line`, made once for events that share their kind, distinct id and
-        properties (`read_batch` gives them the same objects)."""
-        custom = event.custom_properties
-        seen = self._lines.get(id(custom))
-        # `first` holds its dict, so an id found here is still that dict's.
-        if seen is not None:
-            first, line = seen
-            if (
-                first.custom_properties is custom
-                and first.kind is event.kind
-                and (first.distinct_id is event.distinct_id)
-            ):
-                return line
-        line = event_line(event) + "\n"
-        if len(self._lines) >= _LINES_MAX:
-            self._lines.clear()
-        self._lines[id(custom)] = (event, line)
-        return line
+    def _admit(self, events: list[Arrival]) -> list[Arrival]:
+        """The events of a batch printed within this second's budget; the rest counted,
+        and told when the second ends (at the next batch, or by a timer if none comes)."""
+        with self._lock:
+            now = self._clock()
+            if now - self._second >= 1.0:
+                self._tell_unprinted()
+                self._second, self._printed = now, 0
+            shown = events[: max(0, self.lines_per_second - self._printed)]
+            self._printed += len(shown)
+            if len(shown) < len(events):
+                self._unprinted += len(events) - len(shown)
+                if self._timer is None:
+                    self._timer = threading.Timer(self._second + 1.0 - now, self._second_ended)
+                    self._timer.daemon = True
+                    self._timer.start()
+            return shown
+
+    def _second_ended(self) -> None:
+        with self._lock:
+            self._tell_unprinted()
+
+    def _tell_unprinted(self) -> None:
+        """The line of the events not printed in the second that ended (lock held)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._unprinted:
+            self.out.write(
+                f"... {self._unprinted:,} more events not printed (at most "
+                f"{self.lines_per_second:,} a second: --lines-per-second)\n"
+            )
+            self.out.flush()
+            self._unprinted = 0
+
+    def _line(self, event: Arrival) -> str:
+        """`event_line(event.event())`, from the entries' JSON kept by their bytes."""
+        entries = event.custom
+        if entries is None:  # read whole (not the SDK's layout, or a key sent twice)
+            return event_line(event.event()) + "\n"
+        parts = list(map(self._fragments.get, entries))
+        if None in parts:  # an entry not printed lately
+            parts = [
+                self._fragment(e) if p is None else p for p, e in zip(parts, entries, strict=True)
+            ]
+        kind, distinct_id = escape(event.kind), escape(event.distinct_id)
+        return f"{kind:<24} {distinct_id:<16} {{{', '.join(cast('list[str]', parts))}}}\n"
+
+    def _fragment(self, entry: bytes) -> str:
+        key, value = entry_of(entry)
+        text = f"{_json_text(key)}: {_json_value(value)}"
+        if len(entry) <= _FRAGMENT_MAX_BYTES:
+            if self._fragments_size > _FRAGMENTS_BYTES:
+                self._fragments.clear()
+                self._fragments_size = 0
+            self._fragments[entry] = text
+            self._fragments_size += len(entry) + len(text)
+        return text
 
     def close(self) -> None:
         with self._lock:
+            self._tell_unprinted()
             if self._jsonl is not None:
                 self._jsonl.close()
                 self._jsonl = None
@@ -96,6 +169,20 @@ class EventPrinter:
 
 # json.dumps with an argument builds an encoder per call; this one is built once.
 _json = json.JSONEncoder(default=str).encode
+_json_text = json.encoder.encode_basestring_ascii  # a str as `_json` writes it, in C
+_JSON_CONSTANTS = {True: "true", False: "false", None: "null"}
+
+
+def _json_value(value: Value) -> str:
+    """A property value as `_json` writes it in a dict, without its Python-level calls
+    for the common ones (a value among a new event's properties is written once)."""
+    if isinstance(value, bool) or value is None:
+        return _JSON_CONSTANTS[value]
+    if isinstance(value, str):
+        return _json_text(value)
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return repr(value)
+    return _json(_plain_value(value))
 
 
 def event_line(event: WireEvent) -> str:
@@ -118,7 +205,11 @@ def _record(event: WireEvent) -> dict[str, object]:
 
 def _plain(props: dict[str, Value]) -> dict[str, object]:
     """Property values as JSON takes them: timestamps as ISO 8601 (UTC)."""
-    return {k: v.to_datetime().isoformat() if type(v) is Timestamp else v for k, v in props.items()}
+    return {k: _plain_value(v) for k, v in props.items()}
+
+
+def _plain_value(value: Value) -> object:
+    return value.to_datetime().isoformat() if type(value) is Timestamp else value
 
 
 def escape(text: str) -> str:
@@ -137,7 +228,8 @@ class Dispatch:
         self.keys = keys
         self.printer = printer
         # Called after every unary call the key check let through, answered or refused:
-        # (method, request body, the error answered or None). The page's feed is one.
+        # (method, request body, the error answered or None, the events a BatchCreate
+        # accepted). The page's feed is one.
         self.watchers: list[Watcher] = []
         # Every RPC of the generated service definitions → whether it streams (the fake
         # finds its routes the same way).
@@ -145,21 +237,24 @@ class Dispatch:
 
     def unary(self, method: str, key: str | None, body: bytes) -> bytes:
         self._check(method, key, stream=False)
+        events: list[Arrival] = []
         try:
             if method == BATCH_CREATE:
                 answer, events = self.fake.handle_batch(body)
             else:
-                answer, events = self.fake.handle(method, body), []
+                answer = self.fake.handle(method, body)
         except PugError as exc:
-            self._tell(method, body, exc)
+            self._tell(method, body, exc, events)
             raise
         self.printer(events)
-        self._tell(method, body, None)
+        self._tell(method, body, None, events)
         return answer
 
-    def _tell(self, method: str, body: bytes, error: PugError | None) -> None:
+    def _tell(
+        self, method: str, body: bytes, error: PugError | None, events: list[Arrival]
+    ) -> None:
         for watcher in self.watchers:
-            watcher(method, body, error)
+            watcher(method, body, error, events)
 
     def stream(self, method: str, key: str | None, body: bytes) -> list[bytes]:
         self._check(method, key, stream=True)

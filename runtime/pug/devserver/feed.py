@@ -1,11 +1,13 @@
 """The dev server's page feed: what arrived (accepted events and refused batches), kept in a
 byte-bounded store of recent entries, and read by each page in batched, sampled updates.
 
-`Feed` is a `Dispatch` watcher. It decodes event batches with `pug._wire.reader.read_batch`
-and keeps the `WireEvent`s themselves: turning an event into JSON happens only when a page
-is sent it, so a burst of 50 000 events/s costs the feed a decode and an append per event.
-The store holds the newest entries up to `max_bytes` (estimated from their wire size); the
-oldest are dropped first, and counted.
+`Feed` is a `Dispatch` watcher. It keeps the events a batch brought as the fake took them
+(`pug.testing.fake.ingest.Arrival`: an event's bytes and the fields a filter needs): an
+event is read whole and turned into JSON only when a page is sent it, so a burst of
+50 000 events/s costs the feed an append per event. A refused batch is read with
+`pug._wire.reader.read_batch`, to show the events its violations name. The store holds the
+newest entries up to `max_bytes` (estimated from their wire size); the oldest are dropped
+first, and counted.
 
 A page reads the feed through `Feed.updates(...)`, a generator of server-sent-event
 messages: a snapshot of the newest matching entries, then one message per tick (at most
@@ -31,6 +33,7 @@ from typing import Any, NamedTuple
 
 from pug._wire.reader import Timestamp, Value, WireEvent, read_batch
 from pug.errors import PugError
+from pug.testing.fake.ingest import Arrival
 from pug.transports.base import BATCH_CREATE
 
 MAX_BYTES = 8 * 1024 * 1024  # the store's bound (estimated bytes held): ~5 000 events
@@ -38,12 +41,15 @@ TICK = 0.15  # seconds between two updates sent to a page
 SAMPLE = 50  # entries sent a page per update at most (the newest)
 SNAPSHOT = 200  # entries sent a page when it connects
 KEEPALIVE = 15.0  # seconds of quiet after which a stream writes a comment
-# What holding decoded events costs (the tuples, dicts and strings of each WireEvent and
-# its entry), from their wire bytes: measured with tracemalloc, an event held 1 279 B for
-# 182 wire bytes (no custom property), 1 581 B for 231 (3), 3 050 B for 510 (12); this
-# estimate is above each.
+# What holding an entry costs, from its wire bytes: a refused batch's events are held
+# decoded (the tuples, dicts and strings of each WireEvent; measured with tracemalloc, an
+# event held 1 279 B for 182 wire bytes (no custom property), 1 581 B for 231 (3), 3 050 B
+# for 510 (12)); an accepted event as an Arrival (its bytes, the strings of its id, kind
+# and distinct id, and one bytes object per custom entry).
 _BYTES_PER_WIRE_BYTE = 6
 _BYTES_PER_EVENT = 300
+_ARRIVAL_BYTES_PER_WIRE_BYTE = 3
+_ARRIVAL_BYTES = 400
 _EVENT_INDEX = re.compile(r"^events\[(\d+)\]")
 
 
@@ -71,7 +77,7 @@ class Rejection:
 class Entry(NamedTuple):
     seq: int
     received: float  # time.time()
-    item: WireEvent | Rejection
+    item: Arrival | Rejection
     size: int  # estimated bytes held
 
 
@@ -81,7 +87,7 @@ class Filter(NamedTuple):
     distinct_id: str | None = None
     kind: str | None = None
 
-    def matches(self, item: WireEvent | Rejection) -> bool:
+    def matches(self, item: Arrival | WireEvent | Rejection) -> bool:
         if isinstance(item, Rejection):
             return (self.distinct_id is None and self.kind is None) or any(
                 self.matches(e) for e in item.events
@@ -108,22 +114,24 @@ class Feed:
 
     # ---- filled by the dispatcher ----------------------------------------------------
 
-    def __call__(self, method: str, body: bytes, error: PugError | None) -> None:
+    def __call__(
+        self, method: str, body: bytes, error: PugError | None, accepted: list[Arrival]
+    ) -> None:
         if method != BATCH_CREATE:
+            return
+        if error is None:
+            size = _ARRIVAL_BYTES_PER_WIRE_BYTE * len(body) // max(len(accepted), 1)
+            self._add([(e, _ARRIVAL_BYTES + size) for e in accepted], accepted=len(accepted))
             return
         try:
             events = read_batch(body)
         except ValueError:
             events = []
         size = _BYTES_PER_WIRE_BYTE * len(body) + _BYTES_PER_EVENT * len(events)
-        if error is None:
-            each = size // max(len(events), 1)
-            self._add([(e, each) for e in events], accepted=len(events))
-        else:
-            rejection = Rejection(error.code, error.message, _violations(error), events)
-            self._add([(rejection, size)], accepted=0)
+        rejection = Rejection(error.code, error.message, _violations(error), events)
+        self._add([(rejection, size)], accepted=0)
 
-    def _add(self, items: list[tuple[WireEvent | Rejection, int]], *, accepted: int) -> None:
+    def _add(self, items: list[tuple[Arrival | Rejection, int]], *, accepted: int) -> None:
         now = time.time()
         with self._changed:
             for item, size in items:
@@ -292,7 +300,8 @@ def record(entry: Entry) -> dict[str, Any]:
                 if i < len(rejection.events)
             },
         }
-    return {"type": "event", "seq": entry.seq, "received": received, **event_record(entry.item)}
+    event = entry.item.event()
+    return {"type": "event", "seq": entry.seq, "received": received, **event_record(event)}
 
 
 def event_record(event: WireEvent) -> dict[str, Any]:

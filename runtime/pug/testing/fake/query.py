@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import base64
 import datetime
+import itertools
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pug.rules as rules
-from pug._wire.reader import Value, WireEvent
+from pug._wire.reader import Value, read_event
 from pug.errors import error_for
 from pug.proto.common.v1 import (
     EventFilter,
@@ -36,6 +37,7 @@ from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
 from pug.proto.shared.profiles import v1 as profiles_v1
 from pug.testing.fake import insights
+from pug.testing.fake.ingest import Arrival
 from pug.testing.fake.values import (
     Deletion,
     PropertyLookup,
@@ -169,42 +171,62 @@ class Store:
     def __init__(self, clock: Callable[[], datetime.datetime]) -> None:
         self.clock = clock
         self._events: list[StoredEvent] = []
-        self._arrived: list[tuple[int, WireEvent, str]] = []  # (seq, event, owner), unread
+        self._arrived: list[tuple[int, bytes, str]] = []  # (seq, event's bytes, owner), unread
         self._seen: set[tuple[str, str, int]] = set()  # (event_id, kind, minute)
         self._seq = 0
-        self.profiles: dict[str, StoredProfile] = {}  # by external id, in creation order
+        self._profiles: dict[str, StoredProfile] = {}  # by external id, in creation order
+        # Owners first seen by ingestion since `profiles` was last read, with the time
+        # they were: their profiles are made when read (a burst of new users is cheap).
+        self._new_owners: dict[str, datetime.datetime] = {}
         self.aliases: dict[str, str] = {}  # merged anonymous id → identified external id
         self.deletions: dict[str, Deletion] = {}
         self._plains: dict[int, tuple[Mapping[str, Value], dict[str, Any]]] = {}
+        # "xxxxxxxx-xxxx-4xxx-yxxx-": a random UUID's version and variant kept.
+        self._profile_ids_prefix = str(uuid.uuid4())[:24]
+        self._profile_ids = itertools.count()
 
     # ---- ingestion ---------------------------------------------------------------------
 
-    def batch_create(self, events: list[WireEvent]) -> BatchCreateResponse:
-        """Store a BatchCreate's events, read by `pug._wire.reader` and already checked
-        (the fast path: no betterproto2 object per event)."""
-        add = self._add
+    def batch_create(self, events: list[Arrival]) -> BatchCreateResponse:
+        """Store a BatchCreate's events, already checked (`FakePug.handle_batch`): each
+        one's duplicate check and its owner's profile now (created at the batch's arrival),
+        the rest when it is read (`events`)."""
+        seen, aliases, arrived = self._seen, self.aliases, self._arrived
+        profiles, new_owners = self._profiles, self._new_owners
+        now = None
         for event in events:
-            add(event)
+            when = event.occur_time
+            # The minute of occur_time as stored (a datetime, clamped to its years).
+            nanos = min(max(when.seconds * _NANOS + when.nanos, _MIN_TIME), _MAX_TIME)
+            key = (event.event_id, event.kind, nanos // _NANOS_PER_MINUTE)
+            if key in seen:
+                continue
+            seen.add(key)
+            distinct_id = event.distinct_id
+            owner = "" if event.cookieless else aliases.get(distinct_id, distinct_id)
+            if owner and owner not in profiles and owner not in new_owners:
+                new_owners[owner] = now = now or self.clock()
+            self._seq += 1
+            arrived.append((self._seq, event.raw, owner))
         return BatchCreateResponse(accepted=len(events), dropped=0)
 
-    def _add(self, event: WireEvent) -> None:
-        """Take one event: its duplicate check and its owner's profile now (the profile's
-        create time is the arrival's), the rest when it is read (`events`)."""
-        when = event.occur_time
-        assert when is not None  # required: checked before
-        kind, event_id = event.kind or "", event.event_id or ""
-        # The minute of occur_time as stored (a datetime, clamped to its years).
-        nanos = min(max(when.seconds * _NANOS + when.nanos, _MIN_TIME), _MAX_TIME)
-        key = (event_id, kind, nanos // _NANOS_PER_MINUTE)
-        if key in self._seen:
-            return
-        self._seen.add(key)
-        distinct_id = event.distinct_id or ""
-        owner = "" if event.cookieless else self.aliases.get(distinct_id, distinct_id)
-        if owner and owner not in self.profiles:
-            self._profile_for(owner)
-        self._seq += 1
-        self._arrived.append((self._seq, event, owner))
+    @property
+    def profiles(self) -> dict[str, StoredProfile]:
+        """Every profile by external id, in creation order (the owners ingestion saw first
+        since the last read made profiles now, with the time they were seen)."""
+        if self._new_owners:
+            new, self._new_owners = self._new_owners, {}
+            for owner, seen_at in new.items():
+                if owner not in self._profiles:
+                    self._profiles[owner] = StoredProfile(
+                        self._profile_id(), owner, {}, seen_at, seen_at
+                    )
+        return self._profiles
+
+    def _profile_id(self) -> str:
+        """A new profile's id: a UUID (version 4), random to this store and counted in it
+        (a burst of new users makes one each; uuid4() costs more than storing the event)."""
+        return f"{self._profile_ids_prefix}{next(self._profile_ids):012x}"
 
     @property
     def events(self) -> list[StoredEvent]:
@@ -220,8 +242,9 @@ class Store:
         self._arrived.clear()
         self._events = events
 
-    def _stored(self, seq: int, event: WireEvent, owner: str) -> StoredEvent:
-        assert event.occur_time is not None
+    def _stored(self, seq: int, raw: bytes, owner: str) -> StoredEvent:
+        event = read_event(raw)
+        assert event.occur_time is not None  # required: checked before
         return StoredEvent(
             seq=seq,
             event_id=event.event_id or "",
@@ -257,7 +280,7 @@ class Store:
         profile = self.profiles.get(external_id)
         if profile is None:
             now = self.clock()
-            profile = StoredProfile(str(uuid.uuid4()), external_id, {}, now, now)
+            profile = StoredProfile(self._profile_id(), external_id, {}, now, now)
             self.profiles[external_id] = profile
         return profile
 

@@ -102,7 +102,7 @@ import betterproto2
 
 import pug.rules as rules
 from pug._wire.reader import Timestamp as WireTimestamp
-from pug._wire.reader import Value, WireEvent, read_batch
+from pug._wire.reader import Value, WireEvent, event_spans, read_batch
 from pug.client import AsyncPug, Pug
 from pug.errors import PugError, error_for
 from pug.event import PugEvent
@@ -117,7 +117,7 @@ from pug.proto.sdk.events.v1 import BatchCreateRequest, Event
 from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
 from pug.proto.shared.profiles import v1 as profiles_v1
-from pug.testing.fake import assertions, wire
+from pug.testing.fake import assertions, ingest, wire
 from pug.testing.fake.assertions import ReceivedEvent
 from pug.testing.fake.query import Store
 from pug.testing.fake.values import COMPARISONS, NUMERIC_AGGREGATIONS, FilterGroup, go_float, now
@@ -372,19 +372,10 @@ def _quick(rule: rules.Field) -> Callable[[Any], bool]:
     return clean
 
 
-# Each field rule of Event as (the field's place in a WireEvent, its quick test): those
-# of the event's own id and time, and those of the rest (what events share, see below).
-_OWN = (WireEvent._fields.index("event_id"), WireEvent._fields.index("occur_time"))
+# Each field rule of Event as (the field's place in a WireEvent, its quick test).
 _EVENT_FIELD_TESTS = [
     (WireEvent._fields.index(name), _quick(rule)) for name, rule in _EVENT_RULES.fields.items()
 ]
-_OWN_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place in _OWN]
-_REST_TESTS = [(place, test) for place, test in _EVENT_FIELD_TESTS if place not in _OWN]
-# The CEL rules of Event known to read neither its id nor its time.
-_REST_CEL_IDS = {
-    "event.auto_properties_dollar_prefix", "event.custom_properties_no_dollar_prefix",
-    "event.identity_required_unless_cookieless",
-}  # fmt: skip
 
 
 def _value_limits() -> tuple[float, bool] | None:
@@ -407,61 +398,71 @@ _VALUE_LIMITS = _value_limits()
 
 
 def _clean(event: WireEvent) -> bool:
-    """True if `event` breaks no rule of Event. Its rest (all but its id and time) is
-    judged once for events that share it (`read_batch` gives them the same objects)."""
-    for place, test in _OWN_TESTS:
+    """True if `event` breaks no rule of Event: its fields', its property values' (an
+    event has a dozen) and its CEL rules."""
+    for place, test in _EVENT_FIELD_TESTS:
         if not test(event[place]):
             return False
-    custom = event.custom_properties
-    seen = _verdicts.get(id(custom))
-    if seen is not None:
-        first, verdict = seen
-        # `first` holds its dicts, so an id found here is still theirs: the same rest if
-        # each of its values is the same object.
-        if (
-            first.kind is event.kind
-            and first.distinct_id is event.distinct_id
-            and first.session_id is event.session_id
-            and first.cookieless is event.cookieless
-            and first.auto_properties is event.auto_properties
-        ):
-            return verdict
-    verdict = _rest_clean(event)
-    if _MEMO:
-        if len(_verdicts) >= _VERDICTS_MAX:
-            _verdicts.clear()
-        _verdicts[id(custom)] = (event, verdict)
-    return verdict
-
-
-# Rests judged, by the id of their custom properties dict: bounded in entries (each holds
-# one event, whose rest is at most reader._TAIL_MAX_BYTES of bytes); emptied when full.
-_VERDICTS_MAX = 1024
-_verdicts: dict[int, tuple[WireEvent, bool]] = {}
-_MEMO = {cel.id for cel in _EVENT_RULES.cel} <= _REST_CEL_IDS
-
-
-def _rest_clean(event: WireEvent) -> bool:
-    """The rules of an event but those of its own id and time: its fields', its property
-    values' (tested inline: an event has a dozen) and its CEL rules."""
-    for place, test in _REST_TESTS:
-        if not test(event[place]):
-            return False
-    if _VALUE_LIMITS is None:
-        return False
-    longest, finite = _VALUE_LIMITS
-    isfinite = math.isfinite
     for props in (event.auto_properties, event.custom_properties):
         for value in props.values():
-            if isinstance(value, str):
-                if len(value) > longest:
-                    return False
-            elif isinstance(value, float):
-                if finite and not isfinite(value):
-                    return False
-            elif value is None:
-                return False  # no member: the required oneof is broken
+            if not _value_clean(value):
+                return False
     return all(_CEL[cel.id](event) for cel in _EVENT_RULES.cel)
+
+
+def _value_clean(value: Value) -> bool:
+    """True if a property value breaks no rule of PropertyValue (False whenever its rules
+    are not the ones this knows: the value is then checked in full)."""
+    if _VALUE_LIMITS is None:
+        return False
+    if isinstance(value, str):
+        return len(value) <= _VALUE_LIMITS[0]
+    if isinstance(value, float):
+        return not _VALUE_LIMITS[1] or math.isfinite(value)
+    return value is not None  # None: no member, the required oneof is broken
+
+
+# The CEL rules the fast path of BatchCreate (`ingest.Scanner`) checks itself.
+_SCANNED_CEL = {
+    "event.auto_properties_dollar_prefix", "event.custom_properties_no_dollar_prefix",
+    "event.identity_required_unless_cookieless", "batch.cookieless_identity_server_owned",
+    "batch.distinct_id_reserved_prefix",
+}  # fmt: skip
+
+
+def _scanner() -> ingest.Scanner | None:
+    """BatchCreate's fast path, when every rule of BatchCreateRequest, Event and
+    PropertyValue is one it checks (else None: every batch takes the exact path)."""
+    batch, fields = _rules(BatchCreateRequest), _EVENT_RULES.fields
+    events = batch.fields.get("events", rules.Field(type="repeated"))
+    occur = fields.get("occur_time", rules.Field(required=True))
+    known = (
+        _VALUE_LIMITS is not None
+        and set(fields) <= {"event_id", "kind", "occur_time", "session_id"}
+        and occur == rules.Field(required=True)  # a Scanner requires a time, no more
+        and {c.id for c in (*_EVENT_RULES.cel, *batch.cel)} <= _SCANNED_CEL
+        and set(batch.fields) <= {"events"}
+        and events == rules.Field(type="repeated", max_items=events.max_items)
+    )
+    if not known:
+        return None
+    none = rules.Field()
+    event_id = fields.get("event_id", none)
+    return ingest.Scanner(
+        # An id is new in every event: a UUID's test is the regex's, without a call around it.
+        event_id_ok=rules.UUID_PATTERN.regex.search
+        if event_id == rules.Field(type="string", required=True, uuid=True)
+        else _quick(event_id),
+        kind_ok=_quick(fields.get("kind", none)),
+        session_ok=_quick(fields.get("session_id", none)),
+        value_ok=_value_clean,
+        auto_prefix=rules.AUTO_PROPERTY_PREFIX,
+        reserved_prefix=rules.RESERVED_ID_PREFIX,
+        max_events=(1 << 62) if events.max_items is None else events.max_items,
+    )
+
+
+_SCANNER = _scanner()
 
 
 def _wire_value_violations(path: str, value: Value) -> list[_Violation]:
@@ -1039,18 +1040,29 @@ class FakePug(InMemoryTransport):
             _raise_if(_request_violations(request, times))
             return answer(request)
 
-    def handle_batch(self, body: bytes) -> tuple[bytes, list[WireEvent]]:
-        """Answer one BatchCreate (the serialized response) and the events it carried:
-        read by `read_batch` and checked on plain values, not betterproto2 objects, so
-        the dev server keeps up with the SDK; it prints the same events."""
-        try:
-            events = read_batch(body)
-        except ValueError as exc:
-            raise error_for("invalid_argument", f"unreadable BatchCreateRequest: {exc}") from None
-        with self._state_lock:
+    def handle_batch(self, body: bytes) -> tuple[bytes, list[ingest.Arrival]]:
+        """Answer one BatchCreate (the serialized response) and the events it carried.
+        A batch as the SDK writes it is judged by `ingest.Scanner` (fields judged once by
+        their bytes, events kept as bytes); any other, or one that breaks a rule, is read
+        by `read_batch` and checked rule by rule. No betterproto2 object either way: the
+        dev server keeps up with the SDK, and prints the same events."""
+        arrivals = None if _SCANNER is None else _SCANNER.scan(body)
+        if arrivals is None:
+            try:
+                events = read_batch(body)
+            except ValueError as exc:
+                raise error_for(
+                    "invalid_argument", f"unreadable BatchCreateRequest: {exc}"
+                ) from None
             _raise_if(wire_batch_violations(events))
-            response = self._store.batch_create(events)
-        return bytes(response), events
+            data = bytes(body)
+            spans = event_spans(data)
+            arrivals = [
+                ingest.arrival(e, data[a:b]) for e, (a, b) in zip(events, spans, strict=True)
+            ]
+        with self._state_lock:
+            response = self._store.batch_create(arrivals)
+        return bytes(response), arrivals
 
     def _answers(self, route: Method | None) -> _Answer | None:
         """The store's method that answers `route` (named after the RPC), if it has one."""

@@ -1,0 +1,401 @@
+"""BatchCreate's fast path: a batch in the SDK's layout judged field by field, each field
+once by its bytes, and its events kept as bytes until something reads them.
+
+The dev server must keep up with an SDK's exit burst (50 000 events/s and more), where
+each event brings a new id, time and distinct id and a few new property values among
+ones seen before. Reading every event into a `WireEvent` and checking it costs more than
+that: here an event is split into its fields, each field's verdict (and, for properties,
+its key) is found by its bytes in a cache, and only what storing needs now is decoded —
+its id, kind, distinct id, time and cookieless flag (`Arrival`). The event itself is read
+whole from its bytes (`Arrival.event()`, `pug._wire.reader.read_event`) when a read, a
+page or a printed line asks for it.
+
+`Scanner.scan(body)` answers the batch's `Arrival`s only when it is sure the batch breaks
+no rule: every field was one it knows, sent once (property entries aside), and passed.
+Anything else — bytes it does not expect, a rule broken, a field it cannot judge alone —
+answers None, and the caller takes the exact path (`read_batch`, then every rule in
+protovalidate's order), which finds the violations or accepts the batch as it would.
+So this path decides nothing on its own: it is a cache of "this batch is clean".
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import NamedTuple, TypeAlias
+
+import pug.wire_tags as T
+from pug._wire.reader import (
+    Timestamp,
+    Value,
+    WireEvent,
+    event_spans,
+    read_entry,
+    read_event,
+    read_timestamp,
+)
+
+_EVENT_ID, _AUTO, _CUSTOM, _DISTINCT_ID, _KIND, _OCCUR_TIME, _SESSION_ID, _COOKIELESS = (
+    T.EVENT_EVENT_ID[0], T.EVENT_AUTO_PROPERTIES[0], T.EVENT_CUSTOM_PROPERTIES[0],
+    T.EVENT_DISTINCT_ID[0], T.EVENT_KIND[0], T.EVENT_OCCUR_TIME[0], T.EVENT_SESSION_ID[0],
+    T.EVENT_COOKIELESS[0],
+)  # fmt: skip
+
+
+class Arrival(NamedTuple):
+    """One event of an accepted batch: what storing it needs, and its bytes."""
+
+    event_id: str
+    kind: str
+    distinct_id: str  # "" when not sent
+    occur_time: Timestamp
+    cookieless: bool
+    raw: bytes  # the Event message's bytes
+    # Its custom-property entries' bytes in the order sent, when each key is sent once
+    # (the dev server prints from them); None when the event was read whole.
+    custom: list[bytes] | None
+
+    def event(self) -> WireEvent:
+        """The event read whole, as `read_batch` reads it."""
+        return read_event(self.raw)
+
+
+_new_arrival = tuple.__new__
+
+
+def arrival(event: WireEvent, raw: bytes) -> Arrival:
+    """The `Arrival` of an event read whole (the exact path) and already checked."""
+    assert event.occur_time is not None  # required: checked before
+    return Arrival(
+        event.event_id or "",
+        event.kind or "",
+        event.distinct_id or "",
+        event.occur_time,
+        bool(event.cookieless),
+        raw,
+        None,
+    )
+
+
+# Caches of judged fields, by their bytes: bounded in bytes (the keys held; a field longer
+# than _FIELD_MAX_BYTES is judged every time), emptied when full.
+_CACHE_BYTES = 2 << 20
+_FIELD_MAX_BYTES = 512
+_TIMES_MAX = 4096  # occur times read, by their bytes (a millisecond's events share one)
+
+
+class _Judged:
+    """A cache of fields that passed, by their bytes → what the scanner keeps of them."""
+
+    def __init__(self) -> None:
+        self.passed: dict[bytes, str] = {}
+        self.size = 0
+
+    def keep(self, field: bytes, value: str) -> str:
+        if len(field) <= _FIELD_MAX_BYTES:
+            if self.size > _CACHE_BYTES:
+                self.passed.clear()
+                self.size = 0
+            self.passed[field] = value
+            self.size += len(field) + len(value)
+        return value
+
+
+class _Middle(NamedTuple):
+    """What follows an event's kind in the SDK's layout, judged: kind, session id ("" if
+    not sent), and the bytes after the kind field up to the custom properties."""
+
+    kind: str
+    session: str
+    rest: bytes
+
+
+# An event's fields: id, time, distinct id (bytes as sent), its middle, custom entries,
+# cookieless.
+_Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, list[bytes], bool]"
+
+
+class Scanner:
+    """Judges batches by the rules it is given (derived from the contract by the fake):
+    tests of an event's id, kind and session id, of a property value, the property key
+    prefix of auto-properties, the reserved distinct id prefix, the most events a batch
+    holds. It knows the contract's Event rules by name; the fake builds one only when the
+    contract has no other (`pug.testing.fake.server`)."""
+
+    def __init__(
+        self,
+        *,
+        event_id_ok: Callable[[str], object],
+        kind_ok: Callable[[str | None], bool],
+        session_ok: Callable[[str | None], bool],
+        value_ok: Callable[[Value], bool],
+        auto_prefix: str,
+        reserved_prefix: str,
+        max_events: int,
+    ) -> None:
+        self._event_id_ok = event_id_ok
+        self._kind_ok = kind_ok
+        self._session_ok = session_ok
+        self._value_ok = value_ok
+        self._auto_prefix = auto_prefix
+        self._reserved_prefix = reserved_prefix
+        self._max_events = max_events
+        self._kinds = _Judged()
+        self._sessions = _Judged()
+        self._auto = _Judged()  # entry bytes → key
+        self._custom = _Judged()
+        self._times: dict[bytes, Timestamp] = {}
+        self._middles: dict[bytes, _Middle] = {}  # by the kind field's bytes
+        self._middles_size = 0
+
+    def scan(self, body: bytes) -> list[Arrival] | None:
+        """The batch's events if it breaks no rule for sure; None: take the exact path."""
+        data = bytes(body)
+        try:
+            spans = event_spans(data)
+            if len(spans) > self._max_events:
+                return None
+            event = self._event
+            out = []
+            for start, end in spans:
+                one = event(data, start, end)
+                if one is None:
+                    return None
+                out.append(one)
+            return out
+        except (ValueError, IndexError):  # unreadable: the exact path says how
+            return None
+
+    def _event(self, data: bytes, start: int, end: int) -> Arrival | None:
+        parts = self._sdk_layout(data, start, end) or self._any_layout(data, start, end)
+        if parts is None:
+            return None
+        event_id, occur, distinct, middle, custom, cookieless = parts
+        # The event's own fields.
+        event_text = event_id.decode()
+        if not self._event_id_ok(event_text):
+            return None
+        when = self._times.get(occur)
+        if when is None:
+            when = read_timestamp(occur)
+            if len(self._times) >= _TIMES_MAX:
+                self._times.clear()
+            self._times[occur] = when
+        distinct_text = "" if distinct is None else distinct.decode()
+        # Event's CEL rule of identity, and the batch's CEL rules (event by event).
+        if cookieless:
+            if distinct_text or middle.session:
+                return None  # batch.cookieless_identity_server_owned
+        elif not (distinct_text and middle.session):
+            return None  # event.identity_required_unless_cookieless
+        if distinct_text.startswith(self._reserved_prefix):
+            return None  # batch.distinct_id_reserved_prefix
+        # Custom properties: each entry's value rules and its key's prefix rule.
+        keys: list[str | None] = list(map(self._custom.passed.get, custom))
+        if None in keys:
+            for i, key in enumerate(keys):
+                if key is None:
+                    key = self._entry(custom[i], self._custom, auto=False)
+                    if key is None:
+                        return None
+                    keys[i] = key
+        return _new_arrival(  # Arrival(...), without its Python-level __new__
+            Arrival,
+            (
+                event_text,
+                middle.kind,
+                distinct_text,
+                when,
+                cookieless,
+                data[start:end],
+                custom if len(set(keys)) == len(keys) else None,
+            ),
+        )
+
+    def _sdk_layout(self, data: bytes, pos: int, end: int) -> _Parts | None:
+        """The event's fields if it is laid out as the SDK writes it: id, time, distinct
+        id, kind, session id, auto-properties, custom properties, each size one byte; what
+        follows the kind up to the custom properties the same bytes as in an event of that
+        kind judged before (else judged now). None: another layout."""
+        if data[pos] != _EVENT_ID or data[pos + 1] > 0x7F:
+            return None
+        stop = pos + 2 + data[pos + 1]
+        event_id = data[pos + 2 : stop]
+        pos = stop
+        if data[pos] != _OCCUR_TIME or data[pos + 1] > 0x7F:
+            return None
+        stop = pos + 2 + data[pos + 1]
+        occur = data[pos + 2 : stop]
+        pos = stop
+        distinct = None
+        if data[pos] == _DISTINCT_ID and data[pos + 1] < 0x80:
+            stop = pos + 2 + data[pos + 1]
+            distinct = data[pos + 2 : stop]
+            pos = stop
+        if data[pos] != _KIND or data[pos + 1] > 0x7F:
+            return None
+        stop = pos + 2 + data[pos + 1]
+        middle = self._middles.get(data[pos:stop])
+        if middle is None or not data.startswith(middle.rest, stop):
+            middle = self._learn_middle(data, pos, end)
+            if middle is None:
+                return None
+        pos = stop + len(middle.rest)
+        custom = []
+        while pos < end and data[pos] == _CUSTOM and data[pos + 1] < 0x80:
+            stop = pos + 2 + data[pos + 1]
+            custom.append(data[pos + 2 : stop])
+            pos = stop
+        if pos != end:
+            return None
+        return event_id, occur, distinct, middle, custom, False
+
+    def _learn_middle(self, data: bytes, pos: int, end: int) -> _Middle | None:
+        """The kind at `pos`, the session id and auto-properties after it, judged and
+        kept by their bytes (None if one breaks a rule, or another field is among them)."""
+        kind_at = pos
+        kind = session = None
+        auto: list[bytes] = []
+        while pos < end:
+            tag, size = data[pos], data[pos + 1]
+            if size > 0x7F or tag == _CUSTOM:
+                break
+            stop = pos + 2 + size
+            if tag == _KIND and kind is None:
+                kind = data[pos + 2 : stop]
+            elif tag == _SESSION_ID and session is None and not auto:
+                session = data[pos + 2 : stop]
+            elif tag == _AUTO:
+                auto.append(data[pos + 2 : stop])
+            else:
+                return None
+            pos = stop
+        if pos > end or kind is None:
+            return None
+        kind_end = kind_at + 2 + len(kind)
+        middle = self._middle(kind, session, auto, data[kind_end:pos])
+        if middle is not None and len(data) - kind_at <= _FIELD_MAX_BYTES * 4:
+            if self._middles_size > _CACHE_BYTES:
+                self._middles.clear()
+                self._middles_size = 0
+            self._middles[data[kind_at:kind_end]] = middle
+            self._middles_size += pos - kind_at
+        return middle
+
+    def _middle(
+        self, kind: bytes, session: bytes | None, auto: list[bytes], rest: bytes
+    ) -> _Middle | None:
+        """Kind, session id and auto-properties judged: None if one breaks a rule."""
+        kind_text = self._judge(kind, self._kinds, self._kind_ok)
+        if kind_text is None:
+            return None
+        session_text = ""
+        if session is not None:
+            found = self._judge(session, self._sessions, self._session_ok)
+            if found is None:
+                return None
+            session_text = found
+        for entry in auto:
+            if entry not in self._auto.passed and self._entry(entry, self._auto, auto=True) is None:
+                return None
+        return _Middle(kind_text, session_text, rest)
+
+    def _any_layout(self, data: bytes, pos: int, end: int) -> _Parts | None:
+        """The event's fields in any order, each sent once (property entries aside), with
+        sizes below 16 KiB; None for anything else (another wire type, a field unknown or
+        sent twice, a rule broken by the kind, session id or an auto-property)."""
+        event_id = occur = distinct = kind = session = None
+        cookieless: bool | None = None
+        auto: list[bytes] = []
+        custom: list[bytes] = []
+        while pos < end:
+            tag = data[pos]
+            size = data[pos + 1]
+            pos += 2
+            if tag == _COOKIELESS:
+                if size > 0x7F or cookieless is not None:
+                    return None
+                cookieless = size != 0
+                continue
+            if size > 0x7F:  # two bytes (entries and ids are shorter than 16 KiB)
+                high = data[pos]
+                if high > 0x7F:
+                    return None
+                size = size & 0x7F | high << 7
+                pos += 1
+            stop = pos + size
+            if stop > end:
+                return None
+            if tag == _CUSTOM:
+                custom.append(data[pos:stop])
+            elif tag == _AUTO:
+                auto.append(data[pos:stop])
+            elif tag == _EVENT_ID and event_id is None:
+                event_id = data[pos:stop]
+            elif tag == _OCCUR_TIME and occur is None:
+                occur = data[pos:stop]
+            elif tag == _DISTINCT_ID and distinct is None:
+                distinct = data[pos:stop]
+            elif tag == _KIND and kind is None:
+                kind = data[pos:stop]
+            elif tag == _SESSION_ID and session is None:
+                session = data[pos:stop]
+            else:
+                return None  # unknown, sent twice, or another wire type: the exact path
+            pos = stop
+        if pos != end or event_id is None or occur is None or kind is None:
+            return None
+        middle = self._middle(kind, session, auto, b"")
+        if middle is None:
+            return None
+        return event_id, occur, distinct, middle, custom, bool(cookieless)
+
+    @staticmethod
+    def _judge(field: bytes, judged: _Judged, test: Callable[[str | None], bool]) -> str | None:
+        text = field.decode()
+        return judged.keep(field, text) if test(text) else None
+
+    def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
+        """The key of a property entry that breaks no rule, kept; None if it breaks one."""
+        key, value = entry_of(entry)
+        if key.startswith(self._auto_prefix) is not auto or not self._value_ok(value):
+            return None
+        return judged.keep(entry, key)
+
+
+_unpack_double = struct.Struct("<d").unpack_from
+_STRING, _INT, _DOUBLE, _BOOL = (
+    T.PROPERTY_VALUE_STRING_VALUE[0], T.PROPERTY_VALUE_INT_VALUE[0],
+    T.PROPERTY_VALUE_DOUBLE_VALUE[0], T.PROPERTY_VALUE_BOOL_VALUE[0],
+)  # fmt: skip
+_MAP_KEY, _MAP_VALUE = T.MAP_ENTRY_KEY[0], T.MAP_ENTRY_VALUE[0]
+
+
+def entry_of(entry: bytes) -> tuple[str, Value]:
+    """A property entry's key and value (`read_entry`), in a few steps for the forms the
+    SDK writes."""
+    return _sdk_entry(entry) or read_entry(entry)
+
+
+def _sdk_entry(entry: bytes) -> tuple[str, Value] | None:
+    """A property entry as the SDK writes a new value (key, then a value with one member:
+    a string, a double, or an int or bool below 128), read in a few steps; None for any
+    other form (`read_entry` reads every form)."""
+    at = 2 + entry[1]
+    if entry[0] != _MAP_KEY or entry[1] > 0x7F or entry[at] != _MAP_VALUE:
+        return None
+    size = entry[at + 1]
+    if size > 0x7F or at + 2 + size != len(entry) or size < 2:
+        return None
+    member, first = entry[at + 2], entry[at + 3]
+    if member == _DOUBLE and size == 9:
+        value: Value = _unpack_double(entry, at + 3)[0]
+    elif member == _STRING and first < 0x80 and size == 2 + first:
+        value = entry[at + 4 :].decode()
+    elif member == _INT and size == 2 and first < 0x80:
+        value = first
+    elif member == _BOOL and size == 2 and first < 0x80:
+        value = first != 0
+    else:
+        return None
+    return entry[2:at].decode(), value

@@ -1,0 +1,137 @@
+"""BatchCreate's fast path (`pug.testing.fake.ingest.Scanner`) accepts a batch only when
+the exact path (`read_batch`, then every rule) finds no violation, and then gives the events
+the exact path reads; the SDK's own batches take it."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pug import BatchConfig, Pug
+from pug._wire.reader import Timestamp, Unreadable, WireEvent, read_batch
+from pug.testing import InMemoryTransport
+from pug.testing.fake.ingest import Arrival
+from pug.testing.fake.server import _SCANNER, wire_batch_violations
+from pug.transports.base import BATCH_CREATE
+
+from tests.support.wire_batches import batches, mutated
+
+assert _SCANNER is not None  # the contract's rules are the ones it checks
+SCANNER = _SCANNER
+
+
+def _nan_free(event: WireEvent) -> object:
+    def plain(props: dict[str, Any]) -> dict[str, object]:
+        return {k: "nan" if isinstance(v, float) and math.isnan(v) else (type(v), v)
+                for k, v in props.items()}  # fmt: skip
+
+    return (*event[:6], plain(event.auto_properties), plain(event.custom_properties))
+
+
+def _agrees_with_the_exact_path(body: bytes) -> bool:
+    """True if the fast path accepted `body`; fails if it did what the exact path would not."""
+    arrivals = SCANNER.scan(body)
+    if arrivals is None:
+        return False
+    events = read_batch(body)  # accepted: readable
+    assert wire_batch_violations(events) == []
+    assert len(arrivals) == len(events)
+    for arrival, event in zip(arrivals, events, strict=True):
+        assert _nan_free(arrival.event()) == _nan_free(event)
+        assert arrival[:5] == (
+            event.event_id, event.kind, event.distinct_id or "", event.occur_time,
+            bool(event.cookieless),
+        )  # fmt: skip
+    return True
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches)
+def test_what_the_fast_path_accepts_the_exact_path_accepts_as_the_same_events(
+    body: bytes,
+) -> None:
+    _agrees_with_the_exact_path(body)
+
+
+def _sdk_body(calls: list[tuple[str, str, dict[str, Any]]]) -> bytes:
+    transport = InMemoryTransport()
+    pug = Pug(api_key="prv_test", transport=transport, batch=BatchConfig(max_size=1000))
+    for distinct_id, kind, properties in calls:
+        pug.track(distinct_id, kind, properties)
+    pug.close()
+    (body,) = [b for method, b in transport.requests if method == BATCH_CREATE]
+    return body
+
+
+_VALUES: dict[str, Any] = {
+    "text": "héllo", "empty": "", "longest": "é" * 1024, "int": -(2**63), "big": 2**63 - 1,
+    "small": 3, "true": True, "false": False, "float": 0.1, "tiny": 5e-324,
+    "when": datetime.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.UTC),
+    "k" * 200: "a long key", "ctrl\x1b": "\x00\r\n",
+}  # fmt: skip
+
+
+def test_the_sdks_batches_take_the_fast_path() -> None:
+    body = _sdk_body(
+        [
+            ("user_1", "order.completed", _VALUES),
+            ("user_2", "order.completed", {"amount": 49.99}),
+            ("user_1", "page.viewed", {}),
+            ("u" * 300, "order.completed", {"order_id": "ord_1"}),
+        ]
+    )
+    assert _agrees_with_the_exact_path(body)
+
+
+_ONE = _sdk_body([("user_1234567", "order.completed", {"amount": 1.5, "n": 2})])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_damaged_sdk_batch_is_accepted_only_as_the_exact_path_accepts_it(
+    data: st.DataObject,
+) -> None:
+    body = mutated(_ONE, data)
+    try:
+        _agrees_with_the_exact_path(body)
+    except Unreadable:  # pragma: no cover - the assertion above would have said so
+        raise AssertionError("the fast path accepted bytes the exact path cannot read") from None
+
+
+def test_generated_batches_reach_the_fast_path() -> None:
+    """The differential test above is not vacuous: some generated batches are accepted."""
+    accepted = 0
+
+    @settings(max_examples=500, deadline=None, database=None, derandomize=True)
+    @given(batches)
+    def count(body: bytes) -> None:
+        nonlocal accepted
+        accepted += _agrees_with_the_exact_path(body)
+
+    count()
+    assert accepted >= 20
+
+
+def test_a_rule_broken_sends_the_batch_to_the_exact_path() -> None:
+    """Each rule the fast path checks itself, broken in an SDK batch that passed."""
+    assert SCANNER.scan(_ONE) is not None
+    for old, new, rule in [  # the same lengths: only the rule changes
+        (b"order.completed", b"order completed", "string.pattern"),
+        (b"user_1234567", b"cookieless-1", "batch.distinct_id_reserved_prefix"),
+        (b"amount", b"$mount", "event.custom_properties_no_dollar_prefix"),
+        (b"$lib", b"lib_", "event.auto_properties_dollar_prefix"),
+    ]:
+        broken = _ONE.replace(old, new)
+        assert SCANNER.scan(broken) is None
+        assert [v.rule_id for v in wire_batch_violations(read_batch(broken))] == [rule]
+
+
+def test_an_arrival_is_the_event_it_came_from() -> None:
+    body = _sdk_body([("user_1", "order.completed", {"amount": 1.5})])
+    (arrival,) = SCANNER.scan(body) or []
+    assert isinstance(arrival, Arrival)
+    assert isinstance(arrival.occur_time, Timestamp)
+    assert arrival.event() == read_batch(body)[0]
