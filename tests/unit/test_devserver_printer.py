@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,8 @@ def _tracked(*calls: tuple[str, str, dict[str, Any]]) -> list[Arrival]:
     for distinct_id, kind, properties in calls:
         pug.track(distinct_id, kind, properties)
     pug.close()
-    (body,) = [b for method, b in transport.requests if method == BATCH_CREATE]
-    return FakePug().handle_batch(body)[1]
+    fake = FakePug()
+    return [a for m, b in transport.requests if m == BATCH_CREATE for a in fake.handle_batch(b)[1]]
 
 
 def _written(*events: bytes) -> list[Arrival]:
@@ -132,3 +134,68 @@ def test_the_jsonl_file_is_opened_once_and_appended_to(tmp_path: Path) -> None:
     printer(_tracked(("u1", "b", {})))  # to the file opened at start (a reopened one: a new file)
     printer.close()
     assert not jsonl.exists()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_past_its_lines_a_second_the_printer_counts_and_says_how_many_it_did_not_print(
+    tmp_path: Path,
+) -> None:
+    out, clock, jsonl = io.StringIO(), _Clock(), tmp_path / "events.jsonl"
+    printer = EventPrinter(out, jsonl, lines_per_second=3, clock=clock)
+    events = _tracked(*[(f"u{n}", "k.k", {"n": n}) for n in range(12)])
+    printer(events[:5])  # 3 printed, 2 not
+    printer(events[5:7])  # the same second: none printed
+    clock.now += 1.0
+    printer(events[7:9])  # a new second: the count of the last one first
+    printer(events[9:12])  # 1 printed, 2 not: told at close
+    printer.close()
+    said = "more events not printed (at most 3 a second: --lines-per-second)"
+    assert out.getvalue().splitlines() == [
+        *[event_line(e.event()) for e in events[:3]],
+        f"... 4 {said}",
+        *[event_line(e.event()) for e in events[7:10]],
+        f"... 2 {said}",
+    ]
+    assert len(jsonl.read_text().splitlines()) == 12  # the file gets every event
+
+
+class _Told(io.StringIO):
+    """Sets `told` when a count of events not printed is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told = threading.Event()
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if "more events" in text:
+            self.told.set()
+        return written
+
+
+def test_the_count_is_told_when_the_second_ends_without_another_batch() -> None:
+    out = _Told()
+    printer = EventPrinter(out, None, lines_per_second=1)
+    started = time.monotonic()
+    printer(_tracked(("u1", "k.k", {}), ("u2", "k.k", {})))
+    assert out.told.wait(10)
+    assert time.monotonic() - started >= 1.0  # when its second ended, not before
+    assert out.getvalue().splitlines()[1:] == [
+        "... 1 more events not printed (at most 1 a second: --lines-per-second)"
+    ]
+    printer.close()
+    assert len(out.getvalue().splitlines()) == 2  # told once
+
+
+def test_zero_lines_a_second_prints_every_event() -> None:
+    out = io.StringIO()
+    events = _tracked(*[(f"u{n}", "k.k", {}) for n in range(2000)])
+    EventPrinter(out, None, lines_per_second=0)(events)
+    assert len(out.getvalue().splitlines()) == 2000

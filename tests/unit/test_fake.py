@@ -245,6 +245,23 @@ def test_a_valid_batch_is_accepted_and_stored(fake: FakePug) -> None:
     assert list(fake.profiles) == ["u1"]  # cookieless events belong to no profile
 
 
+def test_a_profile_is_created_when_its_first_event_arrives_not_when_it_is_read() -> None:
+    """Profiles of new owners are made when first read, with their arrival's time."""
+    times = iter(datetime.datetime(2026, 1, 1, hour, tzinfo=datetime.UTC) for hour in range(9))
+    fake = FakePug(clock=lambda: next(times))
+    send(fake, raw_event(distinct_id="u1"), raw_event(distinct_id="u2"))  # one batch: 00:00
+    send(fake, raw_event(distinct_id="u3"))  # 01:00
+    send(fake, raw_event(distinct_id="u1"))  # a profile already: no clock read
+    created = {
+        p.external_id: p.create_time.hour
+        for p in (fake.profile(external_id) for external_id in ["u1", "u2", "u3"])
+    }
+    assert created == {"u1": 0, "u2": 0, "u3": 1}
+    assert list(fake.profiles) == ["u1", "u2", "u3"]  # in the order they arrived
+    assert len({fake.profile(i).id for i in ["u1", "u2", "u3"]}) == 3
+    assert all(uuid.UUID(fake.profile(i).id).version == 4 for i in ["u1", "u2", "u3"])
+
+
 def test_a_resent_event_is_accepted_and_stored_once(fake: FakePug) -> None:
     event = raw_event()
     assert send(fake, event).accepted == 1

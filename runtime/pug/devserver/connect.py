@@ -218,8 +218,10 @@ def connect_handler(
             self.send_header("content-length", str(len(body)))
             if self.close_connection:
                 self.send_header("connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
+            # Head and body in one write (one send): http.server writes its buffered
+            # head at end_headers(), then the body apart; a second send for every batch.
+            self._headers_buffer.append(b"\r\n" + body)  # type: ignore[attr-defined]
+            self.flush_headers()
 
         def log_message(self, *args: object) -> None:
             pass

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -81,6 +81,9 @@ class Entry(NamedTuple):
     size: int  # estimated bytes held
 
 
+_new_entry = tuple.__new__  # Entry(...) without its Python-level __new__: one per event
+
+
 class Filter(NamedTuple):
     """What a page asked to see: exact distinct id and kind, each None for any."""
 
@@ -120,8 +123,10 @@ class Feed:
         if method != BATCH_CREATE:
             return
         if error is None:
-            size = _ARRIVAL_BYTES_PER_WIRE_BYTE * len(body) // max(len(accepted), 1)
-            self._add([(e, _ARRIVAL_BYTES + size) for e in accepted], accepted=len(accepted))
+            each = _ARRIVAL_BYTES + _ARRIVAL_BYTES_PER_WIRE_BYTE * len(body) // max(
+                len(accepted), 1
+            )
+            self._add(accepted, each, accepted=len(accepted))
             return
         try:
             events = read_batch(body)
@@ -129,15 +134,20 @@ class Feed:
             events = []
         size = _BYTES_PER_WIRE_BYTE * len(body) + _BYTES_PER_EVENT * len(events)
         rejection = Rejection(error.code, error.message, _violations(error), events)
-        self._add([(rejection, size)], accepted=0)
+        self._add([rejection], size, accepted=0)
 
-    def _add(self, items: list[tuple[Arrival | Rejection, int]], *, accepted: int) -> None:
+    def _add(self, items: Sequence[Arrival | Rejection], each: int, *, accepted: int) -> None:
+        """Append `items`, each held at an estimated `each` bytes; the oldest dropped past
+        the bound."""
         now = time.time()
+        new_entry = _new_entry
         with self._changed:
-            for item, size in items:
-                self._seq += 1
-                self._entries.append(Entry(self._seq, now, item, size))
-                self._bytes += size
+            seq = self._seq
+            self._entries.extend(
+                [new_entry(Entry, (seq + i, now, item, each)) for i, item in enumerate(items, 1)]
+            )
+            self._seq = seq + len(items)
+            self._bytes += each * len(items)
             while self._bytes > self.max_bytes and self._entries:
                 self._bytes -= self._entries.popleft().size
                 self.dropped += 1

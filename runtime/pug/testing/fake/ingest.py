@@ -357,7 +357,7 @@ class Scanner:
 
     def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
         """The key of a property entry that breaks no rule, kept; None if it breaks one."""
-        key, value = entry_of(entry)
+        key, value = _sdk_entry(entry) or read_entry(entry)
         if key.startswith(self._auto_prefix) is not auto or not self._value_ok(value):
             return None
         return judged.keep(entry, key)
