@@ -116,45 +116,48 @@ def read_batch(body: bytes) -> list[WireEvent]:
     if body is last_body:
         return list(last_events)
     data = bytes(body)
-    try:
+    with _AS_UNREADABLE:
         events = [_event(data, start, stop) for start, stop in event_spans(data)]
-    except IndexError:
-        raise _truncated() from None
-    except UnicodeDecodeError:
-        raise Unreadable("string field contains invalid UTF-8") from None
     _last[0] = (body, events)  # held, so `is` cannot match another object
     return list(events)
 
 
 def read_event(data: bytes) -> WireEvent:
     """One Event message's bytes, read as `read_batch` reads each event of a batch."""
-    try:
+    with _AS_UNREADABLE:
         return _event(data, 0, len(data))
-    except IndexError:
-        raise _truncated() from None
-    except UnicodeDecodeError:
-        raise Unreadable("string field contains invalid UTF-8") from None
 
 
 def read_entry(entry: bytes) -> tuple[str, Value]:
     """One map<string, PropertyValue> entry's bytes: its key and value."""
     found = _entries.get(entry)
     if found is None:
-        try:
+        with _AS_UNREADABLE:
             found = _entry(entry, 0, len(entry))
-        except IndexError:
-            raise _truncated() from None
-        except UnicodeDecodeError:
-            raise Unreadable("string field contains invalid UTF-8") from None
     return found
 
 
 def read_timestamp(message: bytes) -> Timestamp:
     """A google.protobuf.Timestamp message's bytes, exactly as sent."""
-    try:
+    with _AS_UNREADABLE:
         return _timestamp(message, [(0, len(message))])
-    except IndexError:
-        raise _truncated() from None
+
+
+class _AsUnreadable:
+    """Reading past the end (IndexError) and a kept string that is not UTF-8, raised as
+    the `Unreadable` Go's parser reports."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is IndexError:
+            raise _truncated() from None
+        if kind is UnicodeDecodeError:
+            raise Unreadable("string field contains invalid UTF-8") from None
+
+
+_AS_UNREADABLE = _AsUnreadable()
 
 
 # The last body read and its events: one body (the caller bounds its size).

@@ -20,6 +20,7 @@ So this path decides nothing on its own: it is a cache of "this batch is clean".
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from typing import NamedTuple, TypeAlias
@@ -77,10 +78,12 @@ def arrival(event: WireEvent, raw: bytes) -> Arrival:
     )
 
 
-# Caches of judged fields, by their bytes: bounded in bytes (the keys held; a field longer
-# than _FIELD_MAX_BYTES is judged every time), emptied when full.
-_CACHE_BYTES = 2 << 20
+# Caches of judged fields, by their bytes: bounded in bytes (the keys and values held, and
+# what Python spends on each: two objects and a slot, about _HELD_BYTES; a field longer than
+# _FIELD_MAX_BYTES is judged every time), emptied when full.
+_CACHE_BYTES = 4 << 20
 _FIELD_MAX_BYTES = 512
+_HELD_BYTES = 160
 _TIMES_MAX = 4096  # occur times read, by their bytes (a millisecond's events share one)
 
 
@@ -97,7 +100,7 @@ class _Judged:
                 self.passed.clear()
                 self.size = 0
             self.passed[field] = value
-            self.size += len(field) + len(value)
+            self.size += len(field) + len(value) + _HELD_BYTES
         return value
 
 
@@ -117,8 +120,8 @@ _Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, list[bytes], boo
 
 class Scanner:
     """Judges batches by the rules it is given (derived from the contract by the fake):
-    tests of an event's id, kind and session id, of a property value, the property key
-    prefix of auto-properties, the reserved distinct id prefix, the most events a batch
+    tests of an event's id, kind and session id, a property value's limits (the longest
+    string, whether doubles must be finite), the property key prefix of auto-properties, the reserved distinct id prefix, the most events a batch
     holds. It knows the contract's Event rules by name; the fake builds one only when the
     contract has no other (`pug.testing.fake.server`)."""
 
@@ -128,7 +131,7 @@ class Scanner:
         event_id_ok: Callable[[str], object],
         kind_ok: Callable[[str | None], bool],
         session_ok: Callable[[str | None], bool],
-        value_ok: Callable[[Value], bool],
+        value_limits: tuple[float, bool],
         auto_prefix: str,
         reserved_prefix: str,
         max_events: int,
@@ -136,7 +139,7 @@ class Scanner:
         self._event_id_ok = event_id_ok
         self._kind_ok = kind_ok
         self._session_ok = session_ok
-        self._value_ok = value_ok
+        self._longest, self._finite = value_limits
         self._auto_prefix = auto_prefix
         self._reserved_prefix = reserved_prefix
         self._max_events = max_events
@@ -155,62 +158,65 @@ class Scanner:
             spans = event_spans(data)
             if len(spans) > self._max_events:
                 return None
-            event = self._event
-            out = []
-            for start, end in spans:
-                one = event(data, start, end)
-                if one is None:
-                    return None
-                out.append(one)
-            return out
+            return self._events(data, spans)
         except (ValueError, IndexError):  # unreadable: the exact path says how
             return None
 
-    def _event(self, data: bytes, start: int, end: int) -> Arrival | None:
-        parts = self._sdk_layout(data, start, end) or self._any_layout(data, start, end)
-        if parts is None:
-            return None
-        event_id, occur, distinct, middle, custom, cookieless = parts
-        # The event's own fields.
-        event_text = event_id.decode()
-        if not self._event_id_ok(event_text):
-            return None
-        when = self._times.get(occur)
-        if when is None:
-            when = read_timestamp(occur)
-            if len(self._times) >= _TIMES_MAX:
-                self._times.clear()
-            self._times[occur] = when
-        distinct_text = "" if distinct is None else distinct.decode()
-        # Event's CEL rule of identity, and the batch's CEL rules (event by event).
-        if cookieless:
-            if distinct_text or middle.session:
-                return None  # batch.cookieless_identity_server_owned
-        elif not (distinct_text and middle.session):
-            return None  # event.identity_required_unless_cookieless
-        if distinct_text.startswith(self._reserved_prefix):
-            return None  # batch.distinct_id_reserved_prefix
-        # Custom properties: each entry's value rules and its key's prefix rule.
-        keys: list[str | None] = list(map(self._custom.passed.get, custom))
-        if None in keys:
-            for i, key in enumerate(keys):
-                if key is None:
-                    key = self._entry(custom[i], self._custom, auto=False)
+    def _events(self, data: bytes, spans: list[tuple[int, int]]) -> list[Arrival] | None:
+        """Each event judged; None as soon as one is not clean for sure. One loop, its
+        names bound once: it runs for every event of every batch."""
+        sdk_layout, any_layout = self._sdk_layout, self._any_layout
+        id_ok, times, reserved = self._event_id_ok, self._times, self._reserved_prefix
+        known_entry = self._custom.passed.get
+        out: list[Arrival] = []
+        for start, end in spans:
+            parts = sdk_layout(data, start, end) or any_layout(data, start, end)
+            if parts is None:
+                return None
+            event_id, occur, distinct, middle, custom, cookieless = parts
+            # The event's own fields.
+            event_text = event_id.decode()
+            if not id_ok(event_text):
+                return None
+            when = times.get(occur)
+            if when is None:
+                when = read_timestamp(occur)
+                if len(times) >= _TIMES_MAX:
+                    times.clear()
+                times[occur] = when
+            distinct_text = "" if distinct is None else distinct.decode()
+            # Event's CEL rule of identity, and the batch's CEL rules (event by event).
+            if cookieless:
+                if distinct_text or middle.session:
+                    return None  # batch.cookieless_identity_server_owned
+            elif not (distinct_text and middle.session):
+                return None  # event.identity_required_unless_cookieless
+            if distinct_text.startswith(reserved):
+                return None  # batch.distinct_id_reserved_prefix
+            # Custom properties: each entry's value rules and its key's prefix rule.
+            keys: list[str | None] = list(map(known_entry, custom))
+            if None in keys:
+                for i, key in enumerate(keys):
                     if key is None:
-                        return None
-                    keys[i] = key
-        return _new_arrival(  # Arrival(...), without its Python-level __new__
-            Arrival,
-            (
-                event_text,
-                middle.kind,
-                distinct_text,
-                when,
-                cookieless,
-                data[start:end],
-                custom if len(set(keys)) == len(keys) else None,
-            ),
-        )
+                        key = self._entry(custom[i], self._custom, auto=False)
+                        if key is None:
+                            return None
+                        keys[i] = key
+            out.append(
+                _new_arrival(  # Arrival(...), without its Python-level __new__
+                    Arrival,
+                    (
+                        event_text,
+                        middle.kind,
+                        distinct_text,
+                        when,
+                        cookieless,
+                        data[start:end],
+                        custom if len(set(keys)) == len(keys) else None,
+                    ),
+                )
+            )
+        return out
 
     def _sdk_layout(self, data: bytes, pos: int, end: int) -> _Parts | None:
         """The event's fields if it is laid out as the SDK writes it: id, time, distinct
@@ -274,12 +280,12 @@ class Scanner:
             return None
         kind_end = kind_at + 2 + len(kind)
         middle = self._middle(kind, session, auto, data[kind_end:pos])
-        if middle is not None and len(data) - kind_at <= _FIELD_MAX_BYTES * 4:
+        if middle is not None and pos - kind_at <= _FIELD_MAX_BYTES * 4:
             if self._middles_size > _CACHE_BYTES:
                 self._middles.clear()
                 self._middles_size = 0
             self._middles[data[kind_at:kind_end]] = middle
-            self._middles_size += pos - kind_at
+            self._middles_size += pos - kind_at + _HELD_BYTES
         return middle
 
     def _middle(
@@ -356,9 +362,18 @@ class Scanner:
         return judged.keep(field, text) if test(text) else None
 
     def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
-        """The key of a property entry that breaks no rule, kept; None if it breaks one."""
+        """The key of a property entry that breaks no rule, kept; None if it breaks one
+        (a new value of a known key in most events: written out, no call it can spare)."""
         key, value = _sdk_entry(entry) or read_entry(entry)
-        if key.startswith(self._auto_prefix) is not auto or not self._value_ok(value):
+        if key.startswith(self._auto_prefix) is not auto:
+            return None
+        if isinstance(value, str):
+            if len(value) > self._longest:
+                return None
+        elif isinstance(value, float):
+            if self._finite and not math.isfinite(value):
+                return None
+        elif value is None:  # no member: the required oneof is broken
             return None
         return judged.keep(entry, key)
 

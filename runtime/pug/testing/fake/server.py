@@ -437,14 +437,13 @@ def _scanner() -> ingest.Scanner | None:
     events = batch.fields.get("events", rules.Field(type="repeated"))
     occur = fields.get("occur_time", rules.Field(required=True))
     known = (
-        _VALUE_LIMITS is not None
-        and set(fields) <= {"event_id", "kind", "occur_time", "session_id"}
+        set(fields) <= {"event_id", "kind", "occur_time", "session_id"}
         and occur == rules.Field(required=True)  # a Scanner requires a time, no more
         and {c.id for c in (*_EVENT_RULES.cel, *batch.cel)} <= _SCANNED_CEL
         and set(batch.fields) <= {"events"}
         and events == rules.Field(type="repeated", max_items=events.max_items)
     )
-    if not known:
+    if not known or _VALUE_LIMITS is None:
         return None
     none = rules.Field()
     event_id = fields.get("event_id", none)
@@ -455,7 +454,7 @@ def _scanner() -> ingest.Scanner | None:
         else _quick(event_id),
         kind_ok=_quick(fields.get("kind", none)),
         session_ok=_quick(fields.get("session_id", none)),
-        value_ok=_value_clean,
+        value_limits=_VALUE_LIMITS,
         auto_prefix=rules.AUTO_PROPERTY_PREFIX,
         reserved_prefix=rules.RESERVED_ID_PREFIX,
         max_events=(1 << 62) if events.max_items is None else events.max_items,
