@@ -121,9 +121,10 @@ _Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, list[bytes], boo
 class Scanner:
     """Judges batches by the rules it is given (derived from the contract by the fake):
     tests of an event's id, kind and session id, a property value's limits (the longest
-    string, whether doubles must be finite), the property key prefix of auto-properties, the reserved distinct id prefix, the most events a batch
-    holds. It knows the contract's Event rules by name; the fake builds one only when the
-    contract has no other (`pug.testing.fake.server`)."""
+    string, whether doubles must be finite), the property key prefix of auto-properties,
+    the reserved distinct id prefix, the most events a batch holds. It knows the
+    contract's Event rules by name; the fake builds one only when the contract has no
+    other (`pug.testing.fake.server`)."""
 
     def __init__(
         self,
