@@ -179,7 +179,7 @@ def main() -> None:
             f"`python bench/bench_devserver.py --events {args.events} --rounds {args.rounds}`: "
             f"{args.rounds} interleaved rounds of {args.events:,} 8-property events, batches "
             "of 100, one client per server, each server in its own process (the dev server "
-            "reads, checks, stores and prints every event). Target: 50 000 events/s.",
+            "reads, checks and stores every event). Target: 50 000 events/s.",
             "",
             "The first rows send the same properties in every event (bench/common.py's "
             "`PROPS`), as an app's repeated event does. The dev server "
