@@ -246,12 +246,13 @@ def test_a_valid_batch_is_accepted_and_stored(fake: FakePug) -> None:
 
 
 def test_a_profile_is_created_when_its_first_event_arrives_not_when_it_is_read() -> None:
-    """Profiles of new owners are made when first read, with their arrival's time."""
+    """Batches are stored when the fake is next read; a profile is made then, with the
+    time its first event arrived."""
     times = iter(datetime.datetime(2026, 1, 1, hour, tzinfo=datetime.UTC) for hour in range(9))
     fake = FakePug(clock=lambda: next(times))
     send(fake, raw_event(distinct_id="u1"), raw_event(distinct_id="u2"))  # one batch: 00:00
     send(fake, raw_event(distinct_id="u3"))  # 01:00
-    send(fake, raw_event(distinct_id="u1"))  # a profile already: no clock read
+    send(fake, raw_event(distinct_id="u1"))  # 02:00, a profile already
     created = {
         p.external_id: p.create_time.hour
         for p in (fake.profile(external_id) for external_id in ["u1", "u2", "u3"])

@@ -63,6 +63,9 @@ DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size 
 # Property dicts made plain, kept for the events that share them: bounded in entries (each
 # one event's properties, which the reader shares only for events of at most 4 KiB).
 _PLAINS_MAX = 1024
+# Events taken but not yet stored (`Store.settle`) at most: held as the fake's `Arrival`s,
+# a few hundred bytes more each than once stored.
+_PENDING_MAX = 50_000
 _NANOS = 1_000_000_000
 _NANOS_PER_MINUTE = 60 * _NANOS
 # The times a datetime holds, in nanoseconds from the epoch (what occur_time is clamped to).
@@ -175,9 +178,9 @@ class Store:
         self._seen: set[tuple[str, str, int]] = set()  # (event_id, kind, minute)
         self._seq = 0
         self._profiles: dict[str, StoredProfile] = {}  # by external id, in creation order
-        # Owners first seen by ingestion since `profiles` was last read, with the time
-        # they were: their profiles are made when read (a burst of new users is cheap).
-        self._new_owners: dict[str, datetime.datetime] = {}
+        # Batches taken since the store was last read, with the time each arrived.
+        self._pending: list[tuple[datetime.datetime, list[Arrival]]] = []
+        self._pending_events = 0
         self.aliases: dict[str, str] = {}  # merged anonymous id → identified external id
         self.deletions: dict[str, Deletion] = {}
         self._plains: dict[int, tuple[Mapping[str, Value], dict[str, Any]]] = {}
@@ -188,39 +191,46 @@ class Store:
     # ---- ingestion ---------------------------------------------------------------------
 
     def batch_create(self, events: list[Arrival]) -> BatchCreateResponse:
-        """Store a BatchCreate's events, already checked (`FakePug.handle_batch`): each
-        one's duplicate check and its owner's profile now (created at the batch's arrival),
-        the rest when it is read (`events`)."""
-        seen, aliases, arrived = self._seen, self.aliases, self._arrived
-        profiles, new_owners = self._profiles, self._new_owners
-        now = None
-        for event in events:
-            when = event.occur_time
-            # The minute of occur_time as stored (a datetime, clamped to its years).
-            nanos = min(max(when.seconds * _NANOS + when.nanos, _MIN_TIME), _MAX_TIME)
-            key = (event.event_id, event.kind, nanos // _NANOS_PER_MINUTE)
-            if key in seen:
-                continue
-            seen.add(key)
-            distinct_id = event.distinct_id
-            owner = "" if event.cookieless else aliases.get(distinct_id, distinct_id)
-            if owner and owner not in profiles and owner not in new_owners:
-                new_owners[owner] = now = now or self.clock()
-            self._seq += 1
-            arrived.append((self._seq, event.raw, owner))
+        """Take a BatchCreate's events, already checked (`FakePug.handle_batch`), with the
+        time they arrived: they are stored when the store is next read (`settle`), so an
+        app's burst of batches is answered without waiting for it."""
+        self._pending.append((self.clock(), events))
+        self._pending_events += len(events)
+        if self._pending_events > _PENDING_MAX:
+            self.settle()
         return BatchCreateResponse(accepted=len(events), dropped=0)
+
+    def settle(self) -> None:
+        """Store the batches taken since the last read, in arrival order: each event's
+        duplicate check, its owner (by the aliases of its arrival: identify settles before
+        it merges) and its owner's profile, made with the batch's arrival time. What a
+        stored event holds beyond that is read from its bytes when `events` is read."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_events = self._pending, [], 0
+        seen, aliases, arrived, profiles = self._seen, self.aliases, self._arrived, self._profiles
+        for arrived_at, events in pending:
+            for event in events:
+                when = event.occur_time
+                # The minute of occur_time as stored (a datetime, clamped to its years).
+                nanos = min(max(when.seconds * _NANOS + when.nanos, _MIN_TIME), _MAX_TIME)
+                key = (event.event_id, event.kind, nanos // _NANOS_PER_MINUTE)
+                if key in seen:
+                    continue
+                seen.add(key)
+                distinct_id = event.distinct_id
+                owner = "" if event.cookieless else aliases.get(distinct_id, distinct_id)
+                if owner and owner not in profiles:
+                    profiles[owner] = StoredProfile(
+                        self._profile_id(), owner, {}, arrived_at, arrived_at
+                    )
+                self._seq += 1
+                arrived.append((self._seq, event.raw, owner))
 
     @property
     def profiles(self) -> dict[str, StoredProfile]:
-        """Every profile by external id, in creation order (the owners ingestion saw first
-        since the last read made profiles now, with the time they were seen)."""
-        if self._new_owners:
-            new, self._new_owners = self._new_owners, {}
-            for owner, seen_at in new.items():
-                if owner not in self._profiles:
-                    self._profiles[owner] = StoredProfile(
-                        self._profile_id(), owner, {}, seen_at, seen_at
-                    )
+        """Every profile by external id, in creation order."""
+        self.settle()
         return self._profiles
 
     def _profile_id(self) -> str:
@@ -232,6 +242,7 @@ class Store:
     def events(self) -> list[StoredEvent]:
         """Every event stored, in arrival order (those arrived since the last read made
         `StoredEvent`s now: ingestion does not wait for them)."""
+        self.settle()
         if self._arrived:
             arrived, self._arrived = self._arrived, []
             self._events.extend([self._stored(*a) for a in arrived])
