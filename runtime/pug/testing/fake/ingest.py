@@ -359,8 +359,12 @@ class Scanner:
 
     @staticmethod
     def _judge(field: bytes, judged: _Judged, test: Callable[[str | None], bool]) -> str | None:
-        text = field.decode()
-        return judged.keep(field, text) if test(text) else None
+        """A kind or session id as text if it passed `test` (now or before), else None."""
+        text = judged.passed.get(field)
+        if text is None:
+            text = field.decode()
+            return judged.keep(field, text) if test(text) else None
+        return text
 
     def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
         """The key of a property entry that breaks no rule, kept; None if it breaks one
