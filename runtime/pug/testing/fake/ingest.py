@@ -196,13 +196,11 @@ class Scanner:
                 return None  # batch.distinct_id_reserved_prefix
             # Custom properties: each entry's value rules and its key's prefix rule.
             keys: list[str | None] = list(map(known_entry, custom))
-            if None in keys:
-                for i, key in enumerate(keys):
-                    if key is None:
-                        key = self._entry(custom[i], self._custom, auto=False)
-                        if key is None:
-                            return None
-                        keys[i] = key
+            while None in keys:  # an entry not judged lately (a new value, mostly)
+                i = keys.index(None)
+                keys[i] = self._entry(custom[i], self._custom, auto=False)
+                if keys[i] is None:
+                    return None
             out.append(
                 _new_arrival(  # Arrival(...), without its Python-level __new__
                     Arrival,
