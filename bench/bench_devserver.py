@@ -17,9 +17,11 @@ seconds per 10 000 events are read from /proc. Writes bench/results/devserver.md
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import platform
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,9 +31,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 from common import PROPS, Realistic, median, sink, spread, versions, write
 from pug import BatchConfig, Pug
+from pug._wire.reader import event_spans
+from pug.testing import InMemoryTransport
+from pug.transports.base import BATCH_CREATE
 
 _BANNER = "Pug dev server: Connect on "
 
@@ -111,6 +117,57 @@ def run(
     return n / wall, used
 
 
+def sdk_batches(n: int, realistic: Realistic | None) -> list[bytes]:
+    """The request bodies the SDK sends for n events, as it sends them over Connect (gzip
+    above 16 KiB, its default)."""
+    transport = InMemoryTransport()
+    client = Pug(api_key="prv_bench", transport=transport, batch=BatchConfig(max_size=100))
+    if realistic is not None:
+        realistic.prepare(n)
+    for _ in range(n):
+        distinct_id, properties = ("user_42", PROPS) if realistic is None else realistic.pop()
+        client.track(distinct_id, "order.completed", properties)
+    client.close()
+    bodies = [body for method, body in transport.requests if method == BATCH_CREATE]
+    if sum(len(event_spans(body)) for body in bodies) != n:
+        raise RuntimeError("the SDK did not send every event")
+    return bodies
+
+
+def replay(url: str, bodies: list[bytes], n: int) -> float:
+    """Events per second the dev server takes when the SDK's batches come back to back: each
+    POSTed over one keep-alive connection once the last one's answer is read (as the SDK
+    sends), by a client that does nothing else (the server's own limit)."""
+    where = urlsplit(url)
+    head = (
+        f"POST /{BATCH_CREATE} HTTP/1.1\r\nhost: {where.netloc}\r\n"
+        "content-type: application/proto\r\nx-api-key: prv_bench\r\n"
+    ).encode()
+    requests = [
+        head
+        + (b"content-encoding: gzip\r\n" if len(body) > 16 * 1024 else b"")
+        + b"content-length: %d\r\n\r\n" % len(packed)
+        + packed
+        for body in bodies
+        for packed in [gzip.compress(body, 1) if len(body) > 16 * 1024 else body]
+    ]
+    with socket.create_connection((where.hostname, where.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        answers = sock.makefile("rb")
+        start = time.perf_counter()
+        for request in requests:
+            sock.sendall(request)
+            if b" 200 " not in answers.readline():
+                raise RuntimeError("the dev server refused a batch")
+            length = 0
+            while (line := answers.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            answers.read(length)
+        return n / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
@@ -125,6 +182,10 @@ def main() -> None:
         "dev server, every event printed to a file, realistic traffic",
         "sink (baseline)",
         "sink (baseline), realistic traffic",
+    )
+    alone = (
+        "dev server alone: the SDK's batches back to back",
+        "dev server alone: the SDK's batches back to back, realistic traffic",
     )
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}
@@ -155,6 +216,11 @@ def main() -> None:
                 rates[name].append(rate)
                 if cpu is not None:
                     cpus[name].append(cpu)
+        for name, traffic in zip(alone, [None, Realistic(2 * 10**8)], strict=True):
+            rates[name] = []
+            for _ in range(args.rounds):
+                bodies = sdk_batches(args.events, traffic)
+                rates[name].append(replay(file_url, bodies, args.events))
         expected = 1_000 + args.events * args.rounds  # what the piped one received
         deadline = time.monotonic() + 30
         while printed[0] < expected and time.monotonic() < deadline:
@@ -171,6 +237,9 @@ def main() -> None:
         f"{median(rates[name]) / base[name]:.2f}× | "
         + (f"{median(cpus[name]):.2f} |" if cpus[name] else "— |")
         for name in names
+    ] + [
+        f"| {name} | {median(rates[name]):,.0f} | {spread(rates[name], ',.0f')} | — | — |"
+        for name in alone
     ]
     text = "\n".join(
         [
@@ -192,6 +261,15 @@ def main() -> None:
             "server prints at most 1 000 events a second by default and counts the others "
             "in a line a second (the pipe's reader checks that every event was printed or "
             "counted); one realistic row prints every event (`--lines-per-second 0`).",
+            "",
+            "Events/s of the first rows run from the first `track()` until `flush()` "
+            "returns: the client's own work counts (realistic traffic costs the caller "
+            "several times the repeated event, and its worker shares the GIL with the "
+            "caller), so the sinks' rows say what the client alone can send. The last two "
+            "rows take the client out: the same SDK-made batches (gzip above 16 KiB, as the "
+            "SDK sends them) POSTed back to back over one connection, each once the last "
+            "one's answer is read, by a client doing nothing else: the dev server's own "
+            "limit (stdout to a file).",
             "",
             "| server | events/s (median) | range | of the sink's (same traffic) | "
             "server CPU s / 10k events |",

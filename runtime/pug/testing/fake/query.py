@@ -65,7 +65,7 @@ DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size 
 _PLAINS_MAX = 1024
 # Events taken but not yet stored (`Store.settle`) at most: held as the fake's `Arrival`s,
 # a few hundred bytes more each than once stored.
-_PENDING_MAX = 50_000
+_PENDING_MAX = 10_000
 _NANOS = 1_000_000_000
 _NANOS_PER_MINUTE = 60 * _NANOS
 # The times a datetime holds, in nanoseconds from the epoch (what occur_time is clamped to).
@@ -192,8 +192,8 @@ class Store:
 
     def batch_create(self, events: list[Arrival]) -> BatchCreateResponse:
         """Take a BatchCreate's events, already checked (`FakePug.handle_batch`), with the
-        time they arrived: they are stored when the store is next read (`settle`), so an
-        app's burst of batches is answered without waiting for it."""
+        time they arrived: they are stored when the store is next read, or once
+        `_PENDING_MAX` events wait (`settle`), many batches at once."""
         self._pending.append((self.clock(), events))
         self._pending_events += len(events)
         if self._pending_events > _PENDING_MAX:
