@@ -148,9 +148,11 @@ def test_user_module_passes_mypy_strict_and_mypy_rejects_wrong_types(
     # The pug under test (its runtime and generated folders), not whichever is installed.
     pug_path = os.pathsep.join(dict.fromkeys(str(Path(p).parent) for p in pug.__path__))
 
+    # The second run reads the first's cache of the modules both import (pug, the stdlib):
+    # their analysis is most of a run's time.
     def mypy(path: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(path)],
+            [sys.executable, "-m", "mypy", "--strict", "--cache-dir", ".mypy_cache", str(path)],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -191,11 +193,11 @@ def test_check_detects_a_one_line_change(
 
 
 def test_generation_is_deterministic(tmp_path: Path) -> None:
-    first, second = generate_sdk(ROOT), generate_sdk(ROOT)
-    assert first == second
+    first = generate_sdk(ROOT)
     for rel, text in first.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
+    # A second generation (the CLI's) holds exactly the first's files, byte for byte.
     assert main(["sdk", "--root", str(ROOT), "--out", str(tmp_path), "--check"]) == 0
 
 
