@@ -105,7 +105,7 @@ def test_user_catalog_module_tracks_like_well_known_events(
 
 
 def test_user_module_passes_mypy_strict_and_mypy_rejects_wrong_types(
-    user_module: tuple[ModuleType, Path], tmp_path: Path
+    user_module: tuple[ModuleType, Path], tmp_path: Path, mypy_cache_dir: Path
 ) -> None:
     _, out = user_module
     good = write(
@@ -148,11 +148,9 @@ def test_user_module_passes_mypy_strict_and_mypy_rejects_wrong_types(
     # The pug under test (its runtime and generated folders), not whichever is installed.
     pug_path = os.pathsep.join(dict.fromkeys(str(Path(p).parent) for p in pug.__path__))
 
-    # The second run reads the first's cache of the modules both import (pug, the stdlib):
-    # their analysis is most of a run's time.
     def mypy(path: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mypy", "--strict", "--cache-dir", ".mypy_cache", str(path)],
+            [sys.executable, "-m", "mypy", "--strict", "--cache-dir", mypy_cache_dir, path],
             cwd=tmp_path,
             capture_output=True,
             text=True,
