@@ -9,6 +9,7 @@ processes or sockets on 127.0.0.1 (marked `e2e` here; the test command runs both
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pug.events  # noqa: F401  (the well-known kinds: registered before any snapshot below)
 import pytest
@@ -35,6 +36,13 @@ def _kinds_registered_by_a_test_stay_its_own() -> Iterator[None]:
     yield
     REGISTRY.clear()
     REGISTRY.update(saved)
+
+
+@pytest.fixture(scope="session")
+def mypy_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for the tests that run mypy: what their programs import (pug, the
+    standard library) is analysed once a session."""
+    return tmp_path_factory.mktemp("mypy_cache")
 
 
 @pytest.fixture(scope="session")

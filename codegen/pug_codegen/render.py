@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def templates_dir() -> Path:
     raise FileNotFoundError("pug-codegen cannot find its templates folder")
 
 
+# One environment per process: it compiles each template once (a new one per render compiled
+# them all again, most of a generation's time).
+@functools.cache
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),

@@ -166,7 +166,7 @@ def test_a_gzip_body_within_the_bound_is_accepted(server: DevServer) -> None:
     [
         (b"not gzip at all", "gzip", 400,
          {"code": "invalid_argument", "message": "the request says gzip but is not"}),
-        (gzip.compress(b"x" * 1000)[:20], "gzip", 400,
+        (gzip.compress(b"x" * 1000, mtime=0)[:20], "gzip", 400,
          {"code": "invalid_argument", "message": "the request says gzip but is cut short"}),
         (b"abc", "br", 501,
          {"code": "unimplemented", "message": "unsupported content-encoding: 'br'"}),

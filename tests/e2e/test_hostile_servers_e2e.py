@@ -63,6 +63,7 @@ from pug import BatchConfig, Pug, PugError, RetryPolicy
 KEY = "prv_" + secrets.token_hex(16)
 N = 200  # events tracked by each test
 TIMEOUT = 0.5  # seconds: the client's per-call timeout
+SLOW_TIMEOUT = 0.3  # and against a server that never finishes (only the timeout ends a call)
 CLOSE_TIMEOUT = 2.0  # what close() is given (more than a call takes: the call's error shows)
 SLACK = 0.5  # how much later than its timeout close() may return
 MEMORY_BOUND = 100 * MIB
@@ -94,6 +95,11 @@ class Mode:
     code: str  # the PugError an attempt ends with
     message: str
     slow: bool = False  # the server never finishes: only a deadline ends the attempt
+
+    @property
+    def timeout(self) -> float:
+        """The client's per-call timeout against this server."""
+        return SLOW_TIMEOUT if self.slow else TIMEOUT
 
 
 def _proto_200(body: bytes) -> bytes:
@@ -160,7 +166,7 @@ SHORT = f"the server answered accepted={N - 1} dropped=0 for {N} events"
 OVER = f"the server answered accepted=150 dropped=60 for {N} events"
 NOT_A_RESPONSE = "the answer to BatchCreate is not a BatchCreateResponse"
 REASONS_OVER = f"the server answered dropped=10 but dropped_by_reason counts 30, for {N} events"
-TIMED_OUT = f"timed out after {TIMEOUT:g}s"
+TIMED_OUT = f"timed out after {SLOW_TIMEOUT:g}s"
 
 MODES: dict[str, Mode] = {
     # The modes of tests/e2e/test_transport_faults.py, met by a BatchCreate (whose answer is
@@ -419,7 +425,11 @@ def test_close_makes_one_bounded_attempt_and_hands_every_event_to_on_error(
     with memory_measured() as bounds:
         # Nothing is sent before close(): a batch waits for 1000 events or a minute.
         pug = make_pug(
-            server.url, mode.protocol, dead, batch=BatchConfig(max_size=1000, max_wait=60)
+            server.url,
+            mode.protocol,
+            dead,
+            timeout=mode.timeout,
+            batch=BatchConfig(max_size=1000, max_wait=60),
         )
         track(pug)
         seconds = timed_close(pug, CLOSE_TIMEOUT)
@@ -458,7 +468,13 @@ def test_a_hostile_answer_is_retried_with_the_same_ids_until_close(
     dead = DeadLetters()
     with memory_measured() as bounds:
         # The worker sends on its own once N events are queued.
-        pug = make_pug(server.url, mode.protocol, dead, batch=BatchConfig(max_size=N, max_wait=60))
+        pug = make_pug(
+            server.url,
+            mode.protocol,
+            dead,
+            timeout=mode.timeout,
+            batch=BatchConfig(max_size=N, max_wait=60),
+        )
         track(pug)
         assert server.wait_for_requests(3), "the batch was not retried"
         assert not pug.flush(0.05)  # neither delivered nor dead-lettered: still retried
@@ -508,7 +524,7 @@ def test_close_cuts_off_an_attempt_that_would_outlast_it(
     mode = MODES[mode_name]
     server = serve(mode.protocol, mode.serve(google_pb2))
     dead = DeadLetters()
-    close_timeout = 1.0
+    close_timeout = 0.5
     with memory_measured() as bounds:
         # The worker sends the batch on its own, with a per-call timeout far beyond
         # close()'s: only close()'s deadline can end that attempt.

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from uv import find_uv_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,10 +64,13 @@ def test_wheel_holds_exactly_what_the_editable_install_serves(wheel: Path) -> No
 
 def test_wheel_imports_in_a_fresh_venv_without_extras(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir)
     python = env_dir / "bin" / "python"
+    # uv installs what the wheel's metadata asks for as pip would, in a fraction of the time.
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True
+        [find_uv_bin(), "pip", "install", "-q", "--python", str(python), str(wheel)],
+        check=True,
+        capture_output=True,
     )
     probe = (
         "import pug, pug.events, pug.proto.sdk.events.v1 as e;"

@@ -105,7 +105,7 @@ def test_user_catalog_module_tracks_like_well_known_events(
 
 
 def test_user_module_passes_mypy_strict_and_mypy_rejects_wrong_types(
-    user_module: tuple[ModuleType, Path], tmp_path: Path
+    user_module: tuple[ModuleType, Path], tmp_path: Path, mypy_cache_dir: Path
 ) -> None:
     _, out = user_module
     good = write(
@@ -150,7 +150,7 @@ def test_user_module_passes_mypy_strict_and_mypy_rejects_wrong_types(
 
     def mypy(path: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(path)],
+            [sys.executable, "-m", "mypy", "--strict", "--cache-dir", mypy_cache_dir, path],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -191,11 +191,11 @@ def test_check_detects_a_one_line_change(
 
 
 def test_generation_is_deterministic(tmp_path: Path) -> None:
-    first, second = generate_sdk(ROOT), generate_sdk(ROOT)
-    assert first == second
+    first = generate_sdk(ROOT)
     for rel, text in first.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
+    # A second generation (the CLI's) holds exactly the first's files, byte for byte.
     assert main(["sdk", "--root", str(ROOT), "--out", str(tmp_path), "--check"]) == 0
 
 

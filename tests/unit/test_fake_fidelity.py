@@ -47,6 +47,9 @@ KEYS = st.sampled_from(["$lib", "plan", "", "$", "é\n"])
 SECONDS = st.integers(min_value=-(2**40), max_value=2**40) | st.sampled_from([0, 2**62])
 
 
+# Cached: hypothesis validates each new strategy at its first draw, and the composites
+# below ask for these on every draw.
+@functools.cache
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | strategy
 

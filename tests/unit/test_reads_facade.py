@@ -156,7 +156,9 @@ def test_async_reads_do_not_block_the_loop() -> None:
     assert ticks >= 10  # the caller's loop kept running during ~400 ms of reads
 
 
-def test_sample_program_calling_each_resource_passes_mypy_strict(tmp_path: Path) -> None:
+def test_sample_program_calling_each_resource_passes_mypy_strict(
+    tmp_path: Path, mypy_cache_dir: Path
+) -> None:
     program = tmp_path / "reads.py"
     program.write_text(
         textwrap.dedent(
@@ -194,7 +196,7 @@ def test_sample_program_calling_each_resource_passes_mypy_strict(tmp_path: Path)
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(program)],
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", mypy_cache_dir, program],
         capture_output=True,
         text=True,
         cwd=tmp_path,
