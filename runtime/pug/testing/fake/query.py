@@ -181,6 +181,9 @@ class Store:
         # Batches taken since the store was last read, with the time each arrived.
         self._pending: list[tuple[datetime.datetime, list[Arrival]]] = []
         self._pending_events = 0
+        # Owners stored events brought, whose profiles are made when `profiles` is read
+        # (with the time their first event arrived): a burst of new users is cheap.
+        self._new_owners: dict[str, datetime.datetime] = {}
         self.aliases: dict[str, str] = {}  # merged anonymous id → identified external id
         self.deletions: dict[str, Deletion] = {}
         self._plains: dict[int, tuple[Mapping[str, Value], dict[str, Any]]] = {}
@@ -202,13 +205,15 @@ class Store:
 
     def settle(self) -> None:
         """Store the batches taken since the last read, in arrival order: each event's
-        duplicate check, its owner (by the aliases of its arrival: identify settles before
-        it merges) and its owner's profile, made with the batch's arrival time. What a
-        stored event holds beyond that is read from its bytes when `events` is read."""
+        duplicate check and its owner (by the aliases of its arrival: identify settles
+        before it merges), a new owner noted with its batch's arrival time. A stored
+        event's fields are read from its bytes when `events` is read, a new owner's
+        profile made when `profiles` is."""
         if not self._pending:
             return
         pending, self._pending, self._pending_events = self._pending, [], 0
-        seen, aliases, arrived, profiles = self._seen, self.aliases, self._arrived, self._profiles
+        seen, aliases, arrived = self._seen, self.aliases, self._arrived
+        profiles, new_owners = self._profiles, self._new_owners
         for arrived_at, events in pending:
             for event in events:
                 when = event.occur_time
@@ -220,10 +225,8 @@ class Store:
                 seen.add(key)
                 distinct_id = event.distinct_id
                 owner = "" if event.cookieless else aliases.get(distinct_id, distinct_id)
-                if owner and owner not in profiles:
-                    profiles[owner] = StoredProfile(
-                        self._profile_id(), owner, {}, arrived_at, arrived_at
-                    )
+                if owner and owner not in profiles and owner not in new_owners:
+                    new_owners[owner] = arrived_at
                 self._seq += 1
                 arrived.append((self._seq, event.raw, owner))
 
@@ -231,6 +234,13 @@ class Store:
     def profiles(self) -> dict[str, StoredProfile]:
         """Every profile by external id, in creation order."""
         self.settle()
+        if self._new_owners:
+            new, self._new_owners = self._new_owners, {}
+            for owner, first_seen in new.items():
+                if owner not in self._profiles:
+                    self._profiles[owner] = StoredProfile(
+                        self._profile_id(), owner, {}, first_seen, first_seen
+                    )
         return self._profiles
 
     def _profile_id(self) -> str:
