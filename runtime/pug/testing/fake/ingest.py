@@ -20,7 +20,6 @@ So this path decides nothing on its own: it is a cache of "this batch is clean".
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable
 from typing import NamedTuple, TypeAlias
@@ -120,9 +119,9 @@ _Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, list[bytes], boo
 
 class Scanner:
     """Judges batches by the rules it is given (derived from the contract by the fake):
-    tests of an event's id, kind and session id, a property value's limits (the longest
-    string, whether doubles must be finite), the property key prefix of auto-properties,
-    the reserved distinct id prefix, the most events a batch holds. It knows the
+    tests of an event's id, kind and session id and of a property value, the property
+    key prefix of auto-properties, the reserved distinct id prefix, the most events a
+    batch holds. It knows the
     contract's Event rules by name; the fake builds one only when the contract has no
     other (`pug.testing.fake.server`)."""
 
@@ -132,7 +131,7 @@ class Scanner:
         event_id_ok: Callable[[str], object],
         kind_ok: Callable[[str | None], bool],
         session_ok: Callable[[str | None], bool],
-        value_limits: tuple[float, bool],
+        value_ok: Callable[[Value], bool],
         auto_prefix: str,
         reserved_prefix: str,
         max_events: int,
@@ -140,7 +139,7 @@ class Scanner:
         self._event_id_ok = event_id_ok
         self._kind_ok = kind_ok
         self._session_ok = session_ok
-        self._longest, self._finite = value_limits
+        self._value_ok = value_ok
         self._auto_prefix = auto_prefix
         self._reserved_prefix = reserved_prefix
         self._max_events = max_events
@@ -221,7 +220,8 @@ class Scanner:
         """The event's fields if it is laid out as the SDK writes it: id, time, distinct
         id, kind, session id, auto-properties, custom properties, each size one byte; what
         follows the kind up to the custom properties the same bytes as in an event of that
-        kind judged before (else judged now). None: another layout."""
+        kind judged before (else judged now). None: another layout. Each field is read
+        inline, not by a helper: this runs for every event."""
         if data[pos] != _EVENT_ID or data[pos + 1] > 0x7F:
             return None
         stop = pos + 2 + data[pos + 1]
@@ -365,18 +365,9 @@ class Scanner:
         return text
 
     def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
-        """The key of a property entry that breaks no rule, kept; None if it breaks one
-        (a new value of a known key in most events: written out, no call it can spare)."""
-        key, value = _sdk_entry(entry) or read_entry(entry)
-        if key.startswith(self._auto_prefix) is not auto:
-            return None
-        if isinstance(value, str):
-            if len(value) > self._longest:
-                return None
-        elif isinstance(value, float):
-            if self._finite and not math.isfinite(value):
-                return None
-        elif value is None:  # no member: the required oneof is broken
+        """The key of a property entry that breaks no rule, kept; None if it breaks one."""
+        key, value = entry_of(entry)
+        if key.startswith(self._auto_prefix) is not auto or not self._value_ok(value):
             return None
         return judged.keep(entry, key)
 

@@ -443,7 +443,7 @@ def _scanner() -> ingest.Scanner | None:
         and set(batch.fields) <= {"events"}
         and events == rules.Field(type="repeated", max_items=events.max_items)
     )
-    if not known or _VALUE_LIMITS is None:
+    if not known or _VALUE_LIMITS is None:  # _value_clean knows no other value rules
         return None
     none = rules.Field()
     event_id = fields.get("event_id", none)
@@ -454,7 +454,7 @@ def _scanner() -> ingest.Scanner | None:
         else _quick(event_id),
         kind_ok=_quick(fields.get("kind", none)),
         session_ok=_quick(fields.get("session_id", none)),
-        value_limits=_VALUE_LIMITS,
+        value_ok=_value_clean,
         auto_prefix=rules.AUTO_PROPERTY_PREFIX,
         reserved_prefix=rules.RESERVED_ID_PREFIX,
         max_events=(1 << 62) if events.max_items is None else events.max_items,
