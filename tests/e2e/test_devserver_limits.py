@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pug import Pug, PugError
 from pug.devserver import DevServer
 from pug.devserver.server import MAX_BODY_BYTES
 from pug.proto.common.v1 import PropertyValue
@@ -595,3 +596,41 @@ def test_bad_clients_leave_the_cli_s_stderr_empty() -> None:
                 assert answer.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5", b"<!DOCTYPE")), answer
 
     assert run_cli("--idle-timeout", "2", meanwhile=abuse)[1] == ""
+
+
+def test_past_its_store_bound_the_cli_drops_the_oldest_events_and_says_so_once() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pug", "devserver", "--connect-port", "0", "--grpc-port", "0",
+         "--max-store-mb", "1", "--lines-per-second", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split("Connect on ")[1].split(",")[0]
+        client = Pug(api_key="prv_bound", base_url=url)
+        for i in range(5_000):
+            client.track(f"user_{i}", "order.completed", {"order_id": f"ord_{i:08d}"})
+        assert client.flush(30)
+        newest = client.profiles.get_by_external_id("user_4999")
+        assert newest.activity is not None and newest.activity.total_events == 1
+        with pytest.raises(PugError) as gone:  # its only event was dropped, and the profile
+            client.profiles.get_by_external_id("user_0")
+        assert gone.value.code == "not_found"
+        client.close(10)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert err == (
+        "the fake Pug's store is over its bound of 1 MiB: the oldest events are dropped from "
+        "now on (FakePug(max_store_bytes=...), pug devserver --max-store-mb)\n"
+    )
+
+
+def test_a_store_bound_below_one_mib_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pug", "devserver", "--max-store-mb", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "pug: error: --max-store-mb must be at least 1"

@@ -22,6 +22,7 @@ from pug.devserver.feed import Feed
 from pug.devserver.grpc import capped_server, grpc_handlers
 from pug.devserver.page import Page
 from pug.testing import FakePug
+from pug.testing.fake.query import DEFAULT_MAX_BYTES
 
 # A request's bound, in bytes on the wire and once gzip is inflated (and a gRPC message's):
 # the real server takes a batch as one message of a 1 MiB bus (WIRE.md), the SDK sends at
@@ -185,13 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         default=LINES_PER_SECOND,
         help="events printed a second at most, the others counted (0: print every one)",
     )
+    dev.add_argument(
+        "--max-store-mb",
+        type=int,
+        default=DEFAULT_MAX_BYTES >> 20,
+        help="MiB of events and profiles kept at most, the oldest dropped past it",
+    )
     args = parser.parse_args(argv)
     tune_gc()
     # Ctrl-C (SIGINT) stops it, also when its parent started it with SIGINT ignored (a
     # shell's background job does): its own handler, not the inherited disposition.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.max_store_mb < 1:
+        parser.error("--max-store-mb must be at least 1")
     try:
         server = DevServer(
+            FakePug(max_store_bytes=args.max_store_mb << 20),
             host=args.host,
             connect_port=args.connect_port,
             grpc_port=args.grpc_port,

@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import datetime
 import itertools
+import logging
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -63,9 +64,21 @@ DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size 
 # Property dicts made plain, kept for the events that share them: bounded in entries (each
 # one event's properties, which the reader shares only for events of at most 4 KiB).
 _PLAINS_MAX = 1024
-# Events taken but not yet stored (`Store.settle`) at most: held as the fake's `Arrival`s,
-# a few hundred bytes more each than once stored.
+# Events taken but not yet stored (`Store.settle`) at most, and their wire bytes: held as
+# the fake's `Arrival`s, a few hundred bytes more each than once stored.
 _PENDING_MAX = 10_000
+_PENDING_MAX_BYTES = 8 << 20
+# What a store holds at most by default (`FakePug(max_store_bytes=...)`; the dev server's
+# `--max-store-mb`): past it, the oldest events are dropped (`Store.evict`).
+DEFAULT_MAX_BYTES = 512 << 20
+# What holding an event costs, from its wire bytes: as its bytes (with its duplicate-check
+# key and place in arrival order), and once read into a StoredEvent (its dicts and strings).
+# Measured with tracemalloc for 8-property events of 356 wire bytes, each with a new owner
+# noted: 1 260 B and 3 290 B.
+_KEPT_PER_WIRE_BYTE, _READ_PER_WIRE_BYTE, _EVENT_BYTES = 3, 9, 300
+# A profile without traits (with its owner's entry until it is made), an alias, a deletion;
+# traits at 4 bytes for each character of their repr (measured: 3.1 for string traits).
+_PROFILE_BYTES, _ALIAS_BYTES, _DELETION_BYTES, _BYTES_PER_TRAIT_CHAR = 600, 250, 600, 4
 _NANOS = 1_000_000_000
 _NANOS_PER_MINUTE = 60 * _NANOS
 # The times a datetime holds, in nanoseconds from the epoch (what occur_time is clamped to).
@@ -109,6 +122,7 @@ def _page_offset(token: str | None) -> int:
 
 
 T = TypeVar("T")
+logger = logging.getLogger("pug.testing")
 
 
 def _page(items: Sequence[T], token: str | None, size: int | None) -> tuple[list[T], str]:
@@ -171,16 +185,33 @@ def _heatmap(events: Iterable[StoredEvent]) -> list[activity_v1.HeatmapDay]:
 class Store:
     """Every event, profile, alias and deletion the fake holds, and the answer to each RPC."""
 
-    def __init__(self, clock: Callable[[], datetime.datetime]) -> None:
+    def __init__(
+        self, clock: Callable[[], datetime.datetime], max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if max_bytes < 1:
+            raise ValueError("a store's byte bound must be positive")
         self.clock = clock
+        self.max_bytes = max_bytes
         self._events: list[StoredEvent] = []
         self._arrived: list[tuple[int, bytes, str]] = []  # (seq, event's bytes, owner), unread
         self._seen: set[tuple[str, str, int]] = set()  # (event_id, kind, minute)
         self._seq = 0
+        # Each stored event in arrival order: (seq, duplicate-check key, wire size; -1 once
+        # erased): what `evict` drops first, and what it costs.
+        self._order: deque[tuple[int, tuple[str, str, int], int]] = deque()
+        # Bytes held, estimated: by the events (kept up to date), by the rest (profiles,
+        # traits, aliases, deletions: counted high as they come, recounted by `evict`).
+        self._events_bytes = 0
+        self._other_bytes = 0
+        self.evicted_events = 0  # dropped to stay within max_bytes
+        # Batches wait at most this many wire bytes (held as Arrivals, ~3 times as many):
+        # what waits adds a tenth to a small bound at most.
+        self._pending_max_bytes = min(_PENDING_MAX_BYTES, max_bytes // 32)
         self._profiles: dict[str, StoredProfile] = {}  # by external id, in creation order
         # Batches taken since the store was last read, with the time each arrived.
         self._pending: list[tuple[datetime.datetime, list[Arrival]]] = []
         self._pending_events = 0
+        self._pending_bytes = 0
         # Owners stored events brought, whose profiles are made when `profiles` is read
         # (with the time their first event arrived): a burst of new users is cheap.
         self._new_owners: dict[str, datetime.datetime] = {}
@@ -193,13 +224,15 @@ class Store:
 
     # ---- ingestion ---------------------------------------------------------------------
 
-    def batch_create(self, events: list[Arrival]) -> BatchCreateResponse:
-        """Take a BatchCreate's events, already checked (`FakePug.handle_batch`), with the
-        time they arrived: they are stored when the store is next read, or once
-        `_PENDING_MAX` events wait (`settle`), many batches at once."""
+    def batch_create(self, events: list[Arrival], size: int) -> BatchCreateResponse:
+        """Take a BatchCreate's events (`size` bytes on the wire), already checked
+        (`FakePug.handle_batch`), with the time they arrived: they are stored when the
+        store is next read, or once `_PENDING_MAX` events or `_PENDING_MAX_BYTES` (an
+        32nd of the bound, if less) wait (`settle`), many batches at once."""
         self._pending.append((self.clock(), events))
         self._pending_events += len(events)
-        if self._pending_events > _PENDING_MAX:
+        self._pending_bytes += size
+        if self._pending_events > _PENDING_MAX or self._pending_bytes > self._pending_max_bytes:
             self.settle()
         return BatchCreateResponse(accepted=len(events), dropped=0)
 
@@ -212,8 +245,10 @@ class Store:
         if not self._pending:
             return
         pending, self._pending, self._pending_events = self._pending, [], 0
+        self._pending_bytes = 0
         seen, aliases, arrived = self._seen, self.aliases, self._arrived
-        profiles, new_owners = self._profiles, self._new_owners
+        profiles, new_owners, order = self._profiles, self._new_owners, self._order
+        seq, wire, owners, noted = self._seq, 0, 0, 0
         for arrived_at, events in pending:
             for event in events:
                 when = event.occur_time
@@ -227,8 +262,104 @@ class Store:
                 owner = "" if event.cookieless else aliases.get(distinct_id, distinct_id)
                 if owner and owner not in profiles and owner not in new_owners:
                     new_owners[owner] = arrived_at
-                self._seq += 1
-                arrived.append((self._seq, event.raw, owner))
+                    noted += 1
+                    owners += len(owner)
+                seq += 1
+                raw = event.raw
+                arrived.append((seq, raw, owner))
+                order.append((seq, key, len(raw)))
+                wire += len(raw)
+        stored = seq - self._seq
+        self._seq = seq
+        self._events_bytes += _KEPT_PER_WIRE_BYTE * wire + _EVENT_BYTES * stored
+        self._other_bytes += 2 * owners + _PROFILE_BYTES * noted
+        self._within_bound()
+
+    def _within_bound(self) -> None:
+        if self._events_bytes + self._other_bytes > self.max_bytes:
+            self.evict()
+
+    def evict(self) -> None:
+        """Keep the store within `max_bytes`: once it holds more, the oldest events are
+        dropped until it holds three quarters (a quarter free: not one eviction a batch),
+        with their duplicate-check keys (an event sent again after its eviction is stored
+        again), then the profiles they leave without an event, a trait or an alias. If
+        profiles and aliases alone are over the bound, the oldest of them go too."""
+        self._other_bytes = self._recount_other()
+        target = self.max_bytes * 3 // 4
+        if self._events_bytes + self._other_bytes <= target:
+            return
+        order, seen, events, arrived = self._order, self._seen, self._events, self._arrived
+        read = kept = 0  # events dropped from the front of `_events`, of `_arrived`
+        owners: set[str] = set()
+        dropped_before = self.evicted_events
+        while order and self._events_bytes + self._other_bytes > target:
+            seq, key, size = order.popleft()
+            seen.discard(key)
+            if size < 0:  # erased already (`_erase` took its cost back)
+                continue
+            if read < len(events) and events[read].seq == seq:
+                owners.add(events[read].owner)
+                read += 1
+                self._events_bytes -= _READ_PER_WIRE_BYTE * size + _EVENT_BYTES
+            else:
+                owners.add(arrived[kept][2])
+                kept += 1
+                self._events_bytes -= _KEPT_PER_WIRE_BYTE * size + _EVENT_BYTES
+            self.evicted_events += 1
+        del events[:read], arrived[:kept]
+        self._drop_profiles_left_empty(owners)
+        if self._events_bytes + self._other_bytes > target:
+            self._drop_oldest_profiles(target)
+        if dropped_before == 0 and self.evicted_events:
+            logger.warning(
+                "the fake Pug's store is over its bound of %d MiB: the oldest events are "
+                "dropped from now on (FakePug(max_store_bytes=...), pug devserver "
+                "--max-store-mb)",
+                self.max_bytes >> 20,
+            )
+
+    def _drop_profiles_left_empty(self, owners: set[str]) -> None:
+        """Forget the profiles of `owners` that have no event left, no trait and no alias."""
+        owners.discard("")
+        if not owners:
+            return
+        owners -= {e.owner for e in self._events}
+        owners -= {a[2] for a in self._arrived}
+        owners -= set(self.aliases.values())
+        for owner in owners:
+            if self._new_owners.pop(owner, None) is not None:
+                self._other_bytes -= _PROFILE_BYTES + 2 * len(owner)
+            profile = self._profiles.get(owner)
+            if profile is not None and not profile.properties:
+                del self._profiles[owner]
+                self._other_bytes -= self._profile_bytes(profile)
+
+    def _drop_oldest_profiles(self, target: int) -> None:
+        """Events are gone and profiles, aliases and deletions are still over `target`:
+        the oldest deletions, then the oldest profiles with their aliases, are forgotten."""
+        while self.deletions and self._events_bytes + self._other_bytes > target:
+            del self.deletions[next(iter(self.deletions))]
+            self._other_bytes -= _DELETION_BYTES
+        self.profiles  # noqa: B018 (owners noted by settle become profiles: counted once)
+        while self._profiles and self._events_bytes + self._other_bytes > target:
+            external_id, profile = next(iter(self._profiles.items()))
+            del self._profiles[external_id]
+            self._other_bytes -= self._profile_bytes(profile)
+            self.aliases = {k: v for k, v in self.aliases.items() if v != external_id}
+        self._other_bytes = self._recount_other()
+
+    def _recount_other(self) -> int:
+        """What profiles (made or noted), traits, aliases and deletions hold, estimated."""
+        noted = sum(_PROFILE_BYTES + 2 * len(owner) for owner in self._new_owners)
+        made = sum(self._profile_bytes(p) for p in self._profiles.values())
+        aliases = sum(_ALIAS_BYTES + 2 * len(k) + 2 * len(v) for k, v in self.aliases.items())
+        return noted + made + aliases + _DELETION_BYTES * len(self.deletions)
+
+    @staticmethod
+    def _profile_bytes(profile: StoredProfile) -> int:
+        traits = _BYTES_PER_TRAIT_CHAR * len(repr(profile.properties)) if profile.properties else 0
+        return _PROFILE_BYTES + 2 * len(profile.external_id) + traits
 
     @property
     def profiles(self) -> dict[str, StoredProfile]:
@@ -256,6 +387,9 @@ class Store:
         if self._arrived:
             arrived, self._arrived = self._arrived, []
             self._events.extend([self._stored(*a) for a in arrived])
+            wire = sum([len(a[1]) for a in arrived])
+            self._events_bytes += (_READ_PER_WIRE_BYTE - _KEPT_PER_WIRE_BYTE) * wire
+            self._within_bound()
         return self._events
 
     @events.setter
@@ -318,6 +452,10 @@ class Store:
         anonymous_id = request.anonymous_id or ""
         if anonymous_id and anonymous_id != external_id:
             self._merge(anonymous_id, profile)
+            self._other_bytes += _ALIAS_BYTES + 2 * len(anonymous_id) + 2 * len(external_id)
+        # Counted whole again (the traits may replace others): `evict` recounts.
+        self._other_bytes += self._profile_bytes(profile)
+        self._within_bound()
         return IdentifyResponse()
 
     def _merge(self, anonymous_id: str, into: StoredProfile) -> None:
@@ -431,6 +569,12 @@ class Store:
         profile = self.profiles.pop(external_id, None)
         kept = [e for e in self.events if e.owner != external_id]
         erased = len(self.events) - len(kept)
+        if erased:
+            gone = {e.seq for e in self.events if e.owner == external_id}
+            for i, (seq, key, size) in enumerate(self._order):
+                if seq in gone:  # its key stays until evicted: the event is still a duplicate
+                    self._order[i] = (seq, key, -1)
+                    self._events_bytes -= _READ_PER_WIRE_BYTE * size + _EVENT_BYTES
         self.events = kept
         self.aliases = {k: v for k, v in self.aliases.items() if v != external_id}
         deletion = Deletion(
@@ -442,6 +586,8 @@ class Store:
             completed_at=self.clock(),
         )
         self.deletions[deletion.request_id] = deletion
+        self._other_bytes += _DELETION_BYTES
+        self._within_bound()
         return deletion
 
     def get_deletion_request(

@@ -119,7 +119,7 @@ from pug.proto.shared.insights import v1 as insights_v1
 from pug.proto.shared.profiles import v1 as profiles_v1
 from pug.testing.fake import assertions, ingest, wire
 from pug.testing.fake.assertions import ReceivedEvent
-from pug.testing.fake.query import Store
+from pug.testing.fake.query import DEFAULT_MAX_BYTES, Store
 from pug.testing.fake.values import COMPARISONS, NUMERIC_AGGREGATIONS, FilterGroup, go_float, now
 from pug.transports.memory import InMemoryTransport
 
@@ -992,6 +992,9 @@ class FakePug(InMemoryTransport):
       `attach(client)` registers the client's flush there.
     - `reset()`: forget everything received and any injected failure.
     - `clock`: the server's "now" (profile and deletion times).
+    - `max_store_bytes`: what the store holds at most (estimated); past it, the oldest
+      events are dropped (counted in `evicted_events`, a warning logged once), then
+      profiles left without events, traits or aliases.
     """
 
     def __init__(
@@ -999,11 +1002,12 @@ class FakePug(InMemoryTransport):
         *,
         latency: float = 0.0,
         clock: Callable[[], datetime.datetime] = now,
+        max_store_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         super().__init__(self.handle, stream_handler=self.handle_stream, latency=latency)
         self.flush_hooks: list[Callable[[], object]] = []
         self._state_lock = threading.Lock()
-        self._store = Store(clock)
+        self._store = Store(clock, max_store_bytes)
 
     @property
     def clock(self) -> Callable[[], datetime.datetime]:
@@ -1012,6 +1016,13 @@ class FakePug(InMemoryTransport):
     @clock.setter
     def clock(self, clock: Callable[[], datetime.datetime]) -> None:
         self._store.clock = clock
+
+    @property
+    def evicted_events(self) -> int:
+        """Events dropped (the oldest first) to keep the store within `max_store_bytes`."""
+        with self._state_lock:
+            self._store.settle()
+            return self._store.evicted_events
 
     # ---- entry points ------------------------------------------------------------------
 
@@ -1060,7 +1071,7 @@ class FakePug(InMemoryTransport):
                 ingest.arrival(e, data[a:b]) for e, (a, b) in zip(events, spans, strict=True)
             ]
         with self._state_lock:
-            response = self._store.batch_create(arrivals)
+            response = self._store.batch_create(arrivals, len(body))
         return bytes(response), arrivals
 
     def _answers(self, route: Method | None) -> _Answer | None:
@@ -1151,4 +1162,4 @@ class FakePug(InMemoryTransport):
             self.requests.clear()
             self.attempts.clear()
         with self._state_lock:
-            self._store = Store(self._store.clock)
+            self._store = Store(self._store.clock, self._store.max_bytes)
