@@ -1,0 +1,42 @@
+"""The caches that read events (the wire reader's, the fake's scanner's) hold at most their
+byte bounds, measured as what is reachable from them, after traffic that never repeats
+itself: a new user and new property values in every event."""
+
+from __future__ import annotations
+
+import pytest
+from pug._wire import reader
+from pug.testing.fake import ingest, server
+
+from tests.support.memory import deep_size
+from tests.unit.test_fake_store_bound import sdk_batches
+
+# A cache is checked before each entry goes in: it may hold one entry past its bound.
+ONE_ENTRY = 8 * 1024
+
+
+@pytest.fixture(scope="module")
+def bodies() -> list[bytes]:
+    return sdk_batches(30_000, size=1000)
+
+
+def test_the_wire_reader_s_caches_stay_within_their_bounds(bodies: list[bytes]) -> None:
+    largest = {"tails": 0, "entries": 0}
+    for body in bodies:
+        reader.read_batch(body)
+        largest["tails"] = max(largest["tails"], deep_size(reader._tails))
+        largest["entries"] = max(largest["entries"], deep_size(reader._entries))
+    assert largest["tails"] <= reader._TAIL_CACHE_BYTES + ONE_ENTRY
+    assert largest["entries"] <= reader._ENTRY_CACHE_BYTES + ONE_ENTRY
+    assert largest["tails"] > reader._TAIL_CACHE_BYTES // 2  # they were filled
+
+
+def test_the_scanner_s_caches_stay_within_their_bounds(bodies: list[bytes]) -> None:
+    scanner = server._scanner()
+    assert scanner is not None
+    largest = 0
+    for body in bodies:
+        assert scanner.scan(body) is not None
+        judged = [scanner._kinds, scanner._sessions, scanner._auto, scanner._custom]
+        largest = max(largest, *(deep_size(j.passed) for j in judged))
+    assert ingest._CACHE_BYTES // 2 < largest <= ingest._CACHE_BYTES + ONE_ENTRY
