@@ -129,7 +129,7 @@ class Worker:
         self._booted.acquire()
         self._stopping = False
         self._close_deadline: float | None = None
-        self._inflight: asyncio.Future[bytes] | None = None
+        self._inflight: asyncio.Timeout | None = None
         # Held until _run ends: what stop() waits on, also before the thread has started.
         self._ended = allocate_lock()
         self._ended.acquire()
@@ -216,18 +216,22 @@ class Worker:
         return False
 
     def _cancel_inflight(self) -> None:
-        if self._inflight is not None and not self._inflight.done():
-            self._inflight.cancel()
+        if self._inflight is not None and not self._inflight.expired():
+            self._inflight.reschedule(self.loop.time())
 
     async def _attempt(self, method: str, body: bytes, timeout: float) -> bytes:
+        """One request, cut off if close()'s deadline passes meanwhile. In this task, not
+        one of its own: a task is two more turns of the loop a request, and each turn lets
+        go of the GIL, which a busy caller then holds up to sys.getswitchinterval() (5 ms)."""
         import asyncio
 
-        task = asyncio.ensure_future(self.transport.unary(method, body, timeout=timeout))
-        self._inflight = task
+        cutoff = asyncio.timeout(None)  # rescheduled by _cancel_inflight at the deadline
         try:
-            return await task
-        except asyncio.CancelledError:
-            if task.cancelled() and self._stopping:
+            async with cutoff:
+                self._inflight = cutoff
+                return await self.transport.unary(method, body, timeout=timeout)
+        except TimeoutError:
+            if cutoff.expired():
                 raise PugError("deadline_exceeded", "close() timed out during delivery") from None
             raise
         finally:
