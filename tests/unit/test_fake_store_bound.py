@@ -153,3 +153,19 @@ def test_reset_keeps_the_bound() -> None:
         fake.handle_batch(body)
     assert fake.evicted_events > 0
     assert isinstance(fake._store, Store) and fake._store.max_bytes == 1 * MiB
+
+
+def test_a_profile_read_after_a_burst_reads_its_own_events_only() -> None:
+    fake = FakePug()
+    bodies = sdk_batches(5_000)
+    for body in bodies:
+        fake.handle_batch(body)
+    client = Pug(api_key="prv_bound", transport=fake)
+    client.track("user_7", "order.completed", {"n": -1})
+    client.flush()
+    profile = fake.profile("user_7")
+    assert profile.activity is not None and profile.activity.total_events == 2
+    assert len(fake._store._arrived) == 5_001  # the others are still as they arrived
+    assert [e.properties["n"] for e in fake.events(distinct_id="user_7")] == [7, -1]
+    assert fake.profile("user_7") == profile
+    client.close()

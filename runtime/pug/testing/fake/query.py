@@ -476,7 +476,12 @@ class Store:
     # ---- profiles ----------------------------------------------------------------------
 
     def _events_of(self, owner: str) -> list[StoredEvent]:
-        return [e for e in self.events if e.owner == owner]
+        """One owner's events. Those not read yet are read for this and not kept read: the
+        view of a profile after a burst of 100 000 events reads its own, not all of them."""
+        self.settle()
+        mine = [e for e in self._events if e.owner == owner]
+        mine += [self._stored(*a) for a in self._arrived if a[2] == owner]
+        return mine
 
     def profile_message(self, profile: StoredProfile) -> profiles_v1.Profile:
         events = self._events_of(profile.external_id)
