@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from operator import itemgetter
 from typing import NamedTuple, TypeAlias
 
 import pug.wire_tags as T
@@ -84,6 +85,9 @@ _CACHE_BYTES = 4 << 20
 _FIELD_MAX_BYTES = 512
 _HELD_BYTES = 160
 _TIMES_MAX = 4096  # occur times read, by their bytes (a millisecond's events share one)
+# A key whose values keep being new (an order id, an amount) would only churn the cache of
+# entries: after this many new values its entries are judged by the key's cache alone.
+_KEEP_NEW_VALUES = 256
 
 
 class _Judged:
@@ -110,6 +114,28 @@ class _Middle(NamedTuple):
     kind: str
     session: str
     rest: bytes
+
+
+class _Layout(NamedTuple):
+    """Where the custom entries are in a block of them (each an entry field whose size is
+    one byte): `heads(block) == expected` says a block of the same length has its entry
+    tags and sizes at the same places, and so the same entries at `entries`."""
+
+    heads: Callable[[bytes], object]
+    expected: object
+    entries: tuple[slice, ...]
+
+
+class _Key:
+    """A custom property key that passed, by its key field's bytes, and how many of its
+    values were new since (each new one kept in the entries' cache up to
+    _KEEP_NEW_VALUES)."""
+
+    __slots__ = ("key", "new_values")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.new_values = 0
 
 
 # An event's fields: id, time, distinct id (bytes as sent), its middle, custom entries,
@@ -150,6 +176,10 @@ class Scanner:
         self._times: dict[bytes, Timestamp] = {}
         self._middles: dict[bytes, _Middle] = {}  # by the kind field's bytes
         self._middles_size = 0
+        self._layouts: dict[int, _Layout] = {}  # by the custom block's length
+        self._layouts_size = 0
+        self._keys: dict[bytes, _Key] = {}  # by the key field's bytes
+        self._keys_size = 0
 
     def scan(self, body: bytes) -> list[Arrival] | None:
         """The batch's events if it breaks no rule for sure; None: take the exact path."""
@@ -167,7 +197,7 @@ class Scanner:
         names bound once: it runs for every event of every batch."""
         sdk_layout, any_layout = self._sdk_layout, self._any_layout
         id_ok, times, reserved = self._event_id_ok, self._times, self._reserved_prefix
-        known_entry = self._custom.passed.get
+        known_entry, custom_entry = self._custom.passed.get, self._custom_entry
         out: list[Arrival] = []
         for start, end in spans:
             parts = sdk_layout(data, start, end) or any_layout(data, start, end)
@@ -197,7 +227,7 @@ class Scanner:
             keys: list[str | None] = list(map(known_entry, custom))
             while None in keys:  # an entry not judged lately (a new value, mostly)
                 i = keys.index(None)
-                keys[i] = self._entry(custom[i], self._custom, auto=False)
+                keys[i] = custom_entry(custom[i])
                 if keys[i] is None:
                     return None
             out.append(
@@ -245,15 +275,39 @@ class Scanner:
             middle = self._learn_middle(data, pos, end)
             if middle is None:
                 return None
-        pos = stop + len(middle.rest)
-        custom = []
-        while pos < end and data[pos] == _CUSTOM and data[pos + 1] < 0x80:
-            stop = pos + 2 + data[pos + 1]
-            custom.append(data[pos + 2 : stop])
+        block = data[stop + len(middle.rest) : end]  # the custom entries
+        layout = self._layouts.get(len(block))
+        if layout is None or layout.heads(block) != layout.expected:
+            layout = self._learn_layout(block)
+            if layout is None:
+                return None
+        custom = list(map(block.__getitem__, layout.entries))
+        return event_id, occur, distinct, middle, custom, False
+
+    def _learn_layout(self, block: bytes) -> _Layout | None:
+        """Where the custom entries of `block` are, kept by its length (an event's entries
+        take the same places as the last event's of that length, mostly); None if `block`
+        holds another field or a size longer than one byte."""
+        places: list[int] = []
+        entries: list[slice] = []
+        pos, end = 0, len(block)
+        while pos + 1 < end and block[pos] == _CUSTOM and block[pos + 1] < 0x80:
+            stop = pos + 2 + block[pos + 1]
+            places += (pos, pos + 1)
+            entries.append(slice(pos + 2, stop))
             pos = stop
         if pos != end:
             return None
-        return event_id, occur, distinct, middle, custom, False
+        # Two places an entry: the heads are a tuple (an empty block has none to compare).
+        heads = itemgetter(*places) if places else itemgetter(slice(0, 0))
+        layout = _Layout(heads, heads(block), tuple(entries))
+        if end <= _FIELD_MAX_BYTES * 16:
+            if self._layouts_size > _CACHE_BYTES:
+                self._layouts.clear()
+                self._layouts_size = 0
+            self._layouts[end] = layout
+            self._layouts_size += len(entries) * _HELD_BYTES + _HELD_BYTES
+        return layout
 
     def _learn_middle(self, data: bytes, pos: int, end: int) -> _Middle | None:
         """The kind at `pos`, the session id and auto-properties after it, judged and
@@ -364,6 +418,40 @@ class Scanner:
             return judged.keep(field, text) if test(text) else None
         return text
 
+    def _custom_entry(self, entry: bytes) -> str | None:
+        """The key of a custom entry not judged lately (mostly a new value of a key seen
+        before) that breaks no rule; None if it breaks one. In the SDK's form, its key is
+        judged once by its key field's bytes and only its value now; the entry is kept
+        unless its key's values keep being new."""
+        at = 2 + entry[1]
+        value = _sdk_value(entry, at) if entry[0] == _MAP_KEY and entry[1] < 0x80 else None
+        if value is None:  # another form: read whole
+            return self._entry(entry, self._custom, auto=False)
+        seen = self._keys.get(entry[:at])
+        if seen is None:
+            seen = self._learn_key(entry[:at])
+            if seen is None:
+                return None
+        if not self._value_ok(value):
+            return None
+        if seen.new_values < _KEEP_NEW_VALUES:
+            seen.new_values += 1
+            self._custom.keep(entry, seen.key)
+        return seen.key
+
+    def _learn_key(self, field: bytes) -> _Key | None:
+        """A custom key field's key if it passes its prefix rule, kept; None if not."""
+        key = field[2:].decode()
+        if key.startswith(self._auto_prefix):
+            return None
+        seen = _Key(key)
+        if self._keys_size > _CACHE_BYTES:
+            self._keys.clear()
+            self._keys_size = 0
+        self._keys[field] = seen
+        self._keys_size += len(field) + len(key) + _HELD_BYTES
+        return seen
+
     def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
         """The key of a property entry that breaks no rule, kept; None if it breaks one."""
         key, value = entry_of(entry)
@@ -391,7 +479,16 @@ def _sdk_entry(entry: bytes) -> tuple[str, Value] | None:
     a string, a double, or an int or bool below 128), read in a few steps; None for any
     other form (`read_entry` reads every form)."""
     at = 2 + entry[1]
-    if entry[0] != _MAP_KEY or entry[1] > 0x7F or entry[at] != _MAP_VALUE:
+    if entry[0] != _MAP_KEY or entry[1] > 0x7F:
+        return None
+    value = _sdk_value(entry, at)
+    return None if value is None else (entry[2:at].decode(), value)
+
+
+def _sdk_value(entry: bytes, at: int) -> Value | None:
+    """The value of an entry in the SDK's form (`_sdk_entry`) whose key field ends at
+    `at`; None if the rest of the entry is not one value field in that form."""
+    if entry[at] != _MAP_VALUE:
         return None
     size = entry[at + 1]
     if size > 0x7F or at + 2 + size != len(entry) or size < 2:
@@ -407,4 +504,4 @@ def _sdk_entry(entry: bytes) -> tuple[str, Value] | None:
         value = first != 0
     else:
         return None
-    return entry[2:at].decode(), value
+    return value
