@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from operator import itemgetter
-from typing import NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import pug.wire_tags as T
 from pug._wire.reader import (
@@ -54,7 +54,7 @@ class Arrival(NamedTuple):
     raw: bytes  # the Event message's bytes
     # Its custom-property entries' bytes in the order sent, when each key is sent once
     # (the dev server prints from them); None when the event was read whole.
-    custom: list[bytes] | None
+    custom: tuple[bytes, ...] | None
 
     def event(self) -> WireEvent:
         """The event read whole, as `read_batch` reads it."""
@@ -119,11 +119,11 @@ class _Middle(NamedTuple):
 class _Layout(NamedTuple):
     """Where the custom entries are in a block of them (each an entry field whose size is
     one byte): `heads(block) == expected` says a block of the same length has its entry
-    tags and sizes at the same places, and so the same entries at `entries`."""
+    tags and sizes at the same places, and so its entries are `entries(block)`."""
 
-    heads: Callable[[bytes], object]
-    expected: object
-    entries: tuple[slice, ...]
+    heads: Callable[[bytes], tuple[int, ...]]
+    expected: tuple[int, ...]
+    entries: Callable[[bytes], tuple[bytes, ...]]
 
 
 class _Key:
@@ -140,7 +140,7 @@ class _Key:
 
 # An event's fields: id, time, distinct id (bytes as sent), its middle, custom entries,
 # cookieless.
-_Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, list[bytes], bool]"
+_Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, tuple[bytes, ...], bool]"
 
 
 class Scanner:
@@ -198,6 +198,8 @@ class Scanner:
         sdk_layout, any_layout = self._sdk_layout, self._any_layout
         id_ok, times, reserved = self._event_id_ok, self._times, self._reserved_prefix
         known_entry, custom_entry = self._custom.passed.get, self._custom_entry
+        distinct_keys: list[str | None] = []  # the last event's keys, each sent once
+        entries: tuple[bytes, ...] | None  # an event's custom entries, if printed from
         out: list[Arrival] = []
         for start, end in spans:
             parts = sdk_layout(data, start, end) or any_layout(data, start, end)
@@ -230,6 +232,12 @@ class Scanner:
                 keys[i] = custom_entry(custom[i])
                 if keys[i] is None:
                     return None
+            # A key sent twice: the entries are not printed from (the last value counts).
+            # The same keys as the last event's, mostly: then a list compare says it.
+            if keys == distinct_keys or len(set(keys)) == len(keys):
+                distinct_keys, entries = keys, custom
+            else:
+                entries = None
             out.append(
                 _new_arrival(  # Arrival(...), without its Python-level __new__
                     Arrival,
@@ -240,7 +248,7 @@ class Scanner:
                         when,
                         cookieless,
                         data[start:end],
-                        custom if len(set(keys)) == len(keys) else None,
+                        entries,
                     ),
                 )
             )
@@ -281,8 +289,7 @@ class Scanner:
             layout = self._learn_layout(block)
             if layout is None:
                 return None
-        custom = list(map(block.__getitem__, layout.entries))
-        return event_id, occur, distinct, middle, custom, False
+        return event_id, occur, distinct, middle, layout.entries(block), False
 
     def _learn_layout(self, block: bytes) -> _Layout | None:
         """Where the custom entries of `block` are, kept by its length (an event's entries
@@ -298,9 +305,8 @@ class Scanner:
             pos = stop
         if pos != end:
             return None
-        # Two places an entry: the heads are a tuple (an empty block has none to compare).
-        heads = itemgetter(*places) if places else itemgetter(slice(0, 0))
-        layout = _Layout(heads, heads(block), tuple(entries))
+        heads = _getter(places)
+        layout = _Layout(heads, heads(block), _getter(entries))
         if end <= _FIELD_MAX_BYTES * 16:
             if self._layouts_size > _CACHE_BYTES:
                 self._layouts.clear()
@@ -407,7 +413,7 @@ class Scanner:
         middle = self._middle(kind, session, auto, b"")
         if middle is None:
             return None
-        return event_id, occur, distinct, middle, custom, bool(cookieless)
+        return event_id, occur, distinct, middle, tuple(custom), bool(cookieless)
 
     @staticmethod
     def _judge(field: bytes, judged: _Judged, test: Callable[[str | None], bool]) -> str | None:
@@ -458,6 +464,13 @@ class Scanner:
         if key.startswith(self._auto_prefix) is not auto or not self._value_ok(value):
             return None
         return judged.keep(entry, key)
+
+
+def _getter(items: list[Any]) -> Callable[[bytes], tuple[Any, ...]]:
+    """`itemgetter(*items)`: a block's items in one call, as a tuple however many."""
+    if len(items) > 1:
+        return itemgetter(*items)
+    return lambda block: tuple(block[item] for item in items)
 
 
 _unpack_double = struct.Struct("<d").unpack_from
