@@ -126,16 +126,20 @@ class _Layout(NamedTuple):
     entries: Callable[[bytes], tuple[bytes, ...]]
 
 
-class _Key:
-    """A custom property key that passed, by its key field's bytes, and how many of its
-    values were new since (each new one kept in the entries' cache up to
+class _Head:
+    """The head of a custom entry that passed in the SDK's form of a double or a string
+    (its key field, then its value's tag, size and member tag), kept by its bytes: an
+    entry of the same head and length has the same key and only its value to judge. It
+    counts the values that were new (each kept in the entries' cache up to
     _KEEP_NEW_VALUES)."""
 
-    __slots__ = ("key", "new_values")
+    __slots__ = ("double", "key", "length", "new_values")
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, length: int, double: bool) -> None:
         self.key = key
-        self.new_values = 0
+        self.length = length  # the entry's
+        self.double = double  # else a string
+        self.new_values = 1
 
 
 # An event's fields: id, time, distinct id (bytes as sent), its middle, custom entries,
@@ -178,8 +182,8 @@ class Scanner:
         self._middles_size = 0
         self._layouts: dict[int, _Layout] = {}  # by the custom block's length
         self._layouts_size = 0
-        self._keys: dict[bytes, _Key] = {}  # by the key field's bytes
-        self._keys_size = 0
+        self._heads: dict[bytes, _Head] = {}
+        self._heads_size = 0
 
     def scan(self, body: bytes) -> list[Arrival] | None:
         """The batch's events if it breaks no rule for sure; None: take the exact path."""
@@ -426,37 +430,37 @@ class Scanner:
 
     def _custom_entry(self, entry: bytes) -> str | None:
         """The key of a custom entry not judged lately (mostly a new value of a key seen
-        before) that breaks no rule; None if it breaks one. In the SDK's form, its key is
-        judged once by its key field's bytes and only its value now; the entry is kept
-        unless its key's values keep being new."""
+        before) that breaks no rule; None if it breaks one. An entry of a head that passed
+        (`_Head`) has only its value read and judged; it is kept unless its head's values
+        keep being new. Each new value of an order id or an amount comes here."""
         at = 2 + entry[1]
-        value = _sdk_value(entry, at) if entry[0] == _MAP_KEY and entry[1] < 0x80 else None
-        if value is None:  # another form: read whole
+        head = self._heads.get(entry[: at + 3])
+        if head is None or len(entry) != head.length:
+            return self._learn_head(entry, at)
+        if head.double:
+            value: Value = _unpack_double(entry, at + 3)[0]
+        elif entry[at + 3] == head.length - at - 4:  # a string's size, in one byte
+            value = entry[at + 4 :].decode()
+        else:
             return self._entry(entry, self._custom, auto=False)
-        seen = self._keys.get(entry[:at])
-        if seen is None:
-            seen = self._learn_key(entry[:at])
-            if seen is None:
-                return None
         if not self._value_ok(value):
             return None
-        if seen.new_values < _KEEP_NEW_VALUES:
-            seen.new_values += 1
-            self._custom.keep(entry, seen.key)
-        return seen.key
+        if head.new_values < _KEEP_NEW_VALUES:
+            head.new_values += 1
+            self._custom.keep(entry, head.key)
+        return head.key
 
-    def _learn_key(self, field: bytes) -> _Key | None:
-        """A custom key field's key if it passes its prefix rule, kept; None if not."""
-        key = field[2:].decode()
-        if key.startswith(self._auto_prefix):
-            return None
-        seen = _Key(key)
-        if self._keys_size > _CACHE_BYTES:
-            self._keys.clear()
-            self._keys_size = 0
-        self._keys[field] = seen
-        self._keys_size += len(field) + len(key) + _HELD_BYTES
-        return seen
+    def _learn_head(self, entry: bytes, at: int) -> str | None:
+        """The key of a custom entry judged whole (kept), and its head kept if it is a
+        double or a string in the SDK's form (`_sdk_entry`); None if it breaks a rule."""
+        key = self._entry(entry, self._custom, auto=False)
+        if key is not None and _sdk_entry(entry) is not None and entry[at + 2] in _HEAD_MEMBERS:
+            if self._heads_size > _CACHE_BYTES:
+                self._heads.clear()
+                self._heads_size = 0
+            self._heads[entry[: at + 3]] = _Head(key, len(entry), entry[at + 2] == _DOUBLE)
+            self._heads_size += at + 3 + _HELD_BYTES
+        return key
 
     def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
         """The key of a property entry that breaks no rule, kept; None if it breaks one."""
@@ -479,6 +483,7 @@ _STRING, _INT, _DOUBLE, _BOOL = (
     T.PROPERTY_VALUE_DOUBLE_VALUE[0], T.PROPERTY_VALUE_BOOL_VALUE[0],
 )  # fmt: skip
 _MAP_KEY, _MAP_VALUE = T.MAP_ENTRY_KEY[0], T.MAP_ENTRY_VALUE[0]
+_HEAD_MEMBERS = (_DOUBLE, _STRING)  # the values whose heads are kept (ints and bools repeat)
 
 
 def entry_of(entry: bytes) -> tuple[str, Value]:
@@ -492,16 +497,7 @@ def _sdk_entry(entry: bytes) -> tuple[str, Value] | None:
     a string, a double, or an int or bool below 128), read in a few steps; None for any
     other form (`read_entry` reads every form)."""
     at = 2 + entry[1]
-    if entry[0] != _MAP_KEY or entry[1] > 0x7F:
-        return None
-    value = _sdk_value(entry, at)
-    return None if value is None else (entry[2:at].decode(), value)
-
-
-def _sdk_value(entry: bytes, at: int) -> Value | None:
-    """The value of an entry in the SDK's form (`_sdk_entry`) whose key field ends at
-    `at`; None if the rest of the entry is not one value field in that form."""
-    if entry[at] != _MAP_VALUE:
+    if entry[0] != _MAP_KEY or entry[1] > 0x7F or entry[at] != _MAP_VALUE:
         return None
     size = entry[at + 1]
     if size > 0x7F or at + 2 + size != len(entry) or size < 2:
@@ -517,4 +513,4 @@ def _sdk_value(entry: bytes, at: int) -> Value | None:
         value = first != 0
     else:
         return None
-    return value
+    return entry[2:at].decode(), value
