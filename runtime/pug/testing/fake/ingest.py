@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from math import isfinite
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeAlias
 
@@ -129,9 +130,10 @@ class _Layout(NamedTuple):
 class _Head:
     """The head of a custom entry that passed in the SDK's form of a double or a string
     (its key field, then its value's tag, size and member tag), kept by its bytes: an
-    entry of the same head and length has the same key and only its value to judge. It
-    counts the values that were new (each kept in the entries' cache up to
-    _KEEP_NEW_VALUES)."""
+    entry of the same head and length has the same key, and a value of the same member
+    and size to read and judge (a string's length is judged with its head: its size
+    bounds it). It counts the values that were new (each kept in the entries' cache up
+    to _KEEP_NEW_VALUES)."""
 
     __slots__ = ("double", "key", "length", "new_values")
 
@@ -162,6 +164,7 @@ class Scanner:
         kind_ok: Callable[[str | None], bool],
         session_ok: Callable[[str | None], bool],
         value_ok: Callable[[Value], bool],
+        value_limits: tuple[float, bool],
         auto_prefix: str,
         reserved_prefix: str,
         max_events: int,
@@ -170,6 +173,9 @@ class Scanner:
         self._kind_ok = kind_ok
         self._session_ok = session_ok
         self._value_ok = value_ok
+        # The rules `value_ok` judges by (the longest string, whether a double must be
+        # finite): a new value of a known head is judged by them without a call.
+        self._longest, self._finite = value_limits
         self._auto_prefix = auto_prefix
         self._reserved_prefix = reserved_prefix
         self._max_events = max_events
@@ -438,13 +444,12 @@ class Scanner:
         if head is None or len(entry) != head.length:
             return self._learn_head(entry, at)
         if head.double:
-            value: Value = _unpack_double(entry, at + 3)[0]
+            if self._finite and not isfinite(_unpack_double(entry, at + 3)[0]):
+                return None
         elif entry[at + 3] == head.length - at - 4:  # a string's size, in one byte
-            value = entry[at + 4 :].decode()
+            entry[at + 4 :].decode()  # UTF-8, else ValueError: the exact path says how
         else:
             return self._entry(entry, self._custom, auto=False)
-        if not self._value_ok(value):
-            return None
         if head.new_values < _KEEP_NEW_VALUES:
             head.new_values += 1
             self._custom.keep(entry, head.key)
@@ -454,11 +459,15 @@ class Scanner:
         """The key of a custom entry judged whole (kept), and its head kept if it is a
         double or a string in the SDK's form (`_sdk_entry`); None if it breaks a rule."""
         key = self._entry(entry, self._custom, auto=False)
-        if key is not None and _sdk_entry(entry) is not None and entry[at + 2] in _HEAD_MEMBERS:
+        if key is None or _sdk_entry(entry) is None:
+            return key
+        member, size = entry[at + 2], entry[at + 1]
+        # A string of its size (in bytes) is not too long (in characters), whatever it is.
+        if member == _DOUBLE or (member == _STRING and size - 2 <= self._longest):
             if self._heads_size > _CACHE_BYTES:
                 self._heads.clear()
                 self._heads_size = 0
-            self._heads[entry[: at + 3]] = _Head(key, len(entry), entry[at + 2] == _DOUBLE)
+            self._heads[entry[: at + 3]] = _Head(key, len(entry), member == _DOUBLE)
             self._heads_size += at + 3 + _HELD_BYTES
         return key
 
@@ -483,7 +492,6 @@ _STRING, _INT, _DOUBLE, _BOOL = (
     T.PROPERTY_VALUE_DOUBLE_VALUE[0], T.PROPERTY_VALUE_BOOL_VALUE[0],
 )  # fmt: skip
 _MAP_KEY, _MAP_VALUE = T.MAP_ENTRY_KEY[0], T.MAP_ENTRY_VALUE[0]
-_HEAD_MEMBERS = (_DOUBLE, _STRING)  # the values whose heads are kept (ints and bools repeat)
 
 
 def entry_of(entry: bytes) -> tuple[str, Value]:
