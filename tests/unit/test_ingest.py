@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pug import BatchConfig, Pug
+from pug import BatchConfig, Pug, rules
 from pug._wire.reader import Timestamp, Unreadable, WireEvent, read_batch
 from pug.testing import InMemoryTransport
-from pug.testing.fake.ingest import _KEEP_NEW_VALUES, Arrival, entry_of
+from pug.testing.fake.ingest import _KEEP_NEW_VALUES, Arrival, Scanner, entry_of
 from pug.testing.fake.server import _SCANNER, wire_batch_violations
 from pug.transports.base import BATCH_CREATE
 
@@ -213,3 +213,34 @@ def test_a_key_sent_twice_after_events_of_distinct_keys_is_read_whole() -> None:
     assert second.custom is None  # the dev server prints it from the event read whole
     assert second.event().custom_properties == {"aa": 2}
     assert _agrees_with_the_exact_path(body)
+
+
+def _scanner_with(longest: float, finite: bool) -> Scanner:
+    """A scanner of other value rules than the contract's (its own value test, by them)."""
+
+    def value_ok(value: object) -> bool:
+        if isinstance(value, str):
+            return len(value) <= longest
+        return not (finite and isinstance(value, float)) or math.isfinite(value)
+
+    return Scanner(
+        event_id_ok=rules.UUID_PATTERN.regex.search, kind_ok=bool, session_ok=bool,
+        value_ok=value_ok, value_limits=(longest, finite), auto_prefix="$",
+        reserved_prefix=rules.RESERVED_ID_PREFIX, max_events=1000,
+    )  # fmt: skip
+
+
+def test_a_string_head_longer_than_the_limit_has_each_value_judged() -> None:
+    """Strings of 12 bytes may be 11 characters or 12: with at most 11 (the SDK's own
+    auto-properties pass), each is judged."""
+    calls = [("user_1", "k", {"note": text}) for text in ("é" + "a" * 10, "ñ" + "b" * 10)]
+    too_long = [*calls, ("user_1", "k", {"note": "c" * 12})]
+    assert _scanner_with(longest=11, finite=True).scan(_sdk_body(calls)) is not None
+    assert _scanner_with(longest=11, finite=True).scan(_sdk_body(too_long)) is None
+    assert _scanner_with(longest=12, finite=True).scan(_sdk_body(too_long)) is not None
+
+
+def test_a_new_double_of_a_known_head_is_judged_by_the_finite_rule_given() -> None:
+    body = _with_second_value(struct.pack("<d", 1.5), struct.pack("<d", math.inf))
+    assert _scanner_with(longest=1024, finite=False).scan(body) is not None
+    assert _scanner_with(longest=1024, finite=True).scan(body) is None
