@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pug import BatchConfig, Pug, rules
-from pug._wire.reader import Timestamp, Unreadable, WireEvent, read_batch
+from pug._wire.reader import Timestamp, Unreadable, WireEvent, event_spans, read_batch
 from pug.testing import InMemoryTransport
 from pug.testing.fake.ingest import _KEEP_NEW_VALUES, Arrival, Scanner, entry_of
 from pug.testing.fake.server import _SCANNER, wire_batch_violations
 from pug.transports.base import BATCH_CREATE
 
-from tests.support.wire_batches import batches, mutated
+from tests.support.wire_batches import batches, ld, mutated
 
 assert _SCANNER is not None  # the contract's rules are the ones it checks
 SCANNER = _SCANNER
@@ -244,3 +244,17 @@ def test_a_new_double_of_a_known_head_is_judged_by_the_finite_rule_given() -> No
     body = _with_second_value(struct.pack("<d", 1.5), struct.pack("<d", math.inf))
     assert _scanner_with(longest=1024, finite=False).scan(body) is not None
     assert _scanner_with(longest=1024, finite=True).scan(body) is None
+
+
+def test_an_event_that_ends_inside_what_follows_its_kind_is_not_accepted() -> None:
+    """What follows a known kind is compared within the event, not past its end (the bytes
+    after it here go on as the batch's unknown fields)."""
+    body = _sdk_body([("user_1", "order.completed", {"amount": 1.5})])
+    assert SCANNER.scan(body) is not None  # its kind and what follows it known
+    ((start, end),) = event_spans(body)
+    event = body[start:end]
+    cut = event.index(b"\x12\x14\n\x04$lib") + 6  # inside an auto-property
+    damaged = ld(1, event[:cut]) + event[cut:]
+    with pytest.raises(Unreadable):
+        read_batch(damaged)
+    assert SCANNER.scan(damaged) is None

@@ -289,7 +289,7 @@ class Scanner:
             return None
         stop = pos + 2 + data[pos + 1]
         middle = self._middles.get(data[pos:stop])
-        if middle is None or not data.startswith(middle.rest, stop):
+        if middle is None or not data.startswith(middle.rest, stop, end):  # within the event
             middle = self._learn_middle(data, pos, end)
             if middle is None:
                 return None
