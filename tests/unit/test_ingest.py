@@ -253,7 +253,7 @@ def test_an_event_that_ends_inside_what_follows_its_kind_is_not_accepted() -> No
     assert SCANNER.scan(body) is not None  # its kind and what follows it known
     ((start, end),) = event_spans(body)
     event = body[start:end]
-    cut = event.index(b"\x12\x14\n\x04$lib") + 6  # inside an auto-property
+    cut = event.index(b"\x12\x14\n\x04$lib") + 8  # inside an auto-property
     damaged = ld(1, event[:cut]) + event[cut:]
     with pytest.raises(Unreadable):
         read_batch(damaged)
