@@ -87,7 +87,7 @@ _FIELD_MAX_BYTES = 512
 _HELD_BYTES = 160
 _TIMES_MAX = 4096  # occur times read, by their bytes (a millisecond's events share one)
 # A key whose values keep being new (an order id, an amount) would only churn the cache of
-# entries: after this many new values its entries are judged by the key's cache alone.
+# entries: after this many new values of one head (`_Head`) its entries are not kept.
 _KEEP_NEW_VALUES = 256
 
 
@@ -151,11 +151,11 @@ _Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, tuple[bytes, ...
 
 class Scanner:
     """Judges batches by the rules it is given (derived from the contract by the fake):
-    tests of an event's id, kind and session id and of a property value, the property
-    key prefix of auto-properties, the reserved distinct id prefix, the most events a
-    batch holds. It knows the
-    contract's Event rules by name; the fake builds one only when the contract has no
-    other (`pug.testing.fake.server`)."""
+    tests of an event's id, kind and session id and of a property value (and the limits
+    that test judges by), the property key prefix of auto-properties, the reserved
+    distinct id prefix, the most events a batch holds. It knows the contract's Event
+    rules by name; the fake builds one only when the contract has no other
+    (`pug.testing.fake.server`)."""
 
     def __init__(
         self,
@@ -268,8 +268,9 @@ class Scanner:
         """The event's fields if it is laid out as the SDK writes it: id, time, distinct
         id, kind, session id, auto-properties, custom properties, each size one byte; what
         follows the kind up to the custom properties the same bytes as in an event of that
-        kind judged before (else judged now). None: another layout. Each field is read
-        inline, not by a helper: this runs for every event."""
+        kind judged before (else judged now); the custom entries where the last block of
+        their length had them (`_Layout`, else found now). None: another layout. Each
+        field is read inline, not by a helper: this runs for every event."""
         if data[pos] != _EVENT_ID or data[pos + 1] > 0x7F:
             return None
         stop = pos + 2 + data[pos + 1]
@@ -317,7 +318,7 @@ class Scanner:
             return None
         heads = _getter(places)
         layout = _Layout(heads, heads(block), _getter(entries))
-        if end <= _FIELD_MAX_BYTES * 16:
+        if end <= _FIELD_MAX_BYTES * 16:  # a longer block is split anew each time
             if self._layouts_size > _CACHE_BYTES:
                 self._layouts.clear()
                 self._layouts_size = 0
