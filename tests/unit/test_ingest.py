@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import datetime
 import math
+import struct
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pug import BatchConfig, Pug
-from pug._wire.reader import Timestamp, Unreadable, WireEvent, read_batch
+from pug import BatchConfig, Pug, rules
+from pug._wire.reader import Timestamp, Unreadable, WireEvent, event_spans, read_batch
 from pug.testing import InMemoryTransport
-from pug.testing.fake.ingest import Arrival
+from pug.testing.fake.ingest import _KEEP_NEW_VALUES, Arrival, Scanner, entry_of
 from pug.testing.fake.server import _SCANNER, wire_batch_violations
 from pug.transports.base import BATCH_CREATE
 
-from tests.support.wire_batches import batches, mutated
+from tests.support.wire_batches import batches, ld, mutated
 
 assert _SCANNER is not None  # the contract's rules are the ones it checks
 SCANNER = _SCANNER
@@ -135,3 +137,124 @@ def test_an_arrival_is_the_event_it_came_from() -> None:
     assert isinstance(arrival, Arrival)
     assert isinstance(arrival.occur_time, Timestamp)
     assert arrival.event() == read_batch(body)[0]
+
+
+# Events of one kind whose values are new event by event, as in real traffic: from the
+# second event on, a new value of a key seen before is judged by its value alone.
+_NEW_VALUES = _sdk_body(
+    [
+        (f"user_{i}", "order.completed", {"amount": 1.5 + i, "order_id": f"ord_{i}", "n": i})
+        for i in range(3)
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_damaged_batch_of_new_values_is_accepted_only_as_the_exact_path_accepts_it(
+    data: st.DataObject,
+) -> None:
+    assert _agrees_with_the_exact_path(_NEW_VALUES)
+    _agrees_with_the_exact_path(mutated(_NEW_VALUES, data))
+
+
+def _with_second_value(old: bytes, new: bytes) -> bytes:
+    """Two events of the same keys, the second's `note` value replaced by `new` (the same
+    length as `old`): its key is known by then, its value new."""
+    body = _sdk_body([("user_1", "order.completed", {"note": "first", "amount": 1.5})] * 2)
+    at = body.rindex(old)
+    return body[:at] + new + body[at + len(old) :]
+
+
+def test_a_new_value_of_a_known_key_breaking_a_rule_sends_the_batch_to_the_exact_path() -> None:
+    assert _agrees_with_the_exact_path(_with_second_value(b"first", b"other"))
+    for value in (math.inf, -math.inf, math.nan):
+        broken = _with_second_value(struct.pack("<d", 1.5), struct.pack("<d", value))
+        assert SCANNER.scan(broken) is None
+        assert [v.rule_id for v in wire_batch_violations(read_batch(broken))] == ["double.finite"]
+    broken = _with_second_value(b"first", b"fir\xffst")  # not UTF-8
+    assert SCANNER.scan(broken) is None
+    with pytest.raises(Unreadable):
+        read_batch(broken)
+
+
+def test_a_key_whose_values_keep_being_new_is_judged_value_by_value() -> None:
+    """Past _KEEP_NEW_VALUES new values of a key its entries are no longer kept, and each
+    is still judged."""
+    count = _KEEP_NEW_VALUES + 10
+    body = _sdk_body([("user_1", "page.viewed", {"churns": float(i)}) for i in range(count)])
+    assert _agrees_with_the_exact_path(body)
+    last = struct.pack("<d", float(count - 1))
+    assert _agrees_with_the_exact_path(body.replace(last, struct.pack("<d", 0.5)))
+    assert SCANNER.scan(body.replace(last, struct.pack("<d", math.nan))) is None
+
+
+def test_entries_of_a_block_of_one_length_in_another_order_are_read_as_sent() -> None:
+    """Two blocks of custom entries of the same length, their entries in another order."""
+    body = _sdk_body(
+        [("user_1", "order.completed", {"a": "xyz", "bb": 1}),
+         ("user_1", "order.completed", {"bb": 1, "a": "xyz"})]
+    )  # fmt: skip
+    first, second = SCANNER.scan(body) or []
+    assert [entry_of(e) for e in first.custom or ()] == [("a", "xyz"), ("bb", 1)]
+    assert [entry_of(e) for e in second.custom or ()] == [("bb", 1), ("a", "xyz")]
+
+
+def test_a_key_sent_twice_after_events_of_distinct_keys_is_read_whole() -> None:
+    body = _sdk_body(
+        [
+            ("user_1", "order.completed", {"aa": 1, "bb": 2}),
+            ("user_1", "order.completed", {"aa": 1, "cc": 2}),
+        ]
+    )
+    body = body.replace(b"\n\x02cc", b"\n\x02aa")
+    first, second = SCANNER.scan(body) or []
+    assert first.custom is not None
+    assert second.custom is None  # the dev server prints it from the event read whole
+    assert second.event().custom_properties == {"aa": 2}
+    assert _agrees_with_the_exact_path(body)
+
+
+def _scanner_with(longest: float, finite: bool) -> Scanner:
+    """A scanner of other value rules than the contract's (its own value test, by them)."""
+
+    def value_ok(value: object) -> bool:
+        if isinstance(value, str):
+            return len(value) <= longest
+        return not (finite and isinstance(value, float)) or math.isfinite(value)
+
+    return Scanner(
+        event_id_ok=rules.UUID_PATTERN.regex.search, kind_ok=bool, session_ok=bool,
+        value_ok=value_ok, value_limits=(longest, finite), auto_prefix="$",
+        reserved_prefix=rules.RESERVED_ID_PREFIX, max_events=1000,
+    )  # fmt: skip
+
+
+def test_a_string_head_longer_than_the_limit_has_each_value_judged() -> None:
+    """Strings of 12 bytes may be 11 characters or 12: with at most 11 (the SDK's own
+    auto-properties pass), each is judged."""
+    calls = [("user_1", "k", {"note": text}) for text in ("é" + "a" * 10, "ñ" + "b" * 10)]
+    too_long = [*calls, ("user_1", "k", {"note": "c" * 12})]
+    assert _scanner_with(longest=11, finite=True).scan(_sdk_body(calls)) is not None
+    assert _scanner_with(longest=11, finite=True).scan(_sdk_body(too_long)) is None
+    assert _scanner_with(longest=12, finite=True).scan(_sdk_body(too_long)) is not None
+
+
+def test_a_new_double_of_a_known_head_is_judged_by_the_finite_rule_given() -> None:
+    body = _with_second_value(struct.pack("<d", 1.5), struct.pack("<d", math.inf))
+    assert _scanner_with(longest=1024, finite=False).scan(body) is not None
+    assert _scanner_with(longest=1024, finite=True).scan(body) is None
+
+
+def test_an_event_that_ends_inside_what_follows_its_kind_is_not_accepted() -> None:
+    """What follows a known kind is compared within the event, not past its end (the bytes
+    after it here go on as the batch's unknown fields)."""
+    body = _sdk_body([("user_1", "order.completed", {"amount": 1.5})])
+    assert SCANNER.scan(body) is not None  # its kind and what follows it known
+    ((start, end),) = event_spans(body)
+    event = body[start:end]
+    cut = event.index(b"\x12\x14\n\x04$lib") + 8  # inside an auto-property
+    damaged = ld(1, event[:cut]) + event[cut:]
+    with pytest.raises(Unreadable):
+        read_batch(damaged)
+    assert SCANNER.scan(damaged) is None

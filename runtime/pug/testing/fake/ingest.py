@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import NamedTuple, TypeAlias
+from math import isfinite
+from operator import itemgetter
+from typing import Any, NamedTuple, TypeAlias
 
 import pug.wire_tags as T
 from pug._wire.reader import (
@@ -53,7 +55,7 @@ class Arrival(NamedTuple):
     raw: bytes  # the Event message's bytes
     # Its custom-property entries' bytes in the order sent, when each key is sent once
     # (the dev server prints from them); None when the event was read whole.
-    custom: list[bytes] | None
+    custom: tuple[bytes, ...] | None
 
     def event(self) -> WireEvent:
         """The event read whole, as `read_batch` reads it."""
@@ -84,6 +86,9 @@ _CACHE_BYTES = 4 << 20
 _FIELD_MAX_BYTES = 512
 _HELD_BYTES = 160
 _TIMES_MAX = 4096  # occur times read, by their bytes (a millisecond's events share one)
+# A key whose values keep being new (an order id, an amount) would only churn the cache of
+# entries: after this many new values of one head (`_Head`) its entries are not kept.
+_KEEP_NEW_VALUES = 256
 
 
 class _Judged:
@@ -112,18 +117,45 @@ class _Middle(NamedTuple):
     rest: bytes
 
 
+class _Layout(NamedTuple):
+    """Where the custom entries are in a block of them (each an entry field whose size is
+    one byte): `heads(block) == expected` says a block of the same length has its entry
+    tags and sizes at the same places, and so its entries are `entries(block)`."""
+
+    heads: Callable[[bytes], tuple[int, ...]]
+    expected: tuple[int, ...]
+    entries: Callable[[bytes], tuple[bytes, ...]]
+
+
+class _Head:
+    """The head of a custom entry that passed in the SDK's form of a double or a string
+    (its key field, then its value's tag, size and member tag), kept by its bytes: an
+    entry of the same head and length has the same key, and a value of the same member
+    and size to read and judge (a string's length is judged with its head: its size
+    bounds it). It counts the values that were new (each kept in the entries' cache up
+    to _KEEP_NEW_VALUES)."""
+
+    __slots__ = ("double", "key", "length", "new_values")
+
+    def __init__(self, key: str, length: int, double: bool) -> None:
+        self.key = key
+        self.length = length  # the entry's
+        self.double = double  # else a string
+        self.new_values = 1
+
+
 # An event's fields: id, time, distinct id (bytes as sent), its middle, custom entries,
 # cookieless.
-_Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, list[bytes], bool]"
+_Parts: TypeAlias = "tuple[bytes, bytes, bytes | None, _Middle, tuple[bytes, ...], bool]"
 
 
 class Scanner:
     """Judges batches by the rules it is given (derived from the contract by the fake):
-    tests of an event's id, kind and session id and of a property value, the property
-    key prefix of auto-properties, the reserved distinct id prefix, the most events a
-    batch holds. It knows the
-    contract's Event rules by name; the fake builds one only when the contract has no
-    other (`pug.testing.fake.server`)."""
+    tests of an event's id, kind and session id and of a property value (and the limits
+    that test judges by), the property key prefix of auto-properties, the reserved
+    distinct id prefix, the most events a batch holds. It knows the contract's Event
+    rules by name; the fake builds one only when the contract has no other
+    (`pug.testing.fake.server`)."""
 
     def __init__(
         self,
@@ -132,6 +164,7 @@ class Scanner:
         kind_ok: Callable[[str | None], bool],
         session_ok: Callable[[str | None], bool],
         value_ok: Callable[[Value], bool],
+        value_limits: tuple[float, bool],
         auto_prefix: str,
         reserved_prefix: str,
         max_events: int,
@@ -140,6 +173,9 @@ class Scanner:
         self._kind_ok = kind_ok
         self._session_ok = session_ok
         self._value_ok = value_ok
+        # The rules `value_ok` judges by (the longest string, whether a double must be
+        # finite): a new value of a known head is judged by them without a call.
+        self._longest, self._finite = value_limits
         self._auto_prefix = auto_prefix
         self._reserved_prefix = reserved_prefix
         self._max_events = max_events
@@ -150,6 +186,10 @@ class Scanner:
         self._times: dict[bytes, Timestamp] = {}
         self._middles: dict[bytes, _Middle] = {}  # by the kind field's bytes
         self._middles_size = 0
+        self._layouts: dict[int, _Layout] = {}  # by the custom block's length
+        self._layouts_size = 0
+        self._heads: dict[bytes, _Head] = {}
+        self._heads_size = 0
 
     def scan(self, body: bytes) -> list[Arrival] | None:
         """The batch's events if it breaks no rule for sure; None: take the exact path."""
@@ -167,7 +207,9 @@ class Scanner:
         names bound once: it runs for every event of every batch."""
         sdk_layout, any_layout = self._sdk_layout, self._any_layout
         id_ok, times, reserved = self._event_id_ok, self._times, self._reserved_prefix
-        known_entry = self._custom.passed.get
+        known_entry, custom_entry = self._custom.passed.get, self._custom_entry
+        distinct_keys: list[str | None] = []  # the last event's keys, each sent once
+        entries: tuple[bytes, ...] | None  # an event's custom entries, if printed from
         out: list[Arrival] = []
         for start, end in spans:
             parts = sdk_layout(data, start, end) or any_layout(data, start, end)
@@ -197,9 +239,15 @@ class Scanner:
             keys: list[str | None] = list(map(known_entry, custom))
             while None in keys:  # an entry not judged lately (a new value, mostly)
                 i = keys.index(None)
-                keys[i] = self._entry(custom[i], self._custom, auto=False)
+                keys[i] = custom_entry(custom[i])
                 if keys[i] is None:
                     return None
+            # A key sent twice: the entries are not printed from (the last value counts).
+            # The same keys as the last event's, mostly: then a list compare says it.
+            if keys == distinct_keys or len(set(keys)) == len(keys):
+                distinct_keys, entries = keys, custom
+            else:
+                entries = None
             out.append(
                 _new_arrival(  # Arrival(...), without its Python-level __new__
                     Arrival,
@@ -210,7 +258,7 @@ class Scanner:
                         when,
                         cookieless,
                         data[start:end],
-                        custom if len(set(keys)) == len(keys) else None,
+                        entries,
                     ),
                 )
             )
@@ -220,8 +268,9 @@ class Scanner:
         """The event's fields if it is laid out as the SDK writes it: id, time, distinct
         id, kind, session id, auto-properties, custom properties, each size one byte; what
         follows the kind up to the custom properties the same bytes as in an event of that
-        kind judged before (else judged now). None: another layout. Each field is read
-        inline, not by a helper: this runs for every event."""
+        kind judged before (else judged now); the custom entries where the last block of
+        their length had them (`_Layout`, else found now). None: another layout. Each
+        field is read inline, not by a helper: this runs for every event."""
         if data[pos] != _EVENT_ID or data[pos + 1] > 0x7F:
             return None
         stop = pos + 2 + data[pos + 1]
@@ -241,19 +290,41 @@ class Scanner:
             return None
         stop = pos + 2 + data[pos + 1]
         middle = self._middles.get(data[pos:stop])
-        if middle is None or not data.startswith(middle.rest, stop):
+        if middle is None or not data.startswith(middle.rest, stop, end):  # within the event
             middle = self._learn_middle(data, pos, end)
             if middle is None:
                 return None
-        pos = stop + len(middle.rest)
-        custom = []
-        while pos < end and data[pos] == _CUSTOM and data[pos + 1] < 0x80:
-            stop = pos + 2 + data[pos + 1]
-            custom.append(data[pos + 2 : stop])
+        block = data[stop + len(middle.rest) : end]  # the custom entries
+        layout = self._layouts.get(len(block))
+        if layout is None or layout.heads(block) != layout.expected:
+            layout = self._learn_layout(block)
+            if layout is None:
+                return None
+        return event_id, occur, distinct, middle, layout.entries(block), False
+
+    def _learn_layout(self, block: bytes) -> _Layout | None:
+        """Where the custom entries of `block` are, kept by its length (an event's entries
+        take the same places as the last event's of that length, mostly); None if `block`
+        holds another field or a size longer than one byte."""
+        places: list[int] = []
+        entries: list[slice] = []
+        pos, end = 0, len(block)
+        while pos + 1 < end and block[pos] == _CUSTOM and block[pos + 1] < 0x80:
+            stop = pos + 2 + block[pos + 1]
+            places += (pos, pos + 1)
+            entries.append(slice(pos + 2, stop))
             pos = stop
         if pos != end:
             return None
-        return event_id, occur, distinct, middle, custom, False
+        heads = _getter(places)
+        layout = _Layout(heads, heads(block), _getter(entries))
+        if end <= _FIELD_MAX_BYTES * 16:  # a longer block is split anew each time
+            if self._layouts_size > _CACHE_BYTES:
+                self._layouts.clear()
+                self._layouts_size = 0
+            self._layouts[end] = layout
+            self._layouts_size += len(entries) * _HELD_BYTES + _HELD_BYTES
+        return layout
 
     def _learn_middle(self, data: bytes, pos: int, end: int) -> _Middle | None:
         """The kind at `pos`, the session id and auto-properties after it, judged and
@@ -353,7 +424,7 @@ class Scanner:
         middle = self._middle(kind, session, auto, b"")
         if middle is None:
             return None
-        return event_id, occur, distinct, middle, custom, bool(cookieless)
+        return event_id, occur, distinct, middle, tuple(custom), bool(cookieless)
 
     @staticmethod
     def _judge(field: bytes, judged: _Judged, test: Callable[[str | None], bool]) -> str | None:
@@ -364,12 +435,56 @@ class Scanner:
             return judged.keep(field, text) if test(text) else None
         return text
 
+    def _custom_entry(self, entry: bytes) -> str | None:
+        """The key of a custom entry not judged lately (mostly a new value of a key seen
+        before) that breaks no rule; None if it breaks one. An entry of a head that passed
+        (`_Head`) has only its value read and judged; it is kept unless its head's values
+        keep being new. Each new value of an order id or an amount comes here."""
+        at = 2 + entry[1]
+        head = self._heads.get(entry[: at + 3])
+        if head is None or len(entry) != head.length:
+            return self._learn_head(entry, at)
+        if head.double:
+            if self._finite and not isfinite(_unpack_double(entry, at + 3)[0]):
+                return None
+        elif entry[at + 3] == head.length - at - 4:  # a string's size, in one byte
+            entry[at + 4 :].decode()  # UTF-8, else ValueError: the exact path says how
+        else:
+            return self._entry(entry, self._custom, auto=False)
+        if head.new_values < _KEEP_NEW_VALUES:
+            head.new_values += 1
+            self._custom.keep(entry, head.key)
+        return head.key
+
+    def _learn_head(self, entry: bytes, at: int) -> str | None:
+        """The key of a custom entry judged whole (kept), and its head kept if it is a
+        double or a string in the SDK's form (`_sdk_entry`); None if it breaks a rule."""
+        key = self._entry(entry, self._custom, auto=False)
+        if key is None or _sdk_entry(entry) is None:
+            return key
+        member, size = entry[at + 2], entry[at + 1]
+        # A string of its size (in bytes) is not too long (in characters), whatever it is.
+        if member == _DOUBLE or (member == _STRING and size - 2 <= self._longest):
+            if self._heads_size > _CACHE_BYTES:
+                self._heads.clear()
+                self._heads_size = 0
+            self._heads[entry[: at + 3]] = _Head(key, len(entry), member == _DOUBLE)
+            self._heads_size += at + 3 + _HELD_BYTES
+        return key
+
     def _entry(self, entry: bytes, judged: _Judged, *, auto: bool) -> str | None:
         """The key of a property entry that breaks no rule, kept; None if it breaks one."""
         key, value = entry_of(entry)
         if key.startswith(self._auto_prefix) is not auto or not self._value_ok(value):
             return None
         return judged.keep(entry, key)
+
+
+def _getter(items: list[Any]) -> Callable[[bytes], tuple[Any, ...]]:
+    """`itemgetter(*items)`: a block's items in one call, as a tuple however many."""
+    if len(items) > 1:
+        return itemgetter(*items)
+    return lambda block: tuple(block[item] for item in items)
 
 
 _unpack_double = struct.Struct("<d").unpack_from

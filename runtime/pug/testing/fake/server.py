@@ -455,6 +455,7 @@ def _scanner() -> ingest.Scanner | None:
         kind_ok=_quick(fields.get("kind", none)),
         session_ok=_quick(fields.get("session_id", none)),
         value_ok=_value_clean,
+        value_limits=_VALUE_LIMITS,
         auto_prefix=rules.AUTO_PROPERTY_PREFIX,
         reserved_prefix=rules.RESERVED_ID_PREFIX,
         max_events=(1 << 62) if events.max_items is None else events.max_items,
