@@ -38,5 +38,6 @@ def test_the_scanner_s_caches_stay_within_their_bounds(bodies: list[bytes]) -> N
     for body in bodies:
         assert scanner.scan(body) is not None
         judged = [scanner._kinds, scanner._sessions, scanner._auto, scanner._custom]
-        largest = max(largest, *(deep_size(j.passed) for j in judged))
+        caches = [*(j.passed for j in judged), scanner._middles, scanner._layouts, scanner._heads]
+        largest = max(largest, *map(deep_size, caches))
     assert ingest._CACHE_BYTES // 2 < largest <= ingest._CACHE_BYTES + ONE_ENTRY
