@@ -246,29 +246,35 @@ class Store:
             return
         pending, self._pending, self._pending_events = self._pending, [], 0
         self._pending_bytes = 0
-        seen, aliases, arrived = self._seen, self.aliases, self._arrived
-        profiles, new_owners, order = self._profiles, self._new_owners, self._order
+        seen, aliases, profiles, new_owners = (
+            self._seen,
+            self.aliases,
+            self._profiles,
+            self._new_owners,
+        )
+        keep, place = self._arrived.append, self._order.append
         seq, wire, owners, noted = self._seq, 0, 0, 0
         for arrived_at, events in pending:
-            for event in events:
-                when = event.occur_time
+            # An Arrival's fields unpacked at once: this runs for every event that arrives.
+            for event_id, kind, distinct_id, when, cookieless, raw, _ in events:
                 # The minute of occur_time as stored (a datetime, clamped to its years).
-                nanos = min(max(when.seconds * _NANOS + when.nanos, _MIN_TIME), _MAX_TIME)
-                key = (event.event_id, event.kind, nanos // _NANOS_PER_MINUTE)
+                nanos = when.seconds * _NANOS + when.nanos
+                if not _MIN_TIME <= nanos <= _MAX_TIME:
+                    nanos = min(max(nanos, _MIN_TIME), _MAX_TIME)
+                key = (event_id, kind, nanos // _NANOS_PER_MINUTE)
                 if key in seen:
                     continue
                 seen.add(key)
-                distinct_id = event.distinct_id
-                owner = "" if event.cookieless else aliases.get(distinct_id, distinct_id)
+                owner = "" if cookieless else aliases.get(distinct_id, distinct_id)
                 if owner and owner not in profiles and owner not in new_owners:
                     new_owners[owner] = arrived_at
                     noted += 1
                     owners += len(owner)
                 seq += 1
-                raw = event.raw
-                arrived.append((seq, raw, owner))
-                order.append((seq, key, len(raw)))
-                wire += len(raw)
+                size = len(raw)
+                keep((seq, raw, owner))
+                place((seq, key, size))
+                wire += size
         stored = seq - self._seq
         self._seq = seq
         self._events_bytes += _KEPT_PER_WIRE_BYTE * wire + _EVENT_BYTES * stored
