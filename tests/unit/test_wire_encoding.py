@@ -694,6 +694,13 @@ def test_parse_batch_response(
     assert pb.parse_batch_response(batch_response(google_pb2, **fields)) == expected
 
 
+@pytest.mark.parametrize("count", [0, 1, 127, 128, 1000, 2**32 - 1])
+def test_accepted_is_the_batch_create_response_protobuf_writes(
+    google_pb2: GoogleMessages, count: int
+) -> None:
+    assert pb.accepted(count) == batch_response(google_pb2, accepted=count, dropped=0)
+
+
 def test_server_drops_are_logged_and_counted(
     google_pb2: GoogleMessages, caplog: pytest.LogCaptureFixture
 ) -> None:

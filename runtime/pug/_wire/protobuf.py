@@ -243,6 +243,15 @@ def accept_all(body: bytes) -> bytes:
     return T.BATCH_CREATE_RESPONSE_ACCEPTED + varint(count_events(body))
 
 
+def accepted(count: int) -> bytes:
+    """The BatchCreateResponse that accepts `count` events and drops none (both fields
+    written: they have presence)."""
+    return T.BATCH_CREATE_RESPONSE_ACCEPTED + varint(count) + _NONE_DROPPED
+
+
+_NONE_DROPPED = T.BATCH_CREATE_RESPONSE_DROPPED + varint(0)
+
+
 # google.protobuf.Struct for identify traits.
 def struct_value(value: object) -> bytes:
     """A google.protobuf.Value body for a JSON-like value already cleaned by the caller."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pug.rules as rules
+from pug._wire import protobuf as pb
 from pug._wire.reader import Value, read_event
 from pug.errors import error_for
 from pug.proto.common.v1 import (
@@ -32,7 +33,6 @@ from pug.proto.common.v1 import (
     PropertySource,
     PropertyValueType,
 )
-from pug.proto.sdk.events.v1 import BatchCreateResponse
 from pug.proto.sdk.profiles.v1 import IdentifyRequest, IdentifyResponse
 from pug.proto.shared.activity import v1 as activity_v1
 from pug.proto.shared.insights import v1 as insights_v1
@@ -224,7 +224,7 @@ class Store:
 
     # ---- ingestion ---------------------------------------------------------------------
 
-    def batch_create(self, events: list[Arrival], size: int) -> BatchCreateResponse:
+    def batch_create(self, events: list[Arrival], size: int) -> bytes:
         """Take a BatchCreate's events (`size` bytes on the wire), already checked
         (`FakePug.handle_batch`), with the time they arrived: they are stored when the
         store is next read, or once `_PENDING_MAX` events or `_PENDING_MAX_BYTES` (an
@@ -234,7 +234,8 @@ class Store:
         self._pending_bytes += size
         if self._pending_events > _PENDING_MAX or self._pending_bytes > self._pending_max_bytes:
             self.settle()
-        return BatchCreateResponse(accepted=len(events), dropped=0)
+        # The BatchCreateResponse's bytes, written here: betterproto2 took 30 µs a batch.
+        return pb.accepted(len(events))
 
     def settle(self) -> None:
         """Store the batches taken since the last read, in arrival order: each event's

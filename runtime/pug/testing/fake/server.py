@@ -1073,7 +1073,7 @@ class FakePug(InMemoryTransport):
             ]
         with self._state_lock:
             response = self._store.batch_create(arrivals, len(body))
-        return bytes(response), arrivals
+        return response, arrivals
 
     def _answers(self, route: Method | None) -> _Answer | None:
         """The store's method that answers `route` (named after the RPC), if it has one."""
