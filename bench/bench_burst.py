@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 from bench_devserver import devserver
-from common import Realistic, median, sink, spread, versions, write
+from common import Realistic, machine_lines, median, sink, spread, write
 from pug import Pug
 from pug._ingest import core
 
@@ -100,10 +99,7 @@ def main() -> None:
             "|---|---|---|---|---|---|---|",
             *table,
             "",
-            f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
-            f"after: {', '.join(f'{x:.2f}' for x in load_after)} "
-            f"({os.cpu_count()} CPUs, shared with other work).",
-            f"Python {platform.python_version()}, {platform.machine()}; {versions('pug-sdk')}.",
+            *machine_lines(load_before, load_after),
             "",
         ]
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from common import PROPS, Realistic, median, sink, spread, versions, write
+from common import PROPS, Realistic, machine_lines, median, sink, spread, write
 from pug import BatchConfig, Pug
 from pug._wire.reader import event_spans
 from pug.testing import InMemoryTransport
@@ -276,10 +275,7 @@ def main() -> None:
             "|---|---|---|---|---|",
             *rows,
             "",
-            f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
-            f"after: {', '.join(f'{x:.2f}' for x in load_after)} "
-            f"({os.cpu_count()} CPUs, shared with other work).",
-            f"Python {platform.python_version()}, {platform.machine()}; {versions('pug-sdk')}.",
+            *machine_lines(load_before, load_after),
             "",
         ]
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -61,6 +63,16 @@ def spread(values: list[float], fmt: str = ".1f") -> str:
 
 def versions(*dists: str) -> str:
     return ", ".join(f"{d} {version(d)}" for d in dists)
+
+
+def machine_lines(load_before: tuple[float, ...], load_after: tuple[float, ...]) -> list[str]:
+    """The lines under a result that say what the machine was doing and what ran."""
+    before, after = (", ".join(f"{x:.2f}" for x in load) for load in (load_before, load_after))
+    return [
+        f"Load average (1, 5, 15 min) before: {before}; after: {after} "
+        f"({os.cpu_count()} CPUs, shared with other work).",
+        f"Python {platform.python_version()}, {platform.machine()}; {versions('pug-sdk')}.",
+    ]
 
 
 def write(name: str, text: str) -> None:
