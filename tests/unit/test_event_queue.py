@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from pug._ingest import queue as queue_module
 from pug._ingest.queue import (
-    BEHIND,
     QUEUED,
     REFUSED,
     WAKE,
@@ -58,15 +57,6 @@ def test_put_says_when_the_worker_should_look() -> None:
     assert [q.put(event(i)) for i in range(3)] == [QUEUED, QUEUED, WAKE]
     assert q.put(event(3)) == QUEUED
     assert q.put(QueuedIdentify(b"id")) == WAKE  # an identify is sent at once
-
-
-def test_put_says_when_a_batch_waits_untaken_behind_the_one_that_woke_the_worker() -> None:
-    q = make(batch_size=3)
-    outcomes = [q.put(event(i)) for i in range(9)]
-    assert outcomes == [QUEUED, QUEUED, WAKE, QUEUED, QUEUED, BEHIND, QUEUED, QUEUED, BEHIND]
-    taken = q.take(force=False)
-    assert taken is not None and len(q) == 0  # taken: the next batch wakes it again
-    assert [q.put(event(i)) for i in range(3)] == [QUEUED, QUEUED, WAKE]
 
 
 def test_the_bound_by_count_drops_the_oldest() -> None:

@@ -31,7 +31,6 @@ from accounting import DeadLetters, assert_stats_add_up, ids, wait_until
 from google.protobuf.message import Message as GoogleMessage
 from protoc_helpers import GoogleMessages
 from pug import AsyncPug, BatchConfig, Pug, PugError, RetryPolicy, TrackedEvent
-from pug._ingest import core as core_module
 from pug._wire import protobuf as pb
 from pug.config import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS
 from pug.proto.sdk.events.v1 import BatchCreateRequest
@@ -618,27 +617,6 @@ class BlockingTransport(InMemoryTransport):
         self.started.set()
         self.release.wait(30)
         return await super().unary(method, request, timeout=timeout)
-
-
-def test_a_caller_tracking_while_the_worker_is_busy_yields_once_a_batch(
-    make_pug: MakePug, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A caller in a loop holds the GIL 5 ms at a time: once a whole batch waits behind the
-    one that woke the worker, each further batch's put gives the GIL a turn."""
-    turns: list[int] = []
-    monkeypatch.setattr(core_module, "give_the_gil_a_turn", lambda: turns.append(1))
-    transport = BlockingTransport()
-    pug = make_pug(transport, batch=BatchConfig(max_size=100, max_wait=60.0))
-    for n in range(100):
-        pug.track("user_1", "rel.order", {"n": n})
-    assert transport.started.wait(5)  # the worker holds the first batch
-    assert turns == []
-    for n in range(1_000):
-        pug.track("user_1", "rel.order", {"n": n})
-    assert len(turns) == 9  # at 200, 300, ... 1 000 held (100 woke the worker)
-    transport.release.set()
-    assert pug.flush(10)
-    assert pug.stats().sent == 1_100
 
 
 def test_close_hands_over_what_a_late_worker_has_not_taken(make_pug: MakePug) -> None:

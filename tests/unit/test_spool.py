@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from accounting import DeadLetters, assert_stats_add_up, wait_until
 from pug import AsyncPug, BatchConfig, Pug, RetryPolicy, Spool
-from pug._ingest import core as core_module
 from pug._ingest.spool import SpoolQueue
 from pug._ingest.validate import BATCH_MAX_EVENTS
 from pug.testing import InMemoryTransport
@@ -268,24 +267,3 @@ def test_one_object_resent_twice_is_sent_twice_and_its_file_still_goes(
     assert numbers(transport) == [1, 1]
     pug.close()
     assert list(spool.iterdir()) == []
-
-
-def test_a_caller_tracking_while_the_spool_is_busy_yields_once_a_batch(
-    spool: Path, transport: InMemoryTransport, clients: list[Pug], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As with the in-memory queue: once a whole batch waits behind the one that woke the
-    worker, each further batch's put gives the GIL a turn (here the disk's lock is held:
-    nothing is written or taken meanwhile)."""
-    turns: list[int] = []
-    monkeypatch.setattr(core_module, "give_the_gil_a_turn", lambda: turns.append(1))
-    batch = BatchConfig(max_size=100, max_wait=60)
-    pug = Pug(api_key="prv_test", transport=transport, spool=spool, batch=batch)
-    clients.append(pug)
-    queue = pug._core.queue
-    assert isinstance(queue, SpoolQueue)
-    with queue._io:
-        for n in range(450):
-            pug.track("user_1", "job.finished", {"n": n})
-        assert len(turns) == 3  # at 200, 300 and 400 held (100 woke the worker)
-    assert pug.flush(5)
-    assert numbers(transport) == list(range(450))

@@ -20,15 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pug import ids
 from pug._ingest import lifecycle, validate
 from pug._ingest.encode import EventEncoder
-from pug._ingest.queue import (
-    BEHIND,
-    REFUSED,
-    EventQueue,
-    IngestQueue,
-    Item,
-    QueuedIdentify,
-    Stats,
-)
+from pug._ingest.queue import REFUSED, EventQueue, IngestQueue, Item, QueuedIdentify, Stats
 from pug._ingest.worker import OnError, Worker
 from pug._version import __version__
 from pug._wire import protobuf as pb
@@ -45,14 +37,6 @@ if TYPE_CHECKING:
     from pug.context import _Frame
 
 logger = logging.getLogger("pug")
-
-
-def give_the_gil_a_turn() -> None:
-    """Let a thread that waits for the GIL run now (sleeping releases it); under gevent's
-    monkey-patching (`time.sleep` looked up at each call), the other greenlets. Returns at
-    once when nothing waits."""
-    time.sleep(0)
-
 
 AUTO_PROPERTIES = {"$lib": "pug-python", "$sdkVersion": __version__, "$platform": "server"}
 
@@ -344,9 +328,6 @@ class Core:
         """What a put asks of the worker (or of the caller, if the client is closed)."""
         if outcome == REFUSED:  # close() won the race since the caller checked
             logger.warning("track() after close(); the event was dropped")
-            return
-        if outcome == BEHIND and self._worker is not None:
-            give_the_gil_a_turn()  # the worker is awake but has not had the GIL (BEHIND)
             return
         worker = self._worker or self._start_worker()
         if worker is not None:

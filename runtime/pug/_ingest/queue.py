@@ -36,11 +36,6 @@ ITEM_OVERHEAD: Final = 70
 QUEUED: Final = 0  # held; the worker need not look yet
 WAKE: Final = 1  # held; the worker should look now (a batch is full, an identify, overflow)
 REFUSED: Final = 2  # the queue is closed: dropped (counted as invalid)
-# Held, and a whole batch or more waits behind the one that woke the worker: it has not had
-# its turn. A caller tracking in a loop holds the GIL up to sys.getswitchinterval() (5 ms)
-# at a time, each of the worker's reads and writes gives it back: the caller yields (once a
-# batch of events, and only then), or the worker sends little until the caller stops.
-BEHIND: Final = 3
 
 _monotonic = time.monotonic
 
@@ -255,8 +250,7 @@ class EventQueue(Ledger):
     # ---- the callers' side ----------------------------------------------------------
 
     def put(self, item: Item) -> int:
-        """Hold `item` (dropping the oldest past the bounds): QUEUED, WAKE, BEHIND or
-        REFUSED."""
+        """Hold `item` (dropping the oldest past the bounds): QUEUED, WAKE or REFUSED."""
         size = len(item)
         with self._lock:
             if not self._closed:
@@ -269,9 +263,7 @@ class EventQueue(Ledger):
                 n = len(items)
                 # The common case in as few steps as can be: an event, within the bounds.
                 if type(item) is bytes and n <= self._max_items and self._bytes <= self._max_bytes:
-                    if n % self._batch_size:
-                        return QUEUED
-                    return WAKE if n == self._batch_size else BEHIND
+                    return WAKE if n == self._batch_size else QUEUED
                 outcome, lost = self._put_unusual(item, n)
             else:
                 self._stats.dropped_invalid += 1

@@ -51,7 +51,6 @@ from typing import Any, Final
 
 from pug._ingest.lifecycle import gevent_monkey
 from pug._ingest.queue import (
-    BEHIND,
     QUEUED,
     REFUSED,
     WAKE,
@@ -444,7 +443,7 @@ class SpoolQueue(Ledger):
         return len(self._pending) + self._on_disk
 
     def put(self, item: Item) -> int:
-        """Hold `item` until the writer writes it: QUEUED, WAKE, BEHIND or REFUSED."""
+        """Hold `item` until the writer writes it: QUEUED, WAKE or REFUSED."""
         size = len(item)
         with self._lock:
             if not self._closed:
@@ -463,10 +462,7 @@ class SpoolQueue(Ledger):
                     and n <= self._soft_items
                     and self._pending_bytes <= self._soft_bytes
                 ):
-                    held = n + self._on_disk
-                    if held % self._batch_size:
-                        return QUEUED
-                    return WAKE if held == self._batch_size else BEHIND
+                    return WAKE if n + self._on_disk == self._batch_size else QUEUED
                 outcome, lost = self._put_unusual(item, n)
             else:
                 self._stats.dropped_invalid += 1
