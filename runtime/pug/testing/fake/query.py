@@ -583,10 +583,13 @@ class Store:
         erased = len(self.events) - len(kept)
         if erased:
             gone = {e.seq for e in self.events if e.owner == external_id}
-            for i, (seq, key, size) in enumerate(self._order):
+            order = self._order
+            for _ in range(len(order)):  # once round, in order (an index is O(n) in a deque)
+                seq, key, size = order.popleft()
                 if seq in gone:  # its key stays until evicted: the event is still a duplicate
-                    self._order[i] = (seq, key, -1)
                     self._events_bytes -= _READ_PER_WIRE_BYTE * size + _EVENT_BYTES
+                    size = -1
+                order.append((seq, key, size))
         self.events = kept
         self.aliases = {k: v for k, v in self.aliases.items() if v != external_id}
         deletion = Deletion(
