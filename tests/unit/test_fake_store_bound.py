@@ -169,3 +169,19 @@ def test_a_profile_read_after_a_burst_reads_its_own_events_only() -> None:
     assert [e.properties["n"] for e in fake.events(distinct_id="user_7")] == [7, -1]
     assert fake.profile("user_7") == profile
     client.close()
+
+
+def test_identify_merging_after_a_burst_does_not_read_every_event() -> None:
+    fake = FakePug()
+    for body in sdk_batches(5_000):
+        fake.handle_batch(body)
+    client = Pug(api_key="prv_bound", transport=fake)
+    client.track("anon-7", "order.completed", {"n": -1})
+    client.identify("user_7", {"plan": "pro"}, anonymous_id="anon-7")
+    client.flush()
+    assert len(fake._store._arrived) == 5_001  # merged without reading them
+    profile = fake.profile("user_7")
+    assert profile.activity is not None and profile.activity.total_events == 2
+    assert [e.properties["n"] for e in fake.events(distinct_id="anon-7")] == [-1]
+    assert fake.merged_ids("user_7") == ["anon-7"]
+    client.close()

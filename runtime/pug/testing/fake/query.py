@@ -476,9 +476,13 @@ class Store:
             if target == anonymous_id:
                 self.aliases[alias] = into.external_id
         self.aliases[anonymous_id] = into.external_id
-        for event in self.events:
+        for event in self._events:  # settled by `profiles` above
             if event.owner == anonymous_id:
                 event.owner = into.external_id
+        arrived = self._arrived  # not read yet, and not read for this: the owner is theirs
+        for i, (seq, raw, owner) in enumerate(arrived):
+            if owner == anonymous_id:
+                arrived[i] = (seq, raw, into.external_id)
 
     # ---- profiles ----------------------------------------------------------------------
 
