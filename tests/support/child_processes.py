@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from accounting import wait_until
 from processes import process_group
 
 EXIT_TIMEOUT = 5.0
@@ -105,6 +106,15 @@ class CeleryWorker:
             )
             with command as worker:
                 try:
+                    # Tasks are sent once the worker is ready: until then it declares its
+                    # queues, and kombu's filesystem transport rewrites the exchange table
+                    # a sender reads (a sender that read it half-written failed in CI).
+                    wait_until(
+                        lambda: worker.poll() is not None or " ready." in log.read_text(),
+                        "the Celery worker to be ready",
+                        timeout=60,
+                    )
+                    assert worker.poll() is None, "the Celery worker exited at start"
                     yield worker
                 except BaseException:
                     print(log.read_text())  # shown with the failure
