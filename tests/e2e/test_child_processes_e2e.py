@@ -179,8 +179,8 @@ def test_celery_children_recycled_by_max_tasks_per_child_deliver(
     celery_worker: CeleryWorker, fake: FakePug
 ) -> None:
     max_tasks, count = 5, 25
+    celery_worker.send(count)
     with celery_worker.running("--max-tasks-per-child", str(max_tasks)) as worker:
-        celery_worker.send(count)
         wait_until(lambda: len(celery_worker.done()) == count, 30, f"{count} tasks run")
         by_child = collections.defaultdict(list)
         for n, pid in celery_worker.done().items():
@@ -203,8 +203,8 @@ def test_celery_warm_shutdown_delivers_the_childrens_events(
     celery_worker: CeleryWorker, fake: FakePug
 ) -> None:
     count = 20
+    celery_worker.send(count)
     with celery_worker.running() as worker:
-        celery_worker.send(count)
         wait_until(lambda: len(celery_worker.done()) == count, 30, f"{count} tasks run")
         assert delivered_ns(fake) == []  # max_wait is 60 s: still queued in the children
         celery_worker.warm_shutdown(worker)

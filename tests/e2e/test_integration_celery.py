@@ -123,8 +123,8 @@ def wait_until_run(worker: CeleryWorker, count: int) -> None:
 def test_the_producers_context_reaches_the_task_and_its_events_arrive_at_shutdown(
     celery_worker: CeleryWorker, fake: FakePug
 ) -> None:
+    celery_worker.produce(PRODUCER)
     with celery_worker.running() as worker:
-        celery_worker.produce(PRODUCER)
         wait_until_run(celery_worker, TASKS_RUN)
         assert delivered(fake) == []  # max_wait is 60 s: still queued in the children
         celery_worker.warm_shutdown(worker)
@@ -134,8 +134,8 @@ def test_the_producers_context_reaches_the_task_and_its_events_arrive_at_shutdow
 def test_events_arrive_when_the_children_are_recycled(
     celery_worker: CeleryWorker, fake: FakePug
 ) -> None:
+    celery_worker.produce(PRODUCER)
     with celery_worker.running("--max-tasks-per-child", "3") as worker:
-        celery_worker.produce(PRODUCER)
         wait_until_run(celery_worker, TASKS_RUN)
         # A child is recycled after 3 tasks: the 2 still running ran at most 2 each.
         deadline = time.monotonic() + EXIT_TIMEOUT + 5

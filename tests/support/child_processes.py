@@ -75,7 +75,10 @@ class CeleryWorker:
         (tmp_path / "tasks.py").write_text(CELERY_APP + tasks)
 
     def produce(self, program: str) -> None:
-        """Run `program` (which sends tasks) in a process of its own."""
+        """Run `program` (which sends tasks) in a process of its own, before `running()`:
+        kombu's filesystem transport rewrites its exchange table in place on each declare,
+        and a sender and a worker at the same time read it half-written (in CI, a sender
+        failed, and a worker stopped with an unrecoverable JSONDecodeError)."""
         env = {**self.env, "PUG_BASE_URL": "http://127.0.0.1:9"}  # its own client: unused
         subprocess.run(
             [sys.executable, "-c", program], cwd=self.tmp_path, env=env, check=True, timeout=30
@@ -106,9 +109,7 @@ class CeleryWorker:
             )
             with command as worker:
                 try:
-                    # Tasks are sent once the worker is ready: until then it declares its
-                    # queues, and kombu's filesystem transport rewrites the exchange table
-                    # a sender reads (a sender that read it half-written failed in CI).
+                    # Yielded once ready: what a test then waits for runs from here on.
                     wait_until(
                         lambda: worker.poll() is not None or " ready." in log.read_text(),
                         "the Celery worker to be ready",
