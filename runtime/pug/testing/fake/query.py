@@ -79,6 +79,27 @@ _KEPT_PER_WIRE_BYTE, _READ_PER_WIRE_BYTE, _EVENT_BYTES = 3, 9, 300
 # A profile without traits (with its owner's entry until it is made), an alias, a deletion;
 # traits at 4 bytes for each character of their repr (measured: 3.1 for string traits).
 _PROFILE_BYTES, _ALIAS_BYTES, _DELETION_BYTES, _BYTES_PER_TRAIT_CHAR = 600, 250, 600, 4
+
+
+def _kept_bytes(size: int) -> int:
+    """What an event of `size` wire bytes holds, kept as its bytes."""
+    return _KEPT_PER_WIRE_BYTE * size + _EVENT_BYTES
+
+
+def _read_bytes(size: int) -> int:
+    """What an event of `size` wire bytes holds, read into a StoredEvent."""
+    return _READ_PER_WIRE_BYTE * size + _EVENT_BYTES
+
+
+def _noted_bytes(owner: str) -> int:
+    """What a profile without traits holds (or its owner, noted until it is made)."""
+    return _PROFILE_BYTES + 2 * len(owner)
+
+
+def _alias_bytes(alias: str, target: str) -> int:
+    return _ALIAS_BYTES + 2 * len(alias) + 2 * len(target)
+
+
 _NANOS = 1_000_000_000
 _NANOS_PER_MINUTE = 60 * _NANOS
 # The times a datetime holds, in nanoseconds from the epoch (what occur_time is clamped to).
@@ -278,6 +299,7 @@ class Store:
                 wire += size
         stored = seq - self._seq
         self._seq = seq
+        # The sums of _kept_bytes and _noted_bytes over what was stored, taken at once.
         self._events_bytes += _KEPT_PER_WIRE_BYTE * wire + _EVENT_BYTES * stored
         self._other_bytes += 2 * owners + _PROFILE_BYTES * noted
         self._within_bound()
@@ -308,11 +330,11 @@ class Store:
             if read < len(events) and events[read].seq == seq:
                 owners.add(events[read].owner)
                 read += 1
-                self._events_bytes -= _READ_PER_WIRE_BYTE * size + _EVENT_BYTES
+                self._events_bytes -= _read_bytes(size)
             else:
                 owners.add(arrived[kept][2])
                 kept += 1
-                self._events_bytes -= _KEPT_PER_WIRE_BYTE * size + _EVENT_BYTES
+                self._events_bytes -= _kept_bytes(size)
             self.evicted_events += 1
         del events[:read], arrived[:kept]
         self._drop_profiles_left_empty(owners)
@@ -336,7 +358,7 @@ class Store:
         owners -= set(self.aliases.values())
         for owner in owners:
             if self._new_owners.pop(owner, None) is not None:
-                self._other_bytes -= _PROFILE_BYTES + 2 * len(owner)
+                self._other_bytes -= _noted_bytes(owner)
             profile = self._profiles.get(owner)
             if profile is not None and not profile.properties:
                 del self._profiles[owner]
@@ -358,15 +380,15 @@ class Store:
 
     def _recount_other(self) -> int:
         """What profiles (made or noted), traits, aliases and deletions hold, estimated."""
-        noted = sum(_PROFILE_BYTES + 2 * len(owner) for owner in self._new_owners)
-        made = sum(self._profile_bytes(p) for p in self._profiles.values())
-        aliases = sum(_ALIAS_BYTES + 2 * len(k) + 2 * len(v) for k, v in self.aliases.items())
+        noted = sum(map(_noted_bytes, self._new_owners))
+        made = sum(map(self._profile_bytes, self._profiles.values()))
+        aliases = sum(_alias_bytes(k, v) for k, v in self.aliases.items())
         return noted + made + aliases + _DELETION_BYTES * len(self.deletions)
 
     @staticmethod
     def _profile_bytes(profile: StoredProfile) -> int:
         traits = _BYTES_PER_TRAIT_CHAR * len(repr(profile.properties)) if profile.properties else 0
-        return _PROFILE_BYTES + 2 * len(profile.external_id) + traits
+        return _noted_bytes(profile.external_id) + traits
 
     @property
     def profiles(self) -> dict[str, StoredProfile]:
@@ -459,7 +481,7 @@ class Store:
         anonymous_id = request.anonymous_id or ""
         if anonymous_id and anonymous_id != external_id:
             self._merge(anonymous_id, profile)
-            self._other_bytes += _ALIAS_BYTES + 2 * len(anonymous_id) + 2 * len(external_id)
+            self._other_bytes += _alias_bytes(anonymous_id, external_id)
         # Counted whole again (the traits may replace others): `evict` recounts.
         self._other_bytes += self._profile_bytes(profile)
         self._within_bound()
@@ -583,18 +605,18 @@ class Store:
         background: the request is COMPLETED when it is first read)."""
         requested_at = self.clock()
         profile = self.profiles.pop(external_id, None)
-        kept = [e for e in self.events if e.owner != external_id]
-        erased = len(self.events) - len(kept)
+        events = self.events
+        gone = {e.seq for e in events if e.owner == external_id}
+        erased = len(gone)
         if erased:
-            gone = {e.seq for e in self.events if e.owner == external_id}
             order = self._order
             for _ in range(len(order)):  # once round, in order (an index is O(n) in a deque)
                 seq, key, size = order.popleft()
                 if seq in gone:  # its key stays until evicted: the event is still a duplicate
-                    self._events_bytes -= _READ_PER_WIRE_BYTE * size + _EVENT_BYTES
+                    self._events_bytes -= _read_bytes(size)
                     size = -1
                 order.append((seq, key, size))
-        self.events = kept
+        self.events = [e for e in events if e.seq not in gone]
         self.aliases = {k: v for k, v in self.aliases.items() if v != external_id}
         deletion = Deletion(
             request_id=str(uuid.uuid4()),
