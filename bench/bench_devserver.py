@@ -92,6 +92,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def track_all(client: Pug, n: int, realistic: Realistic | None) -> None:
+    """n `track()` calls in a loop: the same event, or realistic traffic (prepared)."""
+    if realistic is None:
+        for _ in range(n):
+            client.track("user_42", "order.completed", PROPS)
+        return
+    pop = realistic.pop
+    for _ in range(n):
+        distinct_id, properties = pop()
+        client.track(distinct_id, "order.completed", properties)
+
+
 def run(
     client: Pug, n: int, pid: int | None, realistic: Realistic | None = None
 ) -> tuple[float, float | None]:
@@ -99,16 +111,9 @@ def run(
     same event, or realistic traffic (a new distinct id and two new values every call)."""
     if realistic is not None:
         realistic.prepare(n)
-        pop = realistic.pop
     cpu = cpu_seconds(pid) if pid else 0.0
     start = time.perf_counter()
-    if realistic is None:
-        for _ in range(n):
-            client.track("user_42", "order.completed", PROPS)
-    else:
-        for _ in range(n):
-            distinct_id, properties = pop()
-            client.track(distinct_id, "order.completed", properties)
+    track_all(client, n, realistic)
     if not client.flush(120):
         raise RuntimeError("flush timed out")
     wall = time.perf_counter() - start
@@ -167,6 +172,61 @@ def replay(url: str, bodies: list[bytes], n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
+# An app that tracks n events and exits without flush() or close(): what is queued goes out
+# at exit (within exit_timeout, 5 s by default). It prints when its tracking began and
+# ended (time.monotonic(), one clock for every process) and how many were sent by then.
+_EXIT_APP = """
+import sys, time
+sys.path.insert(0, sys.argv[4])
+from bench_devserver import track_all
+from common import PROPS, Realistic
+from pug import BatchConfig, Pug
+url, n, offset = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+client = Pug(api_key="prv_bench", base_url=url, batch=BatchConfig(max_size=100))
+client.track("warm_up", "order.completed", PROPS)
+client.flush(10)
+realistic = None if offset < 0 else Realistic(offset)
+if realistic is not None:
+    realistic.prepare(n)
+first = time.monotonic()
+track_all(client, n, realistic)
+last = time.monotonic()
+print(first, last, client.stats().sent - 1, flush=True)
+"""
+
+
+def exit_burst(url: str, n: int, offset: int | None) -> tuple[float, float]:
+    """An app in its own process tracks n events (the same one, or realistic traffic from
+    `offset`) and exits: (seconds from its last track() until its process ended, events/s
+    its exit delivered in them)."""
+    app = subprocess.Popen(
+        [sys.executable, "-c", _EXIT_APP, url, str(n), str(-1 if offset is None else offset),
+         str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert app.stdout is not None
+    _, last, sent = app.stdout.readline().split()
+    if app.wait() != 0:
+        raise RuntimeError("the app failed")
+    seconds = time.monotonic() - float(last)
+    return seconds, (n - int(sent)) / seconds
+
+
+# The exit burst of issue 18: the events an app has queued when it exits.
+EXIT_BURST = 10_000
+
+
+def exit_targets(dev_url: str, sink_url: str) -> list[tuple[str, str, int | None]]:
+    """The exit bursts' rows: (name, where the app sends, realistic traffic's first index
+    or None for the repeated event)."""
+    return [
+        ("an app's exit, to the dev server (stdout to a file)", dev_url, None),
+        ("an app's exit, to the dev server, realistic traffic", dev_url, 3 * 10**8),
+        ("an app's exit, to the sink (baseline)", sink_url, None),
+        ("an app's exit, to the sink (baseline), realistic traffic", sink_url, 4 * 10**8),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
@@ -187,6 +247,8 @@ def main() -> None:
         "dev server alone: the SDK's batches back to back, realistic traffic",
     )
     rates: dict[str, list[float]] = {name: [] for name in names}
+    exits: dict[str, list[float]] = {name: [] for name, _, _ in exit_targets("", "")}
+    exit_rates: dict[str, list[float]] = {name: [] for name in exits}
     cpus: dict[str, list[float]] = {name: [] for name in names}
     with (
         devserver("file") as (file_url, file_proc, _),
@@ -220,6 +282,12 @@ def main() -> None:
             for _ in range(args.rounds):
                 bodies = sdk_batches(args.events, traffic)
                 rates[name].append(replay(file_url, bodies, args.events))
+        for r in range(args.rounds):
+            for name, url, realistic_from in exit_targets(file_url, sink_url):
+                offset = None if realistic_from is None else realistic_from + r * EXIT_BURST
+                seconds, rate = exit_burst(url, EXIT_BURST, offset)
+                exits[name].append(seconds)
+                exit_rates[name].append(rate)
         expected = 1_000 + args.events * args.rounds  # what the piped one received
         deadline = time.monotonic() + 30
         while printed[0] < expected and time.monotonic() < deadline:
@@ -239,6 +307,13 @@ def main() -> None:
     ] + [
         f"| {name} | {median(rates[name]):,.0f} | {spread(rates[name], ',.0f')} | — | — |"
         for name in alone
+    ]
+    sinks = {"realistic" in n: n for n in exits if "sink" in n}  # the same traffic's
+    exit_base = {n: median(exits[sinks["realistic" in n]]) for n in exits}
+    exit_rows = [
+        f"| {name} | {median(exits[name]):.3f} | {spread(exits[name], '.3f')} | "
+        f"{median(exits[name]) / exit_base[name]:.2f}× | {median(exit_rates[name]):,.0f} |"
+        for name in exits
     ]
     text = "\n".join(
         [
@@ -274,6 +349,18 @@ def main() -> None:
             "server CPU s / 10k events |",
             "|---|---|---|---|---|",
             *rows,
+            "",
+            f"An app's exit burst, the case issue 18 names: an app in its own process tracks "
+            f"{EXIT_BURST:,} events in a loop and exits without flush() or close(), so what "
+            "it queued goes out at exit, within `exit_timeout` (5 s by default). Seconds "
+            "from its last `track()` until its process ended (interpreter shutdown "
+            "included), and the events its exit delivered a second in them (all but the few "
+            "sent while it tracked).",
+            "",
+            f"| {EXIT_BURST:,} events at exit | seconds to the app's end (median) | range | "
+            "× the sink's (same traffic) | events/s delivered at exit (median) |",
+            "|---|---|---|---|---|",
+            *exit_rows,
             "",
             *machine_lines(load_before, load_after),
             "",

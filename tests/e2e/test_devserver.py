@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,13 +146,18 @@ def test_public_keys_may_ingest_but_not_read(server: DevServer) -> None:
     client.close()
 
 
-def test_the_cli_serves_prints_writes_jsonl_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    jsonl = tmp_path / "events.jsonl"
-    proc = subprocess.Popen(
+def start_cli(jsonl: Path) -> subprocess.Popen[str]:
+    """`pug devserver` on free ports, writing `jsonl`; its stdout and stderr piped."""
+    return subprocess.Popen(
         [sys.executable, "-m", "pug", "devserver", "--connect-port", "0", "--grpc-port", "0",
          "--jsonl", str(jsonl)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def test_the_cli_serves_prints_writes_jsonl_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    jsonl = tmp_path / "events.jsonl"
+    proc = start_cli(jsonl)
     try:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
@@ -173,6 +179,41 @@ def test_the_cli_serves_prints_writes_jsonl_and_stops_on_ctrl_c(tmp_path: Path) 
     assert proc.returncode == 0, err
     assert out.strip() == "stopping"
     assert "Traceback" not in err
+
+
+_EXIT_BURST_APP = """
+import sys
+from pug import Pug
+pug = Pug(api_key="prv_burst", base_url=sys.argv[1])  # the defaults: exit_timeout 5 s
+for i in range(10_000):
+    pug.track(f"user_{i}", "order.completed", {"order_id": f"ord_{i}", "amount": i / 100})
+"""  # and exits: what is queued goes out at exit, within exit_timeout
+
+
+def test_an_apps_exit_burst_of_10000_events_all_reach_the_cli(tmp_path: Path) -> None:
+    jsonl = tmp_path / "events.jsonl"
+    server = start_cli(jsonl)
+    try:
+        assert server.stdout is not None
+        connect_url = server.stdout.readline().split("Connect on ")[1].split(",")[0]
+        # Read what it prints (a pipe left full would stop it).
+        printing = threading.Thread(target=server.stdout.read, daemon=True)
+        printing.start()
+        app = subprocess.run(
+            [sys.executable, "-c", _EXIT_BURST_APP, connect_url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (app.returncode, app.stderr) == (0, "")  # nothing "not delivered"
+        records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert sorted(r["properties"]["order_id"] for r in records) == sorted(
+            f"ord_{i}" for i in range(10_000)
+        )
+        assert {r["distinct_id"] for r in records} == {f"user_{i}" for i in range(10_000)}
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(20)
+    assert server.stderr is not None
+    assert "Traceback" not in server.stderr.read()
 
 
 def test_the_demo_runs_and_reports(tmp_path: Path) -> None:

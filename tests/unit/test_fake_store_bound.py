@@ -185,3 +185,17 @@ def test_identify_merging_after_a_burst_does_not_read_every_event() -> None:
     assert [e.properties["n"] for e in fake.events(distinct_id="anon-7")] == [-1]
     assert fake.merged_ids("user_7") == ["anon-7"]
     client.close()
+
+
+def test_batches_never_read_wait_within_their_own_bound_then_are_stored() -> None:
+    # Nothing reads (a burst at the dev server, whose idle work has not run): what waits
+    # unstored is bounded too, in bytes (a 32nd of a small bound) and in events.
+    fake = FakePug(max_store_bytes=32 * MiB)
+    largest = 0
+    for body in sdk_batches(10_000):
+        fake.handle_batch(body)
+        largest = max(largest, deep_size(fake._store._pending))
+    assert fake._store._pending_bytes <= 32 * MiB // 32
+    assert fake._store._seq > 0  # some were stored as they came: the bound was reached
+    assert largest <= 32 * MiB // 32 * 4  # held as Arrivals: ~3 times their wire bytes
+    assert [e.properties["n"] for e in fake.events()] == list(range(10_000))

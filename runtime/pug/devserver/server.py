@@ -150,6 +150,7 @@ class DevServer:
             self._loop.call_soon_threadsafe(self._grpc_server.close)
         for thread in self._threads:
             thread.join(5)
+        self._dispatch.settler.stop()
         self._printer.close()
 
     def __enter__(self) -> DevServer:

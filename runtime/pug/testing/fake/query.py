@@ -66,8 +66,8 @@ DEFAULT_PAGE_SIZE = 50  # feed, event explorer and segment pages when page_size 
 _PLAINS_MAX = 1024
 # Events taken but not yet stored (`Store.settle`) at most, and their wire bytes: held as
 # the fake's `Arrival`s, a few hundred bytes more each than once stored.
-_PENDING_MAX = 10_000
-_PENDING_MAX_BYTES = 8 << 20
+_PENDING_MAX = 50_000
+_PENDING_MAX_BYTES = 16 << 20
 # What a store holds at most by default (`FakePug(max_store_bytes=...)`; the dev server's
 # `--max-store-mb`): past it, the oldest events are dropped (`Store.evict`).
 DEFAULT_MAX_BYTES = 512 << 20

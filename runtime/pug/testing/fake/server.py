@@ -993,6 +993,7 @@ class FakePug(InMemoryTransport):
       `attach(client)` registers the client's flush there.
     - `reset()`: forget everything received and any injected failure.
     - `clock`: the server's "now" (profile and deletion times).
+    - `settle()`: store what arrived now, not at the next read (the dev server's idle work).
     - `max_store_bytes`: what the store holds at most (estimated); past it, the oldest
       events are dropped (counted in `evicted_events`, a warning logged once), then
       profiles left without events, traits or aliases.
@@ -1017,6 +1018,13 @@ class FakePug(InMemoryTransport):
     @clock.setter
     def clock(self, clock: Callable[[], datetime.datetime]) -> None:
         self._store.clock = clock
+
+    def settle(self) -> None:
+        """Store the batches taken and not stored yet (every read does this first; so does
+        a batch past the bound on what may wait): the dev server calls it when no batch is
+        arriving, so that a burst's batches are answered without it."""
+        with self._state_lock:
+            self._store.settle()
 
     @property
     def evicted_events(self) -> int:
