@@ -258,3 +258,86 @@ def test_an_event_that_ends_inside_what_follows_its_kind_is_not_accepted() -> No
     with pytest.raises(Unreadable):
         read_batch(damaged)
     assert SCANNER.scan(damaged) is None
+
+
+# ---- events of one shape (`_Shape`): judged by what changed ------------------------------
+
+
+def _shaped(n: int, first: int = 0) -> bytes:
+    """What the SDK sends for n events of one kind, as an app sends them: each with a new
+    id, time, user, order id and amount, all of one length (so of one shape)."""
+    at = datetime.datetime(2026, 1, 2, 3, 4, 5, 500_000, tzinfo=datetime.UTC)
+    transport = InMemoryTransport()
+    pug = Pug(api_key="prv_test", transport=transport, batch=BatchConfig(max_size=1000))
+    for i in range(first, first + n):
+        properties = {"order_id": f"ord_{i:04d}", "amount": 1.5 + i, "currency": "EUR"}
+        pug.track(f"user_{i:010d}", "order.completed", properties,
+                  timestamp=at + datetime.timedelta(microseconds=i))  # fmt: skip
+    pug.close()
+    (body,) = [b for method, b in transport.requests if method == BATCH_CREATE]
+    return body
+
+
+def _last_replaced(body: bytes, old: bytes, new: bytes) -> bytes:
+    """`body` with `old` replaced by `new` (as long) in its last event."""
+    start, end = event_spans(body)[-1]
+    at = body.rindex(old, start, end)
+    assert len(new) == len(old)
+    return body[:at] + new + body[at + len(old) :]
+
+
+def test_an_apps_events_are_judged_by_what_changed_as_the_exact_path_judges_them() -> None:
+    scanner = _scanner_with(longest=1024, finite=True)
+    body = _shaped(40)
+    arrivals = scanner.scan(body)
+    assert arrivals is not None
+    assert list(scanner._shapes) == [end - start for start, end in event_spans(body)[:1]]
+    events = read_batch(body)
+    assert [a[:5] for a in arrivals] == [
+        (e.event_id, e.kind, e.distinct_id, e.occur_time, False) for e in events
+    ]
+    assert [a.event() for a in arrivals] == events
+    # Printed from its entries, as an event split into its fields is.
+    assert [entry_of(e) for e in arrivals[-1].custom or ()] == [
+        ("order_id", "ord_0039"), ("amount", 40.5), ("currency", "EUR")
+    ]  # fmt: skip
+
+
+def test_a_changed_value_breaking_a_rule_sends_the_batch_to_the_exact_path() -> None:
+    body = _shaped(40)
+    nan = _last_replaced(body, struct.pack("<d", 40.5), struct.pack("<d", math.nan))
+    assert _scanner_with(longest=1024, finite=False).scan(nan) is not None
+    assert _scanner_with(longest=1024, finite=True).scan(nan) is None
+    assert wire_batch_violations(read_batch(nan)) != []
+    not_utf8 = _last_replaced(body, b"ord_0039", b"ord_\xff039")
+    assert _scanner_with(longest=1024, finite=True).scan(not_utf8) is None
+    reserved = rules.RESERVED_ID_PREFIX.encode()
+    user = _last_replaced(body, b"user_0000000039", reserved + b"0000000039"[len(reserved) - 5 :])
+    assert _scanner_with(longest=1024, finite=True).scan(user) is None
+    assert wire_batch_violations(read_batch(user)) != []
+
+
+def test_an_event_of_a_known_length_but_other_bytes_is_split_into_its_fields() -> None:
+    scanner = _scanner_with(longest=1024, finite=True)
+    assert scanner.scan(_shaped(40)) is not None
+    # The same length, another kind: not of the shape, judged (and kept) field by field.
+    other = _last_replaced(_shaped(40, 40), b"order.completed", b"order.refunded!")
+    arrivals = scanner.scan(other)
+    assert arrivals is not None and arrivals[-1].kind == "order.refunded!"
+    assert [a.event() for a in arrivals] == read_batch(other)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_damaged_event_of_a_known_shape_is_accepted_only_as_the_exact_path_accepts_it(
+    data: st.DataObject,
+) -> None:
+    assert _agrees_with_the_exact_path(_SHAPED)  # its shape is known from here on
+    start, end = event_spans(_SHAPED)[-1]
+    damaged = bytearray(_SHAPED)
+    for _ in range(data.draw(st.integers(1, 3))):  # bytes of the last event changed
+        damaged[data.draw(st.integers(start, end - 1))] = data.draw(st.integers(0, 255))
+    _agrees_with_the_exact_path(bytes(damaged))
+
+
+_SHAPED = _shaped(40)
