@@ -341,3 +341,19 @@ def test_a_damaged_event_of_a_known_shape_is_accepted_only_as_the_exact_path_acc
 
 
 _SHAPED = _shaped(40)
+
+
+def test_a_shape_follows_what_the_app_sends_now() -> None:
+    # A value that kept still (the currency), then changes event by event: the shape
+    # learned first no longer fits, and one where the currency changes too is learned.
+    scanner = _scanner_with(longest=1024, finite=True)
+    assert scanner.scan(_shaped(40)) is not None
+    (length,) = scanner._shapes
+    first = scanner._shapes[length]
+    currencies = _shaped(200, 40)
+    for i in range(40, 240):
+        currencies = currencies.replace(b"EUR", f"{i % 26 + 65:c}UR".encode(), 1)
+    arrivals = scanner.scan(currencies)
+    assert arrivals is not None and [a.event() for a in arrivals] == read_batch(currencies)
+    assert scanner._shapes[length] is not first
+    assert scanner._shapes[length].literals(arrivals[-1].raw) == scanner._shapes[length].expected

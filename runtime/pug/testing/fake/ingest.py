@@ -279,8 +279,8 @@ class Scanner:
                     distinct_keys, entries = keys, custom
                 else:
                     entries = None
-                if ours and shape is None and distinct is not None:
-                    self._next_shape(raw, parts, keys)
+                if ours and distinct is not None:  # a new shape, or the length's last one
+                    self._next_shape(raw, parts, keys)  # no longer the app's
             # The event's own fields.
             event_text = event_id.decode()
             if not id_ok(event_text):
@@ -309,8 +309,9 @@ class Scanner:
         return out
 
     def _next_shape(self, raw: bytes, parts: _Parts, keys: list[str | None]) -> None:
-        """Keep an event in the SDK's layout that passed, without a shape, as its length's
-        candidate; with the last one of that length, learn their shape if they have one."""
+        """Keep an event in the SDK's layout that passed, not of its length's shape, as its
+        length's candidate; with the last one of that length, learn their shape if they
+        have one (in place of the length's last: what the app sends now)."""
         self._until_try -= 1
         if len(raw) > _SHAPE_MAX_BYTES:
             return
