@@ -229,8 +229,8 @@ SETTLE_WHEN_IDLE = 0.02
 class IdleSettler:
     """Stores what the fake took (`FakePug.settle`) once no batch has been taken for
     `idle` seconds, in its own thread. Storing an event (its duplicate check, its owner)
-    is a fifth of what taking it costs and no part of the answer: a burst's batches are
-    answered without it, and the pause after the burst stores them. A read stores first,
+    is a third of the dev server's work on it and no part of the answer: a burst's
+    batches are answered without it, and the pause after the burst stores them. A read stores first,
     as does a batch past what may wait (the fake's bound), so nothing is ever missing."""
 
     def __init__(self, fake: FakePug, idle: float = SETTLE_WHEN_IDLE) -> None:

@@ -158,7 +158,7 @@ class _Shape(NamedTuple):
     id, the time, the distinct id, then the value of each custom entry that changed, the
     doubles (`doubles` of them) before the strings of their size. Such an event has the same
     fields as theirs, sent the same way: only what changed is judged. An app's events of
-    one kind differ in just these (realistic traffic: 14 bytes of 350 but the id)."""
+    one kind differ in just these (the benchmarks' realistic traffic does)."""
 
     literals: Callable[[bytes], tuple[bytes, ...]]
     expected: tuple[bytes, ...]
