@@ -69,10 +69,13 @@ def test_batches_back_to_back_are_stored_only_in_a_pause_after_them() -> None:
         assert at - last_end >= 0.2
 
 
-def test_stop_ends_the_settler_thread() -> None:
+def test_the_settler_thread_starts_with_the_first_batch_and_stop_ends_it() -> None:
+    never = IdleSettler(cast(FakePug, _Settles()))
+    never.stop()  # no batch: no thread, nothing to wait for
+    assert never._thread.ident is None
     settler = IdleSettler(cast(FakePug, _Settles()))
     with settler.taking():
-        pass
+        assert settler._thread.is_alive()
     settler.stop()
     assert not settler._thread.is_alive()
 

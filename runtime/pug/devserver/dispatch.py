@@ -228,10 +228,11 @@ SETTLE_WHEN_IDLE = 0.02
 
 class IdleSettler:
     """Stores what the fake took (`FakePug.settle`) once no batch has been taken for
-    `idle` seconds, in its own thread. Storing an event (its duplicate check, its owner)
-    is a third of the dev server's work on it and no part of the answer: a burst's
-    batches are answered without it, and the pause after the burst stores them. A read stores first,
-    as does a batch past what may wait (the fake's bound), so nothing is ever missing."""
+    `idle` seconds, in its own thread (started with the first batch). Storing an event (its
+    duplicate check, its owner) is a third of the dev server's work on it and no part of
+    the answer: a burst's batches are answered without it, and the pause after the burst
+    stores them. A read stores first, as does a batch past what may wait (the fake's
+    bound), so nothing is ever missing."""
 
     def __init__(self, fake: FakePug, idle: float = SETTLE_WHEN_IDLE) -> None:
         self._fake = fake
@@ -242,13 +243,14 @@ class IdleSettler:
         self._unsettled = False
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="pug-dev-settle", daemon=True)
-        self._thread.start()
 
     @contextlib.contextmanager
     def taking(self) -> Iterator[None]:
         """Around taking one batch."""
         with self._changed:
             self._taking += 1
+            if self._thread.ident is None and not self._stopped:
+                self._thread.start()
         try:
             yield
         finally:
@@ -262,7 +264,8 @@ class IdleSettler:
         with self._changed:
             self._stopped = True
             self._changed.notify()
-        self._thread.join(5)
+        if self._thread.ident is not None:
+            self._thread.join(5)
 
     def _run(self) -> None:
         while self._wait_for_pause():
