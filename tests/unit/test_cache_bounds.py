@@ -4,9 +4,13 @@ itself: a new user and new property values in every event."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pug import BatchConfig, Pug
 from pug._wire import reader
+from pug.devserver import dispatch
+from pug.devserver.dispatch import EventPrinter
 from pug.testing import InMemoryTransport
 from pug.testing.fake import ingest, server
 from pug.transports.base import BATCH_CREATE
@@ -67,3 +71,17 @@ def test_the_scanner_s_shapes_stay_within_their_bound() -> None:
         assert scanner.scan(body) is not None
         largest = max(largest, deep_size(scanner._shapes))
     assert ingest._CACHE_BYTES // 2 < largest <= ingest._CACHE_BYTES + ONE_ENTRY
+
+
+def test_the_printer_s_fragments_stay_within_their_bound(bodies: list[bytes]) -> None:
+    printer = EventPrinter(open(os.devnull, "w"), None, lines_per_second=0)  # noqa: SIM115
+    scanner = server._scanner()
+    assert scanner is not None
+    largest = 0
+    for body in bodies[:10]:
+        arrivals = scanner.scan(body)
+        assert arrivals is not None
+        printer(arrivals)
+        largest = max(largest, deep_size(printer._fragments))
+    printer.out.close()
+    assert dispatch._FRAGMENTS_BYTES // 2 < largest <= dispatch._FRAGMENTS_BYTES + ONE_ENTRY

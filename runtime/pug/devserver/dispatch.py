@@ -43,9 +43,11 @@ class KeyCheck:
 
 
 # Custom-property entries printed, by their bytes: '"key": value' as JSON writes it in a
-# dict. Bounded in bytes (entries and texts held; emptied when full) and per entry.
+# dict. Bounded in bytes (entries and texts held, and what Python spends on the two objects
+# and the slot, about _HELD_BYTES; emptied when full) and per entry.
 _FRAGMENTS_BYTES = 1 << 20
 _FRAGMENT_MAX_BYTES = 256
+_HELD_BYTES = 160
 
 
 # Events printed a second at most by default: more than a terminal shows anyone. The rest
@@ -87,7 +89,7 @@ class EventPrinter:
         if not events:
             return
         shown = self._admit(events) if self.lines_per_second > 0 else events
-        lines = "".join([self._line(e) for e in shown])
+        lines = self._lines(shown)
         records = (
             None
             if self._jsonl is None
@@ -136,18 +138,29 @@ class EventPrinter:
             self.out.flush()
             self._unprinted = 0
 
-    def _line(self, event: Arrival) -> str:
-        """`event_line(event.event())`, from the entries' JSON kept by their bytes."""
-        entries = event.custom
-        if entries is None:  # read whole (not the SDK's layout, or a key sent twice)
-            return event_line(event.event()) + "\n"
-        parts = list(map(self._fragments.get, entries))
-        if None in parts:  # an entry not printed lately
-            parts = [
-                self._fragment(e) if p is None else p for p, e in zip(parts, entries, strict=True)
-            ]
-        kind, distinct_id = escape(event.kind), escape(event.distinct_id)
-        return f"{kind:<24} {distinct_id:<16} {{{', '.join(cast('list[str]', parts))}}}\n"
+    def _lines(self, events: list[Arrival]) -> str:
+        """A line per event, `event_line(event.event())`, from the entries' JSON kept by
+        their bytes. One loop, its names bound once: printing every event, it runs for
+        each."""
+        known, fragment = self._fragments.get, self._fragment
+        lines: list[str] = []
+        for event in events:
+            entries = event.custom
+            if entries is None:  # read whole (not the SDK's layout, or a key sent twice)
+                lines.append(event_line(event.event()) + "\n")
+                continue
+            parts = list(map(known, entries))
+            if None in parts:  # an entry not printed lately
+                parts = [
+                    fragment(e) if p is None else p for p, e in zip(parts, entries, strict=True)
+                ]
+            kind, distinct_id = event.kind, event.distinct_id
+            if not (kind.isprintable() and distinct_id.isprintable()):
+                kind, distinct_id = escape(kind), escape(distinct_id)
+            lines.append(
+                f"{kind:<24} {distinct_id:<16} {{{', '.join(cast('list[str]', parts))}}}\n"
+            )
+        return "".join(lines)
 
     def _fragment(self, entry: bytes) -> str:
         key, value = entry_of(entry)
@@ -157,7 +170,7 @@ class EventPrinter:
                 self._fragments.clear()
                 self._fragments_size = 0
             self._fragments[entry] = text
-            self._fragments_size += len(entry) + len(text)
+            self._fragments_size += len(entry) + len(text) + _HELD_BYTES
         return text
 
     def close(self) -> None:
