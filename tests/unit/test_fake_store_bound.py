@@ -128,6 +128,30 @@ def test_events_erased_then_evicted_add_up() -> None:
     assert fake.evicted_events + len(kept) == 3_000  # the 200 erased are not counted
 
 
+def test_an_erasure_after_a_burst_reads_none_of_it_and_what_is_left_adds_up() -> None:
+    fake = FakePug(max_store_bytes=64 * MiB)
+    client = Pug(api_key="prv_bound", transport=fake, batch=BatchConfig(max_size=500))
+    client.track("user_erased", "order.completed", {"n": -1})
+    client.flush()
+    assert [e.distinct_id for e in fake.events()] == ["user_erased"]  # one read
+    for i in range(3):  # and three not read yet, among a burst
+        client.track("user_erased", "order.completed", {"n": -2 - i})
+    client.flush()
+    burst = sdk_batches(5_000)
+    for body in burst:
+        fake.handle_batch(body)
+    client.profiles.delete_data_subject("user_erased")
+    assert fake._store._events == [] and len(fake._store._arrived) == 5_000  # none read
+    # What it counts is what it holds: the burst's events only, as a store of them alone.
+    alone = FakePug(max_store_bytes=64 * MiB)
+    for body in burst:
+        alone.handle_batch(body)
+    alone._store.settle()
+    assert fake._store._events_bytes == alone._store._events_bytes
+    assert ids_in(fake) == list(range(5_000))
+    client.close()
+
+
 def test_the_first_eviction_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     fake = FakePug(max_store_bytes=1 * MiB)
     with caplog.at_level(logging.WARNING, logger="pug.testing"):

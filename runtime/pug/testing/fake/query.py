@@ -605,18 +605,23 @@ class Store:
         background: the request is COMPLETED when it is first read)."""
         requested_at = self.clock()
         profile = self.profiles.pop(external_id, None)
-        events = self.events
-        gone = {e.seq for e in events if e.owner == external_id}
-        erased = len(gone)
+        self.settle()
+        # Its events read and not read yet: neither is read for this (a burst of 100 000
+        # events before the deletion stays unread).
+        read = {e.seq for e in self._events if e.owner == external_id}
+        unread = {a[0] for a in self._arrived if a[2] == external_id}
+        erased = len(read) + len(unread)
         if erased:
             order = self._order
             for _ in range(len(order)):  # once round, in order (an index is O(n) in a deque)
                 seq, key, size = order.popleft()
-                if seq in gone:  # its key stays until evicted: the event is still a duplicate
-                    self._events_bytes -= _read_bytes(size)
+                if seq in read or seq in unread:  # its key stays until evicted: the event
+                    cost = _read_bytes(size) if seq in read else _kept_bytes(size)
+                    self._events_bytes -= cost  # is still a duplicate
                     size = -1
                 order.append((seq, key, size))
-        self.events = [e for e in events if e.seq not in gone]
+            self._events = [e for e in self._events if e.seq not in read]
+            self._arrived = [a for a in self._arrived if a[0] not in unread]
         self.aliases = {k: v for k, v in self.aliases.items() if v != external_id}
         deletion = Deletion(
             request_id=str(uuid.uuid4()),
