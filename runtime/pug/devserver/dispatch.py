@@ -15,7 +15,7 @@ from typing import IO, TypeAlias, cast
 from pug._wire.reader import Timestamp, Value, WireEvent
 from pug.errors import PugError, error_for
 from pug.testing import FakePug
-from pug.testing.fake.ingest import Arrival, entry_of
+from pug.testing.fake.ingest import _HELD_BYTES, Arrival, entry_of
 from pug.testing.fake.server import service_methods
 from pug.transports.base import BATCH_CREATE
 
@@ -44,10 +44,9 @@ class KeyCheck:
 
 # Custom-property entries printed, by their bytes: '"key": value' as JSON writes it in a
 # dict. Bounded in bytes (entries and texts held, and what Python spends on the two objects
-# and the slot, about _HELD_BYTES; emptied when full) and per entry.
+# and the slot, as the scanner's caches count it; emptied when full) and per entry.
 _FRAGMENTS_BYTES = 1 << 20
 _FRAGMENT_MAX_BYTES = 256
-_HELD_BYTES = 160
 
 
 # Events printed a second at most by default: more than a terminal shows anyone. The rest

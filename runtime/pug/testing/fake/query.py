@@ -248,7 +248,7 @@ class Store:
     def batch_create(self, events: list[Arrival], size: int) -> bytes:
         """Take a BatchCreate's events (`size` bytes on the wire), already checked
         (`FakePug.handle_batch`), with the time they arrived: they are stored when the
-        store is next read, or once `_PENDING_MAX` events or `_PENDING_MAX_BYTES` (an
+        store is next read, or once `_PENDING_MAX` events or `_PENDING_MAX_BYTES` (a
         32nd of the bound, if less) wait (`settle`), many batches at once."""
         self._pending.append((self.clock(), events))
         self._pending_events += len(events)
